@@ -1,0 +1,44 @@
+"""safegen: Safe-CLIP encoders injected into Stable Diffusion and LLaVA-style models.
+
+Heavy stacks (torch, diffusers, transformers) are imported only when a name that needs
+them is first used, so ``import safegen`` and ``safegen --help`` stay instant.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+__version__ = "0.1.0"
+
+# public name -> module that defines it
+_LAZY = {
+    "EncoderMismatchError": "safegen.errors",
+    "MissingWeightsError": "safegen.errors",
+    "SafeStableDiffusionPipeline": "safegen.pipelines.text_to_image",
+    "SafeStableDiffusionPipelineOutput": "safegen.pipelines.text_to_image",
+    "SafeStableDiffusionXLPipeline": "safegen.pipelines.text_to_image",
+    "SafegenError": "safegen.errors",
+    "get_preset": "safegen.presets",
+    "inject_text_encoder": "safegen.encoders",
+    "inject_vision_encoder": "safegen.encoders",
+    "list_presets": "safegen.presets",
+    "load_classifier": "safegen.safety",
+    "load_safe_text_encoder": "safegen.encoders",
+    "load_safe_vision_encoder": "safegen.encoders",
+}
+
+__all__ = sorted([*_LAZY, "__version__"])
+
+
+def __getattr__(name: str) -> Any:
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module 'safegen' has no attribute '{name}'")
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return __all__

@@ -1,0 +1,53 @@
+"""Resolving model sources: local folder, hub id in the cache, or a clear error offline."""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Callable
+from pathlib import Path
+from typing import TypeVar
+
+from .errors import MissingWeightsError, SafegenError
+
+_logger = logging.getLogger(__name__)
+
+T = TypeVar("T")
+
+
+def is_offline() -> bool:
+    return any(os.environ.get(k, "").lower() in ("1", "true", "yes") for k in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE"))
+
+
+def looks_like_hub_id(source: str) -> bool:
+    """True for 'owner/name' strings that are not an existing local path."""
+    if Path(source).expanduser().exists():
+        return False
+    parts = source.split("/")
+    return len(parts) == 2 and all(parts) and not source.startswith((".", "/", "~"))
+
+
+def is_cached(repo_id: str, filename: str = "config.json") -> bool:
+    """Whether a hub repo has `filename` in the local cache (no network)."""
+    try:
+        from huggingface_hub import try_to_load_from_cache
+    except ImportError:  # pragma: no cover - huggingface_hub is a hard dependency of transformers
+        return False
+    for name in (filename, "model_index.json"):
+        hit = try_to_load_from_cache(repo_id, name)
+        if isinstance(hit, str):
+            return True
+    return False
+
+
+def load_or_explain(source: str, loader: Callable[[], T]) -> T:
+    """Run `loader`; turn "not found / offline" failures for a hub id into one clear sentence."""
+    try:
+        return loader()
+    except (OSError, ValueError) as exc:  # transformers/diffusers raise OSError (or ValueError) for missing repos
+        local = Path(source).expanduser()
+        if local.exists():
+            raise SafegenError(f"cannot load '{source}': {str(exc).splitlines()[0]}") from exc
+        if looks_like_hub_id(source):
+            raise MissingWeightsError(source, detail=type(exc).__name__) from exc
+        raise SafegenError(f"'{source}' is neither a local folder nor a hub id (owner/name)") from exc

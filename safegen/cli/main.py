@@ -1,0 +1,45 @@
+"""Entry point of the `safegen` command: registers one command module each.
+
+Known errors print one line and exit 1; usage errors exit 2 (typer); tracebacks only
+with SAFEGEN_DEBUG=1.
+"""
+
+from __future__ import annotations
+
+import sys
+
+import typer
+
+from . import presets as presets_cmd
+from . import t2i as t2i_cmd
+from ._common import debug_enabled
+
+app = typer.Typer(
+    name="safegen",
+    help="Safe-CLIP for generative models: safe text-to-image, image-to-text and retrieval.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+    rich_markup_mode=None,
+)
+app.command("t2i")(t2i_cmd.t2i)
+app.command("presets")(presets_cmd.presets)
+
+
+def main() -> None:
+    from ..errors import SafegenError
+
+    try:
+        app(standalone_mode=True)
+    except SafegenError as exc:
+        if debug_enabled():
+            raise
+        sys.stderr.write(f"error: {exc}\n")
+        sys.exit(1)
+    except KeyboardInterrupt:
+        sys.stderr.write("interrupted\n")
+        sys.exit(130)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,1 @@
+"""Safe generation pipelines: one module a pipeline."""
