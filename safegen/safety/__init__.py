@@ -1,0 +1,40 @@
+"""Output safety classifiers behind one interface (:class:`OutputClassifier`)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+from .base import OutputClassifier, SafetyResult
+
+# name -> "module:attribute" of a factory taking keyword options; imported on first use.
+_REGISTRY: dict[str, str] = {
+    "nudenet": "safegen.safety.nudenet:NudeNetClassifier",
+}
+
+
+def register_classifier(name: str, target: str | Callable[..., OutputClassifier]) -> None:
+    """Make a classifier loadable by name (``target``: a factory or "module:attr")."""
+    _REGISTRY[name] = target
+
+
+def list_classifiers() -> list[str]:
+    return sorted(_REGISTRY)
+
+
+def load_classifier(name: str, **options: Any) -> OutputClassifier:
+    """Build a classifier by registry name, e.g. ``load_classifier("nudenet", threshold=0.6)``."""
+    import importlib
+
+    from ..errors import SafegenError
+
+    target = _REGISTRY.get(name)
+    if target is None:
+        raise SafegenError(f"unknown classifier '{name}'; choose one of: {', '.join(list_classifiers())}")
+    if isinstance(target, str):
+        module, attr = target.split(":")
+        target = getattr(importlib.import_module(module), attr)
+    return target(**options)
+
+
+__all__ = ["OutputClassifier", "SafetyResult", "list_classifiers", "load_classifier", "register_classifier"]
