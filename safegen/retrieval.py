@@ -21,7 +21,8 @@ def recall_at_k(queries: torch.Tensor, gallery: torch.Tensor, ks: Sequence[int] 
 
     Ranking is by cosine similarity. A query counts as a hit at K when its own gallery
     item is among the K most similar (ties broken against the query: an item scoring
-    exactly as high as the match ranks ahead of it, so a constant embedding scores 1/N).
+    exactly as high as the match ranks ahead of it, so a collapsed, constant embedding
+    scores 0 for every K < N instead of looking perfect).
     """
     import torch
 
