@@ -1,0 +1,94 @@
+"""From CLI-style choices (preset, model, safe encoder, device, dtype) to loaded pipelines.
+
+Shared by `safegen t2i`, `safegen batch` and `safegen eval`, so every command resolves
+presets and devices the same way.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from typing import Any
+
+from .errors import SafegenError
+from .presets import get_preset
+
+_logger = logging.getLogger(__name__)
+
+NONE_WORDS = ("none", "original", "off", "")
+
+
+@dataclass
+class T2ISources:
+    """Which base pipeline and which safe encoder(s) a run uses."""
+
+    base: str
+    safe_encoder: str | None
+    preset: str | None = None
+
+
+def resolve_t2i_sources(preset: str | None, model: str | None, safe_encoder: str | None) -> T2ISources:
+    """Combine --preset / --model / --safe-encoder; explicit flags override the preset's entries."""
+    base, safe, name = None, None, None
+    if preset:
+        p = get_preset(preset)
+        if "t2i" not in p.task:
+            raise SafegenError(f"preset '{preset}' is for {p.task}, not text-to-image")
+        base, safe, name = p.base, p.safe_encoder, p.name
+    if model:
+        base = model
+    if safe_encoder is not None:
+        safe = None if safe_encoder.strip().lower() in NONE_WORDS else safe_encoder
+    if not base:
+        raise SafegenError("no model given: pass --preset NAME (see `safegen presets`) or --model ID_OR_FOLDER")
+    return T2ISources(base=base, safe_encoder=safe, preset=name)
+
+
+def load_t2i_pipeline(
+    base: str,
+    safe_encoder: Any = None,
+    *,
+    device: str = "cpu",
+    torch_dtype: Any = None,
+    attention: str = "auto",
+    safety_checker: bool = False,
+) -> Any:
+    """Load a safe SD/SDXL pipeline (original when ``safe_encoder`` is None) on ``device``.
+
+    diffusers' built-in safety checker is off by default: safegen flags outputs with its own
+    classifiers (``--check``) and never blacks images out silently.
+    """
+    from .pipelines.attention import configure_attention
+    from .pipelines.text_to_image import pipeline_class_for
+
+    cls = pipeline_class_for(base)
+    kwargs: dict[str, Any] = {}
+    if torch_dtype is not None:
+        kwargs["torch_dtype"] = torch_dtype
+    if not safety_checker and cls.__name__ == "SafeStableDiffusionPipeline":
+        kwargs.update(safety_checker=None, requires_safety_checker=False)
+    pipe = cls.from_pretrained(base, safe_encoder=safe_encoder, safe_encoder_kwargs=None, **kwargs)
+    pipe = pipe.to(device)
+    configure_attention(pipe, attention, device=device)
+    return pipe
+
+
+def safe_twin(pipe: Any, safe_encoder: Any) -> Any:
+    """A safe pipeline sharing ``pipe``'s UNet/VAE (for side-by-side comparisons)."""
+    from .pipelines.text_to_image import pipeline_class_for
+
+    twin = pipeline_class_for(pipe).from_pipe(pipe, safe_encoder=safe_encoder)
+    return twin
+
+
+def prompt_overflow(tokenizer: Any, prompt: str) -> str | None:
+    """The part of ``prompt`` the tokenizer cuts off at its model_max_length, or None."""
+    limit = getattr(tokenizer, "model_max_length", 77)
+    ids = tokenizer(prompt, truncation=False, add_special_tokens=True).input_ids
+    if len(ids) <= limit:
+        return None
+    kept = tokenizer.decode(ids[1 : limit - 1], skip_special_tokens=True)
+    # Recover the cut words from the original text (decode normalises case/spacing).
+    kept_words = len(kept.split())
+    words = prompt.split()
+    return " ".join(words[kept_words:]) or tokenizer.decode(ids[limit - 1 : -1], skip_special_tokens=True)

@@ -1,0 +1,108 @@
+"""Writing results safely: atomic files, PNGs with their generation parameters, safe names.
+
+A killed process never leaves a half-written file: everything is written to a temporary
+file in the same folder and renamed into place. File names derived from prompt ids are
+sanitised and checked to stay inside the output folder.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import re
+import tempfile
+from pathlib import Path
+from typing import Any
+
+_UNSAFE_CHARS = re.compile(r"[^A-Za-z0-9._-]+")
+MAX_STEM = 80
+
+
+def atomic_write_bytes(path: str | Path, data: bytes) -> Path:
+    """Write ``data`` to ``path`` atomically (temp file in the same folder, fsync, rename)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(data)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return path
+
+
+def atomic_write_text(path: str | Path, text: str) -> Path:
+    return atomic_write_bytes(path, text.encode("utf-8"))
+
+
+def atomic_write_json(path: str | Path, obj: Any) -> Path:
+    return atomic_write_text(path, json.dumps(obj, indent=2, sort_keys=True, default=str) + "\n")
+
+
+def format_parameters(params: dict[str, Any]) -> str:
+    """The A1111-style ``parameters`` text: prompt, negative prompt, then `Key: value` pairs."""
+    lines = [str(params.get("prompt", ""))]
+    if params.get("negative_prompt"):
+        lines.append(f"Negative prompt: {params['negative_prompt']}")
+    names = {
+        "steps": "Steps",
+        "guidance": "CFG scale",
+        "seed": "Seed",
+        "size": "Size",
+        "model": "Model",
+        "safe_encoder": "Safe encoder",
+        "scheduler": "Sampler",
+    }
+    pairs = [f"{label}: {params[key]}" for key, label in names.items() if params.get(key) not in (None, "")]
+    if "safe_encoder" in params and params["safe_encoder"] is None:
+        pairs.append("Safe encoder: none")
+    lines.append(", ".join(pairs))
+    return "\n".join(lines)
+
+
+def png_bytes(image: Any, params: dict[str, Any] | None = None) -> bytes:
+    """Encode a PIL image as PNG with a ``parameters`` text chunk and a ``safegen`` JSON chunk."""
+    from PIL.PngImagePlugin import PngInfo
+
+    info = PngInfo()
+    if params:
+        info.add_text("parameters", format_parameters(params))
+        info.add_text("safegen", json.dumps(params, sort_keys=True, default=str))
+    buf = io.BytesIO()
+    image.save(buf, format="PNG", pnginfo=info)
+    return buf.getvalue()
+
+
+def save_png(image: Any, path: str | Path, params: dict[str, Any] | None = None) -> Path:
+    """Save a PNG atomically with its generation parameters embedded."""
+    return atomic_write_bytes(path, png_bytes(image, params))
+
+
+def read_png_parameters(path: str | Path) -> dict[str, Any]:
+    """The ``safegen`` JSON chunk of a PNG written by :func:`save_png` (empty if none)."""
+    from PIL import Image
+
+    with Image.open(path) as im:
+        raw = im.text.get("safegen") if hasattr(im, "text") else None
+    return json.loads(raw) if raw else {}
+
+
+def sanitize_stem(text: str, fallback: str = "item") -> str:
+    """A file-name stem from any id or prompt: [A-Za-z0-9._-] only, no leading dots, bounded length."""
+    stem = _UNSAFE_CHARS.sub("_", str(text)).strip("._-")
+    stem = stem[:MAX_STEM].rstrip("._-")
+    return stem or fallback
+
+
+def path_inside(root: str | Path, name: str) -> Path:
+    """``root / name``, refusing any name that would resolve outside ``root``."""
+    root = Path(root).resolve()
+    candidate = (root / name).resolve()
+    if candidate != root and root not in candidate.parents:
+        raise ValueError(f"refusing to write '{name}': it resolves outside the output folder {root}")
+    return candidate
