@@ -18,6 +18,7 @@ device and any offloading hooks, and nothing else about the generator changes.
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import json
 import logging
@@ -70,7 +71,9 @@ def _projection_dim(module: torch.nn.Module, tower: str) -> int | None:
     return None
 
 
-def check_compatible(encoder: torch.nn.Module, target: torch.nn.Module, tower: str, *, target_name: str = "target") -> None:
+def check_compatible(
+    encoder: torch.nn.Module, target: torch.nn.Module, tower: str, *, target_name: str = "target"
+) -> None:
     """Refuse an encoder whose shapes or activation do not fit the target, naming both sides."""
     enc_cfg, tgt_cfg = _tower_config(encoder, tower), _tower_config(target, tower)
     fields = ["hidden_size", "num_hidden_layers", "num_attention_heads", "intermediate_size", "hidden_act"]
@@ -96,7 +99,9 @@ def check_compatible(encoder: torch.nn.Module, target: torch.nn.Module, tower: s
         )
 
 
-def copy_tower_weights(encoder: torch.nn.Module, target: torch.nn.Module, tower: str, *, target_name: str = "target") -> None:
+def copy_tower_weights(
+    encoder: torch.nn.Module, target: torch.nn.Module, tower: str, *, target_name: str = "target"
+) -> None:
     """Copy a tower's weights into ``target`` in place (dtype/device of the target kept)."""
     import torch
 
@@ -160,7 +165,9 @@ def load_safe_text_encoder(
     ``base`` overrides the base model named by a LoRA adapter; ``activation`` the
     activation of an open_clip checkpoint.
     """
-    return _load_tower(source, "text", base=base, activation=activation, torch_dtype=torch_dtype, device=device, **hf_kwargs)
+    return _load_tower(
+        source, "text", base=base, activation=activation, torch_dtype=torch_dtype, device=device, **hf_kwargs
+    )
 
 
 def load_safe_vision_encoder(
@@ -271,7 +278,23 @@ def _load_transformers_tower(source: str, tower: str, **hf_kwargs) -> torch.nn.M
             f"'{source}' holds a '{model_type or 'unknown'}' model, not a CLIP {tower} encoder "
             f"(expected model_type clip or clip_{tower}_model)"
         )
+    if model_type == "clip":
+        # The other tower's weights are expected leftovers: keep transformers' report of them quiet.
+        with _quiet_transformers():
+            return load_or_explain(source, lambda: cls.from_pretrained(source, **hf_kwargs))
     return load_or_explain(source, lambda: cls.from_pretrained(source, **hf_kwargs))
+
+
+@contextlib.contextmanager
+def _quiet_transformers():
+    from transformers.utils import logging as hf_logging
+
+    level = hf_logging.get_verbosity()
+    hf_logging.set_verbosity_error()
+    try:
+        yield
+    finally:
+        hf_logging.set_verbosity(level)
 
 
 def load_lora_merged(adapter_dir: str | Path, *, base: str | None = None, **hf_kwargs) -> torch.nn.Module:
@@ -314,7 +337,9 @@ def read_checkpoint(path: str | Path) -> dict[str, torch.Tensor]:
         try:
             sd = torch.load(str(path), map_location="cpu", weights_only=True)
         except Exception as exc:  # weights_only refuses pickles carrying code: say so plainly
-            raise SafegenError(f"cannot read '{path}' safely ({type(exc).__name__}); convert it to safetensors") from exc
+            raise SafegenError(
+                f"cannot read '{path}' safely ({type(exc).__name__}); convert it to safetensors"
+            ) from exc
     if isinstance(sd, dict) and "state_dict" in sd and isinstance(sd["state_dict"], dict):
         sd = sd["state_dict"]
     # Checkpoints saved from DDP carry a "module." prefix.
@@ -331,7 +356,9 @@ def open_clip_to_transformers(state_dict: dict[str, torch.Tensor], *, activation
 
     sd = state_dict
     if "token_embedding.weight" not in sd:
-        raise SafegenError("not an open_clip CLIP checkpoint: no 'token_embedding.weight' (is it a transformers file?)")
+        raise SafegenError(
+            "not an open_clip CLIP checkpoint: no 'token_embedding.weight' (is it a transformers file?)"
+        )
     width = sd["token_embedding.weight"].shape[1]
     t_layers = _count_layers(sd, "transformer.resblocks.")
     text_proj = sd.get("text_projection")
@@ -385,7 +412,9 @@ def open_clip_to_transformers(state_dict: dict[str, torch.Tensor], *, activation
         out["vision_model.pre_layrnorm.weight"] = sd["visual.ln_pre.weight"]
         out["vision_model.pre_layrnorm.bias"] = sd["visual.ln_pre.bias"]
         out.update(
-            _convert_blocks(sd, "visual.transformer.resblocks.", "vision_model.encoder.layers.", vision_cfg["num_hidden_layers"])
+            _convert_blocks(
+                sd, "visual.transformer.resblocks.", "vision_model.encoder.layers.", vision_cfg["num_hidden_layers"]
+            )
         )
         out["vision_model.post_layernorm.weight"] = sd["visual.ln_post.weight"]
         out["vision_model.post_layernorm.bias"] = sd["visual.ln_post.bias"]

@@ -135,9 +135,9 @@ def get_preset(name: str) -> Preset:
 
 def is_available_offline(source: str) -> bool:
     """Whether a source can be loaded without the network (local folder or cached hub id)."""
-    from ._hub import is_cached
+    from ._hub import is_cached, looks_like_hub_id
 
     path = Path(source).expanduser()
     if path.exists():
         return True
-    return is_cached(source)
+    return looks_like_hub_id(source) and is_cached(source)

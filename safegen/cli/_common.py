@@ -25,7 +25,9 @@ SafeEncoderOpt = Annotated[
         help="Safe-CLIP encoder: hub id, folder, open_clip checkpoint or LoRA adapter; 'none' for the original.",
     ),
 ]
-DeviceOpt = Annotated[str, typer.Option("--device", help="auto (cuda if available, else cpu), cpu, cuda, cuda:1, mps.")]
+DeviceOpt = Annotated[
+    str, typer.Option("--device", help="auto (cuda if available, else cpu), cpu, cuda, cuda:1, mps.")
+]
 DtypeOpt = Annotated[str, typer.Option("--dtype", help="auto (fp16 on cuda, fp32 on cpu), fp32, fp16, bf16.")]
 SeedOpt = Annotated[int, typer.Option("--seed", "-s", help="Random seed; -1 picks one (always recorded).")]
 OutOpt = Annotated[Path, typer.Option("--out", "-o", help="Output folder.")]

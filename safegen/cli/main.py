@@ -10,7 +10,9 @@ import sys
 
 import typer
 
+from . import i2t as i2t_cmd
 from . import presets as presets_cmd
+from . import retrieve as retrieve_cmd
 from . import t2i as t2i_cmd
 from ._common import debug_enabled
 
@@ -24,6 +26,8 @@ app = typer.Typer(
 )
 app.command("t2i")(t2i_cmd.t2i)
 app.command("presets")(presets_cmd.presets)
+app.command("i2t")(i2t_cmd.i2t)
+app.add_typer(retrieve_cmd.app, name="retrieve")
 
 
 def main() -> None:

@@ -168,15 +168,21 @@ class SafeStableDiffusionXLPipeline(_SafeEncoderMixin, StableDiffusionXLPipeline
         return [s for s in ("text_encoder", "text_encoder_2") if s not in self.safe_encoder_ids]
 
 
-def pipeline_class_for(pipe_or_path: Any) -> type:
-    """The safe class matching a diffusers pipeline object or saved folder."""
-    name = pipe_or_path if isinstance(pipe_or_path, str) else type(pipe_or_path).__name__
-    if isinstance(pipe_or_path, (str, Path)) and Path(pipe_or_path).expanduser().is_dir():
-        index = Path(pipe_or_path).expanduser() / "model_index.json"
-        if index.is_file():
-            name = json.loads(index.read_text()).get("_class_name", "")
-    if "XL" in name:
+def pipeline_class_for(pipe_or_source: Any) -> type:
+    """The safe class matching a diffusers pipeline object, saved folder or hub id."""
+    if isinstance(pipe_or_source, (str, Path)):
+        from diffusers import DiffusionPipeline
+
+        src = str(pipe_or_source)
+        index = load_or_explain(src, lambda: DiffusionPipeline.load_config(src))
+        name = index.get("_class_name", "")
+    else:
+        name = type(pipe_or_source).__name__
+    if "XL" in name and "Img2Img" not in name and "Inpaint" not in name:
         return SafeStableDiffusionXLPipeline
-    if "StableDiffusion" in name or "Safe" in name:
+    if name in ("StableDiffusionPipeline", "SafeStableDiffusionPipeline"):
         return SafeStableDiffusionPipeline
-    raise SafegenError(f"no safe pipeline for '{name}': safegen covers StableDiffusionPipeline and the SDXL pipeline")
+    raise SafegenError(
+        f"no safe pipeline for a '{name}': safegen's pipelines cover StableDiffusionPipeline and "
+        "StableDiffusionXLPipeline; for others use safegen.inject_text_encoder(pipe, encoder)"
+    )

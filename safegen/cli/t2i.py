@@ -1,0 +1,214 @@
+"""`safegen t2i`: generate images from one prompt with a Safe-CLIP text encoder."""
+
+from __future__ import annotations
+
+import random
+import time
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+
+from ._common import (
+    DeviceOpt,
+    DtypeOpt,
+    JsonOpt,
+    ModelOpt,
+    OutOpt,
+    PresetOpt,
+    SafeEncoderOpt,
+    SeedOpt,
+    cli_errors,
+    console,
+    parse_size,
+    print_json,
+    resolve_device,
+    resolve_dtype,
+)
+
+DEFAULT_PRESET = "sd-1.4"
+
+
+@cli_errors
+def t2i(
+    prompt: Annotated[str, typer.Argument(help="The text prompt.")],
+    preset: PresetOpt = None,
+    model: ModelOpt = None,
+    safe_encoder: SafeEncoderOpt = None,
+    steps: Annotated[int, typer.Option("--steps", min=1, help="Denoising steps.")] = 30,
+    guidance: Annotated[float, typer.Option("--guidance", "--cfg", help="Classifier-free guidance scale.")] = 7.5,
+    seed: SeedOpt = -1,
+    size: Annotated[str | None, typer.Option("--size", help="WIDTHxHEIGHT; default: the model's.")] = None,
+    num_images: Annotated[int, typer.Option("--num-images", "-n", min=1, help="Images to generate.")] = 1,
+    negative_prompt: Annotated[str | None, typer.Option("--negative-prompt", help="What to steer away from.")] = None,
+    out: OutOpt = Path("outputs"),
+    device: DeviceOpt = "auto",
+    dtype: DtypeOpt = "auto",
+    attention: Annotated[str, typer.Option("--attention", help="auto, sdpa, xformers or eager.")] = "auto",
+    compare: Annotated[
+        bool, typer.Option("--compare", help="Also generate with the original encoder, same seed, side by side.")
+    ] = False,
+    check: Annotated[
+        str | None, typer.Option("--check", help="Score outputs with a classifier (nudenet, toy); flags, never hides.")
+    ] = None,
+    json_out: JsonOpt = False,
+) -> None:
+    """Generate images for PROMPT; the safe encoder comes from --preset or --safe-encoder.
+
+    Without --preset/--model the paper's setting is used (preset sd-1.4). PNGs carry a
+    `parameters` text chunk with everything needed to reproduce them.
+    """
+    if not prompt.strip():
+        raise typer.BadParameter("the prompt is empty; pass the text to draw", param_hint="PROMPT")
+    width, height = parse_size(size)
+    from ..loading import load_t2i_pipeline, prompt_overflow, resolve_t2i_sources, safe_twin
+
+    err = console()
+    if not preset and not model:
+        preset = DEFAULT_PRESET
+    sources = resolve_t2i_sources(preset, model, safe_encoder)
+    if compare and sources.safe_encoder is None:
+        raise typer.BadParameter("--compare needs a safe encoder (from --preset or --safe-encoder)")
+    dev = resolve_device(device)
+    torch_dtype = resolve_dtype(dtype, dev)
+    seed = random.randrange(2**31) if seed < 0 else seed
+    classifier = _load_checker(check)
+
+    with err.status(f"loading {sources.base}"):
+        try:
+            if compare:
+                original = load_t2i_pipeline(
+                    sources.base, None, device=dev, torch_dtype=torch_dtype, attention=attention
+                )
+                safe = safe_twin(original, sources.safe_encoder)
+            else:
+                original = None
+                safe = load_t2i_pipeline(
+                    sources.base, sources.safe_encoder, device=dev, torch_dtype=torch_dtype, attention=attention
+                )
+        except Exception as exc:
+            _reraise_with_hint(exc, sources.preset)
+    cut = prompt_overflow(safe.tokenizer, prompt)
+    if cut:
+        err.print(f"warning: the prompt is longer than the text encoder reads; this part is cut: '{cut}'")
+
+    runs = [("safe" if sources.safe_encoder else "original", safe)]
+    if original is not None:
+        runs.insert(0, ("original", original))
+    records: list[dict[str, Any]] = []
+    images_by_variant: dict[str, list[Any]] = {}
+    for variant, pipe in runs:
+        t0 = time.perf_counter()
+        images = _generate(pipe, prompt, negative_prompt, steps, guidance, seed, num_images, width, height)
+        elapsed = time.perf_counter() - t0
+        images_by_variant[variant] = images
+        verdicts = classifier.classify(images) if classifier else [None] * len(images)
+        for i, (image, verdict) in enumerate(zip(images, verdicts, strict=True)):
+            records.append(
+                _save(
+                    image,
+                    out,
+                    prompt,
+                    negative_prompt,
+                    seed + i,
+                    steps,
+                    guidance,
+                    sources.base,
+                    pipe,
+                    variant,
+                    verdict,
+                    elapsed / len(images),
+                )
+            )
+    if compare:
+        for i in range(num_images):
+            pair = [images_by_variant["original"][i], images_by_variant["safe"][i]]
+            path = _save_side_by_side(pair, out, prompt, seed + i)
+            err.print(f"side by side (original | safe): {path}")
+
+    if json_out:
+        print_json(records)
+    else:
+        for rec in records:
+            flag = ""
+            if rec.get("safety"):
+                flag = "  FLAGGED" if rec["safety"]["unsafe"] else "  ok"
+                flag += f" ({rec['safety']['score']:.2f})"
+            typer.echo(f"{rec['file']}{flag}")
+
+
+def _generate(pipe, prompt, negative_prompt, steps, guidance, seed, n, width, height) -> list[Any]:
+    import torch
+
+    # One CPU generator per image, seeded seed+i: image i is reproducible on its own
+    # (and identical across devices), whatever n is.
+    generators = [torch.Generator("cpu").manual_seed(seed + i) for i in range(n)]
+    kwargs: dict[str, Any] = dict(
+        prompt=prompt,
+        negative_prompt=negative_prompt,
+        num_inference_steps=steps,
+        guidance_scale=guidance,
+        num_images_per_prompt=n,
+        generator=generators,
+    )
+    if width:
+        kwargs.update(width=width, height=height)
+    return list(pipe(**kwargs).images)
+
+
+def _save(image, out, prompt, negative_prompt, seed, steps, guidance, base, pipe, variant, verdict, seconds):
+    from ..outputs import path_inside, sanitize_stem, save_png
+
+    stem = sanitize_stem(prompt[:48], fallback="image")
+    name = f"{stem}-{seed}-{variant}.png"
+    path = path_inside(out, name)
+    params = {
+        "prompt": prompt,
+        "negative_prompt": negative_prompt,
+        "seed": seed,
+        "steps": steps,
+        "guidance": guidance,
+        "size": f"{image.width}x{image.height}",
+        "model": base,
+        "safe_encoder": getattr(pipe, "safe_encoder_id", None),
+        "scheduler": type(pipe.scheduler).__name__,
+        "variant": variant,
+    }
+    save_png(image, path, params)
+    record = {"file": str(path), **params, "seconds": round(seconds, 4)}
+    if verdict is not None:
+        record["safety"] = verdict.to_dict()
+    return record
+
+
+def _save_side_by_side(images: list[Any], out: Path, prompt: str, seed: int) -> Path:
+    from PIL import Image
+
+    from ..outputs import path_inside, sanitize_stem, save_png
+
+    w = sum(im.width for im in images)
+    h = max(im.height for im in images)
+    sheet = Image.new("RGB", (w, h), "white")
+    x = 0
+    for im in images:
+        sheet.paste(im, (x, 0))
+        x += im.width
+    path = path_inside(out, f"{sanitize_stem(prompt[:48], fallback='image')}-{seed}-compare.png")
+    save_png(sheet, path, {"prompt": prompt, "seed": seed, "layout": "original | safe"})
+    return path
+
+
+def _load_checker(name: str | None):
+    if not name:
+        return None
+    from ..safety import load_classifier
+
+    return load_classifier(name)
+
+
+def _reraise_with_hint(exc: Exception, preset: str | None) -> None:
+    from ..errors import MissingWeightsError, SafegenError
+
+    if isinstance(exc, MissingWeightsError) and preset != "toy":
+        raise SafegenError(f"{exc}; for an offline demo use --preset toy") from exc
+    raise exc

@@ -1,0 +1,32 @@
+"""Shared fixtures: tiny models built in code and saved once per test session."""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+
+# Any accidental download must fail at once instead of hanging.
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+
+@pytest.fixture(scope="session")
+def tiny_sd_dir(tmp_path_factory):
+    """A tiny StableDiffusionPipeline saved as a plain diffusers folder."""
+    from safegen.testing import tiny_sd_pipeline
+
+    path = tmp_path_factory.mktemp("tiny_sd")
+    tiny_sd_pipeline(seed=0).save_pretrained(path)
+    return path
+
+
+@pytest.fixture(scope="session")
+def tiny_clip_dir(tmp_path_factory):
+    """A tiny transformers CLIPModel folder (seed 5: different weights from the SD text encoder)."""
+    from safegen.testing import tiny_clip_model
+
+    path = tmp_path_factory.mktemp("tiny_clip")
+    tiny_clip_model(seed=5).save_pretrained(path)
+    return path
