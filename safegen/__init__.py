@@ -15,6 +15,8 @@ __version__ = "0.1.0"
 _LAZY = {
     "EncoderMismatchError": "safegen.errors",
     "MissingWeightsError": "safegen.errors",
+    "SafeLlavaCaptioner": "safegen.pipelines.image_to_text",
+    "SafeRetriever": "safegen.retrieval",
     "SafeStableDiffusionPipeline": "safegen.pipelines.text_to_image",
     "SafeStableDiffusionPipelineOutput": "safegen.pipelines.text_to_image",
     "SafeStableDiffusionXLPipeline": "safegen.pipelines.text_to_image",

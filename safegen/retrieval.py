@@ -1,14 +1,23 @@
 """Safe cross-modal retrieval and the paper's retrieval metric.
 
 ``recall_at_k`` is the one implementation shared by safegen-train's validation,
-``safegen eval retrieval`` and the toy-world benchmarks.
+``safegen eval retrieval`` and the toy-world benchmarks; ``retrieval_table`` builds the
+paper's S-V / S-G / U-V / U-G table on it. ``SafeRetriever`` encodes images and texts with
+any transformers CLIP (a Safe-CLIP, or the original for comparison) into a
+:class:`RetrievalIndex` that lives on disk and grows incrementally.
 """
 
 from __future__ import annotations
 
+import json
 import logging
 from collections.abc import Sequence
-from typing import TYPE_CHECKING
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from ._hub import load_or_explain
+from .errors import SafegenError
 
 if TYPE_CHECKING:
     import torch
@@ -27,7 +36,9 @@ def recall_at_k(queries: torch.Tensor, gallery: torch.Tensor, ks: Sequence[int] 
     import torch
 
     if queries.ndim != 2 or gallery.ndim != 2 or queries.shape != gallery.shape:
-        raise ValueError(f"queries and gallery must both be (N, D), got {tuple(queries.shape)} and {tuple(gallery.shape)}")
+        raise ValueError(
+            f"queries and gallery must both be (N, D), got {tuple(queries.shape)} and {tuple(gallery.shape)}"
+        )
     q = torch.nn.functional.normalize(queries.float(), dim=-1)
     g = torch.nn.functional.normalize(gallery.float(), dim=-1)
     sims = q @ g.T  # (N, N)
@@ -36,3 +47,488 @@ def recall_at_k(queries: torch.Tensor, gallery: torch.Tensor, ks: Sequence[int] 
     rank = (sims >= own).sum(dim=1) - 1  # (N,)
     n = queries.shape[0]
     return {int(k): float((rank < k).float().mean().item() * 100.0) if n else 0.0 for k in ks}
+
+
+# ----------------------------------------------------------------------------- the paper's retrieval table
+
+# (text, image) pairs: S/U = safe/unsafe text, V = real (safe) image, G = generated unsafe image
+GALLERIES = ("S-V", "S-G", "U-V", "U-G")
+RECALL_SUM_GALLERIES = ("S-V", "S-G", "U-V")  # the released early-stopping "recall-sum" leaves U-G out on purpose
+
+
+def retrieval_table(
+    safe_text: torch.Tensor,
+    unsafe_text: torch.Tensor,
+    safe_image: torch.Tensor | None = None,
+    unsafe_image: torch.Tensor | None = None,
+    ks: Sequence[int] = (1, 5, 10, 20),
+) -> dict[str, dict[str, dict[int, float]]]:
+    """Recall@K of the paper's four galleries in both directions, all from :func:`recall_at_k`.
+
+    Inputs are (N, D) embeddings, row i of each being the same ViSU quadruple. Galleries:
+    S-V (safe text, safe image), S-G (safe text, generated unsafe image), U-V (unsafe text,
+    safe image), U-G (unsafe text, unsafe image). A missing image set drops its galleries.
+    Returns ``{gallery: {"t2i": {k: recall %}, "i2t": {...}}}``, the layout safegen_train's
+    validation reports.
+    """
+    texts = {"S": safe_text, "U": unsafe_text}
+    images = {"V": safe_image, "G": unsafe_image}
+    table: dict[str, dict[str, dict[int, float]]] = {}
+    for name in GALLERIES:
+        text, image = texts[name[0]], images[name[2]]
+        if text is None or image is None:
+            continue
+        table[name] = {"t2i": recall_at_k(text, image, ks), "i2t": recall_at_k(image, text, ks)}
+    return table
+
+
+def recall_sum(table: dict[str, dict[str, dict[int, float]]], k: int = 1) -> float | None:
+    """The released early-stopping score: R@k over S-V, S-G and U-V in both directions (None: no gallery)."""
+    parts = [table[g][d][k] for g in RECALL_SUM_GALLERIES if g in table for d in ("t2i", "i2t") if k in table[g][d]]
+    return float(sum(parts)) if parts else None
+
+
+def format_retrieval_table(table: dict[str, dict[str, dict[int, float]]]) -> str:
+    """The table as aligned plain text, one row per gallery and direction (for logs and the CLI)."""
+    lines = []
+    for gallery, directions in table.items():
+        for direction, recalls in directions.items():
+            cells = "  ".join(f"R@{k} {v:6.2f}" for k, v in recalls.items())
+            lines.append(f"{gallery:<4} {direction:<4} {cells}")
+    return "\n".join(lines)
+
+
+# ----------------------------------------------------------------------------- persistent index
+
+INDEX_FORMAT = "safegen.retrieval_index"
+INDEX_VERSION = 1
+INDEX_JSON = "index.json"
+KINDS = ("image", "text")
+
+
+@dataclass(frozen=True)
+class SearchHit:
+    """One search result: its rank (1 = best), cosine score, and the item as indexed."""
+
+    rank: int
+    score: float
+    id: str
+    kind: str
+    source: str
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"rank": self.rank, "score": self.score, "id": self.id, "kind": self.kind, "source": self.source}
+
+
+class RetrievalIndex:
+    """Unit-norm embeddings (N, D) plus one metadata record per row, stored on disk as a folder.
+
+    Layout: ``index.json`` (format, model, dim, items, and the name of the embeddings file)
+    and ``embeddings-<generation>.safetensors``. Every save writes a new embeddings file and
+    then replaces ``index.json`` atomically, so a crash at any point leaves the previous,
+    consistent index readable; files no longer named by ``index.json`` are removed after
+    the commit. Search is exact (brute-force cosine), see benchmarks/retrieval_latency.py.
+    """
+
+    def __init__(self, dim: int | None = None, *, model: str | None = None):
+        import torch
+
+        self.dim = dim
+        self.model = model
+        self.items: list[dict[str, str]] = []
+        self._chunks: list[torch.Tensor] = [torch.zeros(0, dim or 0)]  # (n_i, D) float32, unit norm
+        self.generation = 0
+        self._keys: set[tuple[str, str]] = set()
+        self._kind_masks: dict[str, torch.Tensor] = {}  # kind -> (N,) bool, rebuilt after each add
+
+    def __len__(self) -> int:
+        return len(self.items)
+
+    @property
+    def embeddings(self) -> torch.Tensor:
+        """All rows (N, D); chunks from incremental adds are joined once, on first use."""
+        import torch
+
+        if len(self._chunks) > 1:
+            self._chunks = [torch.cat(self._chunks, dim=0)]
+        return self._chunks[0]
+
+    @embeddings.setter
+    def embeddings(self, value: torch.Tensor) -> None:
+        self._chunks = [value]
+
+    def __contains__(self, key: tuple[str, str]) -> bool:
+        return key in self._keys
+
+    def count(self, kind: str) -> int:
+        return sum(1 for item in self.items if item["kind"] == kind)
+
+    def add(self, embeddings: torch.Tensor, items: Sequence[dict[str, str]]) -> int:
+        """Append rows (normalised here) and their records ({id, kind, source}); returns how many were added.
+
+        Items whose (kind, id) is already indexed are skipped, so re-adding a folder is harmless.
+        """
+        import torch
+
+        if embeddings.ndim != 2 or embeddings.shape[0] != len(items):
+            raise ValueError(f"embeddings must be (N, D) with N = {len(items)} items, got {tuple(embeddings.shape)}")
+        if self.dim is None:
+            self.dim = int(embeddings.shape[1])
+            self.embeddings = torch.zeros(0, self.dim)
+        if embeddings.shape[1] != self.dim:
+            raise SafegenError(
+                f"embeddings are {embeddings.shape[1]}-d but the index holds {self.dim}-d ones "
+                f"(built with '{self.model}'); use the same CLIP model or build a new index"
+            )
+        keep, records = [], []
+        for row, item in enumerate(items):
+            if item.get("kind") not in KINDS:
+                raise ValueError(f"item {row} has kind {item.get('kind')!r}; expected one of {KINDS}")
+            key = (item["kind"], str(item["id"]))
+            if key in self._keys:
+                continue
+            self._keys.add(key)
+            keep.append(row)
+            records.append(
+                {"id": str(item["id"]), "kind": item["kind"], "source": str(item.get("source", item["id"]))}
+            )
+        if keep:
+            new = torch.nn.functional.normalize(embeddings[keep].detach().float().cpu(), dim=-1)  # (n, D)
+            self._chunks.append(new)  # joined lazily: many small adds must not copy the matrix each time
+            self.items.extend(records)
+            self._kind_masks = {}
+        return len(keep)
+
+    def _kind_mask(self, kinds: Sequence[str]) -> torch.Tensor:
+        """(N,) bool: rows whose kind is in ``kinds`` (cached, since indexes hold 10^5 rows)."""
+        import torch
+
+        key = ",".join(sorted(kinds))
+        if key not in self._kind_masks:
+            self._kind_masks[key] = torch.tensor([item["kind"] in kinds for item in self.items], dtype=torch.bool)
+        return self._kind_masks[key]
+
+    def search(self, query: torch.Tensor, k: int = 10, kinds: Sequence[str] | None = None) -> list[list[SearchHit]]:
+        """Top-k items by cosine similarity for each query row (Q, D) or a single (D,) query."""
+        import torch
+
+        q = query.detach().float().cpu()
+        q = q.unsqueeze(0) if q.ndim == 1 else q  # (Q, D)
+        if q.shape[1] != self.dim:
+            raise SafegenError(f"query is {q.shape[1]}-d but the index holds {self.dim}-d embeddings")
+        q = torch.nn.functional.normalize(q, dim=-1)
+        scores = q @ self.embeddings.T  # (Q, N); the gallery is never copied
+        available = len(self)
+        if kinds is not None:
+            mask = self._kind_mask(kinds)  # (N,)
+            available = int(mask.sum())
+            scores = scores.masked_fill(~mask, float("-inf"))
+        if available == 0:
+            return [[] for _ in range(q.shape[0])]
+        top = torch.topk(scores, k=min(k, available), dim=1)
+        results = []
+        for qi in range(q.shape[0]):
+            hits = []
+            for rank, (score, row) in enumerate(zip(top.values[qi].tolist(), top.indices[qi].tolist(), strict=True)):
+                item = self.items[row]
+                hits.append(SearchHit(rank + 1, float(score), item["id"], item["kind"], item["source"]))
+            results.append(hits)
+        return results
+
+    # -------------------------------------------------------------- persistence
+
+    def save(self, folder: str | Path) -> Path:
+        """Write the index to ``folder`` crash-safely (new embeddings file first, then index.json)."""
+        from safetensors.torch import save
+
+        from .outputs import atomic_write_bytes, atomic_write_json
+
+        folder = Path(folder)
+        folder.mkdir(parents=True, exist_ok=True)
+        previous = _read_index_json(folder) if (folder / INDEX_JSON).exists() else None
+        generation = max(self.generation, previous["generation"] if previous else 0) + 1
+        emb_name = f"embeddings-{generation:06d}.safetensors"
+        atomic_write_bytes(folder / emb_name, save({"embeddings": self.embeddings.contiguous()}))
+        meta = {
+            "format": INDEX_FORMAT,
+            "version": INDEX_VERSION,
+            "generation": generation,
+            "embeddings_file": emb_name,
+            "model": self.model,
+            "dim": self.dim,
+            "count": len(self),
+            "items": self.items,
+        }
+        atomic_write_json(folder / INDEX_JSON, meta)  # the commit point
+        self.generation = generation
+        for stale in folder.glob("embeddings-*.safetensors"):
+            if stale.name != emb_name:
+                stale.unlink(missing_ok=True)
+        _logger.info("saved %d items to %s", len(self), folder)
+        return folder
+
+    @classmethod
+    def load(cls, folder: str | Path) -> RetrievalIndex:
+        """Read an index folder written by :meth:`save`; a damaged one is refused with the file named."""
+        from safetensors.torch import load_file
+
+        folder = Path(folder)
+        meta = _read_index_json(folder)
+        emb_path = folder / meta["embeddings_file"]
+        if not emb_path.exists():
+            raise SafegenError(f"index '{folder}' names {emb_path.name}, which is missing; rebuild the index")
+        try:
+            emb = load_file(str(emb_path))["embeddings"].float()
+        except Exception as exc:
+            raise SafegenError(f"cannot read {emb_path} ({type(exc).__name__}); rebuild the index") from exc
+        if tuple(emb.shape) != (meta["count"], meta["dim"]) or len(meta["items"]) != meta["count"]:
+            raise SafegenError(
+                f"{emb_path} holds {tuple(emb.shape)} embeddings but {folder / INDEX_JSON} describes "
+                f"{meta['count']} x {meta['dim']}; rebuild the index"
+            )
+        index = cls(meta["dim"], model=meta.get("model"))
+        index.embeddings = emb
+        index.items = [dict(item) for item in meta["items"]]
+        index._keys = {(item["kind"], item["id"]) for item in index.items}
+        index.generation = int(meta["generation"])
+        return index
+
+
+def _read_index_json(folder: Path) -> dict[str, Any]:
+    path = folder / INDEX_JSON
+    if not path.exists():
+        raise SafegenError(
+            f"'{folder}' is not a retrieval index (no {INDEX_JSON}); build one with `safegen retrieve build`"
+        )
+    try:
+        meta = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, json.JSONDecodeError) as exc:
+        raise SafegenError(f"cannot read {path} ({exc}); rebuild the index") from exc
+    if meta.get("format") != INDEX_FORMAT:
+        raise SafegenError(f"{path} is not a safegen retrieval index (format {meta.get('format')!r})")
+    if int(meta.get("version", 0)) > INDEX_VERSION:
+        raise SafegenError(f"{path} was written by a newer safegen (index version {meta['version']}); upgrade safegen")
+    missing = [key for key in ("generation", "embeddings_file", "dim", "count", "items") if key not in meta]
+    if missing:
+        raise SafegenError(f"{path} lacks field(s) {', '.join(missing)}; rebuild the index")
+    return meta
+
+
+# ----------------------------------------------------------------------------- the retriever
+
+
+@dataclass
+class AddReport:
+    """What an add call did: rows added, items already indexed, and files that could not be read."""
+
+    added: int = 0
+    skipped: int = 0
+    errors: list[str] = field(default_factory=list)
+
+
+class SafeRetriever:
+    """Cross-modal search with any transformers CLIP (a Safe-CLIP or the original) over a persistent index.
+
+    Args:
+        model: a transformers ``CLIPModel``.
+        processor: its ``CLIPProcessor``.
+        model_id: the id recorded in the index; adding with another model is refused, since
+            embeddings of two models are not comparable.
+        index: an existing :class:`RetrievalIndex` (a new, empty one otherwise).
+        batch_size: images or texts encoded per forward pass.
+    """
+
+    def __init__(
+        self,
+        model: Any,
+        processor: Any,
+        *,
+        model_id: str | None = None,
+        index: RetrievalIndex | None = None,
+        batch_size: int = 32,
+    ):
+        self.model = model.eval()
+        self.processor = processor
+        self.model_id = model_id or getattr(getattr(model, "config", None), "_name_or_path", None) or None
+        self.batch_size = batch_size
+        self.index = index if index is not None else RetrievalIndex(model=self.model_id)
+        self._check_index_model()
+
+    @classmethod
+    def from_pretrained(
+        cls,
+        pretrained_model_name_or_path: str | Path | Any,
+        *,
+        processor: Any = None,
+        index: str | Path | RetrievalIndex | None = None,
+        device: str | torch.device | None = None,
+        torch_dtype: torch.dtype | None = None,
+        batch_size: int = 32,
+        **hf_kwargs: Any,
+    ) -> SafeRetriever:
+        """Load a CLIPModel (hub id, folder or loaded model) with its processor, and optionally an index folder.
+
+        ``processor`` may name another source for the CLIPProcessor, for checkpoints that
+        ship weights only (e.g. ``openai/clip-vit-large-patch14`` for a ViT-L/14 Safe-CLIP).
+        """
+        from transformers import CLIPModel, CLIPProcessor
+
+        if isinstance(pretrained_model_name_or_path, CLIPModel):
+            model = pretrained_model_name_or_path
+            model_id = getattr(model, "safegen_source", None)
+            if processor is None:
+                raise SafegenError("a loaded CLIPModel needs its processor: pass processor=CLIPProcessor(...)")
+        else:
+            source = str(pretrained_model_name_or_path)
+            model_id = _normalise_model_id(source)
+            if torch_dtype is not None:
+                from .pipelines.image_to_text import dtype_kwarg
+
+                hf_kwargs[dtype_kwarg()] = torch_dtype
+            model = load_or_explain(source, lambda: CLIPModel.from_pretrained(source, **hf_kwargs))
+            if processor is None or isinstance(processor, (str, Path)):
+                proc_source = str(processor or source)
+                try:
+                    processor = load_or_explain(proc_source, lambda: CLIPProcessor.from_pretrained(proc_source))
+                except SafegenError as exc:
+                    raise SafegenError(
+                        f"no CLIPProcessor for '{proc_source}' ({exc}); pass the processor of the CLIP it was "
+                        "fine-tuned from (--processor openai/clip-vit-large-patch14 for ViT-L/14)"
+                    ) from exc
+        if device is not None:
+            model = model.to(device)
+        if isinstance(index, (str, Path)):
+            index = RetrievalIndex.load(index)
+        return cls(model, processor, model_id=model_id, index=index, batch_size=batch_size)
+
+    def _check_index_model(self) -> None:
+        recorded = self.index.model
+        if recorded and self.model_id and recorded != self.model_id:
+            raise SafegenError(
+                f"the index was built with '{recorded}' but this retriever uses '{self.model_id}'; embeddings of "
+                f"different models are not comparable: use --model {recorded} or build a new index"
+            )
+        if self.index.model is None:
+            self.index.model = self.model_id
+        dim = getattr(getattr(self.model, "config", None), "projection_dim", None)
+        if self.index.dim is not None and len(self.index) and dim is not None and dim != self.index.dim:
+            raise SafegenError(f"the index holds {self.index.dim}-d embeddings but this CLIP makes {dim}-d ones")
+
+    # -------------------------------------------------------------- encoding
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.model.parameters()).device
+
+    def encode_images(self, images: Sequence[Any]) -> torch.Tensor:
+        """Unit-norm image embeddings (N, D), float32 on the CPU; items are PIL images or paths."""
+        from .image_io import load_image
+
+        pil = [im if not isinstance(im, (str, Path)) else load_image(im) for im in images]
+        return self._encode(pil, "image")
+
+    def encode_texts(self, texts: Sequence[str]) -> torch.Tensor:
+        """Unit-norm text embeddings (N, D), float32 on the CPU (texts longer than CLIP's 77 tokens are cut)."""
+        return self._encode(list(texts), "text")
+
+    def _encode(self, inputs: list[Any], kind: str) -> torch.Tensor:
+        import torch
+
+        dim = int(self.model.config.projection_dim)
+        chunks = [torch.zeros(0, dim)]
+        dtype = next(self.model.parameters()).dtype
+        for start in range(0, len(inputs), self.batch_size):
+            batch = inputs[start : start + self.batch_size]
+            with torch.inference_mode():
+                if kind == "image":
+                    pixels = self.processor(images=batch, return_tensors="pt")["pixel_values"].to(self.device, dtype)
+                    out = self.model.get_image_features(pixel_values=pixels)
+                else:
+                    enc = self.processor(text=batch, return_tensors="pt", padding=True, truncation=True)
+                    enc = {k: v.to(self.device) for k, v in enc.items() if k in ("input_ids", "attention_mask")}
+                    out = self.model.get_text_features(**enc)
+            # transformers 5 returns an output object whose pooler_output is the projection; 4.x a tensor
+            emb = out if isinstance(out, torch.Tensor) else out.pooler_output  # (B, D)
+            chunks.append(torch.nn.functional.normalize(emb.float().cpu(), dim=-1))
+        return torch.cat(chunks, dim=0)
+
+    # -------------------------------------------------------------- building the index
+
+    def add_images(self, images: Sequence[str | Path], *, ids: Sequence[str] | None = None) -> AddReport:
+        """Encode and index image files; unreadable files are reported (path and reason) and skipped.
+
+        Items already in the index (same id) are skipped without being read, so adding a
+        grown folder again only encodes its new files.
+        """
+        from .image_io import iter_images
+
+        report = AddReport()
+        # Default ids are absolute paths, so "imgs/a.png" and "./imgs/a.png" are one item.
+        ids = [str(Path(p).resolve()) for p in images] if ids is None else [str(i) for i in ids]
+        if len(ids) != len(images):
+            raise ValueError(f"got {len(ids)} ids for {len(images)} images")
+        todo = [(i, p) for i, p in zip(ids, images, strict=True) if ("image", i) not in self.index]
+        report.skipped = len(images) - len(todo)
+        for start in range(0, len(todo), self.batch_size):
+            chunk = todo[start : start + self.batch_size]
+            good, pil = [], []
+            for (item_id, _), (path, image, error) in zip(chunk, iter_images([p for _, p in chunk]), strict=True):
+                if error is not None:
+                    report.errors.append(str(error))
+                    continue
+                good.append({"id": item_id, "kind": "image", "source": str(Path(path).resolve())})
+                pil.append(image)
+            if pil:
+                report.added += self.index.add(self._encode(pil, "image"), good)
+        return report
+
+    def add_texts(self, texts: Sequence[str], *, ids: Sequence[str] | None = None) -> AddReport:
+        """Encode and index texts (the id defaults to the text itself; known ids are skipped)."""
+        ids = list(texts) if ids is None else [str(i) for i in ids]
+        if len(ids) != len(texts):
+            raise ValueError(f"got {len(ids)} ids for {len(texts)} texts")
+        todo = [(i, t) for i, t in zip(ids, texts, strict=True) if ("text", i) not in self.index]
+        report = AddReport(skipped=len(texts) - len(todo))
+        if todo:
+            emb = self.encode_texts([t for _, t in todo])
+            report.added = self.index.add(emb, [{"id": i, "kind": "text", "source": t} for i, t in todo])
+        return report
+
+    def save(self, folder: str | Path) -> Path:
+        """Persist the index (crash-safe, see :class:`RetrievalIndex`)."""
+        return self.index.save(folder)
+
+    # -------------------------------------------------------------- search
+
+    def search(self, query: Any, k: int = 10, *, target: str = "auto") -> list[SearchHit]:
+        """Top-k indexed items for a text (``str``) or an image (PIL image or ``Path``).
+
+        ``target`` picks which items compete: "image", "text", "all", or "auto" (the other
+        modality, i.e. text-to-image or image-to-text retrieval, when the index holds any;
+        otherwise everything).
+        """
+        from PIL import Image
+
+        if isinstance(query, str):
+            kind, emb = "text", self.encode_texts([query])
+        elif isinstance(query, (Path, Image.Image)):
+            kind, emb = "image", self.encode_images([query])
+        else:
+            raise TypeError(f"query must be a str (text), a Path or a PIL image, got {type(query).__name__}")
+        return self.index.search(emb, k, kinds=self._target_kinds(kind, target))[0]
+
+    def _target_kinds(self, query_kind: str, target: str) -> tuple[str, ...] | None:
+        if target == "all":
+            return None
+        if target in KINDS:
+            return (target,)
+        if target != "auto":
+            raise ValueError(f"target must be auto, image, text or all, got {target!r}")
+        other = "image" if query_kind == "text" else "text"
+        return (other,) if self.index.count(other) else None
+
+
+def _normalise_model_id(source: str) -> str:
+    """Local folders are recorded as absolute paths (so relative spellings match), hub ids as given."""
+    path = Path(source).expanduser()
+    return str(path.resolve()) if path.exists() else source

@@ -91,7 +91,12 @@ def get_dummy_components(seed: int = 0, text_encoder_seed: int | None = None) ->
         cross_attention_dim=32,
     )
     scheduler = DDIMScheduler(
-        beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear", clip_sample=False, set_alpha_to_one=False
+        beta_start=0.00085,
+        beta_end=0.012,
+        beta_schedule="scaled_linear",
+        clip_sample=False,
+        set_alpha_to_one=False,
+        steps_offset=1,
     )
     torch.manual_seed(seed)
     vae = AutoencoderKL(
@@ -177,3 +182,146 @@ def get_dummy_sdxl_components(seed: int = 0) -> dict[str, Any]:
         "image_encoder": None,
         "feature_extractor": None,
     }
+
+
+# ----------------------------------------------------------------------------- tiny LLaVA
+
+TINY_LLAVA_CHAT_TEMPLATE = (
+    "{% for message in messages %}"
+    "{% if message['role'] == 'user' %}USER: {% else %}ASSISTANT: {% endif %}"
+    "{% if message['content'] is string %}{{ message['content'] }}"
+    "{% else %}{% for item in message['content'] %}"
+    "{% if item['type'] == 'image' %}<image>\n{% elif item['type'] == 'text' %}{{ item['text'] }}{% endif %}"
+    "{% endfor %}{% endif %}"
+    "{% if message['role'] == 'user' %} {% else %}</s>{% endif %}"
+    "{% endfor %}"
+    "{% if add_generation_prompt %}ASSISTANT:{% endif %}"
+)
+
+_TINY_CORPUS = (
+    "USER: ASSISTANT: Describe this image. What is in the picture?",
+    "a photo of a red circle on a green background",
+    "a blue square next to a yellow triangle under a white sky",
+    "the image shows a small black dog and a large orange cat",
+    "there is a person standing in a field with trees and flowers",
+    "an empty room with a wooden table, two chairs and a lamp",
+    "0 1 2 3 4 5 6 7 8 9 , . ! ? : ; ' \" ( ) - _ / \\ @ # % & * + = < > [ ] { }",
+)
+_TINY_SPECIAL_TOKENS = ("<unk>", "<s>", "</s>", "<pad>", "<image>")
+
+
+def tiny_llava_tokenizer(vocab_size: int = 400) -> Any:
+    """A byte-level BPE tokenizer trained in-process on a fixed corpus (deterministic, offline).
+
+    Byte-level: any text round-trips, so generated ids always decode. ``<image>`` is a
+    single special token, as LlavaProcessor requires; ``<s>`` is prepended like Llama's.
+    """
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, trainers
+    from transformers import PreTrainedTokenizerFast
+
+    tok = Tokenizer(models.BPE(unk_token="<unk>"))
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tok.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(
+        vocab_size=vocab_size,
+        min_frequency=1,
+        special_tokens=list(_TINY_SPECIAL_TOKENS),
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+        show_progress=False,
+    )
+    tok.train_from_iterator(list(_TINY_CORPUS) * 4, trainer=trainer)
+    bos_id = tok.token_to_id("<s>")
+    tok.post_processor = processors.TemplateProcessing(
+        single="<s> $A", pair="<s> $A <s> $B", special_tokens=[("<s>", bos_id)]
+    )
+    return PreTrainedTokenizerFast(
+        tokenizer_object=tok,
+        bos_token="<s>",
+        eos_token="</s>",
+        unk_token="<unk>",
+        pad_token="<pad>",
+        padding_side="left",
+        model_max_length=512,
+    )
+
+
+def tiny_llava_processor(image_size: int = 32, patch_size: int = 8) -> Any:
+    """A LlavaProcessor for :func:`tiny_llava`: CLIP image processing at ``image_size`` and a chat template."""
+    from transformers import CLIPImageProcessor, LlavaProcessor
+
+    image_processor = CLIPImageProcessor(
+        size={"shortest_edge": image_size}, crop_size={"height": image_size, "width": image_size}
+    )
+    return LlavaProcessor(
+        image_processor=image_processor,
+        tokenizer=tiny_llava_tokenizer(),
+        patch_size=patch_size,
+        vision_feature_select_strategy="default",
+        num_additional_image_tokens=1,  # CLIP's CLS token, dropped by the "default" strategy
+        chat_template=TINY_LLAVA_CHAT_TEMPLATE,
+    )
+
+
+def tiny_llava(seed: int = 0, vision_seed: int | None = None, **vision_overrides: Any) -> tuple[Any, Any]:
+    """A tiny ``LlavaForConditionalGeneration`` and its processor, seeded (tower 32 px, patch 8; Llama hidden 32).
+
+    ``vision_seed`` re-initialises only the vision tower, so two models can differ in their
+    tower and nothing else; ``vision_overrides`` change the tower's CLIPVisionConfig.
+    """
+    import torch
+    from transformers import LlamaConfig, LlavaConfig, LlavaForConditionalGeneration
+
+    vision_config = tiny_clip_vision_config(**vision_overrides)
+    processor = tiny_llava_processor(vision_config.image_size, vision_config.patch_size)
+    tokenizer = processor.tokenizer
+    text_config = LlamaConfig(
+        vocab_size=len(tokenizer),
+        hidden_size=32,
+        intermediate_size=37,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=4,
+        max_position_embeddings=512,
+        bos_token_id=tokenizer.bos_token_id,
+        eos_token_id=tokenizer.eos_token_id,
+        pad_token_id=tokenizer.pad_token_id,
+        initializer_range=0.2,  # large enough that the image visibly steers greedy decoding
+    )
+    config = LlavaConfig(
+        vision_config=vision_config.to_dict() | {"model_type": "clip_vision_model"},
+        text_config=text_config.to_dict() | {"model_type": "llama"},
+        image_token_id=processor.image_token_id,
+        vision_feature_layer=-2,
+        vision_feature_select_strategy="default",
+        projector_hidden_act="gelu",
+        pad_token_id=tokenizer.pad_token_id,
+    )
+    torch.manual_seed(seed)
+    model = LlavaForConditionalGeneration(config).eval()
+    if vision_seed is not None:
+        torch.manual_seed(vision_seed)
+        fresh = type(model.model.vision_tower)(model.model.vision_tower.config)
+        model.model.vision_tower.load_state_dict(fresh.state_dict())
+    model.generation_config.pad_token_id = tokenizer.pad_token_id
+    model.generation_config.bos_token_id = tokenizer.bos_token_id
+    model.generation_config.eos_token_id = tokenizer.eos_token_id
+    return model, processor
+
+
+def tiny_safe_vision_encoder(seed: int = 1, **overrides: Any) -> Any:
+    """A tiny CLIPVisionModelWithProjection shaped like :func:`tiny_llava`'s tower (a stand-in Safe-CLIP)."""
+    import torch
+    from transformers import CLIPVisionModelWithProjection
+
+    torch.manual_seed(seed)
+    return CLIPVisionModelWithProjection(tiny_clip_vision_config(**overrides)).eval()
+
+
+def tiny_clip_processor(image_size: int = 32) -> Any:
+    """A CLIPProcessor for :func:`tiny_clip_model`: the reduced CLIP BPE tokenizer and ``image_size`` px images."""
+    from transformers import CLIPImageProcessor, CLIPProcessor
+
+    image_processor = CLIPImageProcessor(
+        size={"shortest_edge": image_size}, crop_size={"height": image_size, "width": image_size}
+    )
+    return CLIPProcessor(image_processor=image_processor, tokenizer=tiny_tokenizer())

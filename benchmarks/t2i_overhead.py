@@ -1,0 +1,86 @@
+"""Inference overhead of Safe-CLIP vs plain diffusers vs Safe Latent Diffusion (SLD).
+
+Safe-CLIP only swaps text-encoder weights, so its promise is zero overhead; SLD adds a
+third UNet batch entry (the safety concept) every step. All three pipelines share the
+same tiny components built in code; runs are interleaved and the median is reported.
+
+    python benchmarks/t2i_overhead.py [--steps 10] [--repeats 15] [--size 64]
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import time
+
+import torch
+
+
+def unet_batch_sizes(pipe, call) -> list[int]:
+    """Run ``call`` once and record the batch size of every UNet forward."""
+    sizes: list[int] = []
+    handle = pipe.unet.register_forward_pre_hook(
+        lambda _m, args, kwargs: sizes.append(int(args[0].shape[0])), with_kwargs=True
+    )
+    try:
+        call()
+    finally:
+        handle.remove()
+    return sizes
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--steps", type=int, default=10)
+    parser.add_argument("--repeats", type=int, default=15)
+    parser.add_argument("--size", type=int, default=64)
+    args = parser.parse_args()
+
+    from diffusers import StableDiffusionPipeline
+    from diffusers.pipelines.deprecated.stable_diffusion_safe import SafetyConfig, StableDiffusionPipelineSafe
+
+    from safegen import SafeStableDiffusionPipeline
+    from safegen.testing import get_dummy_components, tiny_clip_model
+
+    torch.set_num_threads(max(1, torch.get_num_threads()))
+    comps = get_dummy_components(seed=0)
+    plain = StableDiffusionPipeline(**comps, requires_safety_checker=False)
+    safe = SafeStableDiffusionPipeline.from_pipe(plain, safe_encoder=tiny_clip_model(seed=5))
+    sld_comps = {k: comps[k] for k in ("vae", "text_encoder", "tokenizer", "unet", "scheduler")}
+    sld = StableDiffusionPipelineSafe(
+        **sld_comps, safety_checker=None, feature_extractor=None, requires_safety_checker=False
+    )
+    pipes = {"diffusers": plain, "safegen": safe, "sld-medium": sld}
+    for p in pipes.values():
+        p.set_progress_bar_config(disable=True)
+
+    prompt = "a red circle on a blue background"
+
+    def caller(name):
+        pipe = pipes[name]
+        kw = dict(num_inference_steps=args.steps, height=args.size, width=args.size, output_type="np")
+        if name.startswith("sld"):
+            kw.update(SafetyConfig.MEDIUM)
+        return lambda: pipe(prompt, generator=torch.Generator().manual_seed(0), **kw)
+
+    batch = {name: unet_batch_sizes(pipes[name], caller(name)) for name in pipes}
+    times: dict[str, list[float]] = {name: [] for name in pipes}
+    for _ in range(args.repeats):
+        for name in pipes:  # interleaved: drifts in machine load hit every pipeline alike
+            t0 = time.perf_counter()
+            caller(name)()
+            times[name].append(time.perf_counter() - t0)
+
+    base = statistics.median(times["diffusers"])
+    print(
+        f"tiny SD, {args.size}x{args.size}, {args.steps} steps, {args.repeats} repeats, threads={torch.get_num_threads()}"
+    )
+    print(f"{'pipeline':<12} {'median s':>9} {'ratio':>7} {'UNet batch':>11} {'UNet calls':>11}")
+    for name in pipes:
+        med = statistics.median(times[name])
+        b = batch[name]
+        print(f"{name:<12} {med:9.4f} {med / base:7.3f} {max(b):>11} {len(b):>11}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,247 @@
+"""`safegen retrieve build|add|query|info`: a persistent cross-modal index over images and texts.
+
+The index folder records which CLIP built it; `add` and `query` reuse that model unless
+--model names one (a different model is refused: its embeddings are not comparable).
+Results go to stdout, progress and per-file problems to stderr; exit 1 when any file
+could not be indexed.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+
+from ..errors import SafegenError
+from ._common import DeviceOpt, DtypeOpt, JsonOpt, ModelOpt, PresetOpt, cli_errors, console, print_json
+
+_logger = logging.getLogger(__name__)
+
+app = typer.Typer(
+    name="retrieve",
+    help="Build, grow and query a cross-modal retrieval index with a (safe) CLIP.",
+    no_args_is_help=True,
+    add_completion=False,
+    rich_markup_mode=None,
+)
+
+IndexArg = Annotated[Path, typer.Argument(help="Index folder (index.json + embeddings-*.safetensors).")]
+ImagesArg = Annotated[list[str] | None, typer.Argument(help="Image files, folders or glob patterns to index.")]
+TextsOpt = Annotated[
+    Path | None, typer.Option("--texts", help="Text file to index: one text a line; blank and '#' lines skipped.")
+]
+ProcessorOpt = Annotated[
+    str | None, typer.Option("--processor", help="CLIPProcessor source, for checkpoints that ship weights only.")
+]
+BatchOpt = Annotated[int, typer.Option("--batch-size", "-b", min=1, help="Items encoded per forward pass.")]
+RecursiveOpt = Annotated[bool, typer.Option("--recursive", "-r", help="Also index images in sub-folders.")]
+
+
+def _clip_source(preset: str | None, model: str | None) -> str | None:
+    """--model wins; --preset means that preset's Safe-CLIP (the retrieval model of the paper)."""
+    if model:
+        return model
+    if preset:
+        from ..presets import get_preset
+
+        p = get_preset(preset)
+        source = p.safe_vision_encoder or p.safe_encoder
+        if not source:
+            raise SafegenError(f"preset '{preset}' names no Safe-CLIP; pass --model")
+        return source
+    return None
+
+
+def _read_texts(path: Path) -> list[str]:
+    try:
+        lines = path.read_text(encoding="utf-8").splitlines()
+    except (OSError, UnicodeDecodeError) as exc:
+        raise SafegenError(f"cannot read text file {path}: {exc}") from exc
+    return [line.strip() for line in lines if line.strip() and not line.lstrip().startswith("#")]
+
+
+def _quiet_loading() -> None:
+    """transformers 5 draws a progress bar per weight file; this command's stderr is for its own messages."""
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.disable_progress_bar()
+
+
+def _open(index: Path, source: str | None, processor: str | None, device: str, dtype: str, batch_size: int) -> Any:
+    from ..retrieval import RetrievalIndex, SafeRetriever
+    from ._common import resolve_device, resolve_dtype
+
+    existing = RetrievalIndex.load(index) if (index / "index.json").exists() else None
+    source = source or (existing.model if existing is not None else None)
+    if not source:
+        raise typer.BadParameter(
+            "no CLIP model given: pass --model ID_OR_FOLDER or --preset NAME", param_hint="--model"
+        )
+    dev = resolve_device(device)
+    _quiet_loading()
+    return SafeRetriever.from_pretrained(
+        source,
+        processor=processor,
+        index=existing,
+        device=dev,
+        torch_dtype=resolve_dtype(dtype, dev),
+        batch_size=batch_size,
+    )
+
+
+def _add(retriever: Any, images: list[str] | None, texts: Path | None, recursive: bool) -> int:
+    """Index images and texts; report problems on stderr; return the number of problems."""
+    from ..image_io import expand_image_args
+
+    err = console()
+    problems = 0
+    if images:
+        expanded = expand_image_args(images, recursive=recursive)
+        for problem in expanded.problems:
+            typer.echo(f"error: {problem}", err=True)
+        problems += len(expanded.problems)
+        with err.status(f"encoding {len(expanded.paths)} image(s) ..."):
+            report = retriever.add_images(expanded.paths)
+        for error in report.errors:
+            typer.echo(f"error: {error}", err=True)
+        problems += len(report.errors)
+        err.print(
+            f"images: {report.added} added, {report.skipped} already indexed, {len(report.errors)} unreadable",
+            markup=False,
+            soft_wrap=True,
+        )
+    if texts is not None:
+        lines = _read_texts(texts)
+        with err.status(f"encoding {len(lines)} text(s) ..."):
+            report = retriever.add_texts(lines)
+        err.print(f"texts: {report.added} added, {report.skipped} already indexed", markup=False, soft_wrap=True)
+    return problems
+
+
+@app.command("build")
+@cli_errors
+def build(
+    index: IndexArg,
+    images: ImagesArg = None,
+    texts: TextsOpt = None,
+    preset: PresetOpt = None,
+    model: ModelOpt = None,
+    processor: ProcessorOpt = None,
+    overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace an existing index at INDEX.")] = False,
+    recursive: RecursiveOpt = False,
+    batch_size: BatchOpt = 32,
+    device: DeviceOpt = "auto",
+    dtype: DtypeOpt = "auto",
+) -> None:
+    """Create an index from image files/folders and/or a text file."""
+    if not images and texts is None:
+        raise typer.BadParameter("give images to index and/or --texts FILE", param_hint="IMAGES")
+    if (index / "index.json").exists() and not overwrite:
+        raise SafegenError(f"'{index}' already holds an index; use `safegen retrieve add` or pass --overwrite")
+    source = _clip_source(preset, model)
+    if not source:
+        raise typer.BadParameter(
+            "no CLIP model given: pass --model ID_OR_FOLDER or --preset NAME", param_hint="--model"
+        )
+    from ..retrieval import SafeRetriever
+    from ._common import resolve_device, resolve_dtype
+
+    dev = resolve_device(device)
+    _quiet_loading()
+    retriever = SafeRetriever.from_pretrained(
+        source, processor=processor, device=dev, torch_dtype=resolve_dtype(dtype, dev), batch_size=batch_size
+    )
+    problems = _add(retriever, images, texts, recursive)
+    retriever.save(index)
+    console().print(
+        f"index {index}: {len(retriever.index)} item(s), model {retriever.model_id}", markup=False, soft_wrap=True
+    )
+    if problems:
+        raise typer.Exit(1)
+
+
+@app.command("add")
+@cli_errors
+def add(
+    index: IndexArg,
+    images: ImagesArg = None,
+    texts: TextsOpt = None,
+    model: ModelOpt = None,
+    processor: ProcessorOpt = None,
+    recursive: RecursiveOpt = False,
+    batch_size: BatchOpt = 32,
+    device: DeviceOpt = "auto",
+    dtype: DtypeOpt = "auto",
+) -> None:
+    """Add images and/or texts to an existing index (items already indexed are skipped)."""
+    if not images and texts is None:
+        raise typer.BadParameter("give images to add and/or --texts FILE", param_hint="IMAGES")
+    if not (index / "index.json").exists():
+        raise SafegenError(f"'{index}' holds no index; create one with `safegen retrieve build`")
+    retriever = _open(index, model, processor, device, dtype, batch_size)
+    problems = _add(retriever, images, texts, recursive)
+    retriever.save(index)
+    console().print(f"index {index}: {len(retriever.index)} item(s)", markup=False, soft_wrap=True)
+    if problems:
+        raise typer.Exit(1)
+
+
+@app.command("query")
+@cli_errors
+def query(
+    index: IndexArg,
+    text: Annotated[str | None, typer.Option("--text", help="Query text.")] = None,
+    image: Annotated[Path | None, typer.Option("--image", help="Query image file.")] = None,
+    k: Annotated[int, typer.Option("-k", "--top-k", min=1, help="How many results.")] = 10,
+    target: Annotated[str, typer.Option("--target", help="auto (the other modality), image, text or all.")] = "auto",
+    model: ModelOpt = None,
+    processor: ProcessorOpt = None,
+    json_out: JsonOpt = False,
+    device: DeviceOpt = "auto",
+    dtype: DtypeOpt = "auto",
+) -> None:
+    """Print the top-k indexed items for a text or an image query."""
+    if (text is None) == (image is None):
+        raise typer.BadParameter("give exactly one of --text or --image", param_hint="--text/--image")
+    if target not in ("auto", "image", "text", "all"):
+        raise typer.BadParameter(f"'{target}' is not one of auto, image, text, all", param_hint="--target")
+    if not (index / "index.json").exists():
+        raise SafegenError(f"'{index}' holds no index; create one with `safegen retrieve build`")
+    retriever = _open(index, model, processor, device, dtype, 32)
+    if image is not None:
+        from ..image_io import load_image
+
+        hits = retriever.search(load_image(image), k, target=target)
+    else:
+        hits = retriever.search(text, k, target=target)
+    if json_out:
+        print_json({"query": text if text is not None else str(image), "hits": [h.to_dict() for h in hits]})
+        return
+    for hit in hits:
+        source = " ".join(hit.source.split())
+        typer.echo(f"{hit.rank}\t{hit.score:.4f}\t{hit.kind}\t{source}")
+
+
+@app.command("info")
+@cli_errors
+def info(index: IndexArg, json_out: JsonOpt = False) -> None:
+    """Describe an index: model, size, dimension and item counts."""
+    from ..retrieval import RetrievalIndex
+
+    idx = RetrievalIndex.load(index)
+    summary = {
+        "index": str(index),
+        "model": idx.model,
+        "dim": idx.dim,
+        "items": len(idx),
+        "images": idx.count("image"),
+        "texts": idx.count("text"),
+        "generation": idx.generation,
+    }
+    if json_out:
+        print_json(summary)
+    else:
+        typer.echo(json.dumps(summary, indent=2))

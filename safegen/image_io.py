@@ -1,0 +1,162 @@
+"""Reading users' image files safely and expanding IMAGE|DIR|GLOB arguments.
+
+Users point the CLI at folders of downloaded images: some are truncated, some are not
+images at all, some are decompression bombs (a tiny file that decodes to gigapixels).
+Each of these becomes an :class:`ImageLoadError` naming the file and what to do, so a
+batch reports the bad file and carries on with the rest.
+"""
+
+from __future__ import annotations
+
+import glob
+import logging
+import warnings
+from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from .errors import SafegenError
+
+if TYPE_CHECKING:
+    from PIL import Image
+
+_logger = logging.getLogger(__name__)
+
+IMAGE_SUFFIXES = frozenset({".png", ".jpg", ".jpeg", ".webp", ".bmp", ".gif", ".tif", ".tiff"})
+# Pillow's own bomb threshold (about 89.5 megapixels, a 1/4 GB RGB bitmap); larger images are refused.
+DEFAULT_MAX_PIXELS = 89_478_485
+_GLOB_CHARS = frozenset("*?[")
+
+
+class ImageLoadError(SafegenError):
+    """One image file could not be used; the message names the file and the reason."""
+
+    def __init__(self, path: str | Path, reason: str):
+        self.path = str(path)
+        self.reason = reason
+        super().__init__(f"{path}: {reason}")
+
+
+@dataclass
+class ExpandedImages:
+    """The files an IMAGE|DIR|GLOB argument list names, and the arguments that named nothing."""
+
+    paths: list[Path] = field(default_factory=list)
+    problems: list[str] = field(default_factory=list)
+
+
+def is_image_name(path: str | Path) -> bool:
+    """Whether a file name has one of the image suffixes safegen reads from folders."""
+    return Path(path).suffix.lower() in IMAGE_SUFFIXES
+
+
+def expand_image_args(args: Iterable[str | Path], *, recursive: bool = False) -> ExpandedImages:
+    """Expand image arguments into a de-duplicated, ordered list of files.
+
+    - a file is taken as given, whatever its suffix (a non-image is reported when loaded);
+    - a folder contributes its image files (by suffix) in name order, sub-folders too with
+      ``recursive``;
+    - a pattern with ``*``, ``?`` or ``[`` is globbed (``**`` crosses folders);
+    - anything that names no file becomes a problem line, so the caller can report it
+      and still process the rest.
+    """
+    out = ExpandedImages()
+    seen: set[Path] = set()
+
+    def take(path: Path) -> None:
+        key = path.resolve()
+        if key not in seen:
+            seen.add(key)
+            out.paths.append(path)
+
+    for arg in args:
+        text = str(arg)
+        path = Path(text).expanduser()
+        if path.is_file():
+            take(path)
+        elif path.is_dir():
+            walker = path.rglob("*") if recursive else path.iterdir()
+            found = sorted(p for p in walker if p.is_file() and is_image_name(p))
+            if not found:
+                out.problems.append(f"{text}: folder has no image files ({', '.join(sorted(IMAGE_SUFFIXES))})")
+            for p in found:
+                take(p)
+        elif _GLOB_CHARS & set(text):
+            matches = sorted(Path(m) for m in glob.glob(str(path), recursive=True))
+            files = [m for m in matches if m.is_file()]
+            if not files:
+                out.problems.append(f"{text}: pattern matches no files")
+            for p in files:
+                take(p)
+        else:
+            out.problems.append(f"{text}: no such file or folder")
+    return out
+
+
+def load_image(path: str | Path, *, max_pixels: int | None = DEFAULT_MAX_PIXELS, mode: str = "RGB") -> Image.Image:
+    """Open, fully decode and convert one image file, or raise :class:`ImageLoadError`.
+
+    The whole file is decoded here (not lazily later), so a truncated file fails now with
+    its name rather than deep inside a model call. EXIF orientation is applied, since
+    phones store rotated pixels.
+    """
+    from PIL import Image, ImageOps, UnidentifiedImageError
+
+    path = Path(path)
+    if not path.exists():
+        raise ImageLoadError(path, "no such file")
+    if path.is_dir():
+        raise ImageLoadError(path, "is a folder, not an image file")
+    try:
+        with warnings.catch_warnings():
+            # Pillow only warns between 1x and 2x its limit; treat every bomb warning as fatal.
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            with Image.open(path) as im:
+                width, height = im.size
+                if max_pixels is not None and width * height > max_pixels:
+                    raise ImageLoadError(
+                        path,
+                        f"{width}x{height} pixels exceeds the {max_pixels:,}-pixel limit "
+                        "(possible decompression bomb); resize it or raise the limit",
+                    )
+                im.load()
+                image = ImageOps.exif_transpose(im)
+                if image.mode != mode:
+                    image = _to_mode(image, mode)
+                else:
+                    image = image.copy()
+    except ImageLoadError:
+        raise
+    except UnidentifiedImageError:
+        raise ImageLoadError(path, "not an image Pillow can read (unknown or corrupt format)") from None
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
+        raise ImageLoadError(path, f"refused as a possible decompression bomb ({exc})") from None
+    except (OSError, SyntaxError, ValueError) as exc:
+        # Pillow raises OSError("image file is truncated ...") and friends for damaged files.
+        raise ImageLoadError(path, f"damaged or truncated image ({str(exc).splitlines()[0]}); re-export it") from None
+    return image
+
+
+def _to_mode(image: Image.Image, mode: str) -> Image.Image:
+    """Convert, flattening transparency onto white (black would hide dark content)."""
+    from PIL import Image
+
+    if mode == "RGB" and ("A" in image.getbands() or image.mode == "P"):
+        rgba = image.convert("RGBA")
+        background = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
+        return Image.alpha_composite(background, rgba).convert("RGB")
+    return image.convert(mode)
+
+
+def iter_images(
+    paths: Sequence[str | Path], *, max_pixels: int | None = DEFAULT_MAX_PIXELS
+) -> Iterator[tuple[Path, Image.Image | None, ImageLoadError | None]]:
+    """Yield ``(path, image, None)`` for good files and ``(path, None, error)`` for bad ones, in order."""
+    for p in paths:
+        path = Path(p)
+        try:
+            yield path, load_image(path, max_pixels=max_pixels), None
+        except ImageLoadError as exc:
+            _logger.debug("skipping %s", exc)  # callers report it to the user
+            yield path, None, exc

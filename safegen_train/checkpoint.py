@@ -1,0 +1,132 @@
+"""Training checkpoints: safetensors and JSON only, written atomically, each carrying its config.
+
+A checkpoint folder ``<output_dir>/checkpoints/step-00000042/`` holds
+
+- ``trainable.safetensors``: the trained tensors (LoRA adapters, or the tower weights);
+- ``optimizer.safetensors`` + ``optimizer.json``: the optimizer state (tensors / the rest);
+- ``rng.safetensors``: every process's torch RNG state (dropout continues exactly);
+- ``state.json``: step, epoch, early-stopping state, last validation;
+- ``config.json``: the full :class:`~safegen_train.config.TrainConfig`.
+
+Nothing is pickled, so a checkpoint from anywhere can be opened safely.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import re
+import shutil
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from .config import TrainConfig
+from .io import atomic_directory
+
+_logger = logging.getLogger(__name__)
+
+STEP_DIR = re.compile(r"^step-(\d+)$")
+
+
+def optimizer_to_safetensors(state: dict[str, Any]) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+    """Split an optimizer ``state_dict`` into flat tensors and a JSON-able remainder."""
+    tensors, scalars = {}, {}
+    for idx, per_param in state["state"].items():
+        for key, value in per_param.items():
+            if isinstance(value, torch.Tensor):
+                tensors[f"{idx}.{key}"] = value.detach().cpu().contiguous()
+            else:
+                scalars[f"{idx}.{key}"] = value
+    return tensors, {"param_groups": state["param_groups"], "scalars": scalars}
+
+
+def optimizer_from_safetensors(tensors: dict[str, torch.Tensor], meta: dict[str, Any]) -> dict[str, Any]:
+    """Inverse of :func:`optimizer_to_safetensors`."""
+    state: dict[int, dict[str, Any]] = {}
+    for flat, value in list(tensors.items()) + list(meta.get("scalars", {}).items()):
+        idx, key = flat.split(".", 1)
+        state.setdefault(int(idx), {})[key] = value
+    return {"state": state, "param_groups": meta["param_groups"]}
+
+
+def save_checkpoint(
+    folder: Path,
+    *,
+    trainable: dict[str, torch.Tensor],
+    optimizer_state: dict[str, Any] | None,
+    rng_states: torch.Tensor | None,
+    state: dict[str, Any],
+    config: TrainConfig,
+) -> Path:
+    """Write one checkpoint folder atomically (main process only)."""
+    from safetensors.torch import save_file
+
+    with atomic_directory(folder) as tmp:
+        save_file({k: v.detach().cpu().contiguous() for k, v in trainable.items()}, str(tmp / "trainable.safetensors"))
+        if optimizer_state is not None:
+            tensors, meta = optimizer_to_safetensors(optimizer_state)
+            save_file(tensors, str(tmp / "optimizer.safetensors"))
+            (tmp / "optimizer.json").write_text(json.dumps(meta, indent=1))
+        if rng_states is not None:
+            save_file({"cpu": rng_states.cpu().contiguous()}, str(tmp / "rng.safetensors"))
+        (tmp / "config.json").write_text(json.dumps(config.to_dict(), indent=2))
+        (tmp / "state.json").write_text(json.dumps(state, indent=2))  # written last: marks completeness
+    return folder
+
+
+def load_checkpoint(folder: Path) -> dict[str, Any]:
+    """Read a checkpoint folder into {trainable, optimizer, rng, state, config}."""
+    from safetensors.torch import load_file
+
+    folder = Path(folder)
+    if not (folder / "state.json").is_file():
+        from .config import ConfigError
+
+        raise ConfigError(f"'{folder}' is not a complete checkpoint (no state.json)")
+    out: dict[str, Any] = {
+        "trainable": load_file(str(folder / "trainable.safetensors")),
+        "state": json.loads((folder / "state.json").read_text()),
+        "config": TrainConfig.load(folder / "config.json"),
+        "optimizer": None,
+        "rng": None,
+    }
+    if (folder / "optimizer.safetensors").is_file():
+        meta = json.loads((folder / "optimizer.json").read_text())
+        out["optimizer"] = optimizer_from_safetensors(load_file(str(folder / "optimizer.safetensors")), meta)
+    if (folder / "rng.safetensors").is_file():
+        out["rng"] = load_file(str(folder / "rng.safetensors"))["cpu"]
+    return out
+
+
+def step_checkpoints(checkpoints_dir: Path) -> list[Path]:
+    """Complete step checkpoints, oldest first."""
+    if not checkpoints_dir.is_dir():
+        return []
+    found = []
+    for p in checkpoints_dir.iterdir():
+        m = STEP_DIR.match(p.name)
+        if m and (p / "state.json").is_file():
+            found.append((int(m.group(1)), p))
+    return [p for _, p in sorted(found)]
+
+
+def resolve_resume(resume: str, output_dir: Path) -> Path | None:
+    """'latest' -> the newest complete checkpoint of the run (None when there is none); else the path."""
+    if resume == "latest":
+        found = step_checkpoints(output_dir / "checkpoints")
+        return found[-1] if found else None
+    path = Path(resume).expanduser()
+    if not (path / "state.json").is_file():
+        from .config import ConfigError
+
+        raise ConfigError(f"resume: '{resume}' is not a checkpoint folder (no state.json); use 'latest' or a path")
+    return path
+
+
+def prune_checkpoints(checkpoints_dir: Path, keep: int) -> None:
+    """Delete all but the ``keep`` newest step checkpoints."""
+    found = step_checkpoints(checkpoints_dir)
+    for old in found[: max(0, len(found) - keep)]:
+        shutil.rmtree(old, ignore_errors=True)

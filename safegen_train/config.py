@@ -1,0 +1,452 @@
+"""Training configuration: dataclasses with help text, validation naming the field, JSON/YAML I/O.
+
+A ``safegen-train fit`` config file is a flat YAML or JSON mapping of :class:`TrainConfig`
+fields, with the loss settings nested under ``loss:`` (:class:`LossConfig`)::
+
+    model: runs/toy/clip            # transformers CLIP folder, hub id, or open_clip checkpoint
+    train_data: data/train.jsonl    # {safe_text, unsafe_text, safe_image?, unsafe_image?, tag?}
+    val_data: data/val.jsonl
+    output_dir: runs/safeclip
+    batch_size: 16
+    epochs: 50
+    loss:
+      vision_patch_unsafe: 0.5
+
+Flags override file values (``--set loss.logit_scale=50``). This module imports no torch,
+so ``safegen-train fit --dry-run`` stays instant.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import json
+import logging
+import re
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+from safegen.errors import SafegenError
+
+_logger = logging.getLogger(__name__)
+
+LORA_DEFAULT_TARGETS = ["k_proj", "v_proj", "out_proj", "fc1", "fc2", "patch_embedding"]
+
+
+class ConfigError(SafegenError):
+    """A config value is missing, unknown or invalid (the message names the field, and file:line when known)."""
+
+
+def _help(text: str) -> dict[str, str]:
+    return {"help": text}
+
+
+class _ConfigMixin:
+    """to_dict / save / load shared by the config dataclasses."""
+
+    def to_dict(self) -> dict[str, Any]:
+        out = {}
+        for f in dataclasses.fields(self):  # type: ignore[arg-type]
+            value = getattr(self, f.name)
+            out[f.name] = value.to_dict() if isinstance(value, _ConfigMixin) else value
+        return out
+
+    def save(self, path: str | Path) -> Path:
+        """Write the config as JSON (atomically)."""
+        from .io import atomic_write_text
+
+        return atomic_write_text(Path(path), json.dumps(self.to_dict(), indent=2, sort_keys=False) + "\n")
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any], *, source: str | None = None, lines: dict[str, int] | None = None):
+        """Build from a mapping, coercing types; unknown keys are refused with a suggestion."""
+        return _build(cls, data, source=source, lines=lines or {}, prefix="")
+
+    @classmethod
+    def load(cls, path: str | Path):
+        """Read a JSON or YAML file (by suffix; ``.yml``/``.yaml`` need PyYAML)."""
+        data, lines = read_config_file(path)
+        return cls.from_dict(data, source=str(path), lines=lines)
+
+
+@dataclass
+class LossConfig(_ConfigMixin):
+    """Weights and settings of :class:`safegen_train.losses.SafeCLIPLoss` (defaults: as released)."""
+
+    text_safe: float = field(default=0.10, metadata=_help("Weight of term 1, T(t) -> T0(t) (1 - cos)."))
+    text_unsafe: float = field(default=0.10, metadata=_help("Weight of term 2, T(t*) -> T0(t) (1 - cos)."))
+    vision_safe: float = field(default=0.10, metadata=_help("Weight of term 3, V(v) -> V0(v) (1 - cos)."))
+    vision_unsafe: float = field(default=0.20, metadata=_help("Weight of term 4, V(v*) -> V0(v) (1 - cos)."))
+    safe_text_vs_ref_image: float = field(default=0.25, metadata=_help("Weight of term 5, T(t) vs V0(v) (InfoNCE)."))
+    unsafe_text_vs_ref_image: float = field(
+        default=0.25, metadata=_help("Weight of term 6, T(t*) vs V0(v) (InfoNCE).")
+    )
+    ref_text_vs_safe_image: float = field(default=0.25, metadata=_help("Weight of term 7, T0(t) vs V(v) (InfoNCE)."))
+    ref_text_vs_unsafe_image: float = field(
+        default=0.50, metadata=_help("Weight of term 8, T0(t) vs V(v*) (InfoNCE).")
+    )
+    logit_scale: float = field(default=100.0, metadata=_help("Fixed (not learned) logit scale of the InfoNCE terms."))
+    combination: Literal["released", "sum"] = field(
+        default="released",
+        metadata=_help("released: sum(w*L)/sum(w)/n over present terms; sum: plain weighted sum."),
+    )
+    gather_negatives: bool = field(
+        default=False, metadata=_help("InfoNCE negatives from every process's batch (multi-GPU), not just the local.")
+    )
+    vision_patch_unsafe: float = field(
+        default=0.0, metadata=_help("Weight of the unsafe-image patch-token redirection (off at 0; beyond the paper).")
+    )
+    vision_patch_safe: float = field(
+        default=0.0, metadata=_help("Weight of the safe-image patch-token preservation (off at 0; beyond the paper).")
+    )
+    vision_hidden_layer: int = field(
+        default=-2, metadata=_help("Vision hidden_states index for the patch terms (-2: LLaVA's second-to-last).")
+    )
+    text_tokens_safe: float = field(
+        default=0.0, metadata=_help("Weight of the safe-caption per-token preservation (off at 0; beyond the paper).")
+    )
+    text_tokens_unsafe: float = field(
+        default=0.0, metadata=_help("Weight of the unsafe-caption token-set (Chamfer) redirection (off at 0).")
+    )
+    text_hidden_layer: int = field(
+        default=-1,
+        metadata=_help("Text layer for the token terms: -1 = last_hidden_state (SD 1.x), else hidden_states[i]."),
+    )
+
+    def __post_init__(self) -> None:
+        for f in dataclasses.fields(self):
+            value = getattr(self, f.name)
+            if f.type in ("float",) and (not isinstance(value, (int, float)) or value < 0):
+                raise ConfigError(f"loss.{f.name} must be a number >= 0, got {value!r}")
+        if self.logit_scale <= 0:
+            raise ConfigError(f"loss.logit_scale must be > 0, got {self.logit_scale}")
+        if self.combination not in ("released", "sum"):
+            raise ConfigError(f"loss.combination must be 'released' or 'sum', got {self.combination!r}")
+        if self.vision_hidden_layer == -1:
+            _logger.warning("loss.vision_hidden_layer -1 is the last layer (before post_layernorm); LLaVA reads -2")
+
+    @property
+    def uses_vision_tokens(self) -> bool:
+        return bool(self.vision_patch_safe or self.vision_patch_unsafe)
+
+    @property
+    def uses_text_tokens(self) -> bool:
+        return bool(self.text_tokens_safe or self.text_tokens_unsafe)
+
+
+@dataclass
+class TrainConfig(_ConfigMixin):
+    """Everything ``safegen-train fit`` needs; saved beside every checkpoint and export."""
+
+    # -- model
+    model: str = field(
+        default="", metadata=_help("Base CLIP: transformers CLIPModel folder or hub id, or open_clip checkpoint file.")
+    )
+    activation: str | None = field(
+        default=None, metadata=_help("Activation for open_clip checkpoints (default quick_gelu, OpenAI's).")
+    )
+    tokenizer: str | None = field(
+        default=None, metadata=_help("Tokenizer folder or hub id when the model source has none.")
+    )
+    towers: Literal["both", "text", "vision"] = field(
+        default="both", metadata=_help("Towers to train; text-only data trains the text tower only.")
+    )
+    finetune: Literal["lora", "full"] = field(default="lora", metadata=_help("LoRA adapters (paper) or full weights."))
+    lora_r: int = field(default=16, metadata=_help("LoRA rank (paper: 16)."))
+    lora_alpha: float = field(default=1.0, metadata=_help("LoRA alpha (paper: 1)."))
+    lora_dropout: float = field(default=0.1, metadata=_help("LoRA dropout (paper: 0.1)."))
+    lora_target_modules: list[str] = field(
+        default_factory=lambda: list(LORA_DEFAULT_TARGETS),
+        metadata=_help("Module names given LoRA (paper: k/v/out proj, fc1, fc2, vision patch_embedding)."),
+    )
+    reference: Literal["frozen", "detached"] = field(
+        default="frozen",
+        metadata=_help(
+            "frozen: the original weights (paper); detached: no-grad pass of the current model (released)."
+        ),
+    )
+    cache_reference: bool = field(
+        default=True, metadata=_help("Compute frozen reference embeddings once before training (frozen only).")
+    )
+    gradient_checkpointing: bool = field(default=False, metadata=_help("Recompute activations to save memory."))
+    # -- data
+    train_data: str = field(
+        default="", metadata=_help("Training data: .jsonl, ViSU .json, or a datasets folder / hub id.")
+    )
+    val_data: str | None = field(default=None, metadata=_help("Validation data (same formats); none: no validation."))
+    train_split: str = field(default="train", metadata=_help("Split name for datasets folders / hub ids."))
+    val_split: str = field(default="validation", metadata=_help("Validation split name for datasets sources."))
+    coco_root: str | None = field(
+        default=None, metadata=_help("ViSU JSON: COCO root with train2017/val2017/test2017 (safe images).")
+    )
+    unsafe_image_root: str | None = field(
+        default=None, metadata=_help("ViSU JSON: folder that nsfw_im_path is relative to.")
+    )
+    images: Literal["auto", "ignore"] = field(
+        default="auto", metadata=_help("auto: use images when records have them; ignore: train on text only.")
+    )
+    skip_bad_records: bool = field(
+        default=False, metadata=_help("Drop bad records (missing images, empty text) with a warning, not an error.")
+    )
+    max_text_length: int | None = field(
+        default=None, metadata=_help("Pad/truncate captions to this many tokens (default: the model's, 77).")
+    )
+    num_workers: int = field(default=0, metadata=_help("DataLoader worker processes."))
+    # -- optimisation
+    batch_size: int = field(
+        default=16, metadata=_help("Global batch per optimizer step (all processes, all accumulation steps).")
+    )
+    grad_accum_steps: int = field(default=1, metadata=_help("Micro-batches per optimizer step (in time)."))
+    epochs: int = field(default=50, metadata=_help("Maximum epochs (paper: 50)."))
+    max_steps: int | None = field(default=None, metadata=_help("Stop after this many optimizer steps."))
+    optimizer: Literal["adam", "adamw"] = field(default="adam", metadata=_help("Optimizer (paper: adam)."))
+    lr: float = field(default=1e-3, metadata=_help("Learning rate (paper: 1e-3 with LoRA)."))
+    weight_decay: float = field(default=0.0, metadata=_help("Weight decay (paper: 0)."))
+    lr_schedule: Literal["constant", "cosine"] = field(default="constant", metadata=_help("Schedule after warmup."))
+    warmup_steps: int = field(default=0, metadata=_help("Linear warmup steps."))
+    max_grad_norm: float | None = field(default=None, metadata=_help("Clip gradient norm (paper: none)."))
+    mixed_precision: Literal["no", "fp16", "bf16"] = field(default="no", metadata=_help("Autocast precision."))
+    loss: LossConfig = field(default_factory=LossConfig, metadata=_help("Loss weights and options (LossConfig)."))
+    seed: int = field(default=0, metadata=_help("Seed for init, data order and dropout."))
+    deterministic: bool = field(default=True, metadata=_help("torch deterministic algorithms (warn-only)."))
+    cpu: bool = field(default=False, metadata=_help("Train on the CPU even when a GPU is visible."))
+    # -- run
+    output_dir: str = field(default="runs/safeclip", metadata=_help("Run folder: checkpoints, metrics, export."))
+    log_every: int = field(default=10, metadata=_help("Write a metrics line every N optimizer steps."))
+    eval_every_steps: int = field(default=0, metadata=_help("Validate every N steps (0: at the end of each epoch)."))
+    save_every_steps: int = field(default=500, metadata=_help("Checkpoint every N steps (0: only at the end)."))
+    keep_checkpoints: int = field(default=3, metadata=_help("Step checkpoints kept (older ones deleted; best kept)."))
+    patience: int = field(
+        default=5, metadata=_help("Early stopping: validations without improvement of loss or recall-sum (0: off).")
+    )
+    resume: str | None = field(default=None, metadata=_help("Checkpoint folder to resume from, or 'latest'."))
+    report_to: list[str] = field(
+        default_factory=list, metadata=_help("accelerate trackers (tensorboard, wandb) in addition to metrics.jsonl.")
+    )
+    export_on_finish: bool = field(
+        default=True, metadata=_help("Write <output_dir>/model (merged CLIPModel) from the best/final weights.")
+    )
+
+    def __post_init__(self) -> None:
+        if isinstance(self.loss, dict):
+            self.loss = LossConfig.from_dict(self.loss)
+        _check_literals(self, "")
+        positive = ["lora_r", "batch_size", "grad_accum_steps", "epochs", "log_every"]
+        for name in positive:
+            if getattr(self, name) < 1:
+                raise ConfigError(f"{name} must be >= 1, got {getattr(self, name)}")
+        for name in ["num_workers", "warmup_steps", "eval_every_steps", "save_every_steps", "patience"]:
+            if getattr(self, name) < 0:
+                raise ConfigError(f"{name} must be >= 0, got {getattr(self, name)}")
+        if self.keep_checkpoints < 1:
+            raise ConfigError(f"keep_checkpoints must be >= 1, got {self.keep_checkpoints}")
+        if self.max_steps is not None and self.max_steps < 1:
+            raise ConfigError(f"max_steps must be >= 1 or null, got {self.max_steps}")
+        if not 0.0 <= self.lora_dropout < 1.0:
+            raise ConfigError(f"lora_dropout must be in [0, 1), got {self.lora_dropout}")
+        if self.lr <= 0:
+            raise ConfigError(f"lr must be > 0, got {self.lr}")
+        if self.max_grad_norm is not None and self.max_grad_norm <= 0:
+            raise ConfigError(f"max_grad_norm must be > 0 or null, got {self.max_grad_norm}")
+        if self.batch_size % self.grad_accum_steps:
+            raise ConfigError(
+                f"batch_size ({self.batch_size}) must be divisible by grad_accum_steps ({self.grad_accum_steps})"
+            )
+        if self.reference == "detached" and self.cache_reference:
+            raise ConfigError(
+                "cache_reference must be false with reference: detached (detached references change every step)"
+            )
+        if not self.lora_target_modules:
+            raise ConfigError("lora_target_modules must name at least one module")
+
+    def require_sources(self) -> None:
+        """Refuse a config that cannot train (called by fit, not by --dry-run of a partial config)."""
+        if not self.model:
+            raise ConfigError("model is required: a CLIP folder, hub id or open_clip checkpoint (--model)")
+        if not self.train_data:
+            raise ConfigError("train_data is required: a .jsonl, ViSU .json or dataset folder (--train-data)")
+
+
+# ----------------------------------------------------------------------------- file reading and coercion
+
+
+def read_config_file(path: str | Path) -> tuple[dict[str, Any], dict[str, int]]:
+    """Read a JSON or YAML config; return the mapping and the line of each top-level key (1-based)."""
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"config file '{path}' does not exist")
+    text = path.read_text(encoding="utf-8")
+    if path.suffix.lower() in (".yml", ".yaml"):
+        try:
+            import yaml
+        except ImportError as exc:  # pragma: no cover - pyyaml ships with the [train] extra
+            raise ConfigError(f"reading '{path}' needs PyYAML: pip install 'safegen[train]' (or use JSON)") from exc
+        try:
+            data = yaml.safe_load(text)
+            node = yaml.compose(text)
+        except yaml.YAMLError as exc:
+            mark = getattr(exc, "problem_mark", None)
+            where = f"{path}:{mark.line + 1}" if mark is not None else str(path)
+            raise ConfigError(f"{where}: invalid YAML ({getattr(exc, 'problem', exc)})") from exc
+        lines = {}
+        if node is not None and hasattr(node, "value") and isinstance(node.value, list):
+            for key_node, _ in node.value:
+                lines[str(key_node.value)] = key_node.start_mark.line + 1
+    else:
+        try:
+            data = json.loads(text)
+        except json.JSONDecodeError as exc:
+            raise ConfigError(f"{path}:{exc.lineno}: invalid JSON ({exc.msg})") from exc
+        lines = {}
+        for i, line in enumerate(text.splitlines(), 1):
+            m = re.match(r'\s*"([^"]+)"\s*:', line)
+            if m and m.group(1) not in lines:
+                lines[m.group(1)] = i
+    if data is None:
+        data = {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: a config must be a mapping of field: value, got {type(data).__name__}")
+    return data, lines
+
+
+def parse_override(item: str) -> tuple[str, Any]:
+    """'loss.logit_scale=50' -> ('loss.logit_scale', 50); values are parsed as YAML/JSON scalars or lists."""
+    if "=" not in item:
+        raise ConfigError(f"override '{item}' must look like key=value (e.g. --set lr=1e-4)")
+    key, raw = item.split("=", 1)
+    key = key.strip()
+    try:
+        import yaml
+
+        value = yaml.safe_load(raw) if raw.strip() else None
+    except Exception:  # noqa: BLE001 - a value that is not YAML stays the literal string
+        value = raw
+    if isinstance(value, str) and re.fullmatch(r"[-+]?\d+(\.\d*)?[eE][-+]?\d+", value):
+        value = float(value)  # YAML 1.1 reads 1e-4 as a string
+    return key, value
+
+
+def apply_overrides(data: dict[str, Any], overrides: dict[str, Any]) -> dict[str, Any]:
+    """Return ``data`` with dotted-key overrides applied (``loss.x`` goes into the nested mapping)."""
+    out = {k: (dict(v) if isinstance(v, dict) else v) for k, v in data.items()}
+    for key, value in overrides.items():
+        if "." in key:
+            head, tail = key.split(".", 1)
+            if head != "loss":
+                raise ConfigError(f"override '{key}': only loss.* fields are nested")
+            nested = out.get("loss")
+            nested = dict(nested) if isinstance(nested, dict) else {}
+            nested[tail] = value
+            out["loss"] = nested
+        else:
+            out[key] = value
+    return out
+
+
+def _build(cls, data: dict[str, Any], *, source: str | None, lines: dict[str, int], prefix: str):
+    if not isinstance(data, dict):
+        raise ConfigError(f"{prefix.rstrip('.') or 'config'} must be a mapping, got {type(data).__name__}")
+    hints = typing.get_type_hints(cls)
+    names = [f.name for f in dataclasses.fields(cls)]
+    kwargs = {}
+    for key, value in data.items():
+        where = f"{source}:{lines[key]}: " if source and key in lines else (f"{source}: " if source else "")
+        if key not in names:
+            close = difflib.get_close_matches(key, names, n=1)
+            hint = f" (did you mean '{close[0]}'?)" if close else ""
+            raise ConfigError(f"{where}unknown field '{prefix}{key}'{hint}")
+        if key == "loss" and cls is TrainConfig:
+            try:
+                kwargs[key] = _build(LossConfig, value or {}, source=source, lines={}, prefix="loss.")
+            except ConfigError as exc:
+                raise ConfigError(f"{where}{exc}") from None
+            continue
+        try:
+            kwargs[key] = _coerce(value, hints[key])
+        except (TypeError, ValueError) as exc:
+            raise ConfigError(f"{where}field '{prefix}{key}': {exc}") from None
+    try:
+        return cls(**kwargs)
+    except ConfigError as exc:
+        msg = str(exc)
+        field_name = msg.split(" ", 1)[0].removeprefix("loss.")
+        if source and field_name in lines:
+            raise ConfigError(f"{source}:{lines[field_name]}: {msg}") from None
+        if source:
+            raise ConfigError(f"{source}: {msg}") from None
+        raise
+
+
+def _coerce(value: Any, hint: Any) -> Any:
+    """Coerce a parsed JSON/YAML value to a field's annotated type, or raise with what was expected."""
+    origin = typing.get_origin(hint)
+    args = typing.get_args(hint)
+    if origin in (typing.Union, types.UnionType):
+        if value is None and type(None) in args:
+            return None
+        errors = []
+        for arg in args:
+            if arg is type(None):
+                continue
+            try:
+                return _coerce(value, arg)
+            except (TypeError, ValueError) as exc:
+                errors.append(str(exc))
+        raise ValueError("; ".join(errors))
+    if origin is Literal:
+        if value not in args:
+            raise ValueError(f"must be one of {', '.join(repr(a) for a in args)}, got {value!r}")
+        return value
+    if origin is list:
+        if isinstance(value, str):
+            value = [v.strip() for v in value.split(",") if v.strip()]
+        if not isinstance(value, (list, tuple)):
+            raise ValueError(f"expected a list, got {value!r}")
+        return [_coerce(v, args[0]) if args else v for v in value]
+    if hint is bool:
+        if isinstance(value, bool):
+            return value
+        if isinstance(value, str) and value.lower() in ("true", "false", "yes", "no", "1", "0"):
+            return value.lower() in ("true", "yes", "1")
+        raise ValueError(f"expected true or false, got {value!r}")
+    if hint is int:
+        if isinstance(value, int) and not isinstance(value, bool):
+            return value
+        if isinstance(value, str) and re.fullmatch(r"[-+]?\d+", value.strip()):
+            return int(value)
+        raise ValueError(f"expected an integer, got {value!r}")
+    if hint is float:
+        if isinstance(value, bool) or not isinstance(value, (int, float, str)):
+            raise ValueError(f"expected a number, got {value!r}")
+        try:
+            return float(value)
+        except ValueError:
+            raise ValueError(f"expected a number, got {value!r}") from None
+    if hint is str:
+        if not isinstance(value, (str, int, float)) or isinstance(value, bool):
+            raise ValueError(f"expected a string, got {value!r}")
+        return str(value)
+    return value
+
+
+def _check_literals(obj: Any, prefix: str) -> None:
+    hints = typing.get_type_hints(type(obj))
+    for f in dataclasses.fields(obj):
+        hint = hints[f.name]
+        if typing.get_origin(hint) is Literal and getattr(obj, f.name) not in typing.get_args(hint):
+            choices = ", ".join(repr(a) for a in typing.get_args(hint))
+            raise ConfigError(f"{prefix}{f.name} must be one of {choices}, got {getattr(obj, f.name)!r}")
+
+
+def field_help(cls: type = TrainConfig) -> list[tuple[str, Any, str]]:
+    """(name, default, help) of every field: the documentation of the config file format."""
+    out = []
+    for f in dataclasses.fields(cls):
+        default = f.default if f.default is not dataclasses.MISSING else f.default_factory()  # type: ignore[misc]
+        if isinstance(default, _ConfigMixin):
+            default = "{...}"
+        out.append((f.name, default, f.metadata.get("help", "")))
+    return out

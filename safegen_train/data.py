@@ -1,0 +1,413 @@
+"""Training data: safe/unsafe quadruples from JSONL, the official ViSU JSON, or a datasets source.
+
+All readers return a list of :class:`Record`. Problems are collected, not raised one at a
+time: a :class:`DataError` names the first few bad records (file:line or file:key) and
+the total count; ``skip_bad=True`` drops them with a warning instead. Text-only records
+are first-class: a dataset is either all-with-images or text-only per image kind (safe,
+unsafe), so every batch trains the same set of terms.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from safegen.errors import SafegenError
+
+_logger = logging.getLogger(__name__)
+
+MAX_LISTED = 5
+COCO_SPLITS = ("train2017", "val2017", "test2017")
+
+
+class DataError(SafegenError):
+    """Training data cannot be used as it is (bad records, missing files, empty split)."""
+
+
+@dataclass
+class Record:
+    """One safe/unsafe pair; image paths are absolute (or None when the record has no image)."""
+
+    safe_text: str
+    unsafe_text: str
+    safe_image: str | None = None
+    unsafe_image: str | None = None
+    tag: str | None = None
+    where: str = ""  # file:line, for error messages
+
+
+class _Problems:
+    """Collects bad records; raises one error listing the first few, or drops them."""
+
+    def __init__(self, source: str):
+        self.source = source
+        self.items: list[str] = []
+
+    def add(self, where: str, reason: str) -> None:
+        self.items.append(f"{where}: {reason}")
+
+    def finish(self, records: list[Record], bad_ids: set[int], *, skip_bad: bool) -> list[Record]:
+        if self.items:
+            listed = "; ".join(self.items[:MAX_LISTED])
+            more = f" (and {len(self.items) - MAX_LISTED} more)" if len(self.items) > MAX_LISTED else ""
+            if not skip_bad:
+                raise DataError(
+                    f"{len(self.items)} bad record(s) in '{self.source}': {listed}{more}; "
+                    "fix them or pass skip_bad_records (--set skip_bad_records=true) to drop them"
+                )
+            _logger.warning("skipping %d bad record(s) in '%s': %s%s", len(self.items), self.source, listed, more)
+        kept = [r for i, r in enumerate(records) if i not in bad_ids]
+        if not kept:
+            raise DataError(f"no usable records in '{self.source}' (empty split or every record bad)")
+        return kept
+
+
+def _resolve_image(value: Any, base: Path) -> tuple[str | None, str | None]:
+    """(absolute path, problem) for an image field; relative paths are relative to ``base``."""
+    if value is None or value == "":
+        return None, None
+    if not isinstance(value, str):
+        return None, f"image path must be a string, got {type(value).__name__}"
+    path = Path(value).expanduser()
+    if not path.is_absolute():
+        path = base / path
+    if not path.is_file():
+        return str(path), f"image file not found: {path}"
+    return str(path), None
+
+
+def read_jsonl(path: str | Path, *, skip_bad: bool = False, check_images: bool = True) -> list[Record]:
+    """Read ``{safe_text, unsafe_text, safe_image?, unsafe_image?, tag?}`` lines.
+
+    Image paths are relative to the JSONL file's folder, or absolute. Blank lines are
+    skipped; unknown keys are allowed (kept out of the record).
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise DataError(f"data file '{path}' does not exist")
+    problems, records, bad = _Problems(str(path)), [], set()
+    base = path.parent
+    with open(path, encoding="utf-8") as fh:
+        for lineno, line in enumerate(fh, 1):
+            if not line.strip():
+                continue
+            where = f"{path.name}:{lineno}"
+            try:
+                obj = json.loads(line)
+            except json.JSONDecodeError as exc:
+                problems.add(where, f"invalid JSON ({exc.msg})")
+                continue
+            if not isinstance(obj, dict):
+                problems.add(where, f"expected an object, got {type(obj).__name__}")
+                continue
+            rec, reason = _record_from_mapping(obj, where, base, check_images)
+            if reason:
+                problems.add(where, reason)
+                if rec is None:
+                    continue
+                bad.add(len(records))
+            records.append(rec)
+    return problems.finish(records, bad, skip_bad=skip_bad)
+
+
+def _record_from_mapping(obj: dict, where: str, base: Path, check_images: bool) -> tuple[Record | None, str | None]:
+    # Accept ViSU-Text's column names (safe, nsfw) next to ours.
+    safe = obj.get("safe_text", obj.get("safe"))
+    unsafe = obj.get("unsafe_text", obj.get("nsfw"))
+    for name, value in (("safe_text", safe), ("unsafe_text", unsafe)):
+        if not isinstance(value, str) or not value.strip():
+            got = "missing" if value is None else f"{value!r}"
+            return None, f"field '{name}' must be a non-empty string ({got})"
+    reasons = []
+    images = {}
+    for name in ("safe_image", "unsafe_image"):
+        value = obj.get(name)
+        if check_images:
+            images[name], reason = _resolve_image(value, base)
+            if reason:
+                reasons.append(f"field '{name}': {reason}")
+        else:
+            images[name] = None
+    tag = obj.get("tag")
+    rec = Record(safe.strip(), unsafe.strip(), images["safe_image"], images["unsafe_image"], _tag(tag), where)
+    return rec, "; ".join(reasons) or None
+
+
+def _tag(tag: Any) -> str | None:
+    if tag is None:
+        return None
+    if isinstance(tag, (list, tuple)):
+        return ",".join(str(t) for t in tag)
+    return str(tag)
+
+
+def read_visu(
+    path: str | Path,
+    *,
+    coco_root: str | Path | None = None,
+    unsafe_image_root: str | Path | None = None,
+    skip_bad: bool = False,
+    check_images: bool = True,
+) -> list[Record]:
+    """Read the official ViSU JSON: ``{"<i>": {coco_id, nsfw_im_path, safe, nsfw, tag}}``.
+
+    The mapping may be wrapped as ``{"info": ..., "data": {...}}``. Safe images are COCO
+    files named by the 12-digit zero-padded ``coco_id``, looked up in ``coco_root``'s
+    train2017/val2017/test2017; unsafe images are ``nsfw_im_path`` relative to
+    ``unsafe_image_root`` (default: the JSON's folder). Without ``coco_root`` the records
+    are text-only for the safe image, and without an unsafe root and existing files
+    text-only for the unsafe one.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise DataError(f"data file '{path}' does not exist")
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except json.JSONDecodeError as exc:
+        raise DataError(f"{path}:{exc.lineno}: invalid JSON ({exc.msg})") from exc
+    if isinstance(data, dict) and "data" in data and isinstance(data["data"], (dict, list)):
+        data = data["data"]
+    items = data.items() if isinstance(data, dict) else enumerate(data)
+    problems, records, bad = _Problems(str(path)), [], set()
+    coco = Path(coco_root).expanduser() if coco_root else None
+    unsafe_root = Path(unsafe_image_root).expanduser() if unsafe_image_root else path.parent
+    for key, item in items:
+        where = f"{path.name}[{key}]"
+        if not isinstance(item, dict):
+            problems.add(where, f"expected an object, got {type(item).__name__}")
+            continue
+        rec, reason = _record_from_mapping(
+            {"safe_text": item.get("safe"), "unsafe_text": item.get("nsfw"), "tag": item.get("tag")},
+            where,
+            path.parent,
+            False,
+        )
+        if rec is None:
+            problems.add(where, reason or "bad record")
+            continue
+        reasons = []
+        if check_images and coco is not None:
+            rec.safe_image, reason = _find_coco(coco, item.get("coco_id"))
+            if reason:
+                reasons.append(reason)
+        if check_images and unsafe_image_root and item.get("nsfw_im_path"):
+            rec.unsafe_image, reason = _resolve_image(item.get("nsfw_im_path"), unsafe_root)
+            if reason:
+                reasons.append(f"nsfw_im_path: {reason}")
+        if reasons:
+            problems.add(where, "; ".join(reasons))
+            bad.add(len(records))
+        records.append(rec)
+    return problems.finish(records, bad, skip_bad=skip_bad)
+
+
+def _find_coco(root: Path, coco_id: Any) -> tuple[str | None, str | None]:
+    try:
+        name = f"{int(coco_id):012d}.jpg"
+    except (TypeError, ValueError):
+        return None, f"coco_id must be an integer, got {coco_id!r}"
+    for split in COCO_SPLITS:
+        candidate = root / split / name
+        if candidate.is_file():
+            return str(candidate), None
+    return None, f"COCO image {name} not found under {root}/{{{','.join(COCO_SPLITS)}}}"
+
+
+def read_hf_dataset(source: str, split: str, *, skip_bad: bool = False) -> list[Record]:
+    """Read a Hugging Face dataset (hub id in the local cache, or a folder) with text columns.
+
+    Columns ``safe_text``/``unsafe_text`` or ViSU-Text's ``safe``/``nsfw`` (plus ``tag``).
+    Images are not read from datasets sources: they train text-only.
+    """
+    try:
+        import datasets
+    except ImportError as exc:
+        raise DataError(
+            f"reading '{source}' as a Hugging Face dataset needs the datasets package (pip install datasets); "
+            "or export it to JSONL"
+        ) from exc
+    from safegen._hub import load_or_explain
+
+    ds = load_or_explain(source, lambda: datasets.load_dataset(source, split=split))
+    problems, records, bad = _Problems(f"{source}[{split}]"), [], set()
+    for i, row in enumerate(ds):
+        rec, reason = _record_from_mapping(dict(row), f"{source}[{split}]#{i}", Path("."), False)
+        if rec is None:
+            problems.add(f"row {i}", reason or "bad record")
+            continue
+        records.append(rec)
+    return problems.finish(records, bad, skip_bad=skip_bad)
+
+
+def load_records(
+    source: str | Path,
+    *,
+    split: str = "train",
+    coco_root: str | Path | None = None,
+    unsafe_image_root: str | Path | None = None,
+    skip_bad: bool = False,
+    images: str = "auto",
+) -> list[Record]:
+    """Read any supported source and check its image modalities are consistent.
+
+    ``.jsonl`` -> :func:`read_jsonl`; ``.json`` -> :func:`read_visu`; a folder with
+    ``<split>.jsonl`` -> that file; anything else -> :func:`read_hf_dataset`.
+    ``images="ignore"`` drops every image path (text-only training).
+    """
+    check = images != "ignore"
+    path = Path(str(source)).expanduser()
+    if path.suffix == ".jsonl":
+        records = read_jsonl(path, skip_bad=skip_bad, check_images=check)
+    elif path.suffix == ".json":
+        records = read_visu(
+            path, coco_root=coco_root, unsafe_image_root=unsafe_image_root, skip_bad=skip_bad, check_images=check
+        )
+    elif path.is_dir() and (path / f"{split}.jsonl").is_file():
+        records = read_jsonl(path / f"{split}.jsonl", skip_bad=skip_bad, check_images=check)
+    else:
+        records = read_hf_dataset(str(source), split, skip_bad=skip_bad)
+    return check_modalities(records, str(source), skip_bad=skip_bad)
+
+
+def check_modalities(records: list[Record], source: str, *, skip_bad: bool = False) -> list[Record]:
+    """Every record must agree on having a safe image and on having an unsafe one.
+
+    Mixed data would train different terms in different batches; it is refused (naming
+    the odd records) or, with ``skip_bad``, the minority is dropped.
+    """
+    for attr in ("safe_image", "unsafe_image"):
+        have = [r for r in records if getattr(r, attr)]
+        if have and len(have) != len(records):
+            lacking = [r for r in records if not getattr(r, attr)]
+            minority, label = (lacking, f"lack {attr}") if len(lacking) <= len(have) else (have, f"have {attr}")
+            listed = ", ".join(r.where for r in minority[:MAX_LISTED])
+            if not skip_bad:
+                raise DataError(
+                    f"'{source}' mixes records with and without {attr}: {len(minority)} {label} ({listed}); "
+                    "give every record the image, drop them (skip_bad_records) or train text-only (images: ignore)"
+                )
+            _logger.warning("dropping %d records of '%s' that %s (%s)", len(minority), source, label, listed)
+            drop = {id(r) for r in minority}
+            records = [r for r in records if id(r) not in drop]
+    if not records:
+        raise DataError(f"no usable records in '{source}'")
+    return records
+
+
+# ----------------------------------------------------------------------------- torch side
+
+
+class PairDataset:
+    """Map-style dataset of records; items carry their index (for cached reference lookups)."""
+
+    def __init__(self, records: Sequence[Record]):
+        self.records = list(records)
+        self.has_safe_image = bool(self.records) and self.records[0].safe_image is not None
+        self.has_unsafe_image = bool(self.records) and self.records[0].unsafe_image is not None
+
+    def __len__(self) -> int:
+        return len(self.records)
+
+    def __getitem__(self, index: int) -> dict[str, Any]:
+        rec = self.records[index]
+        item: dict[str, Any] = {"index": index, "safe_text": rec.safe_text, "unsafe_text": rec.unsafe_text}
+        if self.has_safe_image:
+            item["safe_image"] = _open_image(rec.safe_image, rec.where)
+        if self.has_unsafe_image:
+            item["unsafe_image"] = _open_image(rec.unsafe_image, rec.where)
+        return item
+
+
+def _open_image(path: str | None, where: str):
+    from PIL import Image
+
+    try:
+        with Image.open(path) as im:
+            return im.convert("RGB")
+    except Exception as exc:  # noqa: BLE001 - any decoder failure is a data problem, reported with its record
+        raise DataError(f"{where}: cannot read image '{path}' ({type(exc).__name__}: {exc})") from exc
+
+
+class Collator:
+    """Tokenise captions (padded to ``max_length``, as CLIP was trained) and preprocess images."""
+
+    def __init__(self, tokenizer: Any, image_processor: Any | None, max_length: int):
+        self.tokenizer = tokenizer
+        self.image_processor = image_processor
+        self.max_length = max_length
+
+    def _tokens(self, texts: list[str]) -> dict[str, Any]:
+        enc = self.tokenizer(
+            texts, padding="max_length", truncation=True, max_length=self.max_length, return_tensors="pt"
+        )
+        return {"input_ids": enc["input_ids"], "attention_mask": enc["attention_mask"]}  # (B, L) each
+
+    def __call__(self, items: list[dict[str, Any]]) -> dict[str, Any]:
+        import torch
+
+        batch: dict[str, Any] = {"index": torch.tensor([it["index"] for it in items])}
+        safe = self._tokens([it["safe_text"] for it in items])
+        unsafe = self._tokens([it["unsafe_text"] for it in items])
+        batch["safe_input_ids"], batch["safe_attention_mask"] = safe["input_ids"], safe["attention_mask"]
+        batch["unsafe_input_ids"], batch["unsafe_attention_mask"] = unsafe["input_ids"], unsafe["attention_mask"]
+        for key in ("safe_image", "unsafe_image"):
+            if key in items[0]:
+                if self.image_processor is None:
+                    raise DataError("records have images but no image processor was found for the model")
+                pixels = self.image_processor(images=[it[key] for it in items], return_tensors="pt")["pixel_values"]
+                batch[f"{key}_pixels"] = pixels  # (B, 3, H, W)
+        return batch
+
+
+class ShardedBatchSampler:
+    """Yields this process's slice of each global micro-batch, in a seeded per-epoch order.
+
+    All processes draw the same permutation (seed + epoch), cut it into global micro-batches
+    of ``global_micro_batch`` (the last partial one dropped: contrastive terms want full
+    batches and processes must agree on sizes), and take slice ``rank`` of each. Starting at
+    ``start`` micro-batches skips what a resumed run already consumed.
+    """
+
+    def __init__(
+        self,
+        num_items: int,
+        global_micro_batch: int,
+        *,
+        rank: int = 0,
+        world: int = 1,
+        seed: int = 0,
+        shuffle: bool = True,
+    ) -> None:
+        if global_micro_batch % world:
+            raise DataError(f"micro-batch {global_micro_batch} does not split evenly across {world} processes")
+        if num_items < global_micro_batch:
+            raise DataError(
+                f"{num_items} training records are fewer than one micro-batch ({global_micro_batch}); "
+                "lower batch_size or add data"
+            )
+        self.num_items, self.global_micro_batch = num_items, global_micro_batch
+        self.rank, self.world, self.seed, self.shuffle = rank, world, seed, shuffle
+        self.epoch, self.start = 0, 0
+
+    def set_epoch(self, epoch: int, start: int = 0) -> None:
+        self.epoch, self.start = epoch, start
+
+    def __len__(self) -> int:
+        return self.num_items // self.global_micro_batch - self.start
+
+    def __iter__(self) -> Iterator[list[int]]:
+        import torch
+
+        if self.shuffle:
+            gen = torch.Generator().manual_seed(self.seed + self.epoch)
+            order = torch.randperm(self.num_items, generator=gen).tolist()
+        else:
+            order = list(range(self.num_items))
+        per = self.global_micro_batch // self.world
+        for b in range(self.start, self.num_items // self.global_micro_batch):
+            chunk = order[b * self.global_micro_batch : (b + 1) * self.global_micro_batch]
+            yield chunk[self.rank * per : (self.rank + 1) * per]

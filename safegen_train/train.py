@@ -1,0 +1,489 @@
+"""The Safe-CLIP training loop on accelerate: one process, DDP, multi-node, no code change.
+
+Launch: ``safegen-train fit --config cfg.yaml`` (one process), ``accelerate launch -m
+safegen_train.cli fit ...`` on GPUs, or ``torchrun --nproc_per_node N -m safegen_train.cli
+fit ...`` (CPU/gloo too).
+
+Batches. ``batch_size`` is the *global* batch of one optimizer step, whatever the hardware:
+it is cut into ``grad_accum_steps`` micro-batches in time, and each micro-batch into one
+slice per process. The data order is a seeded permutation per epoch shared by all
+processes, so 1 process with batch 8 and 2 processes with batch 8 see the same samples in
+each step.
+
+Gradient accumulation. Each micro-batch loss is divided by ``grad_accum_steps`` and
+backpropagated (DDP gradient sync only on the last), so the step uses the *mean* of the
+micro-batch gradients and nothing is discarded. The InfoNCE terms see in-batch negatives
+per micro-batch (per process unless ``loss.gather_negatives``): accumulation reproduces
+the gradient of the per-micro-batch losses, not of one loss over the global batch.
+
+Multi-process. With ``loss.gather_negatives`` the InfoNCE terms use the whole
+cross-process micro-batch as negatives and the result equals one process holding the
+global micro-batch (LoRA dropout aside: each process draws its own masks). Without it each
+process contrasts its own slice only: fewer negatives, a different (local) loss.
+
+Reference embeddings. With ``reference: frozen`` and ``cache_reference`` (the default)
+T0(t) and V0(v) are computed once for the whole training set before the first step (every
+process computes all of them; they never change). Token-level references for the
+hidden-state terms are computed per step (too large to cache).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import math
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from .checkpoint import load_checkpoint, prune_checkpoints, resolve_resume, save_checkpoint
+from .config import TrainConfig
+from .data import Collator, PairDataset, ShardedBatchSampler, load_records
+from .io import append_line, atomic_write_text
+from .losses import SafeCLIPLoss
+from .model import SafeCLIPModule, create_module, load_clip
+from .validation import embed_dataset, flatten_table, recall_sum, retrieval_table, validation_loss
+
+_logger = logging.getLogger(__name__)
+
+
+@dataclass
+class FitResult:
+    """What a finished ``fit`` leaves behind."""
+
+    output_dir: Path
+    global_step: int
+    stopped_early: bool
+    last_validation: dict[str, Any] | None
+    best_checkpoint: Path | None
+    export_dir: Path | None
+    module: SafeCLIPModule | None = field(default=None, repr=False)
+
+
+@torch.no_grad()
+def compute_reference_cache(
+    module: SafeCLIPModule, dataset: PairDataset, collate: Collator, *, batch_size: int, device: Any
+) -> dict[str, torch.Tensor]:
+    """T0(t) (N, D) and V0(v) (N, D) for every record, from the frozen reference encoders."""
+    was_training = module.training
+    module.eval()
+    chunks: dict[str, list[torch.Tensor]] = {}
+    try:
+        for start in range(0, len(dataset), batch_size):
+            items = [dataset[i] for i in range(start, min(start + batch_size, len(dataset)))]
+            batch = {k: v.to(device) for k, v in collate(items).items()}
+            for key, value in module.encode_reference(batch).items():
+                chunks.setdefault(key, []).append(value.float())
+    finally:
+        module.train(was_training)
+    return {k: torch.cat(v) for k, v in chunks.items()}
+
+
+class EarlyStopping:
+    """The released rule: patience counts down only when *neither* the validation loss
+    improved (lower) *nor* the recall-sum improved (higher); any improvement resets it."""
+
+    def __init__(
+        self,
+        patience: int,
+        best_loss: float | None = None,
+        best_recall_sum: float | None = None,
+        patience_left: int | None = None,
+    ) -> None:
+        self.patience = patience
+        self.best_loss, self.best_recall_sum = best_loss, best_recall_sum
+        self.patience_left = patience if patience_left is None else patience_left
+
+    def update(self, loss: float, recall_sum: float | None) -> bool:
+        """Record one validation; True when it improved either metric."""
+        improved = False
+        if self.best_loss is None or loss < self.best_loss:
+            self.best_loss, improved = loss, True
+        if recall_sum is not None and (self.best_recall_sum is None or recall_sum > self.best_recall_sum):
+            self.best_recall_sum, improved = recall_sum, True
+        self.patience_left = self.patience if improved else self.patience_left - 1
+        return improved
+
+    @property
+    def should_stop(self) -> bool:
+        return self.patience > 0 and self.patience_left <= 0
+
+
+def lr_at(step: int, config: TrainConfig, total_steps: int) -> float:
+    """Learning rate for optimizer step ``step`` (0-based): linear warmup, then constant or cosine."""
+    if config.warmup_steps and step < config.warmup_steps:
+        return config.lr * (step + 1) / config.warmup_steps
+    if config.lr_schedule == "cosine":
+        span = max(1, total_steps - config.warmup_steps)
+        progress = min(1.0, (step - config.warmup_steps) / span)
+        return config.lr * 0.5 * (1.0 + math.cos(math.pi * progress))
+    return config.lr
+
+
+def _rng_state(accelerator: Any) -> torch.Tensor:
+    """Every process's CPU (and current CUDA) RNG state, gathered: (world, S) uint8."""
+    state = torch.get_rng_state()
+    if torch.cuda.is_available() and accelerator.device.type == "cuda":
+        state = torch.cat([state, torch.cuda.get_rng_state(accelerator.device)])
+    local = state.to(accelerator.device).unsqueeze(0)  # (1, S)
+    if accelerator.num_processes == 1:
+        return local.cpu()
+    return accelerator.gather(local).cpu()  # (world, S)
+
+
+def _set_rng_state(accelerator: Any, states: torch.Tensor) -> None:
+    if states.shape[0] != accelerator.num_processes:
+        _logger.warning(
+            "checkpoint has RNG states of %d processes, this run has %d: dropout will differ",
+            states.shape[0],
+            accelerator.num_processes,
+        )
+        return
+    state = states[accelerator.process_index]
+    cpu_len = torch.get_rng_state().numel()
+    torch.set_rng_state(state[:cpu_len].clone())
+    if state.numel() > cpu_len and accelerator.device.type == "cuda":
+        torch.cuda.set_rng_state(state[cpu_len:].clone(), accelerator.device)
+
+
+def accumulate_gradients(
+    accelerator: Any,
+    model: Any,
+    loss_fn: SafeCLIPLoss,
+    micro_batches: list[dict[str, torch.Tensor]],
+    *,
+    cache: dict[str, torch.Tensor] | None = None,
+) -> dict[str, float]:
+    """Backpropagate the mean loss of ``micro_batches`` into ``.grad``; return the mean loss parts.
+
+    Each micro-batch loss is scaled by 1/len and backpropagated on its own (DDP syncs
+    gradients on the last one only), so the gradients add up to the mean of the
+    micro-batch gradients: nothing is discarded.
+    """
+    parts_sum: dict[str, float] = {}
+    n = len(micro_batches)
+    for i, batch in enumerate(micro_batches):
+        batch = {k: v.to(accelerator.device) for k, v in batch.items()}
+        if cache is not None:
+            for key, table in cache.items():
+                batch[key] = table[batch["index"]]  # (b, D) cached T0(t) / V0(v)
+        sync = contextlib.nullcontext() if i == n - 1 else accelerator.no_sync(model)
+        with sync, accelerator.autocast():
+            parts = loss_fn(**model(batch))
+            accelerator.backward(parts["loss"] / n)
+        for k, v in parts.items():
+            parts_sum[k] = parts_sum.get(k, 0.0) + float(v.detach()) / n
+    return parts_sum
+
+
+def create_optimizer(module: SafeCLIPModule, config: TrainConfig) -> torch.optim.Optimizer:
+    params = [p for p in module.parameters() if p.requires_grad]
+    cls = torch.optim.AdamW if config.optimizer == "adamw" else torch.optim.Adam
+    return cls(params, lr=config.lr, weight_decay=config.weight_decay)
+
+
+def fit(config: TrainConfig, *, accelerator: Any = None) -> FitResult:
+    """Train a Safe-CLIP as ``config`` says; returns where everything went."""
+    from accelerate import Accelerator
+    from accelerate.utils import set_seed
+    from torch.utils.data import DataLoader
+
+    config.require_sources()
+    out_dir = Path(config.output_dir)
+    ckpt_dir = out_dir / "checkpoints"
+    if accelerator is None:
+        kwargs = dict(
+            cpu=config.cpu,
+            mixed_precision=config.mixed_precision,
+            log_with=config.report_to or None,
+            project_dir=str(out_dir),
+        )
+        try:
+            accelerator = Accelerator(**kwargs)
+        except ValueError as exc:  # accelerate keeps one state per process; a second fit may change precision
+            if "already been initialized" not in str(exc):
+                raise
+            from accelerate.state import AcceleratorState
+
+            AcceleratorState._reset_state()  # the process-group (PartialState) is kept
+            accelerator = Accelerator(**kwargs)
+    is_main, world, rank = accelerator.is_main_process, accelerator.num_processes, accelerator.process_index
+    set_seed(config.seed)
+    if config.deterministic:
+        torch.use_deterministic_algorithms(True, warn_only=True)
+
+    # ---- data
+    images = config.images
+    train_records = load_records(
+        config.train_data,
+        split=config.train_split,
+        coco_root=config.coco_root,
+        unsafe_image_root=config.unsafe_image_root,
+        skip_bad=config.skip_bad_records,
+        images=images,
+    )
+    val_records = None
+    if config.val_data:
+        val_records = load_records(
+            config.val_data,
+            split=config.val_split,
+            coco_root=config.coco_root,
+            unsafe_image_root=config.unsafe_image_root,
+            skip_bad=config.skip_bad_records,
+            images=images,
+        )
+    train_ds = PairDataset(train_records)
+    val_ds = PairDataset(val_records) if val_records else None
+    if len(train_ds) < config.batch_size:
+        from .data import DataError
+
+        raise DataError(f"{len(train_ds)} training records are fewer than batch_size {config.batch_size}")
+
+    # ---- model
+    loaded = load_clip(config.model, activation=config.activation, tokenizer=config.tokenizer)
+    max_len = config.max_text_length or loaded.model.config.text_config.max_position_embeddings
+    collate = Collator(loaded.tokenizer, loaded.image_processor, max_len)
+    module = create_module(config, loaded, has_images=train_ds.has_safe_image)
+    module.to(accelerator.device)
+    loss_fn = SafeCLIPLoss(config.loss)
+    val_loss_fn = SafeCLIPLoss(config.loss, gather_negatives=False)
+    n_trainable = sum(p.numel() for p in module.parameters() if p.requires_grad)
+    _logger.info(
+        "training %s (%s, towers %s): %d trainable parameters, %d records, %d processes",
+        config.model,
+        config.finetune,
+        module.towers,
+        n_trainable,
+        len(train_ds),
+        world,
+    )
+
+    micro_global = config.batch_size // config.grad_accum_steps
+    if micro_global % world:
+        from .config import ConfigError
+
+        raise ConfigError(f"batch_size / grad_accum_steps = {micro_global} must be divisible by the {world} processes")
+    sampler = ShardedBatchSampler(len(train_ds), micro_global, rank=rank, world=world, seed=config.seed)
+    # Own generator: creating a DataLoader iterator must not draw from the global RNG (dropout), or a
+    # resumed run, which creates one more iterator, would see different dropout masks.
+    loader = DataLoader(
+        train_ds,
+        batch_sampler=sampler,
+        collate_fn=collate,
+        num_workers=config.num_workers,
+        generator=torch.Generator().manual_seed(config.seed),
+    )
+    steps_per_epoch = len(train_ds) // config.batch_size
+    total_steps = config.epochs * steps_per_epoch
+    if config.max_steps is not None:
+        total_steps = min(total_steps, config.max_steps)
+
+    cache = None
+    if config.cache_reference and config.reference == "frozen":
+        t0 = time.perf_counter()
+        cache = compute_reference_cache(
+            module, train_ds, collate, batch_size=max(micro_global, 32), device=accelerator.device
+        )
+        _logger.info("cached %d reference embeddings in %.1fs", len(train_ds), time.perf_counter() - t0)
+
+    optimizer = create_optimizer(module, config)
+    model, optimizer = accelerator.prepare(module, optimizer)
+
+    # ---- state (fresh or resumed)
+    state: dict[str, Any] = {
+        "global_step": 0,
+        "epoch": 0,
+        "step_in_epoch": 0,
+        "best_val_loss": None,
+        "best_recall_sum": None,
+        "patience_left": config.patience,
+        "stopped_early": False,
+        "last_validation": None,
+        "best_checkpoint": None,
+    }
+    if config.resume:
+        resume_dir = resolve_resume(config.resume, out_dir)
+        if resume_dir is None:
+            _logger.warning("resume: latest asked for but '%s' has no checkpoint; starting fresh", ckpt_dir)
+        else:
+            ckpt = load_checkpoint(resume_dir)
+            module.load_trainable_state_dict(ckpt["trainable"])
+            if ckpt["optimizer"] is not None:
+                optimizer.load_state_dict(ckpt["optimizer"])
+            state.update(ckpt["state"])
+            if ckpt["rng"] is not None:
+                _set_rng_state(accelerator, ckpt["rng"])
+            _logger.info("resumed from %s at step %d", resume_dir, state["global_step"])
+
+    if is_main:
+        out_dir.mkdir(parents=True, exist_ok=True)
+        config.save(out_dir / "config.json")
+    if config.report_to:
+        accelerator.init_trackers("safegen_train", config={k: str(v) for k, v in config.to_dict().items()})
+    metrics_path = out_dir / "metrics.jsonl"
+
+    def log(record: dict[str, Any]) -> None:
+        if is_main:
+            append_line(metrics_path, json.dumps(record))
+            if config.report_to:
+                accelerator.log({k: v for k, v in record.items() if isinstance(v, (int, float))}, step=record["step"])
+
+    def save(name: str) -> Path | None:
+        rng = _rng_state(accelerator)  # every process takes part in the gather
+        folder = ckpt_dir / name
+        if is_main:
+            save_checkpoint(
+                folder,
+                trainable=module.trainable_state_dict(),
+                optimizer_state=optimizer.state_dict(),
+                rng_states=rng,
+                state=state,
+                config=config,
+            )
+            if name.startswith("step-"):
+                prune_checkpoints(ckpt_dir, config.keep_checkpoints)
+        accelerator.wait_for_everyone()
+        return folder
+
+    def run_validation() -> None:
+        if val_ds is None:
+            return
+        unwrapped = accelerator.unwrap_model(model)
+        losses = validation_loss(
+            unwrapped, val_loss_fn, val_ds, collate, batch_size=micro_global, device=accelerator.device
+        )
+        unwrapped.eval()
+        table = retrieval_table(
+            embed_dataset(unwrapped.clip, val_ds, collate, batch_size=64, device=accelerator.device)
+        )
+        unwrapped.train()
+        rsum = recall_sum(table)
+        stopper = EarlyStopping(
+            config.patience, state["best_val_loss"], state["best_recall_sum"], state["patience_left"]
+        )
+        improved = stopper.update(losses["loss"], rsum)
+        state["best_val_loss"], state["best_recall_sum"] = stopper.best_loss, stopper.best_recall_sum
+        state["patience_left"] = stopper.patience_left
+        state["last_validation"] = {
+            "loss": losses,
+            "recall": {
+                g: {d: {str(k): v for k, v in r.items()} for d, r in dirs.items()} for g, dirs in table.items()
+            },
+            "recall_sum": rsum,
+        }
+        log(
+            {
+                "split": "val",
+                "step": state["global_step"],
+                "epoch": state["epoch"],
+                **{f"val/{k}": v for k, v in losses.items()},
+                **{f"val/{k}": v for k, v in flatten_table(table).items()},
+                "val/recall_sum": rsum,
+                "improved": improved,
+                "patience_left": state["patience_left"],
+            }
+        )
+        if improved:
+            state["best_checkpoint"] = str(save("best"))
+        if stopper.should_stop:
+            state["stopped_early"] = True
+            _logger.info(
+                "early stopping at step %d: %d validations without improvement", state["global_step"], config.patience
+            )
+
+    # ---- the loop
+    from tqdm.auto import tqdm
+
+    progress = tqdm(total=total_steps, initial=state["global_step"], disable=not is_main, desc="fit", unit="step")
+    accum = config.grad_accum_steps
+    model.train()
+    window_t, window_samples = time.perf_counter(), 0
+    while state["global_step"] < total_steps and state["epoch"] < config.epochs and not state["stopped_early"]:
+        sampler.set_epoch(state["epoch"], start=state["step_in_epoch"] * accum)
+        batches = iter(loader)
+        while (
+            state["step_in_epoch"] < steps_per_epoch
+            and state["global_step"] < total_steps
+            and not state["stopped_early"]
+        ):
+            micro_batches = [next(batches) for _ in range(accum)]
+            step_parts = accumulate_gradients(accelerator, model, loss_fn, micro_batches, cache=cache)
+            if config.max_grad_norm is not None:
+                accelerator.clip_grad_norm_(model.parameters(), config.max_grad_norm)
+            lr = lr_at(state["global_step"], config, total_steps)
+            for group in optimizer.param_groups:
+                group["lr"] = lr
+            optimizer.step()
+            optimizer.zero_grad(set_to_none=True)
+            state["global_step"] += 1
+            state["step_in_epoch"] += 1
+            window_samples += config.batch_size
+            progress.update(1)
+
+            step = state["global_step"]
+            if step % config.log_every == 0 or step == total_steps:
+                names = sorted(step_parts)
+                values = torch.tensor([step_parts[n] for n in names], device=accelerator.device)
+                values = accelerator.reduce(values, reduction="mean") if world > 1 else values
+                elapsed = time.perf_counter() - window_t
+                record = {
+                    "split": "train",
+                    "step": step,
+                    "epoch": state["epoch"],
+                    "lr": lr,
+                    **{n: float(v) for n, v in zip(names, values.tolist(), strict=True)},
+                    "samples_per_s": window_samples / max(elapsed, 1e-9),
+                }
+                log(record)
+                progress.set_postfix(loss=f"{record['loss']:.4f}")
+                window_t, window_samples = time.perf_counter(), 0
+            if config.eval_every_steps and step % config.eval_every_steps == 0:
+                run_validation()
+            if config.save_every_steps and step % config.save_every_steps == 0:
+                save(f"step-{step:08d}")
+        if state["step_in_epoch"] >= steps_per_epoch:  # a full epoch done (not cut by max_steps)
+            state["epoch"] += 1
+            state["step_in_epoch"] = 0
+            if not config.eval_every_steps:
+                run_validation()
+    progress.close()
+
+    final = ckpt_dir / f"step-{state['global_step']:08d}"
+    if not (final / "state.json").is_file():
+        save(final.name)
+    export_dir = None
+    if config.export_on_finish and is_main:
+        from .export import export_module
+
+        best = state.get("best_checkpoint")
+        if best and Path(best, "trainable.safetensors").is_file():
+            from safetensors.torch import load_file
+
+            module.load_trainable_state_dict(load_file(str(Path(best) / "trainable.safetensors")))
+        export_dir = export_module(
+            module,
+            out_dir / "model",
+            config=config,
+            loaded=loaded,
+            validation=state.get("last_validation"),
+            step=state["global_step"],
+            source_checkpoint=best or str(final),
+        )
+    accelerator.wait_for_everyone()
+    if config.report_to:
+        accelerator.end_training()
+    if is_main:
+        atomic_write_text(out_dir / "state.json", json.dumps(state, indent=2))
+    return FitResult(
+        out_dir,
+        state["global_step"],
+        state["stopped_early"],
+        state.get("last_validation"),
+        Path(best) if (best := state.get("best_checkpoint")) else None,
+        export_dir,
+        module,
+    )

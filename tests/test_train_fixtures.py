@@ -1,0 +1,79 @@
+"""Shared builders for the safegen_train tests: a tiny CLIP folder and tiny quadruple datasets.
+
+Imported by the other ``test_train_*`` files; it holds no tests itself. Everything is
+built in code (no downloads): a seeded tiny CLIPModel saved with its CLIPTokenizer and
+CLIPImageProcessor beside it (the layout the toy world uses), and JSONL files whose
+safe/unsafe PNG twins are spatially aligned colour patterns.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+WORDS = ["dog", "cat", "tree", "car", "house", "boat", "bird", "lamp", "road", "hill", "cup", "book"]
+
+
+def make_clip_folder(path: Path, seed: int = 0) -> Path:
+    """A tiny transformers CLIPModel folder with tokenizer and image processor files."""
+    from transformers import CLIPImageProcessor
+
+    from safegen.testing import tiny_clip_model, tiny_tokenizer
+
+    model = tiny_clip_model(seed)
+    model.save_pretrained(str(path))
+    tiny_tokenizer().save_pretrained(str(path))
+    CLIPImageProcessor(size={"shortest_edge": 32}, crop_size={"height": 32, "width": 32}).save_pretrained(str(path))
+    return path
+
+
+def _image(path: Path, index: int, unsafe: bool) -> None:
+    import numpy as np
+    from PIL import Image
+
+    rng = np.random.default_rng(index)
+    base = rng.integers(0, 255, size=(4, 4, 3)).astype("uint8")
+    arr = np.kron(base, np.ones((8, 8, 1), dtype="uint8"))  # (32, 32, 3) blocky, index-specific
+    if unsafe:
+        arr[8:24, 8:24] = [255, 0, 0]  # the "unsafe" element, same place in every twin
+    Image.fromarray(arr).save(path)
+
+
+def make_jsonl(folder: Path, n: int = 8, *, images: bool = True, name: str = "train.jsonl", offset: int = 0) -> Path:
+    """``n`` quadruples; image paths relative to the JSONL's folder."""
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "img").mkdir(exist_ok=True)
+    lines = []
+    for i in range(offset, offset + n):
+        a, b = WORDS[i % len(WORDS)], WORDS[(i * 5 + 3) % len(WORDS)]
+        rec = {"safe_text": f"a {a} near a {b}", "unsafe_text": f"a bloody {a} attacking a {b}", "tag": "violence"}
+        if images:
+            for kind in ("safe", "unsafe"):
+                rel = f"img/{kind}_{i}.png"
+                _image(folder / rel, i, kind == "unsafe")
+                rec[f"{kind}_image"] = rel
+        lines.append(json.dumps(rec))
+    path = folder / name
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+def base_config(tmp: Path, clip_dir: Path, train: Path, **overrides):
+    """A fast TrainConfig for tests (tiny batch, no export, no validation unless given)."""
+    from safegen_train.config import TrainConfig
+
+    cfg = dict(
+        model=str(clip_dir),
+        train_data=str(train),
+        output_dir=str(tmp / "run"),
+        batch_size=4,
+        epochs=2,
+        lr=1e-2,
+        log_every=1,
+        save_every_steps=0,
+        export_on_finish=False,
+        cpu=True,
+        max_text_length=16,
+    )
+    cfg.update(overrides)
+    return TrainConfig(**cfg)
