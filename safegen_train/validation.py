@@ -18,18 +18,12 @@ from typing import Any
 
 import torch
 
-from safegen.retrieval import recall_at_k
+from safegen.retrieval import GALLERIES, recall_sum  # noqa: F401  (recall_sum re-exported for train/cli)
+from safegen.retrieval import retrieval_table as shared_retrieval_table
 
 _logger = logging.getLogger(__name__)
 
 KS = (1, 5, 10, 20)
-GALLERIES = {
-    "S-V": ("safe_text", "safe_image"),
-    "S-G": ("safe_text", "unsafe_image"),
-    "U-V": ("unsafe_text", "safe_image"),
-    "U-G": ("unsafe_text", "unsafe_image"),
-}
-RECALL_SUM_GALLERIES = ("S-V", "S-G", "U-V")
 
 
 def _batches(dataset: Any, collate: Any, batch_size: int):
@@ -59,19 +53,18 @@ def embed_dataset(
 def retrieval_table(
     embeddings: dict[str, torch.Tensor], ks: Sequence[int] = KS
 ) -> dict[str, dict[str, dict[int, float]]]:
-    """``{gallery: {"t2i": {K: recall%}, "i2t": {...}}}`` for the galleries the embeddings allow."""
-    table = {}
-    for name, (text_key, image_key) in GALLERIES.items():
-        if text_key in embeddings and image_key in embeddings:
-            text, image = embeddings[text_key], embeddings[image_key]
-            table[name] = {"t2i": recall_at_k(text, image, ks), "i2t": recall_at_k(image, text, ks)}
-    return table
+    """``{gallery: {"t2i": {K: recall%}, "i2t": {...}}}`` for the galleries the embeddings allow.
 
-
-def recall_sum(table: dict[str, dict[str, dict[int, float]]]) -> float | None:
-    """The released early-stopping metric: R@1 of S-V, S-G, U-V, both directions (None without images)."""
-    parts = [table[g][d][1] for g in RECALL_SUM_GALLERIES if g in table for d in ("t2i", "i2t") if 1 in table[g][d]]
-    return float(sum(parts)) if parts else None
+    A thin adapter from :func:`embed_dataset`'s dict to :func:`safegen.retrieval.retrieval_table`,
+    so training and ``safegen eval`` share one implementation.
+    """
+    return shared_retrieval_table(
+        embeddings["safe_text"],
+        embeddings["unsafe_text"],
+        embeddings.get("safe_image"),
+        embeddings.get("unsafe_image"),
+        ks=ks,
+    )
 
 
 def flatten_table(table: dict[str, dict[str, dict[int, float]]]) -> dict[str, float]:
