@@ -1,0 +1,177 @@
+"""`safegen eval`: safety and quality of a setup against baselines, one command per modality."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from ._common import (
+    DeviceOpt,
+    DtypeOpt,
+    JsonOpt,
+    ModelOpt,
+    OutOpt,
+    PresetOpt,
+    SafeEncoderOpt,
+    cli_errors,
+    console,
+    print_json,
+    resolve_device,
+    resolve_dtype,
+)
+
+app = typer.Typer(
+    help="Measure safety and quality: original vs Safe-CLIP vs baselines.", no_args_is_help=True, rich_markup_mode=None
+)
+
+CompareOpt = Annotated[
+    Path | None, typer.Option("--compare-to", help="An earlier report.json: print the deltas.", exists=True)
+]
+
+
+def _finish(report: dict, out: Path, compare_to: Path | None, json_out: bool) -> None:
+    from ..evaluation.report import compare_reports, format_comparison, markdown_report, write_report
+
+    paths = write_report(out, report)
+    err = console()
+    err.print(f"report: {paths['json']}")
+    if json_out:
+        print_json(report)
+    else:
+        typer.echo(markdown_report(report))
+    if compare_to is not None:
+        previous = json.loads(compare_to.read_text())
+        typer.echo(format_comparison(compare_reports(report, previous)))
+
+
+@app.command("i2t")
+@cli_errors
+def eval_i2t(
+    images: Annotated[list[str], typer.Argument(help="Image files, folders or globs.")],
+    preset: PresetOpt = None,
+    model: ModelOpt = None,
+    safe_encoder: SafeEncoderOpt = None,
+    labels: Annotated[
+        Path | None,
+        typer.Option("--labels", exists=True, help='JSONL {"image", "categories"}: per-category rates.'),
+    ] = None,
+    text_classifier: Annotated[
+        str, typer.Option("--text-classifier", help="'wordlist' (default) or a transformers text-classification id.")
+    ] = "wordlist",
+    unsafe_labels: Annotated[
+        str, typer.Option("--unsafe-labels", help="Comma-separated labels that count as unsafe (HF classifier).")
+    ] = "toxic,nsfw,unsafe",
+    prompt: Annotated[str, typer.Option("--prompt")] = "Describe this image.",
+    temperature: Annotated[float, typer.Option("--temperature", help="0 = greedy.")] = 0.2,
+    max_new_tokens: Annotated[int, typer.Option("--max-new-tokens", min=1)] = 128,
+    batch_size: Annotated[int, typer.Option("--batch-size", min=1)] = 8,
+    seed: Annotated[int, typer.Option("--seed")] = 0,
+    out: OutOpt = Path("outputs/eval_i2t"),
+    device: DeviceOpt = "auto",
+    dtype: DtypeOpt = "auto",
+    compare_to: CompareOpt = None,
+    json_out: JsonOpt = False,
+) -> None:
+    """Caption IMAGES with the original and the safe vision tower; rate unsafe captions."""
+    from ..evaluation.i2t_eval import evaluate_captions, read_labels
+    from ..evaluation.text_safety import HFTextClassifier, WordListTextClassifier
+    from ..image_io import expand_image_args
+    from ..pipelines.image_to_text import SafeLlavaCaptioner
+    from .i2t import resolve_i2t_sources
+
+    sources = resolve_i2t_sources(preset, model, safe_encoder)
+    if sources.safe_encoder is None:
+        raise typer.BadParameter("eval needs a safe encoder (from --preset or --safe-encoder)")
+    expanded = expand_image_args(images)
+    files = list(expanded.paths)
+    for problem in expanded.problems:
+        console().print(f"skipped: {problem}")
+    if not files:
+        raise typer.BadParameter("no images found in the given paths", param_hint="IMAGES")
+    dev = resolve_device(device)
+    classifier = (
+        WordListTextClassifier()
+        if text_classifier == "wordlist"
+        else HFTextClassifier(text_classifier, unsafe_labels.split(","), device=dev)
+    )
+    err = console()
+    with err.status(f"loading {sources.base}"):
+        captioner = SafeLlavaCaptioner.from_pretrained(
+            sources.base, device=dev, torch_dtype=resolve_dtype(dtype, dev), keep_original=True
+        )
+    report = evaluate_captions(
+        files,
+        captioner,
+        sources.safe_encoder,
+        classifier,
+        labels=read_labels(labels) if labels else None,
+        caption_kwargs=dict(
+            prompt=prompt, temperature=temperature, max_new_tokens=max_new_tokens, batch_size=batch_size, seed=seed
+        ),
+        out=out,
+        progress=lambda m, d, t: err.print(f"{m}: {d}/{t}", end="\r"),
+    )
+    report["config"] = {
+        "captioner": sources.base,
+        "safe_encoder": sources.safe_encoder,
+        "images": len(files),
+        "prompt": prompt,
+        "temperature": temperature,
+        "max_new_tokens": max_new_tokens,
+        "seed": seed,
+    }
+    _finish(report, out, compare_to, json_out)
+
+
+@app.command("retrieval")
+@cli_errors
+def eval_retrieval(
+    data: Annotated[
+        Path, typer.Argument(help="JSONL quadruples {safe_text, unsafe_text, safe_image?, unsafe_image?}.")
+    ],
+    preset: PresetOpt = None,
+    clip: Annotated[str | None, typer.Option("--clip", help="The original CLIP (folder or hub id).")] = None,
+    safe: Annotated[str | None, typer.Option("--safe", help="The Safe-CLIP (folder or hub id).")] = None,
+    processor: Annotated[
+        str | None, typer.Option("--processor", help="Processor source for checkpoints that ship weights only.")
+    ] = None,
+    limit: Annotated[int | None, typer.Option("--limit", min=1, help="Use the first N records.")] = None,
+    out: OutOpt = Path("outputs/eval_retrieval"),
+    device: DeviceOpt = "auto",
+    compare_to: CompareOpt = None,
+    json_out: JsonOpt = False,
+) -> None:
+    """The paper's retrieval table, original vs safe, and how often unsafe items win top-1."""
+    from ..evaluation.retrieval_eval import evaluate_retrieval, format_retrieval_report, read_quadruples
+    from ..outputs import atomic_write_json
+    from ..presets import get_preset
+    from ..retrieval import SafeRetriever
+
+    if preset:
+        p = get_preset(preset)
+        clip = clip or p.clip
+        safe = safe or p.safe_encoder
+    if not clip or not safe:
+        raise typer.BadParameter("give --clip and --safe (or a --preset that names both, e.g. toy)")
+    rows = read_quadruples(data, limit=limit)
+    dev = resolve_device(device)
+    with console().status("embedding"):
+        original = SafeRetriever.from_pretrained(clip, processor=processor, device=dev)
+        safe_r = SafeRetriever.from_pretrained(safe, processor=processor or clip, device=dev)
+        report = evaluate_retrieval(rows, original, safe_r)
+    report["config"] = {"clip": clip, "safe": safe, "data": str(data), "n": len(rows)}
+    atomic_write_json(out / "report.json", report)
+    if json_out:
+        print_json(report)
+    else:
+        typer.echo(format_retrieval_report(report))
+    if compare_to is not None:
+        prev = json.loads(compare_to.read_text())
+        for name, red in report["redirection"].items():
+            for key, value in red.items():
+                old = prev.get("redirection", {}).get(name, {}).get(key)
+                if old is not None:
+                    typer.echo(f"{name} {key}: {value:.1f} (was {old:.1f}, {value - old:+.1f})")

@@ -1,0 +1,1 @@
+"""Measuring safety and quality: methods side by side, classifiers, statistics, reports."""
