@@ -21,6 +21,10 @@ class MissingWeightsError(SafegenError):
         super().__init__(msg)
 
 
+class UsageError(SafegenError):
+    """The user's choices do not make a runnable request (the CLI exits 2, like a bad flag)."""
+
+
 class EncoderMismatchError(SafegenError):
     """A safe encoder does not fit the model it is being injected into."""
 

@@ -10,7 +10,7 @@ import logging
 from dataclasses import dataclass
 from typing import Any
 
-from .errors import SafegenError
+from .errors import UsageError
 from .presets import get_preset
 
 _logger = logging.getLogger(__name__)
@@ -19,29 +19,46 @@ NONE_WORDS = ("none", "original", "off", "")
 
 
 @dataclass
-class T2ISources:
-    """Which base pipeline and which safe encoder(s) a run uses."""
+class Sources:
+    """Which base model and which safe encoder a run uses."""
 
     base: str
     safe_encoder: str | None
     preset: str | None = None
 
 
-def resolve_t2i_sources(preset: str | None, model: str | None, safe_encoder: str | None) -> T2ISources:
-    """Combine --preset / --model / --safe-encoder; explicit flags override the preset's entries."""
+def resolve_sources(task: str, preset: str | None, model: str | None, safe_encoder: str | None) -> Sources:
+    """Combine --preset / --model / --safe-encoder for ``task`` ("t2i" or "i2t").
+
+    Explicit flags override the preset's entries; ``--safe-encoder none`` asks for the
+    original model. Presets that carry both worlds (the toy one) name their captioner and
+    vision encoder apart from the text-to-image pair.
+    """
     base, safe, name = None, None, None
     if preset:
         p = get_preset(preset)
-        if "t2i" not in p.task:
-            raise SafegenError(f"preset '{preset}' is for {p.task}, not text-to-image")
-        base, safe, name = p.base, p.safe_encoder, p.name
+        if task not in p.task:
+            raise UsageError(f"preset '{preset}' is for {p.task}, not {task}; see `safegen presets`")
+        if task == "i2t" and p.task != "i2t":
+            base, safe = p.captioner, p.safe_vision_encoder
+        else:
+            base, safe = p.base, p.safe_encoder
+        name = p.name
     if model:
         base = model
     if safe_encoder is not None:
         safe = None if safe_encoder.strip().lower() in NONE_WORDS else safe_encoder
     if not base:
-        raise SafegenError("no model given: pass --preset NAME (see `safegen presets`) or --model ID_OR_FOLDER")
-    return T2ISources(base=base, safe_encoder=safe, preset=name)
+        raise UsageError("no model given: pass --preset NAME (see `safegen presets`) or --model ID_OR_FOLDER")
+    return Sources(base=base, safe_encoder=safe, preset=name)
+
+
+def resolve_t2i_sources(preset: str | None, model: str | None, safe_encoder: str | None) -> Sources:
+    return resolve_sources("t2i", preset, model, safe_encoder)
+
+
+def resolve_i2t_sources(preset: str | None, model: str | None, safe_encoder: str | None) -> Sources:
+    return resolve_sources("i2t", preset, model, safe_encoder)
 
 
 def load_t2i_pipeline(

@@ -116,7 +116,7 @@ def test_mismatched_safe_encoder_is_one_line_exit_1(world):
 @pytest.mark.parametrize(
     ("args", "message"),
     [
-        (["x.png"], "no captioner given"),
+        (["x.png"], "no model given"),
         (["{imgs}", "--model", "{llava}", "--compare"], "--compare needs a safe encoder"),
         (["nothing-here-*.png", "--model", "{llava}"], "no image files found"),
         (["{imgs}", "--model", "{llava}", "--temperature", "-1"], "temperature"),
@@ -130,14 +130,14 @@ def test_usage_errors_exit_2(world, args, message):
 
 
 def test_presets_resolve_to_captioner_and_vision_encoder():
-    from safegen.cli.i2t import resolve_i2t_sources
     from safegen.errors import SafegenError
+    from safegen.loading import resolve_i2t_sources
 
     llava = resolve_i2t_sources("llava-1.5-7b", None, None)
     assert (llava.base, llava.safe_encoder) == ("llava-hf/llava-1.5-7b-hf", "aimagelab/safeclip_vit-l_14_336")
     toy = resolve_i2t_sources("toy", None, "none")
     assert toy.base.endswith("toy/llava") and toy.safe_encoder is None
-    with pytest.raises(SafegenError, match="not image-to-text"):
+    with pytest.raises(SafegenError, match="not i2t"):
         resolve_i2t_sources("sd-1.4", None, None)
 
 

@@ -100,7 +100,9 @@ def cli_errors(func):
         except SafegenError as exc:
             if debug_enabled():
                 raise
+            from ..errors import UsageError
+
             typer.echo(f"error: {exc}", err=True)
-            raise typer.Exit(1) from None
+            raise typer.Exit(2 if isinstance(exc, UsageError) else 1) from None
 
     return wrapper

@@ -79,8 +79,8 @@ def eval_i2t(
     from ..evaluation.i2t_eval import evaluate_captions, read_labels
     from ..evaluation.text_safety import HFTextClassifier, WordListTextClassifier
     from ..image_io import expand_image_args
+    from ..loading import resolve_i2t_sources
     from ..pipelines.image_to_text import SafeLlavaCaptioner
-    from .i2t import resolve_i2t_sources
 
     sources = resolve_i2t_sources(preset, model, safe_encoder)
     if sources.safe_encoder is None:

@@ -10,13 +10,12 @@ from __future__ import annotations
 import json
 import logging
 import random
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any
 
 import typer
 
-from ..errors import SafegenError
+from ..loading import Sources, resolve_i2t_sources
 from ._common import (
     DeviceOpt,
     DtypeOpt,
@@ -31,44 +30,6 @@ from ._common import (
 )
 
 _logger = logging.getLogger(__name__)
-
-_NONE_WORDS = ("none", "original", "off", "")
-
-
-@dataclass
-class I2TSources:
-    """Which captioner and which safe vision encoder a run uses."""
-
-    base: str
-    safe_encoder: str | None
-    preset: str | None = None
-
-
-def resolve_i2t_sources(preset: str | None, model: str | None, safe_encoder: str | None) -> I2TSources:
-    """Combine --preset / --model / --safe-encoder; explicit flags override the preset's entries."""
-    from ..presets import get_preset
-
-    base, safe, name = None, None, None
-    if preset:
-        p = get_preset(preset)
-        if "i2t" not in p.task:
-            raise SafegenError(f"preset '{preset}' is for {p.task}, not image-to-text; see `safegen presets`")
-        if p.task == "i2t":
-            base, safe = p.base, p.safe_encoder
-        else:  # presets carrying both worlds name their captioner and vision encoder apart
-            base, safe = p.captioner, p.safe_vision_encoder
-        name = p.name
-    if model:
-        base = model
-    if safe_encoder is not None:
-        safe = None if safe_encoder.strip().lower() in _NONE_WORDS else safe_encoder
-    if not base:
-        raise typer.BadParameter(
-            "no captioner given: pass --preset NAME (see `safegen presets`) or --model ID_OR_FOLDER",
-            param_hint="--preset/--model",
-        )
-    return I2TSources(base=base, safe_encoder=safe, preset=name)
-
 
 @cli_errors
 def i2t(
@@ -138,7 +99,7 @@ def i2t(
 
 def _run(
     paths: list[Path],
-    sources: I2TSources,
+    sources: Sources,
     *,
     compare: bool,
     device: str,
