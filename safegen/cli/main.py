@@ -10,6 +10,7 @@ import sys
 
 import typer
 
+from . import batch as batch_cmd
 from . import eval as eval_cmd
 from . import i2t as i2t_cmd
 from . import presets as presets_cmd
@@ -27,6 +28,7 @@ app = typer.Typer(
 )
 app.command("t2i")(t2i_cmd.t2i)
 app.command("presets")(presets_cmd.presets)
+app.command("batch")(batch_cmd.batch)
 app.command("i2t")(i2t_cmd.i2t)
 app.add_typer(retrieve_cmd.app, name="retrieve")
 app.add_typer(eval_cmd.app, name="eval")

@@ -1,0 +1,38 @@
+"""Batch generation from prompt files: readers, job planning, the runner and its manifest.
+
+Importing this package does not import torch; the runner loads the heavy stacks when it runs.
+
+>>> from safegen.batch import BatchConfig, run_batch
+>>> result = run_batch(BatchConfig(prompts="prompts.csv", out="runs/a", preset="sd-1.4", batch_size=8))
+"""
+
+from __future__ import annotations
+
+from .manifest import merge_manifests, read_manifest, repair_manifest
+from .plan import Defaults, GenSettings, ImageJob, make_batches, plan_jobs, shard_jobs
+from .policy import ON_UNSAFE, apply_policy
+from .readers import PromptFile, PromptRow, RowError, read_prompts
+from .runner import BatchConfig, BatchResult, BatchRunner, run_batch, summarize
+
+__all__ = [
+    "ON_UNSAFE",
+    "BatchConfig",
+    "BatchResult",
+    "BatchRunner",
+    "Defaults",
+    "GenSettings",
+    "ImageJob",
+    "PromptFile",
+    "PromptRow",
+    "RowError",
+    "apply_policy",
+    "make_batches",
+    "merge_manifests",
+    "plan_jobs",
+    "read_manifest",
+    "read_prompts",
+    "repair_manifest",
+    "run_batch",
+    "shard_jobs",
+    "summarize",
+]

@@ -1,0 +1,159 @@
+"""From prompt rows to image jobs, shards and batches.
+
+Why it matters: an image is identified by its row id and seed, so a resumed or sharded
+run can tell what is done; a batch only mixes images whose generation settings match,
+so batching changes speed, never results (each image draws its noise from its own
+generator seeded with its own seed).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from ..outputs import path_inside, sanitize_stem
+from .readers import PromptRow
+
+_logger = logging.getLogger(__name__)
+
+IMAGES_DIR = "images"
+FLAGGED_DIR = "flagged"
+
+
+@dataclass(frozen=True)
+class GenSettings:
+    """Everything besides prompt and seed that shapes an image; rows sharing it can be batched."""
+
+    steps: int
+    guidance: float
+    width: int
+    height: int
+    negative_prompt: str = ""
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "steps": self.steps,
+            "guidance": self.guidance,
+            "width": self.width,
+            "height": self.height,
+            "negative_prompt": self.negative_prompt,
+        }
+
+
+@dataclass(frozen=True)
+class Defaults:
+    """Run-wide values for whatever a row leaves out."""
+
+    steps: int = 30
+    guidance: float = 7.5
+    width: int = 512
+    height: int = 512
+    negative_prompt: str = ""
+    n: int = 1
+    seed: int = 0
+
+
+@dataclass
+class ImageJob:
+    """One image to make: which row, which seed, which settings, which file."""
+
+    id: str
+    prompt: str
+    seed: int
+    index: int  # image number within its row (seed = row seed + index)
+    settings: GenSettings
+    file: str  # path relative to the output folder
+    line: int
+    ordinal: int  # position of the row among the file's valid rows (sharding key)
+    meta: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def key(self) -> str:
+        return job_key(self.id, self.seed)
+
+
+def job_key(row_id: str, seed: int) -> str:
+    """The identity of an image across runs: its row id and its seed."""
+    return f"{row_id}\x1f{seed}"
+
+
+def file_stem(row_id: str) -> str:
+    """A file-name stem for an id: sanitised, plus a short hash when sanitising changed it.
+
+    The hash keeps ids like ``a/b`` and ``a_b`` (or long ids cut to the same prefix) apart.
+    """
+    stem = sanitize_stem(row_id, fallback="row")
+    if stem != row_id:
+        stem = f"{stem}-{hashlib.sha1(row_id.encode('utf-8')).hexdigest()[:8]}"
+    return stem
+
+
+def image_name(row_id: str, seed: int) -> str:
+    return f"{file_stem(row_id)}_s{seed}.png"
+
+
+def plan_jobs(rows: Sequence[PromptRow], defaults: Defaults, root: Any = None) -> list[ImageJob]:
+    """Expand rows into image jobs (``n`` per row, seeds ``seed, seed+1, ...``), in file order.
+
+    ``root`` (the output folder), when given, is used to check every file path stays inside it.
+    """
+    jobs: list[ImageJob] = []
+    for ordinal, row in enumerate(rows):
+        settings = GenSettings(
+            steps=row.steps if row.steps is not None else defaults.steps,
+            guidance=row.guidance if row.guidance is not None else defaults.guidance,
+            width=row.width if row.width is not None else defaults.width,
+            height=row.height if row.height is not None else defaults.height,
+            negative_prompt=row.negative_prompt if row.negative_prompt is not None else defaults.negative_prompt,
+        )
+        base_seed = row.seed if row.seed is not None else defaults.seed
+        for index in range(row.n if row.n is not None else defaults.n):
+            seed = base_seed + index
+            rel = f"{IMAGES_DIR}/{image_name(row.id, seed)}"
+            if root is not None:
+                path_inside(root, rel)  # raises if an id could ever escape the folder
+            jobs.append(
+                ImageJob(
+                    id=row.id,
+                    prompt=row.prompt,
+                    seed=seed,
+                    index=index,
+                    settings=settings,
+                    file=rel,
+                    line=row.line,
+                    ordinal=ordinal,
+                    meta=row.meta,
+                )
+            )
+    return jobs
+
+
+def shard_jobs(jobs: Iterable[ImageJob], num_shards: int, shard_index: int) -> list[ImageJob]:
+    """The jobs of one shard: rows dealt round-robin by their position in the file.
+
+    Sharding by row position (not by what is left to do) keeps shards disjoint even when
+    processes start at different times and see different progress.
+    """
+    if num_shards < 1 or not 0 <= shard_index < num_shards:
+        raise ValueError(f"shard index must be in [0, {num_shards}), got {shard_index}")
+    return [j for j in jobs if j.ordinal % num_shards == shard_index]
+
+
+def make_batches(jobs: Iterable[ImageJob], batch_size: int) -> list[list[ImageJob]]:
+    """Group jobs with identical settings into batches of at most ``batch_size``.
+
+    Groups appear in the order of their first job, so progress follows the file order.
+    """
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+    groups: dict[GenSettings, list[ImageJob]] = {}
+    for job in jobs:
+        groups.setdefault(job.settings, []).append(job)
+    batches = []
+    for group in groups.values():
+        for start in range(0, len(group), batch_size):
+            batches.append(group[start : start + batch_size])
+    return batches

@@ -1,0 +1,728 @@
+"""The batch runner: prompt file in, images + manifest out; resumable, shardable, measured.
+
+Why it is built this way:
+
+- Resumable: an image is recorded in the manifest only after its PNG is in place
+  (atomic rename), so the manifest is the truth about what is done. A re-run with the
+  same configuration skips those images; a SIGKILL loses only the batch being generated
+  and the one being written, never leaves a half file or a broken manifest line.
+- Fast: rows with the same settings are batched, each image keeps its own CPU generator
+  (so it is the same alone or in a batch), prompts are encoded once and cached, and PNG
+  encoding, hashing, safety checks and writes run on a writer thread while the next
+  batch is generated.
+- Shardable: under torchrun/``accelerate launch`` each process takes every N-th row
+  and appends to its own manifest part; rank 0 merges the parts at the end. Scheduler
+  arrays use ``num_shards``/``shard_index`` the same way.
+
+Python use, without the CLI::
+
+    from safegen.batch import BatchConfig, run_batch
+    result = run_batch(BatchConfig(prompts="i2p.csv", out="runs/i2p", preset="sd-1.4", batch_size=8))
+    print(result.images_per_s, result.flagged)
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import platform
+import queue
+import random
+import signal
+import sys
+import threading
+import time
+from collections import OrderedDict
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass, field, fields
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+from ..errors import SafegenError
+from ..outputs import atomic_write_bytes, atomic_write_json, path_inside, png_bytes
+from .manifest import ManifestWriter, merge_manifests, part_name, read_jsonl, read_manifest
+from .plan import FLAGGED_DIR, IMAGES_DIR, Defaults, ImageJob, make_batches, plan_jobs, shard_jobs
+from .policy import ON_UNSAFE, apply_policy
+from .readers import PromptFile, read_prompts
+
+_logger = logging.getLogger(__name__)
+
+RUN_JSON = "run.json"
+RUNS_LOG = "runs.jsonl"
+ERRORS_LOG = "errors.log"
+MAX_SEED = 2**63 - 1
+# Settings that change the images: a resumed run must use the same values.
+_RESUME_KEYS = (
+    "base",
+    "safe_encoder",
+    "steps",
+    "guidance",
+    "width",
+    "height",
+    "negative_prompt",
+    "n",
+    "seed",
+    "check",
+    "on_unsafe",
+)
+
+
+@dataclass
+class BatchConfig:
+    """Everything a batch run needs; saved (resolved) as ``run.json`` in the output folder."""
+
+    prompts: str | Path = field(metadata={"help": "Prompt file: .txt, .jsonl or .csv."})
+    out: str | Path = field(metadata={"help": "Output folder (images/, manifest.jsonl, run.json)."})
+    preset: str | None = field(default=None, metadata={"help": "Named preset (see `safegen presets`)."})
+    model: str | None = field(default=None, metadata={"help": "Base pipeline: hub id or folder."})
+    safe_encoder: str | None = field(default=None, metadata={"help": "Safe-CLIP encoder; 'none' for the original."})
+    steps: int = field(default=30, metadata={"help": "Denoising steps (rows may override)."})
+    guidance: float = field(default=7.5, metadata={"help": "Classifier-free guidance scale (rows may override)."})
+    width: int | None = field(default=None, metadata={"help": "Image width; None: the model's default."})
+    height: int | None = field(default=None, metadata={"help": "Image height; None: the model's default."})
+    negative_prompt: str = field(default="", metadata={"help": "Negative prompt (rows may override)."})
+    n: int = field(default=1, metadata={"help": "Images per prompt (rows may override)."})
+    seed: int = field(default=0, metadata={"help": "Seed of rows without one; -1 picks one (recorded)."})
+    batch_size: int = field(default=4, metadata={"help": "Images generated per pipeline call."})
+    device: str = field(default="auto", metadata={"help": "auto, cpu, cuda, cuda:1, mps."})
+    dtype: str = field(default="auto", metadata={"help": "auto, fp32, fp16, bf16."})
+    attention: str = field(default="auto", metadata={"help": "auto, sdpa, xformers, eager."})
+    check: str | None = field(default=None, metadata={"help": "Output classifier name (e.g. nudenet)."})
+    threshold: float | None = field(default=None, metadata={"help": "Classifier threshold; None: its default."})
+    on_unsafe: str = field(default="keep", metadata={"help": "keep, blur, black or drop flagged images."})
+    keep_flagged: bool = field(default=False, metadata={"help": "Save flagged originals under flagged/."})
+    strict: bool = field(default=False, metadata={"help": "Stop at the first bad row."})
+    limit: int | None = field(default=None, metadata={"help": "Use only the first N valid rows."})
+    num_shards: int = field(default=1, metadata={"help": "Split the rows over this many independent jobs."})
+    shard_index: int = field(default=0, metadata={"help": "Which shard this job runs (0-based)."})
+
+    def __post_init__(self) -> None:
+        def bad(name: str, why: str) -> SafegenError:
+            return SafegenError(f"batch config: {name} {why}")
+
+        if self.steps < 1:
+            raise bad("steps", f"must be >= 1, got {self.steps}")
+        if self.guidance < 0:
+            raise bad("guidance", f"must be >= 0, got {self.guidance}")
+        for name in ("width", "height"):
+            value = getattr(self, name)
+            if value is not None and (value <= 0 or value % 8):
+                raise bad(name, f"must be a positive multiple of 8, got {value}")
+        if self.n < 1:
+            raise bad("n", f"must be >= 1, got {self.n}")
+        if not -1 <= self.seed <= MAX_SEED:
+            raise bad("seed", f"must be -1 or in [0, 2**63), got {self.seed}")
+        if self.batch_size < 1:
+            raise bad("batch_size", f"must be >= 1, got {self.batch_size}")
+        if self.on_unsafe not in ON_UNSAFE:
+            raise bad("on_unsafe", f"must be one of {', '.join(ON_UNSAFE)}, got '{self.on_unsafe}'")
+        if self.on_unsafe != "keep" and not self.check:
+            raise bad("on_unsafe", f"'{self.on_unsafe}' needs a classifier: pass check (--check NAME)")
+        if self.keep_flagged and not self.check:
+            raise bad("keep_flagged", "needs a classifier: pass check (--check NAME)")
+        if self.limit is not None and self.limit < 1:
+            raise bad("limit", f"must be >= 1, got {self.limit}")
+        if self.num_shards < 1:
+            raise bad("num_shards", f"must be >= 1, got {self.num_shards}")
+        if not 0 <= self.shard_index < self.num_shards:
+            raise bad("shard_index", f"must be in [0, {self.num_shards}), got {self.shard_index}")
+
+    def to_dict(self) -> dict[str, Any]:
+        d = asdict(self)
+        d["prompts"], d["out"] = str(self.prompts), str(self.out)
+        return d
+
+    @classmethod
+    def field_help(cls) -> dict[str, str]:
+        return {f.name: f.metadata.get("help", "") for f in fields(cls)}
+
+
+@dataclass
+class BatchResult:
+    """What one process of a run did (the CLI prints it; ``--json`` dumps :meth:`to_dict`)."""
+
+    out: str
+    planned: int = 0  # images this shard owns
+    skipped: int = 0  # already done by an earlier run
+    generated: int = 0  # images made by this run (dropped ones included)
+    failed: int = 0  # images whose generation or writing failed
+    bad_rows: int = 0
+    flagged: int = 0
+    dropped: int = 0
+    encoded_prompts: int = 0
+    seconds: float = 0.0
+    images_per_s: float = 0.0
+    write_seconds: float = 0.0  # writer-thread busy time (overlapped with generation)
+    stall_seconds: float = 0.0  # time generation waited for the writer
+    interrupted: bool = False
+    signal: int | None = None
+    shard_index: int = 0
+    num_shards: int = 1
+    merged: bool = False
+    errors_log: str | None = None
+    errors: list[str] = field(default_factory=list)
+
+    @property
+    def remaining(self) -> int:
+        return self.planned - self.skipped - self.generated
+
+    def to_dict(self) -> dict[str, Any]:
+        d = asdict(self)
+        d["remaining"] = self.remaining
+        return d
+
+
+def package_versions() -> dict[str, str]:
+    """Versions that decide what a run produces, for run.json."""
+    from importlib import metadata
+
+    versions = {"python": platform.python_version(), "platform": platform.platform()}
+    for dist in ("safegen", "torch", "diffusers", "transformers", "accelerate", "pillow", "numpy", "nudenet"):
+        try:
+            versions[dist] = metadata.version(dist)
+        except metadata.PackageNotFoundError:
+            continue
+    return versions
+
+
+class _PromptCache:
+    """Encodes each distinct (prompt, negative prompt) once and keeps the embeddings (LRU)."""
+
+    def __init__(self, pipe: Any, device: Any, max_items: int = 1024):
+        self.pipe, self.device, self.max_items = pipe, device, max_items
+        self._cache: OrderedDict[tuple[str, str, bool], tuple[Any, ...]] = OrderedDict()
+        self.encoded = 0
+
+    def embeddings(self, prompts: Sequence[str], negative: str, cfg: bool) -> dict[str, Any]:
+        import torch
+
+        parts = []
+        for prompt in prompts:
+            key = (prompt, negative, cfg)
+            hit = self._cache.get(key)
+            if hit is None:
+                with torch.no_grad():
+                    hit = tuple(
+                        self.pipe.encode_prompt(
+                            prompt=prompt,
+                            device=self.device,
+                            num_images_per_prompt=1,
+                            do_classifier_free_guidance=cfg,
+                            negative_prompt=negative,
+                        )
+                    )
+                self.encoded += 1
+                self._cache[key] = hit
+                if len(self._cache) > self.max_items:
+                    self._cache.popitem(last=False)
+            else:
+                self._cache.move_to_end(key)
+            parts.append(hit)
+        names = ["prompt_embeds", "negative_prompt_embeds"]
+        if len(parts[0]) == 4:  # SDXL: pooled embeddings too
+            names += ["pooled_prompt_embeds", "negative_pooled_prompt_embeds"]
+        kwargs = {}
+        for i, name in enumerate(names):
+            if parts[0][i] is not None:
+                kwargs[name] = torch.cat([p[i] for p in parts])  # (B, T, D) or (B, D)
+        return kwargs
+
+
+class _Writer(threading.Thread):
+    """Classifies, encodes, writes and records one batch while the next is generated.
+
+    At most one batch waits here: ``submit`` blocks until the previous one is on disk, so
+    a kill never loses more than the batch being written and the one being generated.
+    """
+
+    def __init__(self, runner: BatchRunner, manifest: ManifestWriter):
+        super().__init__(name="safegen-batch-writer", daemon=True)
+        self.runner, self.manifest = runner, manifest
+        self._queue: queue.Queue = queue.Queue()
+        self._free = threading.Semaphore(1)
+        self.error: BaseException | None = None
+        self.busy = 0.0
+        self.written = self.flagged = self.dropped = 0
+
+    def submit(self, jobs: list[ImageJob], images: list[Any]) -> float:
+        """Hand a batch over; returns the seconds spent waiting for the previous one."""
+        start = time.perf_counter()
+        self._free.acquire()
+        waited = time.perf_counter() - start
+        if self.error is not None:
+            self._free.release()
+            raise self.error
+        self._queue.put((jobs, images))
+        return waited
+
+    def drain(self) -> float:
+        """Wait until everything submitted is on disk; re-raise a writer failure."""
+        start = time.perf_counter()
+        self._free.acquire()
+        self._free.release()
+        if self.error is not None:
+            raise self.error
+        return time.perf_counter() - start
+
+    def stop(self) -> None:
+        self._queue.put(None)
+        self.join()
+
+    def run(self) -> None:
+        while True:
+            item = self._queue.get()
+            if item is None:
+                return
+            start = time.perf_counter()
+            try:
+                if self.error is None:
+                    self._write_batch(*item)
+            except BaseException as exc:  # handed to the main thread
+                self.error = exc
+            finally:
+                self.busy += time.perf_counter() - start
+                self._free.release()
+
+    def _write_batch(self, jobs: list[ImageJob], images: list[Any]) -> None:
+        r = self.runner
+        verdicts = r.classifier.classify(images) if r.classifier is not None else [None] * len(images)
+        if len(verdicts) != len(images):
+            raise SafegenError(
+                f"classifier '{r.config.check}' returned {len(verdicts)} results for {len(images)} images"
+            )
+        records = []
+        for job, image, verdict in zip(jobs, images, verdicts, strict=True):
+            unsafe = bool(verdict.unsafe) if verdict is not None else False
+            out_image, decision = apply_policy(image, unsafe, r.config.on_unsafe)
+            params = r.png_params(job)
+            record = r.base_record(job)
+            record["decision"] = decision
+            record["safety"] = None
+            if verdict is not None:
+                record["safety"] = {"classifier": r.config.check, **verdict.to_dict()}
+                params["safety"] = {"classifier": r.config.check, "unsafe": unsafe, "decision": decision}
+            if unsafe and r.config.keep_flagged and decision != "keep":
+                data = png_bytes(image, params)
+                rel = f"{FLAGGED_DIR}/{Path(job.file).name}"
+                atomic_write_bytes(path_inside(r.out, rel), data)
+                record["flagged_file"] = rel
+            if out_image is None:
+                record["file"], record["sha256"] = None, None
+                self.dropped += 1
+            else:
+                data = png_bytes(out_image, params)
+                atomic_write_bytes(path_inside(r.out, job.file), data)
+                record["sha256"] = hashlib.sha256(data).hexdigest()
+            self.flagged += int(unsafe)
+            records.append(record)
+        self.manifest.append(records)
+        self.written += len(records)
+
+
+class BatchRunner:
+    """Runs one process's share of a batch job (see the module docstring).
+
+    Args:
+        config: the run's settings.
+        pipe: an already loaded text-to-image pipeline; None loads it from ``config``.
+        classifier: an :class:`~safegen.safety.OutputClassifier`; None loads ``config.check``.
+        progress: called after every batch with ``(done_images, total_images)`` of this shard.
+        handle_signals: stop gracefully on SIGINT/SIGTERM (only from the main thread).
+    """
+
+    def __init__(
+        self,
+        config: BatchConfig,
+        *,
+        pipe: Any = None,
+        classifier: Any = None,
+        progress: Callable[[int, int], None] | None = None,
+        handle_signals: bool = True,
+    ):
+        self.config = config
+        self.out = Path(config.out).resolve()
+        self.pipe = pipe
+        self.classifier = classifier
+        self.progress = progress
+        self.handle_signals = handle_signals
+        self.prompt_file: PromptFile | None = None
+        self._stop_signal: int | None = None
+        self._state: Any = None  # accelerate PartialState under torchrun/accelerate
+        self.base_id: str | None = None
+        self.safe_id: str | None = None
+        self.seed = config.seed
+        self.resolved: dict[str, Any] = {}
+
+    # ----------------------------------------------------------------- setup
+    def _distributed(self, device: str) -> tuple[int, int]:
+        """(process index, process count), starting the process group under torchrun/accelerate."""
+        if int(os.environ.get("WORLD_SIZE", "1")) <= 1:
+            return 0, 1
+        from datetime import timedelta
+
+        from accelerate import PartialState
+
+        # Long timeout: shards may finish hours apart and meet only at the final barrier.
+        self._state = PartialState(cpu=device == "cpu", timeout=timedelta(hours=48))
+        return self._state.process_index, self._state.num_processes
+
+    def _shard(self, rank: int, world: int) -> tuple[int, int]:
+        """Global (index, count): scheduler shards split further over the processes of each."""
+        return self.config.shard_index * world + rank, self.config.num_shards * world
+
+    def _load(self, device: str) -> None:
+        from ..loading import resolve_t2i_sources
+
+        cfg = self.config
+        if self.pipe is None:
+            from ..cli._common import resolve_dtype
+            from ..loading import load_t2i_pipeline
+
+            sources = resolve_t2i_sources(cfg.preset, cfg.model, cfg.safe_encoder)
+            dtype = resolve_dtype(cfg.dtype, device)
+            self.pipe = load_t2i_pipeline(
+                sources.base, sources.safe_encoder, device=device, torch_dtype=dtype, attention=cfg.attention
+            )
+            self.base_id, self.safe_id = sources.base, getattr(self.pipe, "safe_encoder_id", sources.safe_encoder)
+        else:
+            base = cfg.model or getattr(getattr(self.pipe, "config", None), "_name_or_path", None)
+            self.base_id = str(base) if base else type(self.pipe).__name__
+            self.safe_id = getattr(self.pipe, "safe_encoder_id", None)
+        if hasattr(self.pipe, "set_progress_bar_config"):
+            self.pipe.set_progress_bar_config(disable=True)
+        if self.classifier is None and cfg.check:
+            from ..safety import load_classifier
+
+            options = {} if cfg.threshold is None else {"threshold": cfg.threshold}
+            self.classifier = load_classifier(cfg.check, **options)
+
+    def _default_size(self) -> tuple[int, int]:
+        unet = getattr(self.pipe, "unet", None)
+        scale = getattr(self.pipe, "vae_scale_factor", 8)
+        side = int(unet.config.sample_size) * int(scale) if unet is not None else 512
+        return self.config.width or side, self.config.height or side
+
+    def _check_resume(self, previous: dict[str, Any] | None) -> None:
+        if not previous:
+            return
+        old = previous.get("config", {})
+        changed = [
+            f"{k}: {old.get(k)!r} -> {self.resolved.get(k)!r}"
+            for k in _RESUME_KEYS
+            if k in old and old.get(k) != self.resolved.get(k)
+        ]
+        if changed:
+            raise SafegenError(
+                f"{self.out} holds a run with other settings ({'; '.join(changed)}); "
+                "resume with the same options, or pick a new --out"
+            )
+
+    def png_params(self, job: ImageJob) -> dict[str, Any]:
+        """The PNG ``parameters``/``safegen`` chunk of an image."""
+        s = job.settings
+        return {
+            "id": job.id,
+            "prompt": job.prompt,
+            "negative_prompt": s.negative_prompt,
+            "seed": job.seed,
+            "steps": s.steps,
+            "guidance": s.guidance,
+            "size": f"{s.width}x{s.height}",
+            "model": self.base_id,
+            "safe_encoder": self.safe_id,
+            "scheduler": self.resolved.get("scheduler"),
+        }
+
+    def base_record(self, job: ImageJob) -> dict[str, Any]:
+        """A manifest line without the safety part."""
+        return {
+            "id": job.id,
+            "prompt": job.prompt,
+            "seed": job.seed,
+            "index": job.index,
+            **job.settings.to_dict(),
+            "base": self.base_id,
+            "safe_encoder": self.safe_id,
+            "scheduler": self.resolved.get("scheduler"),
+            "file": job.file,
+            "line": job.line,
+            "meta": job.meta,
+            "shard": self.resolved.get("shard_index", 0),
+            "time": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        }
+
+    def _clean_temp_files(self, names: set[str]) -> None:
+        """Delete temp files a killed run of this shard left (never another shard's)."""
+        for folder in (self.out / IMAGES_DIR, self.out / FLAGGED_DIR):
+            for tmp in folder.glob(".*.tmp"):
+                target = tmp.name[1:-4].rsplit(".", 1)[0]
+                if target in names:
+                    tmp.unlink(missing_ok=True)
+
+    def _on_signal(self, signum: int, frame: Any) -> None:
+        if self._stop_signal is not None and signum == signal.SIGINT:
+            raise KeyboardInterrupt
+        self._stop_signal = signum
+        sys.stderr.write(
+            f"\n{signal.Signals(signum).name}: finishing the current batch, then stopping "
+            "(Ctrl-C again to abort at once)\n"
+        )
+        sys.stderr.flush()
+
+    # ------------------------------------------------------------------- run
+    def run(self) -> BatchResult:
+        """Generate everything not yet done for this process's shard; see :class:`BatchResult`."""
+        cfg = self.config
+        from ..cli._common import resolve_device
+
+        device = resolve_device(cfg.device)
+        rank, world = self._distributed(device)
+        if self._state is not None and device != "cpu":
+            device = str(self._state.device)
+        shard_index, num_shards = self._shard(rank, world)
+        result = BatchResult(out=str(self.out), shard_index=shard_index, num_shards=num_shards)
+        self.out.mkdir(parents=True, exist_ok=True)
+
+        # Read the prompts first: a bad file fails fast, before any model loads.
+        self.prompt_file = read_prompts(cfg.prompts, strict=cfg.strict)
+        rows = self.prompt_file.rows[: cfg.limit] if cfg.limit else self.prompt_file.rows
+        result.bad_rows = len(self.prompt_file.errors)
+        errors_name = ERRORS_LOG if num_shards == 1 else f"errors.shard-{shard_index:05d}-of-{num_shards:05d}.log"
+        errors_path = self.out / errors_name
+        log_lines = [f"# run started {datetime.now(timezone.utc).isoformat(timespec='seconds')}"]
+        if shard_index == 0:
+            log_lines += [f"warning: {w}" for w in self.prompt_file.warnings]
+            log_lines += [str(e) for e in self.prompt_file.errors]
+        with open(errors_path, "a", encoding="utf-8") as fh:
+            fh.write("\n".join(log_lines) + "\n")
+        result.errors = [str(e) for e in self.prompt_file.errors[:20]]
+
+        previous = json.loads((self.out / RUN_JSON).read_text()) if (self.out / RUN_JSON).is_file() else None
+        if cfg.seed == -1:
+            old_seed = (previous or {}).get("config", {}).get("seed")
+            self.seed = int(old_seed) if old_seed is not None else random.randrange(2**31)
+
+        self._load(device)
+        width, height = self._default_size()
+        self.resolved = {
+            **cfg.to_dict(),
+            "prompts": str(Path(cfg.prompts).resolve()),
+            "out": str(self.out),
+            "base": self.base_id,
+            "safe_encoder": self.safe_id,
+            "width": width,
+            "height": height,
+            "seed": self.seed,
+            "device": device,
+            "scheduler": type(getattr(self.pipe, "scheduler", None)).__name__,
+            "num_processes": world,
+            "shard_index": shard_index,
+            "total_shards": num_shards,
+        }
+        self._check_resume(previous)
+        defaults = Defaults(
+            steps=cfg.steps,
+            guidance=cfg.guidance,
+            width=width,
+            height=height,
+            negative_prompt=cfg.negative_prompt,
+            n=cfg.n,
+            seed=self.seed,
+        )
+        all_jobs = plan_jobs(rows, defaults, root=self.out)
+        if previous is None or shard_index == 0:
+            atomic_write_json(
+                self.out / RUN_JSON,
+                {
+                    "config": self.resolved,
+                    "prompt_file_sha256": hashlib.sha256(Path(cfg.prompts).read_bytes()).hexdigest(),
+                    "rows": len(rows),
+                    "bad_rows": result.bad_rows,
+                    "planned_images": len(all_jobs),
+                    "classifier": self.classifier.describe() if self.classifier is not None else None,
+                    "versions": package_versions(),
+                    "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+                },
+            )
+        if num_shards == 1:
+            merge_manifests(self.out)  # parts left by an earlier sharded run
+        mine = shard_jobs(all_jobs, num_shards, shard_index)
+        result.planned = len(mine)
+        done = {
+            (str(r["id"]), int(r["seed"]))
+            for r in read_manifest(self.out)
+            if r.get("file") is None or (self.out / str(r["file"])).is_file()
+        }
+        todo = [j for j in mine if (j.id, j.seed) not in done]
+        result.skipped = len(mine) - len(todo)
+        self._clean_temp_files({Path(j.file).name for j in mine})
+        if result.skipped:
+            _logger.info("resuming: %d of %d images already done", result.skipped, len(mine))
+
+        start = time.perf_counter()
+        manifest = ManifestWriter(self.out / part_name(shard_index, num_shards))
+        writer = _Writer(self, manifest)
+        writer.start()
+        cache = _PromptCache(self.pipe, device)
+        previous_handlers = self._install_signals()
+        errors_log = open(errors_path, "a", encoding="utf-8")
+        submitted = 0
+        try:
+            for batch in make_batches(todo, cfg.batch_size):
+                if self._stop_signal is not None:
+                    break
+                try:
+                    images = self._generate(batch, cache)
+                except Exception as exc:  # a failed batch is reported; the rest still runs
+                    if cfg.strict:
+                        raise
+                    result.failed += len(batch)
+                    for job in batch:
+                        line = f"{cfg.prompts}:{job.line}: id '{job.id}' seed {job.seed}: generation failed: {exc}"
+                        errors_log.write(line + "\n")
+                        if len(result.errors) < 20:
+                            result.errors.append(line)
+                    errors_log.flush()
+                    _logger.error("batch of %d failed: %s", len(batch), exc)
+                    continue
+                result.stall_seconds += writer.submit(batch, images)
+                submitted += len(batch)
+                if self.progress is not None:
+                    self.progress(result.skipped + submitted, len(mine))
+            result.stall_seconds += writer.drain()
+        finally:
+            writer.stop()
+            manifest.close()
+            self._restore_signals(previous_handlers)
+            errors_log.close()
+        result.seconds = time.perf_counter() - start
+        result.generated, result.flagged, result.dropped = writer.written, writer.flagged, writer.dropped
+        result.encoded_prompts = cache.encoded
+        result.write_seconds = writer.busy
+        result.images_per_s = writer.written / result.seconds if result.seconds > 0 else 0.0
+        result.errors_log = str(errors_path)
+        if self._stop_signal is not None:
+            result.interrupted, result.signal = True, self._stop_signal
+        self._log_run(result)
+        self._finish_shards(result)
+        return result
+
+    def _generate(self, batch: list[ImageJob], cache: _PromptCache) -> list[Any]:
+        import torch
+
+        s = batch[0].settings
+        unet = getattr(self.pipe, "unet", None)
+        cfg_on = s.guidance > 1 and getattr(getattr(unet, "config", None), "time_cond_proj_dim", None) is None
+        kwargs = cache.embeddings([j.prompt for j in batch], s.negative_prompt, cfg_on)
+        # One CPU generator per image: the same noise whatever the batch or the device.
+        generators = [torch.Generator("cpu").manual_seed(j.seed) for j in batch]
+        out = self.pipe(
+            num_inference_steps=s.steps,
+            guidance_scale=s.guidance,
+            width=s.width,
+            height=s.height,
+            generator=generators,
+            output_type="pil",
+            **kwargs,
+        )
+        return list(out.images)
+
+    def _install_signals(self) -> dict[int, Any]:
+        if not self.handle_signals or threading.current_thread() is not threading.main_thread():
+            return {}
+        handlers = {}
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            handlers[sig] = signal.signal(sig, self._on_signal)
+        return handlers
+
+    def _restore_signals(self, handlers: dict[int, Any]) -> None:
+        for sig, handler in handlers.items():
+            signal.signal(sig, handler)
+
+    def _log_run(self, result: BatchResult) -> None:
+        entry = {
+            k: getattr(result, k)
+            for k in (
+                "shard_index",
+                "num_shards",
+                "planned",
+                "skipped",
+                "generated",
+                "failed",
+                "bad_rows",
+                "flagged",
+                "dropped",
+                "seconds",
+                "images_per_s",
+                "interrupted",
+            )
+        }
+        entry["finished"] = datetime.now(timezone.utc).isoformat(timespec="seconds")
+        with open(self.out / RUNS_LOG, "a", encoding="utf-8") as fh:
+            fh.write(json.dumps(entry) + "\n")
+
+    def _finish_shards(self, result: BatchResult) -> None:
+        if self._state is not None:
+            import torch
+
+            # Every process must reach the barrier, interrupted or not.
+            flag = torch.tensor([int(result.interrupted)], device=self._state.device)
+            torch.distributed.all_reduce(flag)
+            self._state.wait_for_everyone()
+            if self._state.is_main_process and not int(flag.item()) and self.config.num_shards == 1:
+                merge_manifests(self.out)
+                result.merged = True
+        elif result.num_shards == 1:
+            result.merged = True
+
+
+def run_batch(config: BatchConfig | None = None, /, *, pipe: Any = None, classifier: Any = None, **options: Any):
+    """Run a batch job: ``run_batch(BatchConfig(...))`` or ``run_batch(prompts=..., out=..., ...)``.
+
+    Returns this process's :class:`BatchResult`.
+    """
+    if config is None:
+        config = BatchConfig(**options)
+    elif options:
+        raise TypeError("pass either a BatchConfig or keyword options, not both")
+    return BatchRunner(config, pipe=pipe, classifier=classifier).run()
+
+
+def summarize(out: str | Path) -> dict[str, Any]:
+    """Counts for a run folder: done, remaining, failed, flagged, dropped, images/s (read-only)."""
+    out = Path(out)
+    run_json = out / RUN_JSON
+    if not run_json.is_file():
+        raise SafegenError(f"{out} is not a batch output folder (no {RUN_JSON}); pass the --out of a batch run")
+    info = json.loads(run_json.read_text())
+    records = read_manifest(out)
+    runs, _ = read_jsonl(out / RUNS_LOG)
+    planned = int(info.get("planned_images", 0))
+    flagged = sum(1 for r in records if (r.get("safety") or {}).get("unsafe"))
+    dropped = sum(1 for r in records if r.get("decision") == "drop")
+    decisions: dict[str, int] = {}
+    for r in records:
+        decisions[r.get("decision", "pass")] = decisions.get(r.get("decision", "pass"), 0) + 1
+    made = sum(int(r.get("generated", 0)) for r in runs)
+    busy = sum(float(r.get("seconds", 0.0)) for r in runs)
+    last = runs[-1] if runs else {}
+    return {
+        "out": str(out),
+        "planned": planned,
+        "done": len(records),
+        "remaining": max(0, planned - len(records)),
+        "bad_rows": int(info.get("bad_rows", 0)),
+        "failed_last_run": sum(int(r.get("failed", 0)) for r in runs if r.get("finished") == last.get("finished")),
+        "skipped_last_run": int(last.get("skipped", 0)),
+        "flagged": flagged,
+        "dropped": dropped,
+        "decisions": decisions,
+        "runs": len(runs),
+        "images_per_s": made / busy if busy > 0 else 0.0,
+        "base": info.get("config", {}).get("base"),
+        "safe_encoder": info.get("config", {}).get("safe_encoder"),
+        "shard_manifests": len(list(out.glob("manifest.shard-*.jsonl"))),
+    }

@@ -1,0 +1,265 @@
+"""`safegen batch FILE`: generate an image set from a prompt file, resumably.
+
+Progress and diagnostics go to stderr; the final counts go to stdout (``--json`` for a
+machine-readable form). Exit codes: 0 done (bad input rows are reported, not fatal
+unless ``--strict``), 1 runtime error or images that failed to generate, 2 usage error,
+130 interrupted (re-run the same command to resume).
+"""
+
+from __future__ import annotations
+
+import logging
+import shlex
+import sys
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+
+from ._common import (
+    DeviceOpt,
+    DtypeOpt,
+    JsonOpt,
+    ModelOpt,
+    OutOpt,
+    PresetOpt,
+    SafeEncoderOpt,
+    cli_errors,
+    console,
+    parse_size,
+    print_json,
+)
+
+_logger = logging.getLogger(__name__)
+
+ON_UNSAFE_CHOICES = ("keep", "blur", "black", "drop")
+
+
+def _say(con: Any, message: str) -> None:
+    """One diagnostic line on stderr: no wrapping inside paths, no rich markup from prompts."""
+    con.print(message, soft_wrap=True, markup=False, highlight=False)
+
+
+def _resume_command() -> str:
+    args = sys.argv[1:]
+    if args and args[0] != "batch":
+        args = ["batch", *args]
+    return "safegen " + shlex.join(args)
+
+
+def _print_summary(con: Any, summary: dict[str, Any]) -> None:
+    _say(
+        con,
+        f"{summary['out']}: {summary['done']}/{summary['planned']} images done, {summary['remaining']} remaining; "
+        f"bad rows {summary['bad_rows']}, failed (last run) {summary['failed_last_run']}, "
+        f"flagged {summary['flagged']}, dropped {summary['dropped']}; "
+        f"{summary['images_per_s']:.2f} images/s over {summary['runs']} run(s)",
+    )
+    if summary["shard_manifests"]:
+        _say(
+            con,
+            f"{summary['shard_manifests']} shard manifest(s) not merged yet: "
+            f"once every shard has finished, run `safegen batch --merge {summary['out']}`",
+        )
+
+
+@cli_errors
+def batch(
+    file: Annotated[
+        Path | None, typer.Argument(help="Prompt file: .txt, .jsonl or .csv (I2P / research CSVs).")
+    ] = None,
+    preset: PresetOpt = None,
+    model: ModelOpt = None,
+    safe_encoder: SafeEncoderOpt = None,
+    out: OutOpt = None,
+    steps: Annotated[int, typer.Option("--steps", min=1, help="Denoising steps (rows may override).")] = 30,
+    guidance: Annotated[
+        float, typer.Option("--guidance", "--cfg", min=0.0, help="Guidance scale (rows may override).")
+    ] = 7.5,
+    size: Annotated[str | None, typer.Option("--size", help="WIDTHxHEIGHT; default: the model's.")] = None,
+    negative_prompt: Annotated[
+        str, typer.Option("--negative-prompt", help="Negative prompt (rows may override).")
+    ] = "",
+    num_images: Annotated[int, typer.Option("--num-images", "-n", min=1, help="Images per prompt.")] = 1,
+    seed: Annotated[int, typer.Option("--seed", "-s", help="Seed of rows without one; -1 picks one (recorded).")] = 0,
+    batch_size: Annotated[int, typer.Option("--batch-size", "-b", min=1, help="Images per pipeline call.")] = 4,
+    device: DeviceOpt = "auto",
+    dtype: DtypeOpt = "auto",
+    attention: Annotated[str, typer.Option("--attention", help="auto, sdpa, xformers, eager.")] = "auto",
+    check: Annotated[
+        str | None, typer.Option("--check", help="Score outputs with a classifier (e.g. nudenet).")
+    ] = None,
+    threshold: Annotated[float | None, typer.Option("--threshold", help="Classifier threshold.")] = None,
+    on_unsafe: Annotated[str, typer.Option("--on-unsafe", help="keep, blur, black or drop flagged images.")] = "keep",
+    keep_flagged: Annotated[
+        bool, typer.Option("--keep-flagged", help="Save flagged originals under flagged/.")
+    ] = False,
+    strict: Annotated[bool, typer.Option("--strict", help="Stop at the first bad row.")] = False,
+    limit: Annotated[int | None, typer.Option("--limit", min=1, help="Only the first N valid rows.")] = None,
+    num_shards: Annotated[int, typer.Option("--num-shards", min=1, help="Split rows over N jobs (Slurm arrays).")] = 1,
+    shard_index: Annotated[int, typer.Option("--shard-index", min=0, help="This job's shard, 0-based.")] = 0,
+    dry_run: Annotated[
+        bool, typer.Option("--dry-run", help="Read and plan only: print counts, load no model.")
+    ] = False,
+    summary: Annotated[Path | None, typer.Option("--summary", help="Print the counts of an output folder.")] = None,
+    merge: Annotated[Path | None, typer.Option("--merge", help="Merge finished shard manifests of a folder.")] = None,
+    json_out: JsonOpt = False,
+) -> None:
+    """Generate images for every row of a prompt file; re-run the same command to resume.
+
+    Writes OUT/images/*.png (with a `parameters` chunk), OUT/manifest.jsonl (a line per image),
+    OUT/run.json (resolved config, versions) and OUT/errors.log (bad rows as file:line: reason);
+    OUT defaults to outputs/batch/<file stem>. Under torchrun / accelerate launch every process
+    takes its own share of the rows. Exit 0 done, 1 error or failed images, 2 usage, 130 interrupted.
+    """
+    con = console()
+    if summary is not None or merge is not None:
+        from ..batch import merge_manifests, summarize
+
+        folder = summary if summary is not None else merge
+        if merge is not None:
+            merge_manifests(merge)
+        counts = summarize(folder)
+        print_json(counts) if json_out else _print_summary(con, counts)
+        return
+    if file is None:
+        raise typer.BadParameter("give a prompt file (or --summary OUT / --merge OUT)", param_hint="FILE")
+    if on_unsafe not in ON_UNSAFE_CHOICES:
+        raise typer.BadParameter(f"choose one of {', '.join(ON_UNSAFE_CHOICES)}", param_hint="--on-unsafe")
+    if (on_unsafe != "keep" or keep_flagged) and not check:
+        raise typer.BadParameter(
+            "needs --check CLASSIFIER to know what is unsafe", param_hint="--on-unsafe/--keep-flagged"
+        )
+    if shard_index >= num_shards:
+        raise typer.BadParameter(f"must be below --num-shards ({num_shards})", param_hint="--shard-index")
+    if seed < -1:
+        raise typer.BadParameter("must be >= 0, or -1 for a random (recorded) seed", param_hint="--seed")
+    width, height = parse_size(size)
+    out = out if out is not None else Path("outputs") / "batch" / file.stem
+
+    from ..batch import BatchConfig, read_prompts
+
+    if dry_run:
+        from ..batch import Defaults, plan_jobs
+
+        pf = read_prompts(file, strict=strict)
+        rows = pf.rows[:limit] if limit else pf.rows
+        for w in pf.warnings:
+            _say(con, f"warning: {w}")
+        for e in pf.errors:
+            _say(con, f"bad row: {e}")
+        jobs = plan_jobs(rows, Defaults(n=num_images, seed=max(seed, 0), width=width or 8, height=height or 8), out)
+        counts = {"rows": len(rows), "bad_rows": len(pf.errors), "images": len(jobs), "warnings": pf.warnings}
+        counts["errors"] = [str(e) for e in pf.errors]
+        print_json(counts) if json_out else typer.echo(f"{len(rows)} rows, {len(pf.errors)} bad, {len(jobs)} images")
+        return
+
+    config = BatchConfig(
+        prompts=file,
+        out=out,
+        preset=preset,
+        model=model,
+        safe_encoder=safe_encoder,
+        steps=steps,
+        guidance=guidance,
+        width=width,
+        height=height,
+        negative_prompt=negative_prompt,
+        n=num_images,
+        seed=seed,
+        batch_size=batch_size,
+        device=device,
+        dtype=dtype,
+        attention=attention,
+        check=check,
+        threshold=threshold,
+        on_unsafe=on_unsafe,
+        keep_flagged=keep_flagged,
+        strict=strict,
+        limit=limit,
+        num_shards=num_shards,
+        shard_index=shard_index,
+    )
+    try:
+        result = _run(config, con)
+    except KeyboardInterrupt:
+        # A second Ctrl-C (or one before the first batch): the images on disk and the manifest stay valid.
+        _say(con, f"aborted; finished images are kept, resume with:\n  {_resume_command()}")
+        raise typer.Exit(130) from None
+    _report(result, con, json_out)
+
+
+class _WarningsToConsole(logging.Handler):
+    def __init__(self, con: Any):
+        super().__init__(logging.WARNING)
+        self.con = con
+
+    def emit(self, record: logging.LogRecord) -> None:
+        _say(self.con, f"warning: {record.getMessage()}")
+
+
+def _run(config: Any, con: Any) -> Any:
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+    from ..batch import BatchRunner
+
+    handler = _WarningsToConsole(con)
+    pkg_logger = logging.getLogger("safegen.batch")
+    pkg_logger.addHandler(handler)
+    progress = Progress(
+        TextColumn("batch"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(), console=con, transient=True
+    )
+    task = progress.add_task("batch", total=None)
+
+    def on_progress(done: int, total: int) -> None:
+        progress.update(task, completed=done, total=total)
+
+    try:
+        with progress:
+            return BatchRunner(config, progress=on_progress).run()
+    finally:
+        pkg_logger.removeHandler(handler)
+
+
+def _report(result: Any, con: Any, json_out: bool) -> None:
+    for line in result.errors:
+        _say(con, f"bad row: {line}" if "generation failed" not in line else f"failed: {line}")
+    if result.bad_rows > len([e for e in result.errors if "generation failed" not in e]):
+        _say(con, f"... {result.bad_rows} bad row(s) in all; see {result.errors_log}")
+    if json_out:
+        print_json(result.to_dict())
+    else:
+        typer.echo(
+            f"done {result.generated}, skipped {result.skipped} (already done), failed {result.failed}, "
+            f"bad rows {result.bad_rows}, flagged {result.flagged}, remaining {result.remaining}; "
+            f"{result.images_per_s:.2f} images/s -> {result.out}"
+        )
+    if result.num_shards > 1 and not result.merged and not result.interrupted:
+        _say(
+            con,
+            f"shard {result.shard_index + 1}/{result.num_shards} finished; once every shard has, "
+            f"merge the manifests with `safegen batch --merge {result.out}`",
+        )
+    if result.interrupted:
+        _say(
+            con,
+            f"interrupted: {result.skipped + result.generated}/{result.planned} images done, "
+            f"{result.remaining} left; resume with:\n  {_resume_command()}",
+        )
+        raise typer.Exit(128 + (result.signal or 2))
+    if result.failed:
+        _say(
+            con, f"error: {result.failed} image(s) failed to generate (see {result.errors_log}); re-run to retry them"
+        )
+        raise typer.Exit(1)
+
+
+def _standalone() -> None:
+    """`python -m safegen.cli.batch ...`: the command without the rest of the CLI (used by torchrun)."""
+    app = typer.Typer(add_completion=False, pretty_exceptions_enable=False, rich_markup_mode=None)
+    app.command()(batch)
+    app()
+
+
+if __name__ == "__main__":
+    _standalone()
