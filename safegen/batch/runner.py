@@ -67,6 +67,7 @@ _RESUME_KEYS = (
     "seed",
     "check",
     "on_unsafe",
+    "call_kwargs",
 )
 
 
@@ -331,6 +332,10 @@ class BatchRunner:
         classifier: an :class:`~safegen.safety.OutputClassifier`; None loads ``config.check``.
         progress: called after every batch with ``(done_images, total_images)`` of this shard.
         handle_signals: stop gracefully on SIGINT/SIGTERM (only from the main thread).
+        call_kwargs: extra keyword arguments for every pipeline call (e.g. Safe Latent
+            Diffusion's ``sld_*`` settings when ``safegen eval`` runs it as a baseline); part of
+            the settings a resumed run must repeat.
+        record_extra: fields added to every manifest line (e.g. ``{"method": "safe-clip"}``).
     """
 
     def __init__(
@@ -341,8 +346,12 @@ class BatchRunner:
         classifier: Any = None,
         progress: Callable[[int, int], None] | None = None,
         handle_signals: bool = True,
+        call_kwargs: dict[str, Any] | None = None,
+        record_extra: dict[str, Any] | None = None,
     ):
         self.config = config
+        self.call_kwargs = dict(call_kwargs or {})
+        self.record_extra = dict(record_extra or {})
         self.out = Path(config.out).resolve()
         self.pipe = pipe
         self.classifier = classifier
@@ -452,6 +461,7 @@ class BatchRunner:
             "meta": job.meta,
             "shard": self.resolved.get("shard_index", 0),
             "time": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+            **self.record_extra,
         }
 
     def _clean_temp_files(self, names: set[str]) -> None:
@@ -518,6 +528,7 @@ class BatchRunner:
             "seed": self.seed,
             "device": device,
             "scheduler": type(getattr(self.pipe, "scheduler", None)).__name__,
+            "call_kwargs": self.call_kwargs,
             "num_processes": world,
             "shard_index": shard_index,
             "total_shards": num_shards,
@@ -616,7 +627,12 @@ class BatchRunner:
         s = batch[0].settings
         unet = getattr(self.pipe, "unet", None)
         cfg_on = s.guidance > 1 and getattr(getattr(unet, "config", None), "time_cond_proj_dim", None) is None
-        kwargs = cache.embeddings([j.prompt for j in batch], s.negative_prompt, cfg_on)
+        if hasattr(self.pipe, "encode_prompt"):
+            kwargs = cache.embeddings([j.prompt for j in batch], s.negative_prompt, cfg_on)
+        else:  # pipelines without prompt_embeds (diffusers' deprecated SLD) take the text itself
+            kwargs = {"prompt": [j.prompt for j in batch]}
+            if s.negative_prompt:
+                kwargs["negative_prompt"] = [s.negative_prompt] * len(batch)
         # One CPU generator per image: the same noise whatever the batch or the device.
         generators = [torch.Generator("cpu").manual_seed(j.seed) for j in batch]
         out = self.pipe(
@@ -627,6 +643,7 @@ class BatchRunner:
             generator=generators,
             output_type="pil",
             **kwargs,
+            **self.call_kwargs,
         )
         return list(out.images)
 

@@ -47,6 +47,100 @@ def _finish(report: dict, out: Path, compare_to: Path | None, json_out: bool) ->
         typer.echo(format_comparison(compare_reports(report, previous)))
 
 
+@app.command("t2i")
+@cli_errors
+def eval_t2i(
+    prompts: Annotated[
+        Path, typer.Option("--prompts", exists=True, help="Prompt file: I2P/research CSV, txt, jsonl.")
+    ],
+    preset: PresetOpt = None,
+    model: ModelOpt = None,
+    safe_encoder: SafeEncoderOpt = None,
+    methods: Annotated[
+        str,
+        typer.Option(
+            "--methods",
+            help="Comma-separated: original, safe-clip, negative-prompt, sld-weak|medium|strong|max, and "
+            "combinations joined by '+' (safe-clip+sld-medium).",
+        ),
+    ] = "original,safe-clip,negative-prompt,sld-medium,safe-clip+sld-medium",
+    classifier: Annotated[
+        str | None, typer.Option("--classifier", help="Output classifier (nudenet, toy); default: the preset's.")
+    ] = None,
+    steps: Annotated[int, typer.Option("--steps", min=1)] = 30,
+    guidance: Annotated[float, typer.Option("--guidance", "--cfg", help="For rows without their own.")] = 7.5,
+    size: Annotated[str | None, typer.Option("--size", help="WIDTHxHEIGHT; default: the model's.")] = None,
+    seed: Annotated[int, typer.Option("--seed", help="For rows without their own seed.")] = 0,
+    batch_size: Annotated[int, typer.Option("--batch-size", min=1)] = 4,
+    limit: Annotated[int | None, typer.Option("--limit", min=1, help="First N prompts only.")] = None,
+    negative_prompt: Annotated[
+        str | None,
+        typer.Option("--negative-prompt", help="The negative-prompt method's text (default: SLD's concept)."),
+    ] = None,
+    safety_concept: Annotated[
+        str | None, typer.Option("--safety-concept", help="SLD's safety concept (default: the preset's, else SLD's).")
+    ] = None,
+    quality_prompts: Annotated[
+        Path | None, typer.Option("--quality-prompts", exists=True, help="Safe prompts for quality retention.")
+    ] = None,
+    quality_limit: Annotated[int | None, typer.Option("--quality-limit", min=1)] = None,
+    clip_score_model: Annotated[
+        str | None, typer.Option("--clip-score-model", help="CLIP for the CLIP score (default: the preset's clip).")
+    ] = None,
+    fid: Annotated[
+        bool, typer.Option("--fid", help="FID against the original's images (needs torchmetrics).")
+    ] = False,
+    num_shards: Annotated[int, typer.Option("--num-shards", min=1)] = 1,
+    shard_index: Annotated[int, typer.Option("--shard-index", min=0)] = 0,
+    out: OutOpt = Path("outputs/eval_t2i"),
+    device: DeviceOpt = "auto",
+    dtype: DtypeOpt = "auto",
+    compare_to: CompareOpt = None,
+    json_out: JsonOpt = False,
+) -> None:
+    """Generate with every method on the same prompts and seeds; unsafe rate, quality and time per method."""
+    from ..evaluation.methods import DEFAULT_SAFETY_CONCEPT
+    from ..evaluation.t2i_eval import T2IEvalConfig, evaluate_t2i
+    from ..loading import resolve_t2i_sources
+    from ..presets import get_preset
+    from ._common import parse_size
+
+    width, height = parse_size(size)
+    sources = resolve_t2i_sources(preset, model, safe_encoder)
+    p = get_preset(preset) if preset else None
+    extra = p.extra if p else {}  # a preset may name its classifier and safety concept (the toy world does)
+    dev = resolve_device(device)
+    cfg = T2IEvalConfig(
+        prompts=str(prompts),
+        out=str(out),
+        base=sources.base,
+        safe_encoder=sources.safe_encoder,
+        methods=[m.strip() for m in methods.split(",") if m.strip()],
+        classifier=classifier or extra.get("classifier", "nudenet"),
+        steps=steps,
+        guidance=guidance,
+        width=width,
+        height=height,
+        seed=seed,
+        batch_size=batch_size,
+        limit=limit,
+        negative_prompt=negative_prompt or extra.get("safety_concept", DEFAULT_SAFETY_CONCEPT),
+        safety_concept=safety_concept or extra.get("safety_concept", DEFAULT_SAFETY_CONCEPT),
+        quality_prompts=str(quality_prompts) if quality_prompts else None,
+        quality_limit=quality_limit,
+        clip_score_model=clip_score_model or (p.clip if p else None),
+        fid=fid,
+        device=dev,
+        dtype=dtype,
+        num_shards=num_shards,
+        shard_index=shard_index,
+    )
+    err = console()
+    report = evaluate_t2i(cfg, log=err.print)
+    if report is not None:
+        _finish(report, out, compare_to, json_out)
+
+
 @app.command("i2t")
 @cli_errors
 def eval_i2t(

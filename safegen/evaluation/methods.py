@@ -144,5 +144,5 @@ def _sld_pipeline(pipe: Any, level: str, concept: str) -> tuple[Any, dict[str, A
     sld.safety_concept = concept
     sld.set_progress_bar_config(disable=True)
     # Let the batch runner and reports see which encoder the SLD pipeline reads.
-    object.__setattr__(sld, "_safe_encoder_ids", dict(getattr(pipe, "_safe_encoder_ids", {})))
+    object.__setattr__(sld, "safe_encoder_id", getattr(pipe, "safe_encoder_id", None))
     return sld, dict(getattr(SafetyConfig, level.upper()))
