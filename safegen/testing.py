@@ -73,10 +73,28 @@ def tiny_tokenizer() -> Any:
     return create_clip_tokenizer(TINY_MERGES)
 
 
+def tiny_vae(seed: int = 0, **overrides: Any) -> Any:
+    """A two-block AutoencoderKL (4 latent channels, scale factor 2), seeded."""
+    import torch
+    from diffusers import AutoencoderKL
+
+    torch.manual_seed(seed)
+    cfg: dict[str, Any] = dict(
+        block_out_channels=[32, 64],
+        in_channels=3,
+        out_channels=3,
+        down_block_types=["DownEncoderBlock2D", "DownEncoderBlock2D"],
+        up_block_types=["UpDecoderBlock2D", "UpDecoderBlock2D"],
+        latent_channels=4,
+    )
+    cfg.update(overrides)
+    return AutoencoderKL(**cfg)
+
+
 def get_dummy_components(seed: int = 0, text_encoder_seed: int | None = None) -> dict[str, Any]:
     """Components of a tiny StableDiffusionPipeline (diffusers' test recipe, offline tokenizer)."""
     import torch
-    from diffusers import AutoencoderKL, DDIMScheduler, UNet2DConditionModel
+    from diffusers import DDIMScheduler, UNet2DConditionModel
     from transformers import CLIPTextModel
 
     torch.manual_seed(seed)
@@ -98,15 +116,7 @@ def get_dummy_components(seed: int = 0, text_encoder_seed: int | None = None) ->
         set_alpha_to_one=False,
         steps_offset=1,
     )
-    torch.manual_seed(seed)
-    vae = AutoencoderKL(
-        block_out_channels=[32, 64],
-        in_channels=3,
-        out_channels=3,
-        down_block_types=["DownEncoderBlock2D", "DownEncoderBlock2D"],
-        up_block_types=["UpDecoderBlock2D", "UpDecoderBlock2D"],
-        latent_channels=4,
-    )
+    vae = tiny_vae(seed)
     torch.manual_seed(seed if text_encoder_seed is None else text_encoder_seed)
     text_encoder = CLIPTextModel(tiny_clip_text_config())
     return {
@@ -134,7 +144,7 @@ def tiny_sd_pipeline(seed: int = 0, cls: Any = None) -> Any:
 def get_dummy_sdxl_components(seed: int = 0) -> dict[str, Any]:
     """Components of a tiny StableDiffusionXLPipeline: two CLIP text encoders of different widths."""
     import torch
-    from diffusers import AutoencoderKL, EulerDiscreteScheduler, UNet2DConditionModel
+    from diffusers import EulerDiscreteScheduler, UNet2DConditionModel
     from transformers import CLIPTextModel, CLIPTextModelWithProjection
 
     torch.manual_seed(seed)
@@ -157,16 +167,7 @@ def get_dummy_sdxl_components(seed: int = 0) -> dict[str, Any]:
     scheduler = EulerDiscreteScheduler(
         beta_start=0.00085, beta_end=0.012, steps_offset=1, beta_schedule="scaled_linear", timestep_spacing="leading"
     )
-    torch.manual_seed(seed)
-    vae = AutoencoderKL(
-        block_out_channels=[32, 64],
-        in_channels=3,
-        out_channels=3,
-        down_block_types=["DownEncoderBlock2D", "DownEncoderBlock2D"],
-        up_block_types=["UpDecoderBlock2D", "UpDecoderBlock2D"],
-        latent_channels=4,
-        sample_size=128,
-    )
+    vae = tiny_vae(seed, sample_size=128)
     torch.manual_seed(seed)
     text_encoder = CLIPTextModel(tiny_clip_text_config())
     torch.manual_seed(seed + 1)
