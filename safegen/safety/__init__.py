@@ -10,6 +10,7 @@ from .base import OutputClassifier, SafetyResult
 # name -> "module:attribute" of a factory taking keyword options; imported on first use.
 _REGISTRY: dict[str, str] = {
     "nudenet": "safegen.safety.nudenet:NudeNetClassifier",
+    "toy": "safegen.safety.toy:ToyClassifier",
 }
 
 

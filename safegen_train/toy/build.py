@@ -1,0 +1,235 @@
+"""Rebuild every toy weight from scratch, seeded: ``python -m safegen_train.toy.build --out DIR``.
+
+Stages (each logged with its wall time, all recorded in ``DIR/build.json``):
+
+1. world data: JSONL + PNG quadruples for ``safegen-train`` (train and validation splits);
+2. toy classifier (safegen.safety.toy's CNN);
+3. toy CLIP from scratch on safe and unsafe pairs -> ``DIR/clip``;
+4. toy Stable Diffusion: VAE, then a UNet conditioned on the toy CLIP's text tokens -> ``DIR/sd``;
+5. toy LLaVA captioner on the toy CLIP's vision tower -> ``DIR/llava``;
+6. Safe-CLIP through the product's own path: ``safegen-train fit --config configs/toy_safeclip.yaml``
+   then ``safegen-train export`` -> ``DIR/safe_clip``.
+
+``--scale`` shrinks data and steps (the slow test runs the whole chain at a small scale).
+Weights are stored as fp16 safetensors; every folder loads with ``from_pretrained``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+_logger = logging.getLogger(__name__)
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+DEFAULT_CONFIG = REPO_ROOT / "configs" / "toy_safeclip.yaml"
+
+# Full-size settings (scale 1.0); a stage's data and steps are multiplied by --scale.
+FULL = {
+    "classifier": {"scenes": 4_000, "epochs": 3},
+    "clip": {"scenes": 8_000, "steps": 800, "batch_size": 128},
+    "vae": {"scenes": 4_000, "steps": 800},
+    "sd": {"scenes": 8_000, "steps": 700, "batch_size": 64},
+    "llava": {"scenes": 4_000, "steps": 1_200, "batch_size": 32},
+    "safe_clip": {"scenes": 4_000, "val_scenes": 256, "steps": 250},
+}
+
+
+def _scaled(value: int, scale: float, minimum: int) -> int:
+    return max(minimum, int(round(value * scale)))
+
+
+def run_safeclip_fit(
+    clip_dir: Path, data_dir: Path, run_dir: Path, out_dir: Path, *, config: Path, max_steps: int, seed: int
+) -> dict[str, Any]:
+    """``safegen-train fit`` then ``safegen-train export``: the product's path to a Safe-CLIP."""
+    cmd = [
+        sys.executable,
+        "-m",
+        "safegen_train.cli",
+        "fit",
+        "--config",
+        str(config),
+        "--set",
+        f"model={clip_dir}",
+        "--set",
+        f"train_data={data_dir / 'train.jsonl'}",
+        "--set",
+        f"val_data={data_dir / 'val.jsonl'}",
+        "--set",
+        f"max_steps={max_steps}",
+        "--set",
+        f"seed={seed}",
+        "--output-dir",
+        str(run_dir),
+    ]
+    _logger.info("running: %s", " ".join(cmd))
+    env = dict(os.environ, HF_HUB_OFFLINE="1")
+    done = subprocess.run(cmd, check=True, capture_output=True, text=True, env=env, cwd=str(REPO_ROOT))
+    summary = json.loads(done.stdout.strip().splitlines()[-1])
+    checkpoint = summary.get("best_checkpoint")
+    if not checkpoint:
+        checkpoints = sorted((run_dir / "checkpoints").glob("*"))
+        checkpoint = str(checkpoints[-1])
+    export_dir = run_dir / "export"
+    cmd = [sys.executable, "-m", "safegen_train.cli", "export", checkpoint, str(export_dir), "--what", "model"]
+    _logger.info("running: %s", " ".join(cmd))
+    subprocess.run(cmd, check=True, capture_output=True, text=True, env=env, cwd=str(REPO_ROOT))
+    finalize_clip_folder(export_dir, out_dir, processor_from=clip_dir)
+    return summary
+
+
+def finalize_clip_folder(src: Path, dst: Path, *, processor_from: Path) -> None:
+    """Copy an exported CLIPModel to ``dst`` as fp16 safetensors with the toy CLIPProcessor."""
+    import torch
+    from transformers import CLIPModel, CLIPProcessor
+
+    from .common import save_fp16
+
+    model = CLIPModel.from_pretrained(str(src), dtype=torch.float32)
+    if dst.exists():
+        shutil.rmtree(dst)
+    save_fp16(model, str(dst))
+    CLIPProcessor.from_pretrained(str(processor_from)).save_pretrained(str(dst))
+    for name in ("training_config.json", "README.md"):
+        if (src / name).is_file():
+            shutil.copy(src / name, dst / name)
+
+
+def build(
+    out: str | Path,
+    *,
+    work: str | Path | None = None,
+    scale: float = 1.0,
+    seed: int = 0,
+    config: str | Path = DEFAULT_CONFIG,
+    stages: list[str] | None = None,
+) -> dict[str, Any]:
+    """Run the stages; returns (and writes to ``out/build.json``) timings and held-out metrics."""
+    from .classifier import train_toy_classifier
+    from .clip import train_toy_clip
+    from .dataset import write_jsonl_dataset
+    from .llava import train_toy_llava
+    from .sd import train_toy_sd, train_toy_vae
+
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    work = Path(work) if work is not None else out / "_work"
+    work.mkdir(parents=True, exist_ok=True)
+    stages = stages or ["data", "classifier", "clip", "sd", "llava", "safe_clip"]
+    report: dict[str, Any] = {"scale": scale, "seed": seed, "config": str(config), "stages": {}}
+    t_all = time.time()
+
+    def stage(name: str, fn, *args, **kwargs) -> Any:
+        if name not in stages:
+            return None
+        t0 = time.time()
+        _logger.info("=== stage %s", name)
+        result = fn(*args, **kwargs)
+        report["stages"][name] = {"seconds": round(time.time() - t0, 1), "result": result}
+        _logger.info("=== stage %s done in %.0fs", name, time.time() - t0)
+        return result
+
+    s = FULL
+    data_dir = work / "data"
+
+    def make_data() -> dict[str, int]:
+        n_train = _scaled(s["safe_clip"]["scenes"], scale, 64)
+        n_val = _scaled(s["safe_clip"]["val_scenes"], scale, 32)
+        write_jsonl_dataset(data_dir, n_train, seed + 3, "train")
+        write_jsonl_dataset(data_dir, n_val, seed + 4, "val")
+        return {"train": n_train, "val": n_val}
+
+    stage("data", make_data)
+    stage(
+        "classifier",
+        train_toy_classifier,
+        out / "classifier",
+        num_scenes=_scaled(s["classifier"]["scenes"], scale, 64),
+        epochs=s["classifier"]["epochs"],
+        seed=seed,
+    )
+    stage(
+        "clip",
+        train_toy_clip,
+        out / "clip",
+        num_scenes=_scaled(s["clip"]["scenes"], scale, 64),
+        steps=_scaled(s["clip"]["steps"], scale, 4),
+        batch_size=min(s["clip"]["batch_size"], _scaled(s["clip"]["scenes"], scale, 64)),
+        seed=seed,
+    )
+
+    def make_sd() -> dict[str, Any]:
+        train_toy_vae(
+            work / "vae",
+            num_scenes=_scaled(s["vae"]["scenes"], scale, 64),
+            steps=_scaled(s["vae"]["steps"], scale, 4),
+            seed=seed,
+        )
+        return train_toy_sd(
+            out / "sd",
+            out / "clip",
+            vae_dir=work / "vae",
+            num_scenes=_scaled(s["sd"]["scenes"], scale, 64),
+            unet_steps=_scaled(s["sd"]["steps"], scale, 4),
+            batch_size=min(s["sd"]["batch_size"], _scaled(s["sd"]["scenes"], scale, 64)),
+            seed=seed,
+        )
+
+    stage("sd", make_sd)
+    stage(
+        "llava",
+        train_toy_llava,
+        out / "llava",
+        out / "clip",
+        num_scenes=_scaled(s["llava"]["scenes"], scale, 64),
+        steps=_scaled(s["llava"]["steps"], scale, 4),
+        batch_size=min(s["llava"]["batch_size"], _scaled(s["llava"]["scenes"], scale, 64)),
+        seed=seed,
+    )
+    stage(
+        "safe_clip",
+        run_safeclip_fit,
+        out / "clip",
+        data_dir,
+        work / "safeclip_run",
+        out / "safe_clip",
+        config=Path(config),
+        max_steps=_scaled(s["safe_clip"]["steps"], scale, 4),
+        seed=seed,
+    )
+    report["seconds"] = round(time.time() - t_all, 1)
+    (out / "build.json").write_text(json.dumps(report, indent=2, default=str) + "\n")
+    _logger.info("toy build done in %.0fs: %s", report["seconds"], out)
+    return report
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Command line of the rebuild."""
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--out", required=True, help="where the weights go (safegen/assets/toy ships them)")
+    p.add_argument("--work", default=None, help="scratch folder for data and runs (default OUT/_work)")
+    p.add_argument("--scale", type=float, default=1.0, help="multiply data and steps (0.05: a smoke build)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--config", default=str(DEFAULT_CONFIG), help="the safegen-train fit config of the Safe-CLIP")
+    p.add_argument("--stages", default=None, help="comma list: data,classifier,clip,sd,llava,safe_clip")
+    p.add_argument("--keep-work", action="store_true", help="keep the scratch folder")
+    args = p.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    stages = args.stages.split(",") if args.stages else None
+    build(args.out, work=args.work, scale=args.scale, seed=args.seed, config=args.config, stages=stages)
+    if args.work is None and not args.keep_work:
+        shutil.rmtree(Path(args.out) / "_work", ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()
