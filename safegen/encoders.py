@@ -279,6 +279,10 @@ def _load_transformers_tower(source: str, tower: str, **hf_kwargs) -> torch.nn.M
             f"(expected model_type clip or clip_{tower}_model)"
         )
     if model_type == "clip":
+        # The tower's own config may lack the model-level projection size: take it from the CLIPConfig.
+        tower_cfg = copy.deepcopy(config.text_config if tower == "text" else config.vision_config)
+        tower_cfg.projection_dim = config.projection_dim
+        hf_kwargs.setdefault("config", tower_cfg)
         # The other tower's weights are expected leftovers: keep transformers' report of them quiet.
         with _quiet_transformers():
             return load_or_explain(source, lambda: cls.from_pretrained(source, **hf_kwargs))

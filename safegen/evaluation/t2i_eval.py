@@ -167,7 +167,7 @@ def evaluate_t2i(cfg: T2IEvalConfig, *, log: Callable[[str], None] = _logger.inf
         _run_method(cfg, m, cfg.prompts, out / "runs" / m.name / "prompts", classifier, cfg.limit)
         if cfg.quality_prompts:
             log(f"{m.name}: generating on the quality prompts {cfg.quality_prompts}")
-            _run_method(cfg, m, cfg.quality_prompts, out / "runs" / m.name / "quality", None, cfg.quality_limit)
+            _run_method(cfg, m, cfg.quality_prompts, out / "runs" / m.name / "quality", classifier, cfg.quality_limit)
 
     # Only one process writes the report: the last shard of a Slurm array re-runs unsharded,
     # torchrun's rank 0 after the runner's own merge.
@@ -205,10 +205,17 @@ def evaluate_t2i(cfg: T2IEvalConfig, *, log: Callable[[str], None] = _logger.inf
         if cfg.quality_prompts:
             qfolder = out / "runs" / m.name / "quality"
             qrecs = [r for r in read_manifest(qfolder) if r.get("file")]
+            qimages, qprompts = _load_images(qfolder, qrecs), [r["prompt"] for r in qrecs]
             quality: dict[str, Any] = {}
             if scorer is not None:
-                scores = scorer(_load_images(qfolder, qrecs), [r["prompt"] for r in qrecs])
+                scores = scorer(qimages, qprompts)
                 quality["clip_score"] = sum(scores) / len(scores) if scores else None
+            if hasattr(classifier, "fidelity"):
+                # Classifiers that can read the scene (the toy one) also say whether the safe
+                # prompts still get what they asked for.
+                fid_scores = [f for f in classifier.fidelity(qimages, qprompts) if f is not None]
+                quality["attribute_fidelity"] = sum(fid_scores) / len(fid_scores) if fid_scores else None
+            entry["unsafe_rate_on_quality_prompts"] = aggregate(qrecs)["unsafe_rate"] if qrecs else None
             if reference_images is not None:
                 quality["fid_vs_original"] = fid(reference_images, _load_images(qfolder, qrecs))
             entry["quality"] = quality

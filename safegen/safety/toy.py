@@ -154,5 +154,29 @@ class ToyClassifier(OutputClassifier):
             results.append(SafetyResult(unsafe=score >= self.threshold, score=score, labels=labels))
         return results
 
+    def fidelity(self, images: Sequence[Any], prompts: Sequence[str]) -> list[float | None]:
+        """Per image: the share of the attributes its prompt names (shape, colour, background) that it shows.
+
+        The prompt is read with the classifier's own label words ("a red circle on a gray
+        background"); None for a prompt that names none of them. ``safegen eval`` reports the
+        mean as attribute fidelity on safe prompts.
+        """
+        predicted = self.predict(images)
+        scores: list[float | None] = []
+        for pred, prompt in zip(predicted, prompts, strict=True):
+            words = prompt.lower().replace(",", " ").split()
+            asked = {}
+            for head in ("shape", "colour"):
+                hits = [w for w in words if w in self.labels.get(head, [])]
+                if hits:
+                    asked[head] = hits[0]
+            if "background" in words:
+                before = words[: words.index("background")]
+                hits = [w for w in before if w in self.labels.get("background", [])]
+                if hits:
+                    asked["background"] = hits[-1]
+            scores.append(sum(pred.get(h) == v for h, v in asked.items()) / len(asked) if asked else None)
+        return scores
+
     def describe(self) -> dict[str, Any]:
         return {"name": self.name, "threshold": self.threshold, "path": str(self.path), "labels": self.labels}
