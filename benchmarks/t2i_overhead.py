@@ -34,6 +34,7 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=10)
     parser.add_argument("--repeats", type=int, default=15)
     parser.add_argument("--size", type=int, default=64)
+    parser.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's choice)")
     args = parser.parse_args()
 
     from diffusers import StableDiffusionPipeline
@@ -42,7 +43,8 @@ def main() -> None:
     from safegen import SafeStableDiffusionPipeline
     from safegen.testing import get_dummy_components, tiny_clip_model
 
-    torch.set_num_threads(max(1, torch.get_num_threads()))
+    if args.threads:
+        torch.set_num_threads(args.threads)
     comps = get_dummy_components(seed=0)
     plain = StableDiffusionPipeline(**comps, requires_safety_checker=False)
     safe = SafeStableDiffusionPipeline.from_pipe(plain, safe_encoder=tiny_clip_model(seed=5))
@@ -72,9 +74,8 @@ def main() -> None:
             times[name].append(time.perf_counter() - t0)
 
     base = statistics.median(times["diffusers"])
-    print(
-        f"tiny SD, {args.size}x{args.size}, {args.steps} steps, {args.repeats} repeats, threads={torch.get_num_threads()}"
-    )
+    threads = torch.get_num_threads()
+    print(f"tiny SD, {args.size}x{args.size}, {args.steps} steps, {args.repeats} repeats, threads={threads}")
     print(f"{'pipeline':<12} {'median s':>9} {'ratio':>7} {'UNet batch':>11} {'UNet calls':>11}")
     for name in pipes:
         med = statistics.median(times[name])

@@ -31,6 +31,7 @@ from ._common import (
 
 _logger = logging.getLogger(__name__)
 
+
 @cli_errors
 def i2t(
     images: Annotated[list[str], typer.Argument(help="Image files, folders or glob patterns ('photos/*.jpg').")],
