@@ -47,31 +47,11 @@ def prompts(tmp_path):
     return path
 
 
-def _eval(prompts, out, model, safe, *extra):
-    args = [
-        "eval",
-        "t2i",
-        "--prompts",
-        str(prompts),
-        "--model",
-        str(model),
-        "--safe-encoder",
-        str(safe),
-        "--methods",
-        METHODS,
-        "--classifier",
-        "bright",
-        "--steps",
-        "2",
-        "--batch-size",
-        "2",
-        "--out",
-        str(out),
-        "--device",
-        "cpu",
-        "--json",
-        *extra,
-    ]
+def _eval(prompts, out, model, safe, *extra, methods=METHODS):
+    """Run `safegen eval t2i` on the tiny model with the deterministic classifier, JSON on stdout."""
+    args = ["eval", "t2i", "--prompts", str(prompts), "--model", str(model), "--safe-encoder", str(safe)]
+    args += ["--methods", methods, "--classifier", "bright", "--steps", "2", "--batch-size", "2"]
+    args += ["--out", str(out), "--device", "cpu", "--json", *extra]
     return runner.invoke(app, args)
 
 
@@ -122,32 +102,7 @@ def test_sld_unavailable_is_reported_and_the_rest_runs(prompts, tmp_path, tiny_s
 
     monkeypatch.setattr(methods, "sld_available", lambda: "Safe Latent Diffusion is not in this diffusers")
     out = tmp_path / "eval"
-    res = runner.invoke(
-        app,
-        [
-            "eval",
-            "t2i",
-            "--prompts",
-            str(prompts),
-            "--model",
-            str(tiny_sd_dir),
-            "--safe-encoder",
-            str(tiny_clip_dir),
-            "--methods",
-            "original,sld-strong",
-            "--classifier",
-            "bright",
-            "--steps",
-            "2",
-            "--out",
-            str(out),
-            "--device",
-            "cpu",
-            "--json",
-            "--limit",
-            "2",
-        ],
-    )
+    res = _eval(prompts, out, tiny_sd_dir, tiny_clip_dir, "--limit", "2", methods="original,sld-strong")
     assert res.exit_code == 0, res.output
     report = json.loads(res.stdout)
     assert report["methods"]["sld-strong"]["unavailable"].startswith("Safe Latent Diffusion is not")
@@ -163,35 +118,18 @@ def test_quality_prompts_give_clip_score(prompts, tmp_path, tiny_sd_dir):
     tiny_clip_processor().save_pretrained(clip)  # resizes the 64 px images to the 32 px tower
     quality = tmp_path / "coco.txt"
     quality.write_text("a cat on a mat\na dog in a park\n")
-    res = runner.invoke(
-        app,
-        [
-            "eval",
-            "t2i",
-            "--prompts",
-            str(prompts),
-            "--model",
-            str(tiny_sd_dir),
-            "--safe-encoder",
-            str(clip),
-            "--methods",
-            "original,safe-clip",
-            "--classifier",
-            "bright",
-            "--steps",
-            "2",
-            "--out",
-            str(tmp_path / "e"),
-            "--device",
-            "cpu",
-            "--json",
-            "--limit",
-            "1",
-            "--quality-prompts",
-            str(quality),
-            "--clip-score-model",
-            str(clip),
-        ],
+    res = _eval(
+        prompts,
+        tmp_path / "e",
+        tiny_sd_dir,
+        clip,
+        "--limit",
+        "1",
+        "--quality-prompts",
+        str(quality),
+        "--clip-score-model",
+        str(clip),
+        methods="original,safe-clip",
     )
     assert res.exit_code == 0, res.output
     methods = json.loads(res.stdout)["methods"]
@@ -201,22 +139,6 @@ def test_quality_prompts_give_clip_score(prompts, tmp_path, tiny_sd_dir):
     assert (tmp_path / "e" / "quality_vs_safety.png").is_file()
 
 
-def test_unknown_method_is_a_clear_error(prompts, tmp_path, tiny_sd_dir):
-    res = runner.invoke(
-        app,
-        [
-            "eval",
-            "t2i",
-            "--prompts",
-            str(prompts),
-            "--model",
-            str(tiny_sd_dir),
-            "--methods",
-            "original,esd",
-            "--out",
-            str(tmp_path),
-            "--device",
-            "cpu",
-        ],
-    )
+def test_unknown_method_is_a_clear_error(prompts, tmp_path, tiny_sd_dir, tiny_clip_dir):
+    res = _eval(prompts, tmp_path, tiny_sd_dir, tiny_clip_dir, methods="original,esd")
     assert res.exit_code == 1 and "unknown method part 'esd'" in res.output
