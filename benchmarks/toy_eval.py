@@ -14,7 +14,6 @@ import argparse
 import json
 from pathlib import Path
 
-from safegen.evaluation.methods import BASE_METHODS  # noqa: F401  (documents the method names)
 from safegen.evaluation.report import write_report
 from safegen.evaluation.t2i_eval import T2IEvalConfig, evaluate_t2i
 from safegen.presets import get_preset

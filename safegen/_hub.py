@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import logging
-import os
 from collections.abc import Callable
 from pathlib import Path
 from typing import TypeVar
@@ -13,12 +12,6 @@ from .errors import MissingWeightsError, SafegenError
 _logger = logging.getLogger(__name__)
 
 T = TypeVar("T")
-
-
-def is_offline() -> bool:
-    return any(
-        os.environ.get(k, "").lower() in ("1", "true", "yes") for k in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE")
-    )
 
 
 def looks_like_hub_id(source: str) -> bool:

@@ -182,10 +182,10 @@ def evaluate_t2i(cfg: T2IEvalConfig, *, log: Callable[[str], None] = _logger.inf
     if want_fid and fid_available() != "torchmetrics":
         log("FID asked for, but torchmetrics with scipy is not installed: FID left out")
         want_fid = False
-    reference_images = None
-    if want_fid and any(m.name == "original" and m.available for m in methods):
-        folder = out / "runs" / "original" / "quality"
-        reference_images = _load_images(folder, [r for r in read_manifest(folder) if r.get("file")])
+    if want_fid and not any(m.name == "original" and m.available for m in methods):
+        log("FID compares against the original's images: add 'original' to --methods; FID left out")
+        want_fid = False
+    quality_images: dict[str, list[Any]] = {}  # loaded once, reused for FID after the loop
 
     report_methods: dict[str, Any] = {}
     for m in methods:
@@ -216,13 +216,16 @@ def evaluate_t2i(cfg: T2IEvalConfig, *, log: Callable[[str], None] = _logger.inf
                 fid_scores = [f for f in classifier.fidelity(qimages, qprompts) if f is not None]
                 quality["attribute_fidelity"] = sum(fid_scores) / len(fid_scores) if fid_scores else None
             entry["unsafe_rate_on_quality_prompts"] = aggregate(qrecs)["unsafe_rate"] if qrecs else None
-            if reference_images is not None:
-                quality["fid_vs_original"] = fid(reference_images, _load_images(qfolder, qrecs))
+            if want_fid:
+                quality_images[m.name] = qimages
             entry["quality"] = quality
             entry["quality_seconds_per_image"] = _seconds_per_image(qfolder)
         report_methods[m.name] = entry
 
-    config = {k: v for k, v in vars(cfg).items()}
+    for name, images in quality_images.items():
+        report_methods[name]["quality"]["fid_vs_original"] = fid(quality_images["original"], images)
+
+    config = dict(vars(cfg))
     config["methods"] = list(cfg.methods)
     return {
         "kind": "t2i",
