@@ -19,21 +19,59 @@ _UNSAFE_CHARS = re.compile(r"[^A-Za-z0-9._-]+")
 MAX_STEM = 80
 
 
-def atomic_write_bytes(path: str | Path, data: bytes) -> Path:
-    """Write ``data`` to ``path`` atomically (temp file in the same folder, fsync, rename)."""
+def current_umask() -> int:
+    """The process umask (read without changing it for longer than one call)."""
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
+def _file_mode() -> int:
+    # mkstemp creates 0600 files; a plain open() would give 0666 & ~umask, which users expect.
+    return 0o666 & ~current_umask()
+
+
+def _temp_for(path: Path) -> tuple[int, str]:
+    return tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+
+
+def atomic_write_bytes(path: str | Path, data: bytes, *, overwrite: bool = True) -> Path:
+    """Write ``data`` to ``path`` atomically (temp file in the same folder, fsync, rename).
+
+    The file gets the mode a plain ``open()`` would give (0666 minus the umask). With
+    ``overwrite=False`` an existing ``path`` is never replaced (:class:`FileExistsError`),
+    even when another process creates it at the same moment (hard link, not rename).
+    """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    fd, tmp = _temp_for(path)
     try:
         with os.fdopen(fd, "wb") as fh:
             fh.write(data)
             fh.flush()
+            os.fchmod(fh.fileno(), _file_mode())
             os.fsync(fh.fileno())
-        os.replace(tmp, path)
+        if overwrite:
+            os.replace(tmp, path)
+        else:
+            os.link(tmp, path)  # fails if path exists: no check-then-write race
+            os.unlink(tmp)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
     return path
+
+
+def write_new_file(folder: str | Path, stem: str, suffix: str, data: bytes) -> Path:
+    """Write ``data`` to ``folder/stem+suffix``, or ``stem-2``, ``stem-3``... if taken: never overwrites."""
+    folder = Path(folder)
+    for i in range(1, 10_000):
+        name = f"{stem}{suffix}" if i == 1 else f"{stem}-{i}{suffix}"
+        try:
+            return atomic_write_bytes(folder / name, data, overwrite=False)
+        except FileExistsError:
+            continue
+    raise FileExistsError(f"no free file name for {stem}{suffix} in {folder}")
 
 
 def atomic_write_text(path: str | Path, text: str) -> Path:
@@ -42,6 +80,26 @@ def atomic_write_text(path: str | Path, text: str) -> Path:
 
 def atomic_write_json(path: str | Path, obj: Any) -> Path:
     return atomic_write_text(path, json.dumps(obj, indent=2, sort_keys=True, default=str) + "\n")
+
+
+def split_lines(text: str) -> list[str]:
+    """Lines split on \\n and \\r\\n only.
+
+    ``str.splitlines`` also splits on U+2028, U+0085, form feeds and other separators that
+    are valid inside a prompt or a JSON string: one row would become two.
+    """
+    lines = text.split("\n")
+    if lines and lines[-1] == "":
+        lines.pop()
+    return [line[:-1] if line.endswith("\r") else line for line in lines]
+
+
+def clip_text(text: str, limit: int = 200) -> str:
+    """``text`` cut to ``limit`` characters for messages (a 10 MB prompt is never echoed whole)."""
+    text = str(text)
+    if len(text) <= limit:
+        return text
+    return f"{text[:limit]}... ({len(text)} characters)"
 
 
 def format_parameters(params: dict[str, Any]) -> str:

@@ -45,11 +45,14 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import PromptFileError
+from ..outputs import split_lines
 
 _logger = logging.getLogger(__name__)
 
 SUFFIXES = (".txt", ".jsonl", ".ndjson", ".csv")
 MAX_SEED = 2**63 - 1
+# Rows nest at most this deep: metadata is copied into manifests, and deep values break encoders.
+MAX_JSON_DEPTH = 32
 
 # canonical field -> accepted column/key names (lower case)
 ALIASES: dict[str, tuple[str, ...]] = {
@@ -206,7 +209,8 @@ _Item = tuple[int, "dict[str, Any] | _BadRow", dict[str, Any]]
 
 
 def _txt_items(text: str) -> Iterator[_Item]:
-    for line_no, raw in enumerate(text.splitlines(), start=1):
+    # Lines end at \n or \r\n only: U+2028, U+0085 or a form feed belong to the prompt.
+    for line_no, raw in enumerate(split_lines(text), start=1):
         line = raw.strip()
         if not line or line.startswith("#"):
             continue
@@ -304,7 +308,7 @@ def _csv_items(path: Path, text: str, result: PromptFile) -> Iterator[_Item]:
 
 def _jsonl_items(path: Path, text: str, result: PromptFile) -> Iterator[_Item]:
     warned: set[str] = set()
-    for line_no, raw in enumerate(text.splitlines(), start=1):
+    for line_no, raw in enumerate(split_lines(text), start=1):
         line = raw.strip()
         if not line or line.startswith("#") or line.startswith("//"):
             continue
@@ -312,6 +316,15 @@ def _jsonl_items(path: Path, text: str, result: PromptFile) -> Iterator[_Item]:
             obj = json.loads(line)
         except json.JSONDecodeError as exc:
             yield line_no, _BadRow(f"invalid JSON ({exc.msg} at column {exc.colno})"), {}
+            continue
+        except RecursionError:
+            yield line_no, _BadRow(f"JSON nested too deeply (more than {MAX_JSON_DEPTH} levels)"), {}
+            continue
+        except ValueError as exc:  # e.g. an integer of thousands of digits (Python's int-size guard)
+            yield line_no, _BadRow(f"unreadable JSON value ({str(exc)[:120]})"), {}
+            continue
+        if _json_depth(obj) > MAX_JSON_DEPTH:
+            yield line_no, _BadRow(f"JSON nested too deeply (more than {MAX_JSON_DEPTH} levels)"), {}
             continue
         if isinstance(obj, str):
             obj = {"prompt": obj}
@@ -342,6 +355,21 @@ def _jsonl_items(path: Path, text: str, result: PromptFile) -> Iterator[_Item]:
                 yield line_no, _BadRow("no 'prompt' key"), {}
                 continue
             yield line_no, fields, meta
+
+
+def _json_depth(obj: Any) -> int:
+    """Nesting depth of a parsed JSON value, computed without recursion."""
+    deepest, stack = 0, [(obj, 1)]
+    while stack:
+        value, depth = stack.pop()
+        if isinstance(value, dict):
+            value = list(value.values())
+        if isinstance(value, list):
+            deepest = max(deepest, depth)
+            if depth > MAX_JSON_DEPTH:
+                return depth
+            stack.extend((v, depth + 1) for v in value)
+    return deepest
 
 
 def _as_int(fld: str, value: Any, minimum: int, maximum: int | None = None) -> int:
