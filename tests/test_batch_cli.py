@@ -95,7 +95,7 @@ def test_run_json_output_summary_and_resume(tmp_path, model_dir):
     assert "p.csv:3: empty prompt" in (out / "errors.log").read_text()
     assert sorted(p.name for p in (out / "images").iterdir()) == ["c1_s1.png", "c3_s3.png"]
     again = _invoke(src, "--model", model_dir, "--out", out, *FAST)
-    assert again.exit_code == 0 and "done 0, skipped 2" in again.stdout
+    assert again.exit_code == 0 and "done 0, reused 2" in again.stdout
     summary = _invoke("--summary", out, "--json")
     assert summary.exit_code == 0
     counts = json.loads(summary.stdout)

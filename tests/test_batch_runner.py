@@ -104,7 +104,7 @@ def test_outputs_manifest_run_json_and_png_parameters(tmp_path, pipe):
     assert summarize(tmp_path / "o")["done"] == 3
 
 
-def test_resume_skips_done_work_and_refuses_other_settings(tmp_path, pipe):
+def test_resume_skips_done_work_and_regenerates_or_refuses_changed_settings(tmp_path, pipe):
     src = _jsonl(tmp_path / "p.jsonl", [{"prompt": f"prompt {i}"} for i in range(5)])
     first = run_batch(BatchConfig(prompts=src, out=tmp_path / "o", limit=2, batch_size=2, **FAST), pipe=pipe)
     assert first.generated == 2
@@ -115,8 +115,13 @@ def test_resume_skips_done_work_and_refuses_other_settings(tmp_path, pipe):
     third = run_batch(BatchConfig(prompts=src, out=tmp_path / "o", batch_size=2, **FAST), pipe=pipe)
     assert (third.skipped, third.generated) == (4, 1)
     assert len(read_manifest(tmp_path / "o")) == 5
-    with pytest.raises(SafegenError, match=r"other settings \(steps: 2 -> 3\)"):
-        run_batch(BatchConfig(prompts=src, out=tmp_path / "o", **{**FAST, "steps": 3}), pipe=pipe)
+    before = (tmp_path / "o/manifest.jsonl").read_bytes()
+    with pytest.raises(SafegenError, match=r"5 row\(s\) changed since the last run .*\(steps; first: .*p.jsonl:1"):
+        run_batch(BatchConfig(prompts=src, out=tmp_path / "o", on_change="refuse", **{**FAST, "steps": 3}), pipe=pipe)
+    assert (tmp_path / "o/manifest.jsonl").read_bytes() == before  # refused before any write
+    fourth = run_batch(BatchConfig(prompts=src, out=tmp_path / "o", **{**FAST, "steps": 3}), pipe=pipe)
+    assert (fourth.skipped, fourth.changed, fourth.changed_rows, fourth.generated) == (0, 5, 5, 5)
+    assert {r["steps"] for r in read_manifest(tmp_path / "o")} == {3}
 
 
 def test_random_seed_is_recorded_and_reused_on_resume(tmp_path, pipe):

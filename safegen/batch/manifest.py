@@ -61,7 +61,7 @@ def read_jsonl(path: str | Path) -> tuple[list[dict[str, Any]], int]:
                 if not isinstance(obj, dict):
                     raise ValueError("not an object")
                 records.append(obj)
-            except ValueError:
+            except (ValueError, RecursionError):
                 if nl == len(data) - 1 or not data[nl + 1 :].strip():
                     _logger.warning("%s: ignoring a torn last line", path)
                     break

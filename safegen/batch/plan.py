@@ -9,6 +9,7 @@ generator seeded with its own seed).
 from __future__ import annotations
 
 import hashlib
+import json
 import logging
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
@@ -69,15 +70,32 @@ class ImageJob:
     line: int
     ordinal: int  # position of the row among the file's valid rows (sharding key)
     meta: dict[str, Any] = field(default_factory=dict)
+    content_key: str = ""  # hash of everything that determines the image (see content_key())
 
     @property
     def key(self) -> str:
+        """The job's identity (row id and seed): which manifest line it owns."""
         return job_key(self.id, self.seed)
+
+    def determinants(self) -> dict[str, Any]:
+        """The job's own inputs that decide its pixels (the run adds model fingerprints and the scheduler)."""
+        return {"prompt": self.prompt, "seed": self.seed, **self.settings.to_dict()}
 
 
 def job_key(row_id: str, seed: int) -> str:
     """The identity of an image across runs: its row id and its seed."""
     return f"{row_id}\x1f{seed}"
+
+
+def content_key(determinants: dict[str, Any], context: dict[str, Any] | None = None) -> str:
+    """SHA-256 over a job's inputs and the run's context (model fingerprints, scheduler, ...).
+
+    Two images share a key only when every input that decides their pixels is the same, so a
+    resumed run can trust a finished image exactly when its recorded key equals the new one.
+    """
+    payload = {"v": 1, **(context or {}), **determinants}
+    text = json.dumps(payload, sort_keys=True, ensure_ascii=False, default=str, allow_nan=True)
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()
 
 
 def file_stem(row_id: str) -> str:
@@ -95,10 +113,13 @@ def image_name(row_id: str, seed: int) -> str:
     return f"{file_stem(row_id)}_s{seed}.png"
 
 
-def plan_jobs(rows: Sequence[PromptRow], defaults: Defaults, root: Any = None) -> list[ImageJob]:
+def plan_jobs(
+    rows: Sequence[PromptRow], defaults: Defaults, root: Any = None, context: dict[str, Any] | None = None
+) -> list[ImageJob]:
     """Expand rows into image jobs (``n`` per row, seeds ``seed, seed+1, ...``), in file order.
 
     ``root`` (the output folder), when given, is used to check every file path stays inside it.
+    ``context`` (model fingerprints, scheduler, ...) goes into every job's :func:`content_key`.
     """
     jobs: list[ImageJob] = []
     for ordinal, row in enumerate(rows):
@@ -128,6 +149,7 @@ def plan_jobs(rows: Sequence[PromptRow], defaults: Defaults, root: Any = None) -
                     meta=row.meta,
                 )
             )
+            jobs[-1].content_key = content_key(jobs[-1].determinants(), context)
     return jobs
 
 

@@ -2,10 +2,16 @@
 
 Why it is built this way:
 
-- Resumable: an image is recorded in the manifest only after its PNG is in place
-  (atomic rename), so the manifest is the truth about what is done. A re-run with the
-  same configuration skips those images; a SIGKILL loses only the batch being generated
-  and the one being written, never leaves a half file or a broken manifest line.
+- Resumable, and bound to its inputs: an image is recorded in the manifest only after its
+  PNG is in place (atomic rename), with a content key over everything that decides its
+  pixels (prompt, negative prompt, seed, steps, guidance, size, scheduler, and content
+  fingerprints of the base model and the safe encoder). A re-run reuses an image only
+  when its key matches exactly; rows that changed since (an edited prompt, new weights in
+  the same folder, another file with the same ids) are regenerated and reported, or
+  refused with ``on_change="refuse"``. A SIGKILL loses only the batch being generated and
+  the one being written, never leaves a half file or a broken manifest line.
+- One process per folder (per shard): a second run on the same ``--out`` is refused with
+  the holder's pid and host (:mod:`safegen.locking`).
 - Fast: rows with the same settings are batched, each image keeps its own CPU generator
   (so it is the same alone or in a batch), prompts are encoded once and cached, and PNG
   encoding, hashing, safety checks and writes run on a writer thread while the next
@@ -26,6 +32,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import math
 import os
 import platform
 import queue
@@ -41,8 +48,9 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from ..errors import SafegenError
-from ..outputs import atomic_write_bytes, atomic_write_json, path_inside, png_bytes
+from ..errors import SafegenError, UsageError
+from ..locking import FolderLock
+from ..outputs import atomic_write_bytes, atomic_write_json, clip_text, path_inside, png_bytes
 from .manifest import ManifestWriter, merge_manifests, part_name, read_jsonl, read_manifest
 from .plan import FLAGGED_DIR, IMAGES_DIR, Defaults, ImageJob, make_batches, plan_jobs, shard_jobs
 from .policy import ON_UNSAFE, apply_policy
@@ -54,20 +62,21 @@ RUN_JSON = "run.json"
 RUNS_LOG = "runs.jsonl"
 ERRORS_LOG = "errors.log"
 MAX_SEED = 2**63 - 1
-# Settings that change the images: a resumed run must use the same values.
-_RESUME_KEYS = (
-    "base",
-    "safe_encoder",
-    "steps",
-    "guidance",
-    "width",
-    "height",
-    "negative_prompt",
-    "n",
-    "seed",
-    "check",
-    "on_unsafe",
-    "call_kwargs",
+MAX_STEPS = 10_000
+MAX_IMAGES = 10_000
+ON_CHANGE = ("regenerate", "refuse")
+ATTENTION = ("auto", "sdpa", "xformers", "eager")
+# Manifest fields compared to say *what* changed in a row since the last run.
+_DIFF_FIELDS = (
+    ("prompt", "prompt"),
+    ("negative_prompt", "negative prompt"),
+    ("steps", "steps"),
+    ("guidance", "guidance"),
+    ("width", "size"),
+    ("height", "size"),
+    ("scheduler", "scheduler"),
+    ("base_fingerprint", "base model weights"),
+    ("safe_encoder_fingerprint", "safe encoder weights"),
 )
 
 
@@ -99,21 +108,31 @@ class BatchConfig:
     limit: int | None = field(default=None, metadata={"help": "Use only the first N valid rows."})
     num_shards: int = field(default=1, metadata={"help": "Split the rows over this many independent jobs."})
     shard_index: int = field(default=0, metadata={"help": "Which shard this job runs (0-based)."})
+    on_change: str = field(
+        default="regenerate",
+        metadata={"help": "Rows changed since the last run in this folder: regenerate them, or refuse to run."},
+    )
 
     def __post_init__(self) -> None:
         def bad(name: str, why: str) -> SafegenError:
-            return SafegenError(f"batch config: {name} {why}")
+            return UsageError(f"batch config: {name} {why}")
 
-        if self.steps < 1:
-            raise bad("steps", f"must be >= 1, got {self.steps}")
-        if self.guidance < 0:
-            raise bad("guidance", f"must be >= 0, got {self.guidance}")
+        if not 1 <= self.steps <= MAX_STEPS:
+            raise bad("steps", f"must be between 1 and {MAX_STEPS}, got {self.steps}")
+        if not math.isfinite(self.guidance) or self.guidance < 0:
+            raise bad("guidance", f"must be a finite number >= 0, got {self.guidance}")
+        if self.threshold is not None and (not math.isfinite(self.threshold) or not 0 <= self.threshold <= 1):
+            raise bad("threshold", f"must be a number in [0, 1], got {self.threshold}")
+        if self.on_change not in ON_CHANGE:
+            raise bad("on_change", f"must be one of {', '.join(ON_CHANGE)}, got '{self.on_change}'")
+        if self.attention not in ATTENTION:
+            raise bad("attention", f"must be one of {', '.join(ATTENTION)}, got '{clip_text(self.attention, 40)}'")
         for name in ("width", "height"):
             value = getattr(self, name)
             if value is not None and (value <= 0 or value % 8):
                 raise bad(name, f"must be a positive multiple of 8, got {value}")
-        if self.n < 1:
-            raise bad("n", f"must be >= 1, got {self.n}")
+        if not 1 <= self.n <= MAX_IMAGES:
+            raise bad("n", f"must be between 1 and {MAX_IMAGES}, got {self.n}")
         if not -1 <= self.seed <= MAX_SEED:
             raise bad("seed", f"must be -1 or in [0, 2**63), got {self.seed}")
         if self.batch_size < 1:
@@ -147,7 +166,9 @@ class BatchResult:
 
     out: str
     planned: int = 0  # images this shard owns
-    skipped: int = 0  # already done by an earlier run
+    skipped: int = 0  # reused: done by an earlier run with exactly the same inputs (content key)
+    changed: int = 0  # images whose inputs changed since the last run (regenerated)
+    changed_rows: int = 0
     generated: int = 0  # images made by this run (dropped ones included)
     failed: int = 0  # images whose generation or writing failed
     bad_rows: int = 0
@@ -364,6 +385,10 @@ class BatchRunner:
         self.safe_id: str | None = None
         self.seed = config.seed
         self.resolved: dict[str, Any] = {}
+        self.base_fingerprint: str | None = None
+        self.safe_fingerprint: str | None = None
+        self.scheduler_signature: str | None = None
+        self.jobs: list[ImageJob] = []  # this shard's jobs, with their content keys (after run())
 
     # ----------------------------------------------------------------- setup
     def _distributed(self, device: str) -> tuple[int, int]:
@@ -386,6 +411,8 @@ class BatchRunner:
         from ..loading import resolve_t2i_sources
 
         cfg = self.config
+        from ..fingerprint import fingerprint_pipeline, fingerprint_source
+
         if self.pipe is None:
             from ..cli._common import resolve_dtype
             from ..loading import load_t2i_pipeline
@@ -396,10 +423,17 @@ class BatchRunner:
                 sources.base, sources.safe_encoder, device=device, torch_dtype=dtype, attention=cfg.attention
             )
             self.base_id, self.safe_id = sources.base, getattr(self.pipe, "safe_encoder_id", sources.safe_encoder)
+            self.base_fingerprint = fingerprint_source(sources.base)
+            self.safe_fingerprint = fingerprint_source(sources.safe_encoder)
         else:
             base = cfg.model or getattr(getattr(self.pipe, "config", None), "_name_or_path", None)
             self.base_id = str(base) if base else type(self.pipe).__name__
             self.safe_id = getattr(self.pipe, "safe_encoder_id", None)
+            self.base_fingerprint, self.safe_fingerprint = fingerprint_pipeline(self.pipe, cfg.model)
+        scheduler = getattr(self.pipe, "scheduler", None)
+        sched_config = dict(getattr(scheduler, "config", None) or {})
+        sched_text = json.dumps(sched_config, sort_keys=True, default=str)
+        self.scheduler_signature = f"{type(scheduler).__name__}:{hashlib.sha256(sched_text.encode()).hexdigest()[:16]}"
         if hasattr(self.pipe, "set_progress_bar_config"):
             self.pipe.set_progress_bar_config(disable=True)
         if self.classifier is None and cfg.check:
@@ -414,20 +448,105 @@ class BatchRunner:
         side = int(unet.config.sample_size) * int(scale) if unet is not None else 512
         return self.config.width or side, self.config.height or side
 
-    def _check_resume(self, previous: dict[str, Any] | None) -> None:
-        if not previous:
+    def key_context(self) -> dict[str, Any]:
+        """What every image of this run shares that decides its pixels (part of each content key)."""
+        cfg = self.config
+        return {
+            "base": self.base_fingerprint,
+            "safe_encoder": self.safe_fingerprint,
+            "scheduler": self.scheduler_signature,
+            "call_kwargs": self.call_kwargs,
+            # The written file depends on the policy too (a blurred image is another image).
+            "check": cfg.check,
+            "threshold": cfg.threshold,
+            "on_unsafe": cfg.on_unsafe,
+        }
+
+    def _record_ok(self, record: dict[str, Any]) -> bool:
+        """A manifest line whose image is still there (or was dropped on purpose), inside the folder."""
+        if record.get("file") is None:
+            return record.get("decision") == "drop"
+        try:
+            return path_inside(self.out, str(record["file"])).is_file()
+        except (ValueError, OSError):
+            return False
+
+    def _resume_plan(self, jobs: list[ImageJob]) -> tuple[list[ImageJob], int, list[tuple[ImageJob, list[str]]]]:
+        """(jobs to generate, images reused, jobs whose inputs changed and what changed)."""
+        latest = {(str(r["id"]), int(r["seed"])): r for r in read_manifest(self.out)}
+        todo: list[ImageJob] = []
+        changed: list[tuple[ImageJob, list[str]]] = []
+        reused = 0
+        for job in jobs:
+            rec = latest.get((job.id, job.seed))
+            if rec is None:
+                todo.append(job)
+                continue
+            if rec.get("content_key") == job.content_key:
+                if self._record_ok(rec):
+                    reused += 1
+                else:
+                    todo.append(job)  # same inputs, file gone: redo silently
+                continue
+            changed.append((job, self._what_changed(rec, job)))
+            todo.append(job)
+        return todo, reused, changed
+
+    def _what_changed(self, record: dict[str, Any], job: ImageJob) -> list[str]:
+        if not record.get("content_key"):
+            return ["made before content keys (older safegen)"]
+        now = {
+            **job.determinants(),
+            "scheduler": self.scheduler_signature,
+            "base_fingerprint": self.base_fingerprint,
+            "safe_encoder_fingerprint": self.safe_fingerprint,
+        }
+        if "scheduler_signature" in record:
+            record = {**record, "scheduler": record["scheduler_signature"]}
+        found: list[str] = []
+        for key, label in _DIFF_FIELDS:
+            if record.get(key) != now.get(key) and label not in found:
+                found.append(label)
+        return found or ["classifier or call settings"]
+
+    def _report_changes(self, changed: list[tuple[ImageJob, list[str]]], result: BatchResult) -> None:
+        if not changed:
             return
-        old = previous.get("config", {})
-        changed = [
-            f"{k}: {old.get(k)!r} -> {self.resolved.get(k)!r}"
-            for k in _RESUME_KEYS
-            if k in old and old.get(k) != self.resolved.get(k)
-        ]
-        if changed:
-            raise SafegenError(
-                f"{self.out} holds a run with other settings ({'; '.join(changed)}); "
-                "resume with the same options, or pick a new --out"
+        rows = {(j.id, j.line) for j, _ in changed}
+        reasons: list[str] = []
+        for _, why in changed:
+            reasons += [w for w in why if w not in reasons]
+        first = changed[0][0]
+        where = f"{self.config.prompts}:{first.line} id '{clip_text(first.id, 60)}'"
+        if self.config.on_change == "refuse":
+            raise UsageError(
+                f"{len(rows)} row(s) changed since the last run in {self.out} ({', '.join(reasons)}; first: {where}); "
+                "--on-change refuse keeps finished runs unchanged: restore the inputs, pick a new --out, "
+                "or re-run with --on-change regenerate"
             )
+        result.changed, result.changed_rows = len(changed), len(rows)
+        _logger.warning(
+            "%d row(s) changed since the last run (%s; first: %s): regenerated", len(rows), ", ".join(reasons), where
+        )
+
+    def _read_previous(self) -> dict[str, Any] | None:
+        """The last run.json, or None; a corrupt one is reported and set aside (the manifest keys decide reuse)."""
+        path = self.out / RUN_JSON
+        if not path.is_file():
+            return None
+        try:
+            data = json.loads(path.read_text(encoding="utf-8"))
+            if not isinstance(data, dict) or not isinstance(data.get("config", {}), dict):
+                raise ValueError("not a JSON object with a 'config' object")
+            return data
+        except (ValueError, UnicodeDecodeError, RecursionError) as exc:
+            _logger.warning(
+                "%s is unreadable (%s); starting a fresh record of this run (finished images are still "
+                "reused when their content keys match)",
+                path,
+                clip_text(str(exc), 120),
+            )
+            return None
 
     def png_params(self, job: ImageJob) -> dict[str, Any]:
         """The PNG ``parameters``/``safegen`` chunk of an image."""
@@ -443,6 +562,9 @@ class BatchRunner:
             "model": self.base_id,
             "safe_encoder": self.safe_id,
             "scheduler": self.resolved.get("scheduler"),
+            "base_fingerprint": self.base_fingerprint,
+            "safe_encoder_fingerprint": self.safe_fingerprint,
+            "content_key": job.content_key,
         }
 
     def base_record(self, job: ImageJob) -> dict[str, Any]:
@@ -456,6 +578,10 @@ class BatchRunner:
             "base": self.base_id,
             "safe_encoder": self.safe_id,
             "scheduler": self.resolved.get("scheduler"),
+            "scheduler_signature": self.scheduler_signature,
+            "base_fingerprint": self.base_fingerprint,
+            "safe_encoder_fingerprint": self.safe_fingerprint,
+            "content_key": job.content_key,
             "file": job.file,
             "line": job.line,
             "meta": job.meta,
@@ -484,36 +610,64 @@ class BatchRunner:
 
     # ------------------------------------------------------------------- run
     def run(self) -> BatchResult:
-        """Generate everything not yet done for this process's shard; see :class:`BatchResult`."""
-        cfg = self.config
-        from ..cli._common import resolve_device
+        """Generate everything not yet done for this process's shard; see :class:`BatchResult`.
 
+        Everything that can be checked without a model is checked first (output folder,
+        device, prompt file, the folder lock), so a mistake costs no model load.
+        """
+        cfg = self.config
+        from ..cli._common import check_out_dir, resolve_device
+
+        check_out_dir(self.out)
         device = resolve_device(cfg.device)
         rank, world = self._distributed(device)
         if self._state is not None and device != "cpu":
             device = str(self._state.device)
         shard_index, num_shards = self._shard(rank, world)
         result = BatchResult(out=str(self.out), shard_index=shard_index, num_shards=num_shards)
-        self.out.mkdir(parents=True, exist_ok=True)
+        locks = self._lock(shard_index, num_shards)
+        try:
+            self._run_locked(result, device, world, shard_index, num_shards)
+        finally:
+            for lock in reversed(locks):
+                lock.release()
+        return result
 
+    def _lock(self, shard_index: int, num_shards: int) -> list[FolderLock]:
+        """This process's locks: the whole folder, or its shard (plus every shard's when unsharded).
+
+        Shards of one run share the folder by design, each holding its own shard lock; an
+        unsharded run (which merges the shard manifests) also takes every shard lock it finds,
+        so it never runs beside a live shard.
+        """
+        purpose = "batch output folder"
+        if num_shards > 1:
+            name = f".safegen.shard-{shard_index:05d}-of-{num_shards:05d}.lock"
+            return [FolderLock(self.out, purpose=f"{purpose} (shard {shard_index})", name=name).acquire()]
+        locks = [FolderLock(self.out, purpose=purpose).acquire()]
+        try:
+            for path in sorted(self.out.glob(".safegen.shard-*.lock")):
+                locks.append(FolderLock(self.out, purpose=purpose, name=path.name, remove_if_empty=False).acquire())
+        except BaseException:
+            for lock in reversed(locks):
+                lock.release()
+            raise
+        return locks
+
+    def _run_locked(self, result: BatchResult, device: str, world: int, shard_index: int, num_shards: int) -> None:
+        cfg = self.config
         # Read the prompts first: a bad file fails fast, before any model loads.
         self.prompt_file = read_prompts(cfg.prompts, strict=cfg.strict)
         rows = self.prompt_file.rows[: cfg.limit] if cfg.limit else self.prompt_file.rows
         result.bad_rows = len(self.prompt_file.errors)
-        errors_name = ERRORS_LOG if num_shards == 1 else f"errors.shard-{shard_index:05d}-of-{num_shards:05d}.log"
-        errors_path = self.out / errors_name
-        log_lines = [f"# run started {datetime.now(timezone.utc).isoformat(timespec='seconds')}"]
-        if shard_index == 0:
-            log_lines += [f"warning: {w}" for w in self.prompt_file.warnings]
-            log_lines += [str(e) for e in self.prompt_file.errors]
-        with open(errors_path, "a", encoding="utf-8") as fh:
-            fh.write("\n".join(log_lines) + "\n")
-        result.errors = [str(e) for e in self.prompt_file.errors[:20]]
+        result.errors = [clip_text(str(e), 500) for e in self.prompt_file.errors[:20]]
 
-        previous = json.loads((self.out / RUN_JSON).read_text()) if (self.out / RUN_JSON).is_file() else None
+        previous = self._read_previous()
         if cfg.seed == -1:
             old_seed = (previous or {}).get("config", {}).get("seed")
-            self.seed = int(old_seed) if old_seed is not None else random.randrange(2**31)
+            self.seed = int(old_seed) if isinstance(old_seed, int) and 0 <= old_seed <= MAX_SEED else None
+            if self.seed is None:
+                self.seed = random.randrange(2**31)
 
         self._load(device)
         width, height = self._default_size()
@@ -533,7 +687,6 @@ class BatchRunner:
             "shard_index": shard_index,
             "total_shards": num_shards,
         }
-        self._check_resume(previous)
         defaults = Defaults(
             steps=cfg.steps,
             guidance=cfg.guidance,
@@ -543,35 +696,59 @@ class BatchRunner:
             n=cfg.n,
             seed=self.seed,
         )
-        all_jobs = plan_jobs(rows, defaults, root=self.out)
+        all_jobs = plan_jobs(rows, defaults, root=self.out, context=self.key_context())
+        if num_shards == 1:
+            merge_manifests(self.out)  # parts left by an earlier sharded run
+        mine = shard_jobs(all_jobs, num_shards, shard_index)
+        self.jobs = mine
+        result.planned = len(mine)
+        todo, result.skipped, changed = self._resume_plan(mine)
+        self._report_changes(changed, result)  # raises before any write with on_change="refuse"
+
+        prompt_sha = hashlib.sha256(Path(cfg.prompts).read_bytes()).hexdigest()
+        self._run_info = {
+            "prompts": self.resolved["prompts"],
+            "prompt_file_sha256": prompt_sha,
+            "fingerprints": {"base": self.base_fingerprint, "safe_encoder": self.safe_fingerprint},
+            "scheduler": self.scheduler_signature,
+        }
         if previous is None or shard_index == 0:
             atomic_write_json(
                 self.out / RUN_JSON,
                 {
                     "config": self.resolved,
-                    "prompt_file_sha256": hashlib.sha256(Path(cfg.prompts).read_bytes()).hexdigest(),
+                    "prompt_file_sha256": prompt_sha,
+                    "fingerprints": {
+                        "base": self.base_fingerprint,
+                        "safe_encoder": self.safe_fingerprint,
+                        "scheduler": self.scheduler_signature,
+                    },
                     "rows": len(rows),
                     "bad_rows": result.bad_rows,
                     "planned_images": len(all_jobs),
+                    "changed_images": result.changed,
                     "classifier": self.classifier.describe() if self.classifier is not None else None,
                     "versions": package_versions(),
                     "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
                 },
             )
-        if num_shards == 1:
-            merge_manifests(self.out)  # parts left by an earlier sharded run
-        mine = shard_jobs(all_jobs, num_shards, shard_index)
-        result.planned = len(mine)
-        done = {
-            (str(r["id"]), int(r["seed"]))
-            for r in read_manifest(self.out)
-            if r.get("file") is None or (self.out / str(r["file"])).is_file()
-        }
-        todo = [j for j in mine if (j.id, j.seed) not in done]
-        result.skipped = len(mine) - len(todo)
+        errors_name = ERRORS_LOG if num_shards == 1 else f"errors.shard-{shard_index:05d}-of-{num_shards:05d}.log"
+        errors_path = self.out / errors_name
+        log_lines = [f"# run started {datetime.now(timezone.utc).isoformat(timespec='seconds')}"]
+        if shard_index == 0:
+            log_lines += [f"warning: {w}" for w in self.prompt_file.warnings]
+            log_lines += [str(e) for e in self.prompt_file.errors]
+        if changed:
+            log_lines.append(f"# {result.changed_rows} row(s) changed since the last run: regenerated")
+            log_lines += [
+                f"{cfg.prompts}:{j.line}: id '{clip_text(j.id, 60)}' seed {j.seed}: changed ({', '.join(w)})"
+                for j, w in changed
+            ]
+        with open(errors_path, "a", encoding="utf-8") as fh:
+            fh.write("\n".join(log_lines) + "\n")
         self._clean_temp_files({Path(j.file).name for j in mine})
         if result.skipped:
-            _logger.info("resuming: %d of %d images already done", result.skipped, len(mine))
+            _logger.info("resuming: %d of %d images already done with the same inputs", result.skipped, len(mine))
 
         start = time.perf_counter()
         manifest = ManifestWriter(self.out / part_name(shard_index, num_shards))
@@ -592,12 +769,15 @@ class BatchRunner:
                         raise
                     result.failed += len(batch)
                     for job in batch:
-                        line = f"{cfg.prompts}:{job.line}: id '{job.id}' seed {job.seed}: generation failed: {exc}"
+                        line = (
+                            f"{cfg.prompts}:{job.line}: id '{clip_text(job.id, 60)}' seed {job.seed}: "
+                            f"generation failed: {clip_text(str(exc), 300)}"
+                        )
                         errors_log.write(line + "\n")
                         if len(result.errors) < 20:
                             result.errors.append(line)
                     errors_log.flush()
-                    _logger.error("batch of %d failed: %s", len(batch), exc)
+                    _logger.error("batch of %d failed: %s", len(batch), clip_text(str(exc), 300))
                     continue
                 result.stall_seconds += writer.submit(batch, images)
                 submitted += len(batch)
@@ -619,7 +799,19 @@ class BatchRunner:
             result.interrupted, result.signal = True, self._stop_signal
         self._log_run(result)
         self._finish_shards(result)
-        return result
+
+    def current_records(self) -> list[dict[str, Any]]:
+        """Manifest lines of this shard's images made with exactly this run's inputs (after :meth:`run`).
+
+        Stale lines (a row edited since, other weights) are left out: reports built from these
+        count only images that match the current configuration.
+        """
+        wanted = {(j.id, j.seed): j.content_key for j in self.jobs}
+        return [
+            r
+            for r in read_manifest(self.out)
+            if wanted.get((str(r["id"]), int(r["seed"]))) == r.get("content_key") and self._record_ok(r)
+        ]
 
     def _generate(self, batch: list[ImageJob], cache: _PromptCache) -> list[Any]:
         import torch
@@ -675,8 +867,11 @@ class BatchRunner:
                 "seconds",
                 "images_per_s",
                 "interrupted",
+                "changed",
             )
         }
+        # run.json describes the latest run only; this log keeps what every run was made from.
+        entry.update(getattr(self, "_run_info", {}))
         entry["finished"] = datetime.now(timezone.utc).isoformat(timespec="seconds")
         with open(self.out / RUNS_LOG, "a", encoding="utf-8") as fh:
             fh.write(json.dumps(entry) + "\n")
@@ -714,7 +909,14 @@ def summarize(out: str | Path) -> dict[str, Any]:
     run_json = out / RUN_JSON
     if not run_json.is_file():
         raise SafegenError(f"{out} is not a batch output folder (no {RUN_JSON}); pass the --out of a batch run")
-    info = json.loads(run_json.read_text())
+    try:
+        info = json.loads(run_json.read_text(encoding="utf-8"))
+        if not isinstance(info, dict):
+            raise ValueError("not a JSON object")
+    except (ValueError, UnicodeDecodeError, RecursionError) as exc:
+        raise SafegenError(
+            f"{run_json} is unreadable ({clip_text(str(exc), 120)}); re-run the batch into {out} to rewrite it"
+        ) from None
     records = read_manifest(out)
     runs, _ = read_jsonl(out / RUNS_LOG)
     planned = int(info.get("planned_images", 0))

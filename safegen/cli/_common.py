@@ -6,14 +6,16 @@ Nothing here imports torch at module import time: `safegen --help` must stay ins
 from __future__ import annotations
 
 import json
+import math
 import os
+import re
 import sys
 from pathlib import Path
 from typing import Annotated, Any
 
 import typer
 
-from ..errors import SafegenError
+from ..errors import SafegenError, UsageError
 
 PresetOpt = Annotated[str | None, typer.Option("--preset", "-p", help="Named preset (see `safegen presets`).")]
 ModelOpt = Annotated[str | None, typer.Option("--model", "-m", help="Base model: hub id or local folder.")]
@@ -34,8 +36,76 @@ OutOpt = Annotated[Path, typer.Option("--out", "-o", help="Output folder.")]
 JsonOpt = Annotated[bool, typer.Option("--json", help="Machine-readable JSON on stdout.")]
 
 
+_DEVICE = re.compile(r"^(auto|cpu|mps|xpu|cuda(:\d{1,3})?)$")
+ATTENTION_CHOICES = ("auto", "sdpa", "xformers", "eager")
+MAX_SEED = 2**63 - 1
+MAX_STEPS = 10_000
+MAX_IMAGES = 10_000
+
+
+def check_device(device: str) -> str:
+    """``device`` if it names a device kind safegen can use, else a usage error (before any model loads)."""
+    if not _DEVICE.match(str(device)):
+        raise UsageError(f"--device '{clip_text(device, 40)}' is not a device; use auto, cpu, cuda, cuda:N or mps")
+    return device
+
+
+def check_attention(mode: str) -> str:
+    if mode not in ATTENTION_CHOICES:
+        raise UsageError(f"--attention '{clip_text(mode, 40)}' is unknown; choose {', '.join(ATTENTION_CHOICES)}")
+    return mode
+
+
+def check_seed(seed: int, flag: str = "--seed") -> int:
+    if not -1 <= seed <= MAX_SEED:
+        raise UsageError(f"{flag} must be -1 (random) or in [0, 2**63), got {clip_text(str(seed), 40)}")
+    return seed
+
+
+def check_number(value: float | None, flag: str, *, minimum: float = 0.0, maximum: float | None = None) -> None:
+    """A finite number in [minimum, maximum] (NaN and inf fail every comparison, so test them first)."""
+    if value is None:
+        return
+    if not math.isfinite(value) or value < minimum or (maximum is not None and value > maximum):
+        bound = f">= {minimum:g}" if maximum is None else f"in [{minimum:g}, {maximum:g}]"
+        raise UsageError(f"{flag} must be a finite number {bound}, got {value}")
+
+
+def check_count(value: int | None, flag: str, maximum: int) -> None:
+    if value is not None and not 1 <= value <= maximum:
+        raise UsageError(f"{flag} must be between 1 and {maximum}, got {clip_text(str(value), 40)}")
+
+
+def check_out_dir(path: str | Path, flag: str = "--out") -> Path:
+    """An output folder path that is not a file (checked before any work, so nothing is lost at the end)."""
+    path = Path(path)
+    if path.exists() and not path.is_dir():
+        raise UsageError(f"{flag} {clip_text(str(path), 200)} is a file; pass a folder (it is created if missing)")
+    for parent in path.parents:
+        if parent.exists():
+            if not parent.is_dir():
+                raise UsageError(f"{flag} {clip_text(str(path), 200)}: {parent} is a file, not a folder")
+            if not os.access(parent, os.W_OK | os.X_OK):
+                raise UsageError(f"{flag} {clip_text(str(path), 200)}: cannot write in {parent}")
+            break
+    return path
+
+
+def clip_text(text: str, limit: int = 200) -> str:
+    from ..outputs import clip_text as _clip
+
+    return _clip(text, limit)
+
+
+def echo_plain(console_obj: Any, text: str) -> None:
+    """Print user text (prompts, paths) on a rich console with no markup parsing: `[/bold]` stays text."""
+    console_obj.print(text, markup=False, highlight=False)
+
+
 def resolve_device(device: str) -> str:
     import torch
+
+    check_device(device)
 
     if device == "auto":
         if torch.cuda.is_available():

@@ -24,6 +24,12 @@ from ._common import (
     OutOpt,
     PresetOpt,
     SafeEncoderOpt,
+    check_attention,
+    check_count,
+    check_device,
+    check_number,
+    check_out_dir,
+    check_seed,
     cli_errors,
     console,
     parse_size,
@@ -33,6 +39,7 @@ from ._common import (
 _logger = logging.getLogger(__name__)
 
 ON_UNSAFE_CHOICES = ("keep", "blur", "black", "drop")
+ON_CHANGE_CHOICES = ("regenerate", "refuse")
 
 
 def _say(con: Any, message: str) -> None:
@@ -98,6 +105,13 @@ def batch(
     limit: Annotated[int | None, typer.Option("--limit", min=1, help="Only the first N valid rows.")] = None,
     num_shards: Annotated[int, typer.Option("--num-shards", min=1, help="Split rows over N jobs (Slurm arrays).")] = 1,
     shard_index: Annotated[int, typer.Option("--shard-index", min=0, help="This job's shard, 0-based.")] = 0,
+    on_change: Annotated[
+        str,
+        typer.Option(
+            "--on-change",
+            help="Rows whose inputs changed since the last run in OUT: regenerate (default) or refuse to run.",
+        ),
+    ] = "regenerate",
     dry_run: Annotated[
         bool, typer.Option("--dry-run", help="Read and plan only: print counts, load no model.")
     ] = False,
@@ -107,10 +121,13 @@ def batch(
 ) -> None:
     """Generate images for every row of a prompt file; re-run the same command to resume.
 
-    Writes OUT/images/*.png (with a `parameters` chunk), OUT/manifest.jsonl (a line per image),
-    OUT/run.json (resolved config, versions) and OUT/errors.log (bad rows as file:line: reason);
-    OUT defaults to outputs/batch/<file stem>. Under torchrun / accelerate launch every process
-    takes its own share of the rows. Exit 0 done, 1 error or failed images, 2 usage, 130 interrupted.
+    Writes OUT/images/*.png (with a `parameters` chunk), OUT/manifest.jsonl (a line per image,
+    with a content key over every input that decides it), OUT/run.json (resolved config, weight
+    fingerprints, versions) and OUT/errors.log (bad rows as file:line: reason); OUT defaults to
+    outputs/batch/<file stem>. A re-run reuses only images whose inputs are unchanged; changed rows
+    are regenerated and reported (--on-change refuse stops instead). One process per OUT.
+    Under torchrun / accelerate launch every process takes its own share of the rows.
+    Exit 0 done, 1 error or failed images, 2 usage, 130 interrupted.
     """
     con = console()
     if summary is not None or merge is not None:
@@ -132,10 +149,19 @@ def batch(
         )
     if shard_index >= num_shards:
         raise typer.BadParameter(f"must be below --num-shards ({num_shards})", param_hint="--shard-index")
-    if seed < -1:
-        raise typer.BadParameter("must be >= 0, or -1 for a random (recorded) seed", param_hint="--seed")
+    if on_change not in ON_CHANGE_CHOICES:
+        raise typer.BadParameter(f"choose one of {', '.join(ON_CHANGE_CHOICES)}", param_hint="--on-change")
+    # Every option is checked here, before a prompt is read or a model loaded.
+    check_seed(seed)
+    check_number(guidance, "--guidance")
+    check_number(threshold, "--threshold", maximum=1.0)
+    check_count(steps, "--steps", 10_000)
+    check_count(num_images, "--num-images", 10_000)
+    check_device(device)
+    check_attention(attention)
     width, height = parse_size(size)
     out = out if out is not None else Path("outputs") / "batch" / file.stem
+    check_out_dir(out)
 
     from ..batch import BatchConfig, read_prompts
 
@@ -179,6 +205,7 @@ def batch(
         limit=limit,
         num_shards=num_shards,
         shard_index=shard_index,
+        on_change=on_change,
     )
     try:
         result = _run(config, con)
@@ -230,7 +257,8 @@ def _report(result: Any, con: Any, json_out: bool) -> None:
         print_json(result.to_dict())
     else:
         typer.echo(
-            f"done {result.generated}, skipped {result.skipped} (already done), failed {result.failed}, "
+            f"done {result.generated}, reused {result.skipped} (same inputs), changed {result.changed} "
+            f"(regenerated), failed {result.failed}, "
             f"bad rows {result.bad_rows}, flagged {result.flagged}, remaining {result.remaining}; "
             f"{result.images_per_s:.2f} images/s -> {result.out}"
         )
