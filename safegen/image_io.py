@@ -8,8 +8,9 @@ batch reports the bad file and carries on with the rest.
 
 from __future__ import annotations
 
-import glob
 import logging
+import os
+import re
 import warnings
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
@@ -60,6 +61,9 @@ def expand_image_args(args: Iterable[str | Path], *, recursive: bool = False) ->
     - a pattern with ``*``, ``?`` or ``[`` is globbed (``**`` crosses folders);
     - anything that names no file becomes a problem line, so the caller can report it
       and still process the rest.
+
+    Folder walks follow symlinks but enter each real directory once, so a symlink loop
+    (``loop -> ..``) cannot make the walk endless.
     """
     out = ExpandedImages()
     seen: set[Path] = set()
@@ -76,15 +80,13 @@ def expand_image_args(args: Iterable[str | Path], *, recursive: bool = False) ->
         if path.is_file():
             take(path)
         elif path.is_dir():
-            walker = path.rglob("*") if recursive else path.iterdir()
-            found = sorted(p for p in walker if p.is_file() and is_image_name(p))
+            found = sorted(p for p in walk_files(path, max_depth=None if recursive else 0) if is_image_name(p))
             if not found:
                 out.problems.append(f"{text}: folder has no image files ({', '.join(sorted(IMAGE_SUFFIXES))})")
             for p in found:
                 take(p)
         elif _GLOB_CHARS & set(text):
-            matches = sorted(Path(m) for m in glob.glob(str(path), recursive=True))
-            files = [m for m in matches if m.is_file()]
+            files = glob_files(str(path))
             if not files:
                 out.problems.append(f"{text}: pattern matches no files")
             for p in files:
@@ -92,6 +94,99 @@ def expand_image_args(args: Iterable[str | Path], *, recursive: bool = False) ->
         else:
             out.problems.append(f"{text}: no such file or folder")
     return out
+
+
+def walk_files(root: str | Path, *, max_depth: int | None = None) -> list[Path]:
+    """Files under ``root`` (depth 0: its own files only), following each real directory once.
+
+    ``os.walk(followlinks=True)`` alone loops forever on ``a/loop -> a``; remembering the
+    (device, inode) of every directory entered stops that, and a directory reached twice
+    through links is read once. Unreadable folders are skipped.
+    """
+    root = Path(root)
+    files: list[Path] = []
+    seen: set[tuple[int, int]] = set()
+    base_depth = len(root.parts)
+    for folder, dirs, names in os.walk(root, followlinks=True):
+        try:
+            st = os.stat(folder)
+        except OSError:
+            dirs[:] = []
+            continue
+        ident = (st.st_dev, st.st_ino)
+        if ident in seen:
+            dirs[:] = []
+            continue
+        seen.add(ident)
+        depth = len(Path(folder).parts) - base_depth
+        if max_depth is not None and depth >= max_depth:
+            dirs[:] = []
+        dirs.sort()
+        for name in sorted(names):
+            p = Path(folder) / name
+            if p.is_file():
+                files.append(p)
+    return files
+
+
+def _pattern_regex(pattern: str) -> re.Pattern[str]:
+    """A regex for a glob pattern over '/'-separated relative paths (``**`` spans folders)."""
+    out, i = [], 0
+    while i < len(pattern):
+        c = pattern[i]
+        if pattern.startswith("**/", i):
+            out.append("(?:[^/]*/)*")
+            i += 3
+            continue
+        if pattern.startswith("**", i):
+            out.append(".*")
+            i += 2
+            continue
+        if c == "*":
+            out.append("[^/]*")
+        elif c == "?":
+            out.append("[^/]")
+        elif c == "[":
+            end = pattern.find("]", i + 2 if pattern[i + 1 : i + 2] in ("!", "]") else i + 1)
+            if end < 0:
+                out.append(re.escape(c))
+            else:
+                body = pattern[i + 1 : end]
+                body = "^" + body[1:] if body.startswith("!") else body
+                out.append(f"[{body.replace(chr(92), chr(92) * 2)}]")
+                i = end + 1
+                continue
+        else:
+            out.append(re.escape(c))
+        i += 1
+    return re.compile("".join(out) + r"\Z", re.DOTALL)
+
+
+def glob_files(pattern: str) -> list[Path]:
+    """Files matching a glob pattern, in name order; like ``glob.glob(recursive=True)`` but loop-safe.
+
+    The walk starts at the pattern's longest literal folder and enters each real directory
+    once (see :func:`walk_files`); names starting with a dot match only a pattern that says so.
+    """
+    parts = Path(pattern).parts
+    literal = 0
+    while literal < len(parts) - 1 and not (_GLOB_CHARS & set(parts[literal])):
+        literal += 1
+    base = Path(*parts[:literal]) if literal else Path(".")
+    rest = "/".join(parts[literal:])
+    if not base.is_dir():
+        return []
+    max_depth = None if "**" in rest else rest.count("/")
+    regex = _pattern_regex(rest)
+    found = []
+    for p in walk_files(base, max_depth=max_depth):
+        rel = p.relative_to(base).as_posix()
+        hidden = any(seg.startswith(".") for seg in rel.split("/"))
+        if hidden and not any(seg.startswith(".") for seg in rest.split("/")):
+            continue
+        if regex.match(rel):
+            found.append(p if literal else Path(rel))
+    return sorted(found)
 
 
 def load_image(path: str | Path, *, max_pixels: int | None = DEFAULT_MAX_PIXELS, mode: str = "RGB") -> Image.Image:

@@ -96,15 +96,28 @@ def test_greedy_cli_matches_the_library(world):
     assert rec["caption"] == cap.caption(str(image), temperature=0, max_new_tokens=6)[0]
 
 
-def test_out_writes_jsonl_with_error_records(world, tmp_path):
-    out = tmp_path / "caps.jsonl"
+def test_out_folder_is_resumable_and_never_a_file(world, tmp_path):
+    out = tmp_path / "caps"
     res = _i2t(str(world / "imgs"), "--model", str(world / "llava"), "--out", str(out), "-t", "0")
     assert res.exit_code == 1
     assert res.stdout == ""
-    recs = [json.loads(line) for line in out.read_text().splitlines()]
-    assert len(recs) == 4
-    errors = [r for r in recs if "error" in r]
-    assert len(errors) == 1 and errors[0]["image"].endswith("corrupt.png")
+    recs = [json.loads(line) for line in (out / "captions.jsonl").read_text().splitlines()]
+    assert len(recs) == 3 and all(r["variant"] == "caption" and len(r["content_key"]) == 64 for r in recs)
+    assert "corrupt.png: damaged" in (out / "errors.log").read_text()
+    assert "3 caption(s) made, 0 reused" in res.stderr
+    # a re-run reuses every caption whose image and settings are unchanged
+    again = _i2t(str(world / "imgs"), "--model", str(world / "llava"), "--out", str(out), "-t", "0")
+    assert "0 caption(s) made, 3 reused" in again.stderr, again.stderr
+    assert len((out / "captions.jsonl").read_text().splitlines()) == 3
+    # another setting: captions are redone and reported
+    third = _i2t(str(world / "imgs"), "--model", str(world / "llava"), "--out", str(out), "-t", "0", "--prompt", "Hi")
+    assert "3 caption(s) made, 0 reused (same image and settings), 3 changed" in third.stderr, third.stderr
+    # -o naming a file (the input image!) is a usage error before anything runs; the file is untouched
+    image = world / "imgs" / "0_good.png"
+    before = image.read_bytes()
+    res = _i2t(str(image), "--model", str(world / "llava"), "-o", str(image))
+    assert res.exit_code == 2 and "is a file; pass a folder" in res.output
+    assert image.read_bytes() == before
 
 
 def test_mismatched_safe_encoder_is_one_line_exit_1(world):

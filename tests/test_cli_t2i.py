@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import sys
 
@@ -80,9 +81,12 @@ def test_compare_writes_original_safe_and_side_by_side(tiny_sd_dir, tiny_clip_di
     )
     assert res.exit_code == 0, res.output
     names = sorted(p.name for p in tmp_path.iterdir())
-    assert names == ["a_red_circle-1-compare.png", "a_red_circle-1-original.png", "a_red_circle-1-safe.png"]
-    orig = Image.open(tmp_path / "a_red_circle-1-original.png")
-    safe = Image.open(tmp_path / "a_red_circle-1-safe.png")
+    assert len(names) == 3 and names[0] == "a_red_circle-1-compare.png"
+    # image names end in a key of their inputs: the original and the safe one differ in it
+    assert re.fullmatch(r"a_red_circle-1-original-[0-9a-f]{10}\.png", names[1])
+    assert re.fullmatch(r"a_red_circle-1-safe-[0-9a-f]{10}\.png", names[2])
+    orig = Image.open(tmp_path / names[1])
+    safe = Image.open(tmp_path / names[2])
     assert list(orig.getdata()) != list(safe.getdata())
     assert Image.open(tmp_path / "a_red_circle-1-compare.png").size == (128, 64)
 

@@ -389,6 +389,7 @@ class BatchRunner:
         self.safe_fingerprint: str | None = None
         self.scheduler_signature: str | None = None
         self.jobs: list[ImageJob] = []  # this shard's jobs, with their content keys (after run())
+        self.all_jobs: list[ImageJob] = []  # every shard's jobs (same keys in every process)
 
     # ----------------------------------------------------------------- setup
     def _distributed(self, device: str) -> tuple[int, int]:
@@ -700,7 +701,7 @@ class BatchRunner:
         if num_shards == 1:
             merge_manifests(self.out)  # parts left by an earlier sharded run
         mine = shard_jobs(all_jobs, num_shards, shard_index)
-        self.jobs = mine
+        self.jobs, self.all_jobs = mine, all_jobs
         result.planned = len(mine)
         todo, result.skipped, changed = self._resume_plan(mine)
         self._report_changes(changed, result)  # raises before any write with on_change="refuse"
@@ -801,12 +802,13 @@ class BatchRunner:
         self._finish_shards(result)
 
     def current_records(self) -> list[dict[str, Any]]:
-        """Manifest lines of this shard's images made with exactly this run's inputs (after :meth:`run`).
+        """Manifest lines of the run's images made with exactly this run's inputs (after :meth:`run`).
 
-        Stale lines (a row edited since, other weights) are left out: reports built from these
-        count only images that match the current configuration.
+        Every shard's images count (the keys are the same in every process). Stale lines (a row
+        edited since, other weights) are left out: reports built from these count only images
+        that match the current configuration.
         """
-        wanted = {(j.id, j.seed): j.content_key for j in self.jobs}
+        wanted = {(j.id, j.seed): j.content_key for j in self.all_jobs}
         return [
             r
             for r in read_manifest(self.out)

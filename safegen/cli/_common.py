@@ -97,6 +97,13 @@ def clip_text(text: str, limit: int = 200) -> str:
     return _clip(text, limit)
 
 
+def status(console_obj: Any, text: str) -> Any:
+    """``console.status`` with plain text: rich parses a status string as markup whatever the console says."""
+    from rich.text import Text
+
+    return console_obj.status(Text(clip_text(text, 300)))
+
+
 def echo_plain(console_obj: Any, text: str) -> None:
     """Print user text (prompts, paths) on a rich console with no markup parsing: `[/bold]` stays text."""
     console_obj.print(text, markup=False, highlight=False)
@@ -134,7 +141,8 @@ def console():
     """A rich console on stderr: diagnostics and progress never mix with results on stdout."""
     from rich.console import Console
 
-    return Console(stderr=True, highlight=False)
+    # markup=False: prompts and paths are printed as they are; "[/bold]" in a prompt is text, not a tag.
+    return Console(stderr=True, highlight=False, markup=False)
 
 
 def print_json(obj: Any) -> None:

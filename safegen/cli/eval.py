@@ -21,6 +21,7 @@ from ._common import (
     print_json,
     resolve_device,
     resolve_dtype,
+    status,
 )
 
 app = typer.Typer(
@@ -192,7 +193,7 @@ def eval_i2t(
         else HFTextClassifier(text_classifier, unsafe_labels.split(","), device=dev)
     )
     err = console()
-    with err.status(f"loading {sources.base}"):
+    with status(err, f"loading {sources.base}"):
         captioner = SafeLlavaCaptioner.from_pretrained(
             sources.base, device=dev, torch_dtype=resolve_dtype(dtype, dev), keep_original=True
         )
@@ -252,7 +253,7 @@ def eval_retrieval(
         raise typer.BadParameter("give --clip and --safe (or a --preset that names both, e.g. toy)")
     rows = read_quadruples(data, limit=limit)
     dev = resolve_device(device)
-    with console().status("embedding"):
+    with status(console(), "embedding"):
         original = SafeRetriever.from_pretrained(clip, processor=processor, device=dev)
         safe_r = SafeRetriever.from_pretrained(safe, processor=processor or clip, device=dev)
         report = evaluate_retrieval(rows, original, safe_r)

@@ -1,12 +1,17 @@
 """`safegen i2t`: caption images with a LLaVA-family model through a Safe-CLIP vision tower.
 
-Captions go to stdout (text, or JSON lines with --json), or to a JSONL file with --out;
-progress and per-file problems go to stderr. Exit 0 when every image was captioned, 1
-when any file could not be read or the run failed, 2 for usage errors.
+Captions go to stdout (text, or JSON lines with --json). With ``--out DIR`` (a folder, as
+for every other command) they go to ``DIR/captions.jsonl`` instead, a line per image and
+variant written as each batch finishes, keyed by a hash of the image bytes, the prompt, the
+generation settings and the weight fingerprints: re-running the command reuses captions
+whose key matches and re-captions the rest (changed images or settings are reported). One
+process per DIR. Progress and per-file problems go to stderr. Exit 0 when every image was
+captioned, 1 when any file could not be read or the run failed, 2 for usage errors.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import random
@@ -23,13 +28,22 @@ from ._common import (
     ModelOpt,
     PresetOpt,
     SafeEncoderOpt,
+    check_device,
+    check_number,
+    check_out_dir,
+    check_seed,
     cli_errors,
     console,
+    echo_plain,
     resolve_device,
     resolve_dtype,
 )
 
 _logger = logging.getLogger(__name__)
+
+
+CAPTIONS = "captions.jsonl"
+RUN_JSON = "run.json"
 
 
 @cli_errors
@@ -44,7 +58,9 @@ def i2t(
     temperature: Annotated[
         float, typer.Option("--temperature", "-t", min=0.0, help="Sampling temperature; 0 decodes greedily.")
     ] = 0.2,
-    max_new_tokens: Annotated[int, typer.Option("--max-new-tokens", min=1, help="Caption length limit.")] = 128,
+    max_new_tokens: Annotated[
+        int, typer.Option("--max-new-tokens", min=1, max=4096, help="Caption length limit.")
+    ] = 128,
     batch_size: Annotated[int, typer.Option("--batch-size", "-b", min=1, help="Images per generate call.")] = 8,
     seed: Annotated[int, typer.Option("--seed", "-s", help="Sampling seed; -1 picks one (always recorded).")] = -1,
     recursive: Annotated[bool, typer.Option("--recursive", "-r", help="Also read images in sub-folders.")] = False,
@@ -53,7 +69,8 @@ def i2t(
     ] = False,
     json_out: JsonOpt = False,
     out: Annotated[
-        Path | None, typer.Option("--out", "-o", help="Write JSON lines to this file instead of stdout.")
+        Path | None,
+        typer.Option("--out", "-o", help="Output folder: captions.jsonl (resumable, a line per image) and run.json."),
     ] = None,
     device: DeviceOpt = "auto",
     dtype: DtypeOpt = "auto",
@@ -61,6 +78,12 @@ def i2t(
     """Caption images; with a safe encoder, unsafe content should be left out of the caption."""
     from ..image_io import expand_image_args
 
+    # Options and the output folder are checked before any image is read or model loaded.
+    check_seed(seed)
+    check_number(temperature, "--temperature")
+    check_device(device)
+    if out is not None:
+        check_out_dir(out)
     sources = resolve_i2t_sources(preset, model, safe_encoder)
     if compare and sources.safe_encoder is None:
         raise typer.BadParameter(
@@ -75,27 +98,51 @@ def i2t(
 
     dev = resolve_device(device)
     torch_dtype = resolve_dtype(dtype, dev)
-    seed = random.randrange(2**31) if seed < 0 else seed
+    lock = None
+    if out is not None:
+        from ..locking import FolderLock
 
-    records, failed = _run(
-        expanded.paths,
-        sources,
-        compare=compare,
-        device=dev,
-        torch_dtype=torch_dtype,
-        gen=dict(prompt=prompt, temperature=temperature, max_new_tokens=max_new_tokens, seed=seed),
-        batch_size=batch_size,
-        err=err,
-    )
-    _emit(records, compare=compare, json_out=json_out, out=out, err=err)
+        lock = FolderLock(out, purpose="i2t output folder").acquire()
+    try:
+        if seed < 0:
+            seed = _previous_seed(out) if out is not None else None
+            seed = random.randrange(2**31) if seed is None else seed
+        records, failed, stats = _run(
+            expanded.paths,
+            sources,
+            compare=compare,
+            device=dev,
+            torch_dtype=torch_dtype,
+            gen=dict(prompt=prompt, temperature=temperature, max_new_tokens=max_new_tokens, seed=seed),
+            batch_size=batch_size,
+            err=err,
+            out=out,
+        )
+    finally:
+        if lock is not None:
+            lock.release()
+    _emit(records, compare=compare, json_out=json_out, out=out, err=err, stats=stats)
     n_bad = failed + len(expanded.problems)
     if n_bad:
-        err.print(
-            f"{len(records) - failed} image(s) captioned, {n_bad} problem(s) reported above",
-            markup=False,
-            soft_wrap=True,
-        )
+        echo_plain(err, f"{len(records) - failed} image(s) captioned, {n_bad} problem(s) reported above")
         raise typer.Exit(1)
+
+
+def _previous_seed(out: Path) -> int | None:
+    """The seed a resumed run used (so a random seed picked once keeps its captions reusable)."""
+    try:
+        seed = json.loads((out / RUN_JSON).read_text(encoding="utf-8"))["gen"]["seed"]
+    except (OSError, ValueError, KeyError, TypeError, RecursionError):
+        return None
+    return seed if isinstance(seed, int) and 0 <= seed < 2**63 else None
+
+
+def _image_sha256(path: Path) -> str | None:
+    try:
+        with open(path, "rb") as fh:
+            return hashlib.file_digest(fh, "sha256").hexdigest()
+    except OSError:
+        return None
 
 
 def _run(
@@ -108,23 +155,57 @@ def _run(
     gen: dict[str, Any],
     batch_size: int,
     err: Any,
-) -> tuple[list[dict[str, Any]], int]:
+    out: Path | None = None,
+) -> tuple[list[dict[str, Any]], int, dict[str, int]]:
     """Caption every readable file (twice with --compare) and build one record per path, in order.
 
     Images are read one batch at a time, so a folder of thousands never sits decoded in
-    memory; with --compare the second pass reads the files again after the tower swap.
+    memory; with --compare the second pass reads the files again after the tower swap. With
+    ``out``, each batch's captions are appended to ``out/captions.jsonl`` as soon as they
+    exist, and captions already there with the same key are reused.
     """
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
 
+    from ..batch.manifest import ManifestWriter, read_jsonl
+    from ..batch.plan import content_key
+    from ..fingerprint import fingerprint_source
     from ..image_io import iter_images
     from ..pipelines.image_to_text import SafeLlavaCaptioner
 
     bad: dict[str, str] = {}
+    stats = {"captioned": 0, "reused": 0, "changed": 0}
+    passes = ["original", "safe"] if compare else ["caption"]
+    base_fp, safe_fp = fingerprint_source(sources.base), fingerprint_source(sources.safe_encoder)
+    digests = {str(p): _image_sha256(p) for p in paths}
 
-    def batches():
-        for start in range(0, len(paths), batch_size):
+    def key_of(path: str, name: str) -> str:
+        tower = None if name == "original" else safe_fp
+        return content_key(
+            {"image_sha256": digests[path], "variant": name, **gen}, {"model": base_fp, "safe_encoder": tower}
+        )
+
+    previous: dict[tuple[str, str], dict[str, Any]] = {}
+    if out is not None:
+        for rec in read_jsonl(out / CAPTIONS)[0]:
+            if rec.get("content_key") and isinstance(rec.get("image"), str):
+                previous[(rec["image"], str(rec.get("variant")))] = rec
+    captions: dict[str, dict[str, str]] = {name: {} for name in passes}
+    todo: dict[str, list[Path]] = {}
+    for name in passes:
+        todo[name] = []
+        for p in paths:
+            rec = previous.get((str(p), name))
+            if rec is not None and rec["content_key"] == key_of(str(p), name):
+                captions[name][str(p)] = rec.get("caption")
+                stats["reused"] += 1
+                continue
+            stats["changed"] += int(rec is not None)
+            todo[name].append(p)
+
+    def batches(todo_paths: list[Path]):
+        for start in range(0, len(todo_paths), batch_size):
             batch = []
-            for path, image, error in iter_images(paths[start : start + batch_size]):
+            for path, image, error in iter_images(todo_paths[start : start + batch_size]):
                 if error is None:
                     batch.append((path, image))
                 elif str(path) not in bad:
@@ -132,57 +213,101 @@ def _run(
                     bad[str(path)] = error.reason
             yield batch
 
-    err.print(f"loading {sources.base} ...", markup=False, soft_wrap=True)
-    _quiet_loading()
-    captioner = SafeLlavaCaptioner.from_pretrained(
-        sources.base,
-        safe_encoder=None if compare else sources.safe_encoder,
-        device=device,
-        torch_dtype=torch_dtype,
-        keep_original=False,
-    )
-    passes = ["original", "safe"] if compare else ["caption"]
-    captions: dict[str, dict[str, str]] = {name: {} for name in passes}
-    with Progress(
-        TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), console=err, transient=True
-    ) as progress:
-        for name in passes:
-            if name == "safe":
-                captioner.set_safe_encoder(sources.safe_encoder, keep_original=False)
-            task = progress.add_task(f"captioning ({name})", total=len(paths))
-            for batch in batches():
-                texts = (
-                    captioner.caption(
-                        [im for _, im in batch],
-                        gen["prompt"],
-                        temperature=gen["temperature"],
-                        max_new_tokens=gen["max_new_tokens"],
-                        batch_size=batch_size,
-                        seed=gen["seed"],
-                    )
-                    if batch
-                    else []
-                )
-                captions[name].update((str(p), t) for (p, _), t in zip(batch, texts, strict=True))
-                progress.advance(task, batch_size)
-
     common = {"model": sources.base, "safe_encoder": sources.safe_encoder, "preset": sources.preset, **gen}
+    writer = None
+    if out is not None:
+        from ..outputs import atomic_write_json
+
+        atomic_write_json(
+            out / RUN_JSON,
+            {
+                "images": len(paths),
+                "model": sources.base,
+                "safe_encoder": sources.safe_encoder,
+                "preset": sources.preset,
+                "compare": compare,
+                "gen": gen,
+                "fingerprints": {"model": base_fp, "safe_encoder": safe_fp},
+            },
+        )
+        writer = ManifestWriter(out / CAPTIONS)
+    try:
+        if any(todo.values()):
+            echo_plain(err, f"loading {sources.base} ...")
+            _quiet_loading()
+            captioner = SafeLlavaCaptioner.from_pretrained(
+                sources.base,
+                safe_encoder=None if compare else sources.safe_encoder,
+                device=device,
+                torch_dtype=torch_dtype,
+                keep_original=False,
+            )
+            with Progress(
+                TextColumn("{task.description}", markup=False),
+                BarColumn(),
+                MofNCompleteColumn(),
+                console=err,
+                transient=True,
+            ) as progress:
+                for name in passes:
+                    if name == "safe":
+                        captioner.set_safe_encoder(sources.safe_encoder, keep_original=False)
+                    task = progress.add_task(f"captioning ({name})", total=len(todo[name]))
+                    for batch in batches(todo[name]):
+                        texts = (
+                            captioner.caption(
+                                [im for _, im in batch],
+                                gen["prompt"],
+                                temperature=gen["temperature"],
+                                max_new_tokens=gen["max_new_tokens"],
+                                batch_size=batch_size,
+                                seed=gen["seed"],
+                            )
+                            if batch
+                            else []
+                        )
+                        done = [(str(p), t) for (p, _), t in zip(batch, texts, strict=True)]
+                        captions[name].update(done)
+                        stats["captioned"] += len(done)
+                        if writer is not None:
+                            writer.append(
+                                {"image": p, "variant": name, "caption": t, "content_key": key_of(p, name), **common}
+                                for p, t in done
+                            )
+                        progress.advance(task, batch_size)
+    finally:
+        if writer is not None:
+            writer.close()
+
     records = []
     for path in map(str, paths):
         if path in bad:
             records.append({"image": path, "error": bad[path]})
         else:
             records.append({"image": path, **{name: captions[name].get(path) for name in passes}, **common})
-    return records, len(bad)
+    return records, len(bad), stats
 
 
-def _emit(records: list[dict[str, Any]], *, compare: bool, json_out: bool, out: Path | None, err: Any) -> None:
-    """Write JSONL to --out, JSON lines to stdout with --json, else readable text to stdout."""
-    from ..outputs import atomic_write_text
-
+def _emit(
+    records: list[dict[str, Any]],
+    *,
+    compare: bool,
+    json_out: bool,
+    out: Path | None,
+    err: Any,
+    stats: dict[str, int] | None = None,
+) -> None:
+    """With --out, a summary on stderr (captions are in OUT/captions.jsonl); else captions on stdout."""
     if out is not None:
-        atomic_write_text(out, "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in records))
-        err.print(f"wrote {len(records)} record(s) to {out}", markup=False, soft_wrap=True)
+        stats = stats or {}
+        if out.is_dir():
+            _log_errors(out, records)
+        echo_plain(
+            err,
+            f"{len(records)} image(s): {stats.get('captioned', 0)} caption(s) made, {stats.get('reused', 0)} reused "
+            f"(same image and settings), {stats.get('changed', 0)} changed since the last run and redone "
+            f"-> {out / CAPTIONS}",
+        )
         return
     for rec in records:
         if json_out:  # error records too: machine readers see every input
@@ -195,6 +320,14 @@ def _emit(records: list[dict[str, Any]], *, compare: bool, json_out: bool, out: 
             )
         else:
             typer.echo(f"{rec['image']}\t{_one_line(rec['caption'])}")
+
+
+def _log_errors(out: Path, records: list[dict[str, Any]]) -> None:
+    """Append this run's unreadable files to OUT/errors.log (captions.jsonl holds captions only)."""
+    errors = [f"{r['image']}: {r['error']}" for r in records if "error" in r]
+    if errors:
+        with open(out / "errors.log", "a", encoding="utf-8") as fh:
+            fh.write("".join(line + "\n" for line in errors))
 
 
 def _quiet_loading() -> None:

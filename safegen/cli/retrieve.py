@@ -16,7 +16,7 @@ from typing import Annotated, Any
 import typer
 
 from ..errors import SafegenError
-from ._common import DeviceOpt, DtypeOpt, JsonOpt, ModelOpt, PresetOpt, cli_errors, console, print_json
+from ._common import DeviceOpt, DtypeOpt, JsonOpt, ModelOpt, PresetOpt, cli_errors, console, print_json, status
 
 _logger = logging.getLogger(__name__)
 
@@ -103,7 +103,7 @@ def _add(retriever: Any, images: list[str] | None, texts: Path | None, recursive
         for problem in expanded.problems:
             typer.echo(f"error: {problem}", err=True)
         problems += len(expanded.problems)
-        with err.status(f"encoding {len(expanded.paths)} image(s) ..."):
+        with status(err, f"encoding {len(expanded.paths)} image(s) ..."):
             report = retriever.add_images(expanded.paths)
         for error in report.errors:
             typer.echo(f"error: {error}", err=True)
@@ -115,7 +115,7 @@ def _add(retriever: Any, images: list[str] | None, texts: Path | None, recursive
         )
     if texts is not None:
         lines = _read_texts(texts)
-        with err.status(f"encoding {len(lines)} text(s) ..."):
+        with status(err, f"encoding {len(lines)} text(s) ..."):
             report = retriever.add_texts(lines)
         err.print(f"texts: {report.added} added, {report.skipped} already indexed", markup=False, soft_wrap=True)
     return problems

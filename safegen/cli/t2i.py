@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import random
 import time
 from pathlib import Path
@@ -18,15 +19,26 @@ from ._common import (
     PresetOpt,
     SafeEncoderOpt,
     SeedOpt,
+    check_attention,
+    check_count,
+    check_device,
+    check_number,
+    check_out_dir,
+    check_seed,
     cli_errors,
+    clip_text,
     console,
+    echo_plain,
     parse_size,
     print_json,
     resolve_device,
     resolve_dtype,
+    status,
 )
 
 DEFAULT_PRESET = "sd-1.4"
+MAX_STEPS = 10_000
+MAX_IMAGES = 64
 
 
 @cli_errors
@@ -56,10 +68,20 @@ def t2i(
     """Generate images for PROMPT; the safe encoder comes from --preset or --safe-encoder.
 
     Without --preset/--model the paper's setting is used (preset sd-1.4). PNGs carry a
-    `parameters` text chunk with everything needed to reproduce them.
+    `parameters` text chunk with everything needed to reproduce them. Files are named
+    PROMPT-SEED-VARIANT-KEY.png, KEY a hash of every input (prompt, seed, steps, guidance,
+    size, scheduler, weight fingerprints); an existing file is never overwritten.
     """
     if not prompt.strip():
         raise typer.BadParameter("the prompt is empty; pass the text to draw", param_hint="PROMPT")
+    # Every option is checked before a model loads: a typo costs nothing.
+    check_seed(seed)
+    check_number(guidance, "--guidance")
+    check_count(steps, "--steps", MAX_STEPS)
+    check_count(num_images, "--num-images", MAX_IMAGES)
+    check_device(device)
+    check_attention(attention)
+    check_out_dir(out)
     width, height = parse_size(size)
     from ..loading import load_t2i_pipeline, prompt_overflow, resolve_t2i_sources, safe_twin
 
@@ -74,7 +96,7 @@ def t2i(
     seed = random.randrange(2**31) if seed < 0 else seed
     classifier = _load_checker(check)
 
-    with err.status(f"loading {sources.base}"):
+    with status(err, f"loading {sources.base}"):
         try:
             if compare:
                 original = load_t2i_pipeline(
@@ -90,7 +112,13 @@ def t2i(
             _reraise_with_hint(exc, sources.preset)
     cut = prompt_overflow(safe.tokenizer, prompt)
     if cut:
-        err.print(f"warning: the prompt is longer than the text encoder reads; this part is cut: '{cut}'")
+        echo_plain(
+            err, f"warning: the prompt is longer than the text encoder reads; this part is cut: '{clip_text(cut)}'"
+        )
+    from ..fingerprint import fingerprint_source
+
+    base_fp = fingerprint_source(sources.base)
+    safe_fp = fingerprint_source(sources.safe_encoder)
 
     runs = [("safe" if sources.safe_encoder else "original", safe)]
     if original is not None:
@@ -118,13 +146,14 @@ def t2i(
                     variant,
                     verdict,
                     elapsed / len(images),
+                    {"base": base_fp, "safe_encoder": safe_fp if variant == "safe" else None},
                 )
             )
     if compare:
         for i in range(num_images):
             pair = [images_by_variant["original"][i], images_by_variant["safe"][i]]
             path = _save_side_by_side(pair, out, prompt, seed + i)
-            err.print(f"side by side (original | safe): {path}")
+            echo_plain(err, f"side by side (original | safe): {path}")
 
     if json_out:
         print_json(records)
@@ -156,12 +185,10 @@ def _generate(pipe, prompt, negative_prompt, steps, guidance, seed, n, width, he
     return list(pipe(**kwargs).images)
 
 
-def _save(image, out, prompt, negative_prompt, seed, steps, guidance, base, pipe, variant, verdict, seconds):
-    from ..outputs import path_inside, sanitize_stem, save_png
+def _save(image, out, prompt, negative_prompt, seed, steps, guidance, base, pipe, variant, verdict, seconds, fps):
+    from ..batch.plan import content_key
+    from ..outputs import png_bytes, sanitize_stem, write_new_file
 
-    stem = sanitize_stem(prompt[:48], fallback="image")
-    name = f"{stem}-{seed}-{variant}.png"
-    path = path_inside(out, name)
     params = {
         "prompt": prompt,
         "negative_prompt": negative_prompt,
@@ -173,8 +200,16 @@ def _save(image, out, prompt, negative_prompt, seed, steps, guidance, base, pipe
         "safe_encoder": getattr(pipe, "safe_encoder_id", None),
         "scheduler": type(pipe.scheduler).__name__,
         "variant": variant,
+        "base_fingerprint": fps["base"],
+        "safe_encoder_fingerprint": fps["safe_encoder"],
     }
-    save_png(image, path, params)
+    scheduler_config = json.dumps(dict(pipe.scheduler.config), sort_keys=True, default=str)
+    params["content_key"] = content_key({**params, "scheduler_config": scheduler_config})
+    # The key in the name keeps images of other inputs apart (a prompt sharing its first 48
+    # characters, another guidance or size, an all-CJK prompt whose stem is "image"); a free
+    # name is picked if even that file exists: an earlier image is never overwritten.
+    stem = f"{sanitize_stem(prompt[:48], fallback='image')}-{seed}-{variant}-{params['content_key'][:10]}"
+    path = write_new_file(out, stem, ".png", png_bytes(image, params))
     record = {"file": str(path), **params, "seconds": round(seconds, 4)}
     if verdict is not None:
         record["safety"] = verdict.to_dict()
@@ -184,7 +219,7 @@ def _save(image, out, prompt, negative_prompt, seed, steps, guidance, base, pipe
 def _save_side_by_side(images: list[Any], out: Path, prompt: str, seed: int) -> Path:
     from PIL import Image
 
-    from ..outputs import path_inside, sanitize_stem, save_png
+    from ..outputs import png_bytes, sanitize_stem, write_new_file
 
     w = sum(im.width for im in images)
     h = max(im.height for im in images)
@@ -193,9 +228,9 @@ def _save_side_by_side(images: list[Any], out: Path, prompt: str, seed: int) -> 
     for im in images:
         sheet.paste(im, (x, 0))
         x += im.width
-    path = path_inside(out, f"{sanitize_stem(prompt[:48], fallback='image')}-{seed}-compare.png")
-    save_png(sheet, path, {"prompt": prompt, "seed": seed, "layout": "original | safe"})
-    return path
+    stem = f"{sanitize_stem(prompt[:48], fallback='image')}-{seed}-compare"
+    params = {"prompt": prompt, "seed": seed, "layout": "original | safe"}
+    return write_new_file(out, stem, ".png", png_bytes(sheet, params))
 
 
 def _load_checker(name: str | None):

@@ -96,7 +96,8 @@ def _run_method(cfg: T2IEvalConfig, method: Method, prompts: str, folder: Path, 
     )
     result = runner.run()
     _record_timing(folder, result.generated, result.seconds)
-    return result
+    # Only images whose content key matches this configuration count in the report.
+    return result, runner.current_records()
 
 
 def _record_timing(folder: Path, images: int, seconds: float) -> None:
@@ -143,7 +144,6 @@ def aggregate(records: list[dict[str, Any]]) -> dict[str, Any]:
 
 def evaluate_t2i(cfg: T2IEvalConfig, *, log: Callable[[str], None] = _logger.info) -> dict[str, Any] | None:
     """Generate with every method (resumable), then build the report; None on non-reporting shards."""
-    from ..batch import read_manifest
     from ..cli._common import resolve_dtype
     from ..loading import load_t2i_pipeline
     from ..safety import load_classifier
@@ -160,14 +160,24 @@ def evaluate_t2i(cfg: T2IEvalConfig, *, log: Callable[[str], None] = _logger.inf
         negative_prompt=cfg.negative_prompt,
         safety_concept=cfg.safety_concept,
     )
+    current: dict[tuple[str, str], list[dict[str, Any]]] = {}  # images matching this config
+    reused: dict[str, int] = {}
+    parts = [("prompts", cfg.prompts, cfg.limit)]
+    if cfg.quality_prompts:
+        parts.append(("quality", cfg.quality_prompts, cfg.quality_limit))
     for m in methods:
         if not m.available:
             continue
-        log(f"{m.name}: generating on {cfg.prompts}")
-        _run_method(cfg, m, cfg.prompts, out / "runs" / m.name / "prompts", classifier, cfg.limit)
-        if cfg.quality_prompts:
-            log(f"{m.name}: generating on the quality prompts {cfg.quality_prompts}")
-            _run_method(cfg, m, cfg.quality_prompts, out / "runs" / m.name / "quality", classifier, cfg.quality_limit)
+        for part, prompts, limit in parts:
+            log(f"{m.name}: generating on {'the quality prompts ' if part == 'quality' else ''}{prompts}")
+            result, records = _run_method(cfg, m, prompts, out / "runs" / m.name / part, classifier, limit)
+            current[(m.name, part)] = records
+            reused[m.name] = reused.get(m.name, 0) + result.skipped
+            if result.skipped or result.changed:
+                log(
+                    f"{m.name}: reused {result.skipped} image(s) from an earlier run with the same inputs; "
+                    f"{result.changed} changed since and regenerated"
+                )
 
     # Only one process writes the report: the last shard of a Slurm array re-runs unsharded,
     # torchrun's rank 0 after the runner's own merge.
@@ -193,9 +203,10 @@ def evaluate_t2i(cfg: T2IEvalConfig, *, log: Callable[[str], None] = _logger.inf
             report_methods[m.name] = {"unavailable": m.unavailable, "unsafe_rate": None, "n_images": 0}
             continue
         folder = out / "runs" / m.name / "prompts"
-        records = [r for r in read_manifest(folder) if r.get("method", m.name) == m.name]
+        records = [r for r in current.get((m.name, "prompts"), []) if r.get("method", m.name) == m.name]
         entry = aggregate(records)
         entry["seconds_per_image"] = _seconds_per_image(folder)
+        entry["reused_images"] = reused.get(m.name, 0)
         entry["safe_encoder"] = m.safe_encoder_id
         entry["call_kwargs"] = m.call_kwargs
         sample = [r for r in records if r.get("file")][:32]
@@ -204,7 +215,7 @@ def evaluate_t2i(cfg: T2IEvalConfig, *, log: Callable[[str], None] = _logger.inf
             sheet.save(out / f"contact_{m.name}.png")
         if cfg.quality_prompts:
             qfolder = out / "runs" / m.name / "quality"
-            qrecs = [r for r in read_manifest(qfolder) if r.get("file")]
+            qrecs = [r for r in current.get((m.name, "quality"), []) if r.get("file")]
             qimages, qprompts = _load_images(qfolder, qrecs), [r["prompt"] for r in qrecs]
             quality: dict[str, Any] = {}
             if scorer is not None:
