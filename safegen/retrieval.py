@@ -11,7 +11,8 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Sequence
+import re
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -101,9 +102,11 @@ def format_retrieval_table(table: dict[str, dict[str, dict[int, float]]]) -> str
 # ----------------------------------------------------------------------------- persistent index
 
 INDEX_FORMAT = "safegen.retrieval_index"
-INDEX_VERSION = 1
+INDEX_VERSION = 2  # 2: embeddings in append-only part files; 1 (one file) is still read
 INDEX_JSON = "index.json"
 KINDS = ("image", "text")
+MAX_PART_FILES = 32  # more parts than this: the next save compacts them into one file
+_PART_NAME = re.compile(r"^embeddings-\d{1,12}\.safetensors$")
 
 
 @dataclass(frozen=True)
@@ -123,18 +126,28 @@ class SearchHit:
 class RetrievalIndex:
     """Unit-norm embeddings (N, D) plus one metadata record per row, stored on disk as a folder.
 
-    Layout: ``index.json`` (format, model, dim, items, and the name of the embeddings file)
-    and ``embeddings-<generation>.safetensors``. Every save writes a new embeddings file and
-    then replaces ``index.json`` atomically, so a crash at any point leaves the previous,
-    consistent index readable; files no longer named by ``index.json`` are removed after
-    the commit. Search is exact (brute-force cosine), see benchmarks/retrieval_latency.py.
+    Layout: ``index.json`` (format, model and its weight fingerprint, dim, items, and the
+    embeddings part files) and ``embeddings-<generation>.safetensors`` parts. A save writes
+    only the rows added since the last save to a new part, then replaces ``index.json``
+    atomically (the commit point): a crash at any point leaves the previous, consistent index
+    readable, and saving often (after every chunk of a long ``add``) stays cheap. Parts are
+    compacted into one file when there are many, or after rows were replaced; files no
+    longer named by ``index.json`` are removed after the commit. Image items carry the
+    SHA-256 of their file, so a changed file is re-encoded. Search is exact (brute-force
+    cosine), see benchmarks/retrieval_latency.py.
     """
 
-    def __init__(self, dim: int | None = None, *, model: str | None = None):
+    def __init__(self, dim: int | None = None, *, model: str | None = None, model_fingerprint: str | None = None):
         import torch
 
         self.dim = dim
         self.model = model
+        self.model_fingerprint = model_fingerprint
+        self._parts: list[dict[str, Any]] = []  # part files on disk: [{"file", "rows"}]
+        self._persisted = 0  # rows already in those parts
+        self._rewrite = False  # rows were removed: the next save writes one fresh file
+        self._folder: Path | None = None
+        self._by_key: dict[tuple[str, str], dict[str, str]] | None = None
         self.items: list[dict[str, str]] = []
         self._chunks: list[torch.Tensor] = [torch.zeros(0, dim or 0)]  # (n_i, D) float32, unit norm
         self.generation = 0
@@ -189,15 +202,39 @@ class RetrievalIndex:
                 continue
             self._keys.add(key)
             keep.append(row)
-            records.append(
-                {"id": str(item["id"]), "kind": item["kind"], "source": str(item.get("source", item["id"]))}
-            )
+            record = {"id": str(item["id"]), "kind": item["kind"], "source": str(item.get("source", item["id"]))}
+            if item.get("sha256"):
+                record["sha256"] = str(item["sha256"])
+            records.append(record)
         if keep:
             new = torch.nn.functional.normalize(embeddings[keep].detach().float().cpu(), dim=-1)  # (n, D)
             self._chunks.append(new)  # joined lazily: many small adds must not copy the matrix each time
             self.items.extend(records)
             self._kind_masks = {}
         return len(keep)
+
+    def item(self, key: tuple[str, str]) -> dict[str, str] | None:
+        """The record of an indexed (kind, id), or None."""
+        if key not in self._keys:
+            return None
+        if self._by_key is None or len(self._by_key) != len(self.items):
+            self._by_key = {(it["kind"], it["id"]): it for it in self.items}
+        return self._by_key.get(key)
+
+    def remove(self, keys: set[tuple[str, str]]) -> int:
+        """Drop the rows of these (kind, id) keys (e.g. files whose content changed); returns how many."""
+        import torch
+
+        keep = [i for i, it in enumerate(self.items) if (it["kind"], it["id"]) not in keys]
+        removed = len(self.items) - len(keep)
+        if removed:
+            self.embeddings = self.embeddings[torch.tensor(keep, dtype=torch.long)] if keep else self.embeddings[:0]
+            self.items = [self.items[i] for i in keep]
+            self._keys -= keys
+            self._kind_masks = {}
+            self._by_key = None
+            self._rewrite = True
+        return removed
 
     def _kind_mask(self, kinds: Sequence[str]) -> torch.Tensor:
         """(N,) bool: rows whose kind is in ``kinds`` (cached, since indexes hold 10^5 rows)."""
@@ -238,7 +275,13 @@ class RetrievalIndex:
     # -------------------------------------------------------------- persistence
 
     def save(self, folder: str | Path) -> Path:
-        """Write the index to ``folder`` crash-safely (new embeddings file first, then index.json)."""
+        """Write the index to ``folder`` crash-safely (new rows to a new part file, then index.json).
+
+        Only rows added since the last save to the same folder are written; a first save, a
+        save after rows were removed, or one past :data:`MAX_PART_FILES` parts writes all rows
+        to one file. One writer per folder at a time (the CLI holds :mod:`safegen.locking`'s
+        lock); a save that finds index.json changed by someone else rewrites everything.
+        """
         from safetensors.torch import save
 
         from .outputs import atomic_write_bytes, atomic_write_json
@@ -247,22 +290,40 @@ class RetrievalIndex:
         folder.mkdir(parents=True, exist_ok=True)
         previous = _read_index_json(folder) if (folder / INDEX_JSON).exists() else None
         generation = max(self.generation, previous["generation"] if previous else 0) + 1
+        incremental = (
+            previous is not None
+            and self._folder == folder.resolve()
+            and previous["generation"] == self.generation
+            and not self._rewrite
+            and len(self._parts) < MAX_PART_FILES
+        )
         emb_name = f"embeddings-{generation:06d}.safetensors"
-        atomic_write_bytes(folder / emb_name, save({"embeddings": self.embeddings.contiguous()}))
+        if incremental:
+            parts = list(self._parts)
+            new_rows = self.embeddings[self._persisted :]
+            if len(new_rows):
+                atomic_write_bytes(folder / emb_name, save({"embeddings": new_rows.contiguous()}))
+                parts.append({"file": emb_name, "rows": int(new_rows.shape[0])})
+        else:
+            atomic_write_bytes(folder / emb_name, save({"embeddings": self.embeddings.contiguous()}))
+            parts = [{"file": emb_name, "rows": len(self)}]
         meta = {
             "format": INDEX_FORMAT,
             "version": INDEX_VERSION,
             "generation": generation,
-            "embeddings_file": emb_name,
+            "embeddings_files": parts,
             "model": self.model,
+            "model_fingerprint": self.model_fingerprint,
             "dim": self.dim,
             "count": len(self),
             "items": self.items,
         }
         atomic_write_json(folder / INDEX_JSON, meta)  # the commit point
         self.generation = generation
+        self._parts, self._persisted, self._rewrite, self._folder = parts, len(self), False, folder.resolve()
+        named = {p["file"] for p in parts}
         for stale in folder.glob("embeddings-*.safetensors"):
-            if stale.name != emb_name:
+            if stale.name not in named:
                 stale.unlink(missing_ok=True)
         _logger.info("saved %d items to %s", len(self), folder)
         return folder
@@ -270,47 +331,100 @@ class RetrievalIndex:
     @classmethod
     def load(cls, folder: str | Path) -> RetrievalIndex:
         """Read an index folder written by :meth:`save`; a damaged one is refused with the file named."""
+        import torch
         from safetensors.torch import load_file
 
         folder = Path(folder)
         meta = _read_index_json(folder)
-        emb_path = folder / meta["embeddings_file"]
-        if not emb_path.exists():
-            raise SafegenError(f"index '{folder}' names {emb_path.name}, which is missing; rebuild the index")
-        try:
-            emb = load_file(str(emb_path))["embeddings"].float()
-        except Exception as exc:
-            raise SafegenError(f"cannot read {emb_path} ({type(exc).__name__}); rebuild the index") from exc
-        if tuple(emb.shape) != (meta["count"], meta["dim"]) or len(meta["items"]) != meta["count"]:
+        chunks = []
+        for part in meta["embeddings_files"]:
+            emb_path = folder / part["file"]
+            if not emb_path.is_file():
+                raise SafegenError(f"index '{folder}' names {emb_path.name}, which is missing; rebuild the index")
+            try:
+                emb = load_file(str(emb_path))["embeddings"].float()
+            except Exception as exc:  # safetensors raises several types for damaged files
+                raise SafegenError(
+                    f"cannot read {emb_path} ({type(exc).__name__}: {str(exc)[:120]}); rebuild the index"
+                ) from None
+            if emb.ndim != 2 or emb.shape[0] != part["rows"] or (emb.shape[0] and emb.shape[1] != meta["dim"]):
+                raise SafegenError(
+                    f"{emb_path} holds {tuple(emb.shape)} embeddings but {folder / INDEX_JSON} describes "
+                    f"{part['rows']} x {meta['dim']}; rebuild the index"
+                )
+            chunks.append(emb)
+        emb = torch.cat(chunks) if chunks else torch.zeros(0, meta["dim"] or 0)
+        if emb.shape[0] != meta["count"] or len(meta["items"]) != meta["count"]:
             raise SafegenError(
-                f"{emb_path} holds {tuple(emb.shape)} embeddings but {folder / INDEX_JSON} describes "
-                f"{meta['count']} x {meta['dim']}; rebuild the index"
+                f"{folder / INDEX_JSON} describes {meta['count']} items but holds {len(meta['items'])} records "
+                f"and {emb.shape[0]} embeddings; rebuild the index"
             )
-        index = cls(meta["dim"], model=meta.get("model"))
+        index = cls(meta["dim"], model=meta.get("model"), model_fingerprint=meta.get("model_fingerprint"))
         index.embeddings = emb
         index.items = [dict(item) for item in meta["items"]]
         index._keys = {(item["kind"], item["id"]) for item in index.items}
         index.generation = int(meta["generation"])
+        index._parts, index._persisted, index._folder = list(meta["embeddings_files"]), len(emb), folder.resolve()
         return index
 
 
 def _read_index_json(folder: Path) -> dict[str, Any]:
+    """index.json, checked field by field: a hand-edited or damaged file is one clear error, never a traceback."""
     path = folder / INDEX_JSON
     if not path.exists():
         raise SafegenError(
             f"'{folder}' is not a retrieval index (no {INDEX_JSON}); build one with `safegen retrieve build`"
         )
+
+    def bad(why: str) -> SafegenError:
+        return SafegenError(f"{path}: {why}; rebuild the index (`safegen retrieve build --overwrite`)")
+
     try:
         meta = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, json.JSONDecodeError) as exc:
-        raise SafegenError(f"cannot read {path} ({exc}); rebuild the index") from exc
-    if meta.get("format") != INDEX_FORMAT:
-        raise SafegenError(f"{path} is not a safegen retrieval index (format {meta.get('format')!r})")
-    if int(meta.get("version", 0)) > INDEX_VERSION:
-        raise SafegenError(f"{path} was written by a newer safegen (index version {meta['version']}); upgrade safegen")
-    missing = [key for key in ("generation", "embeddings_file", "dim", "count", "items") if key not in meta]
+    except (OSError, UnicodeDecodeError) as exc:
+        raise bad(f"cannot read it ({exc})") from None
+    except (ValueError, RecursionError) as exc:
+        raise bad(f"not valid JSON ({str(exc)[:120]})") from None
+    if not isinstance(meta, dict) or meta.get("format") != INDEX_FORMAT:
+        fmt = meta.get("format") if isinstance(meta, dict) else None
+        raise SafegenError(f"{path} is not a safegen retrieval index (format {str(fmt)[:60]!r})")
+    version = meta.get("version", 0)
+    if not isinstance(version, int):
+        raise bad(f"version must be an integer, got {str(version)[:40]!r}")
+    if version > INDEX_VERSION:
+        raise SafegenError(f"{path} was written by a newer safegen (index version {version}); upgrade safegen")
+    if "embeddings_files" not in meta and isinstance(meta.get("embeddings_file"), str):  # version 1
+        meta["embeddings_files"] = [{"file": meta["embeddings_file"], "rows": meta.get("count")}]
+    missing = [key for key in ("generation", "embeddings_files", "dim", "count", "items") if key not in meta]
     if missing:
-        raise SafegenError(f"{path} lacks field(s) {', '.join(missing)}; rebuild the index")
+        raise bad(f"lacks field(s) {', '.join(missing)}")
+    for key in ("generation", "count"):
+        if not isinstance(meta[key], int) or isinstance(meta[key], bool) or meta[key] < 0:
+            raise bad(f"'{key}' must be a non-negative integer")
+    if meta["dim"] is not None and (not isinstance(meta["dim"], int) or isinstance(meta["dim"], bool)):
+        raise bad("'dim' must be an integer")
+    parts = meta["embeddings_files"]
+    if not isinstance(parts, list) or not all(
+        isinstance(p, dict)
+        and isinstance(p.get("file"), str)
+        and _PART_NAME.match(p["file"])
+        and isinstance(p.get("rows"), int)
+        and p["rows"] >= 0
+        for p in parts
+    ):
+        raise bad("'embeddings_files' must list {file: embeddings-N.safetensors, rows: N} entries")
+    items = meta["items"]
+    if not isinstance(items, list) or not all(
+        isinstance(it, dict)
+        and it.get("kind") in KINDS
+        and isinstance(it.get("id"), str)
+        and isinstance(it.get("source"), str)
+        for it in items
+    ):
+        raise bad("'items' must be a list of {id, kind (image|text), source} records")
+    for key in ("model", "model_fingerprint"):
+        if meta.get(key) is not None and not isinstance(meta[key], str):
+            raise bad(f"'{key}' must be text")
     return meta
 
 
@@ -323,6 +437,7 @@ class AddReport:
 
     added: int = 0
     skipped: int = 0
+    changed: int = 0  # files already indexed whose bytes changed since: re-encoded, old rows replaced
     errors: list[str] = field(default_factory=list)
 
 
@@ -336,6 +451,9 @@ class SafeRetriever:
             embeddings of two models are not comparable.
         index: an existing :class:`RetrievalIndex` (a new, empty one otherwise).
         batch_size: images or texts encoded per forward pass.
+        model_fingerprint: content fingerprint of the model's weights (see :mod:`safegen.fingerprint`);
+            computed from the loaded tensors when not given. An index made by other weights (a
+            re-trained encoder saved into the same folder) is refused.
     """
 
     def __init__(
@@ -346,10 +464,14 @@ class SafeRetriever:
         model_id: str | None = None,
         index: RetrievalIndex | None = None,
         batch_size: int = 32,
+        model_fingerprint: str | None = None,
     ):
+        from .fingerprint import fingerprint_module
+
         self.model = model.eval()
         self.processor = processor
         self.model_id = model_id or getattr(getattr(model, "config", None), "_name_or_path", None) or None
+        self.model_fingerprint = model_fingerprint or fingerprint_module(model)
         self.batch_size = batch_size
         self.index = index if index is not None else RetrievalIndex(model=self.model_id)
         self._check_index_model()
@@ -373,14 +495,19 @@ class SafeRetriever:
         """
         from transformers import CLIPModel, CLIPProcessor
 
+        model_fp = None
         if isinstance(pretrained_model_name_or_path, CLIPModel):
             model = pretrained_model_name_or_path
             model_id = getattr(model, "safegen_source", None)
             if processor is None:
                 raise SafegenError("a loaded CLIPModel needs its processor: pass processor=CLIPProcessor(...)")
         else:
+            from .fingerprint import fingerprint_source
+
             source = str(pretrained_model_name_or_path)
             model_id = _normalise_model_id(source)
+            model_fp = fingerprint_source(source)
+            model_fp = None if model_fp is None or model_fp.startswith("id:") else model_fp
             if torch_dtype is not None:
                 from .pipelines.image_to_text import dtype_kwarg
 
@@ -399,7 +526,7 @@ class SafeRetriever:
             model = model.to(device)
         if isinstance(index, (str, Path)):
             index = RetrievalIndex.load(index)
-        return cls(model, processor, model_id=model_id, index=index, batch_size=batch_size)
+        return cls(model, processor, model_id=model_id, index=index, batch_size=batch_size, model_fingerprint=model_fp)
 
     def _check_index_model(self) -> None:
         recorded = self.index.model
@@ -410,6 +537,16 @@ class SafeRetriever:
             )
         if self.index.model is None:
             self.index.model = self.model_id
+        from .fingerprint import short
+
+        fp = self.index.model_fingerprint
+        if fp and len(self.index) and fp != self.model_fingerprint:
+            raise SafegenError(
+                f"the index was built with weights {short(fp)} but '{self.model_id}' now holds weights "
+                f"{short(self.model_fingerprint)} (re-trained or replaced since); their embeddings are not "
+                "comparable: build a new index (`safegen retrieve build --overwrite`)"
+            )
+        self.index.model_fingerprint = self.model_fingerprint
         dim = getattr(getattr(self.model, "config", None), "projection_dim", None)
         if self.index.dim is not None and len(self.index) and dim is not None and dim != self.index.dim:
             raise SafegenError(f"the index holds {self.index.dim}-d embeddings but this CLIP makes {dim}-d ones")
@@ -454,11 +591,21 @@ class SafeRetriever:
 
     # -------------------------------------------------------------- building the index
 
-    def add_images(self, images: Sequence[str | Path], *, ids: Sequence[str] | None = None) -> AddReport:
+    def add_images(
+        self,
+        images: Sequence[str | Path],
+        *,
+        ids: Sequence[str] | None = None,
+        on_chunk: Callable[[], None] | None = None,
+        chunk_size: int = 1024,
+    ) -> AddReport:
         """Encode and index image files; unreadable files are reported (path and reason) and skipped.
 
-        Items already in the index (same id) are skipped without being read, so adding a
-        grown folder again only encodes its new files.
+        Items already in the index with the same file bytes (SHA-256) are skipped without being
+        decoded, so adding a grown folder again only encodes its new files; a file whose bytes
+        changed is re-encoded and replaces its old row. ``on_chunk`` (e.g. a save) is called
+        after every ``chunk_size`` newly indexed images, so a long add killed midway keeps what
+        was saved.
         """
         from .image_io import iter_images
 
@@ -467,19 +614,37 @@ class SafeRetriever:
         ids = [str(Path(p).resolve()) for p in images] if ids is None else [str(i) for i in ids]
         if len(ids) != len(images):
             raise ValueError(f"got {len(ids)} ids for {len(images)} images")
-        todo = [(i, p) for i, p in zip(ids, images, strict=True) if ("image", i) not in self.index]
-        report.skipped = len(images) - len(todo)
+        todo, stale = [], set()
+        for item_id, path in zip(ids, images, strict=True):
+            digest = _file_sha256(path)
+            old = self.index.item(("image", item_id))
+            if old is not None and (digest is None or old.get("sha256") in (None, digest)):
+                report.skipped += 1  # an unreadable or legacy (no hash) entry is kept as it is
+                continue
+            if old is not None:
+                stale.add(("image", item_id))
+                report.changed += 1
+            todo.append((item_id, path, digest))
+        self.index.remove(stale)
+        since_chunk = 0
         for start in range(0, len(todo), self.batch_size):
-            chunk = todo[start : start + self.batch_size]
+            batch = todo[start : start + self.batch_size]
             good, pil = [], []
-            for (item_id, _), (path, image, error) in zip(chunk, iter_images([p for _, p in chunk]), strict=True):
+            for (item_id, _, digest), (path, image, error) in zip(
+                batch, iter_images([p for _, p, _ in batch]), strict=True
+            ):
                 if error is not None:
                     report.errors.append(str(error))
                     continue
-                good.append({"id": item_id, "kind": "image", "source": str(Path(path).resolve())})
+                good.append({"id": item_id, "kind": "image", "source": str(Path(path).resolve()), "sha256": digest})
                 pil.append(image)
             if pil:
-                report.added += self.index.add(self._encode(pil, "image"), good)
+                added = self.index.add(self._encode(pil, "image"), good)
+                report.added += added
+                since_chunk += added
+            if on_chunk is not None and since_chunk >= chunk_size:
+                on_chunk()
+                since_chunk = 0
         return report
 
     def add_texts(self, texts: Sequence[str], *, ids: Sequence[str] | None = None) -> AddReport:
@@ -526,6 +691,16 @@ class SafeRetriever:
             raise ValueError(f"target must be auto, image, text or all, got {target!r}")
         other = "image" if query_kind == "text" else "text"
         return (other,) if self.index.count(other) else None
+
+
+def _file_sha256(path: str | Path) -> str | None:
+    import hashlib
+
+    try:
+        with open(path, "rb") as fh:
+            return hashlib.file_digest(fh, "sha256").hexdigest()
+    except OSError:
+        return None  # reported when the image is read
 
 
 def _normalise_model_id(source: str) -> str:

@@ -96,16 +96,26 @@ def test_index_persistence_and_incremental_add(tmp_path):
     hit = loaded.search(first[3], k=2)[0][0]
     assert (hit.rank, hit.id, hit.kind) == (1, "a3", "image") and hit.score == pytest.approx(1.0)
 
-    # Incremental add: known ids are skipped, new rows appended, one embeddings file left.
+    # Incremental add: known ids are skipped, new rows appended.
     more = torch.randn(3, 16, generator=g)
     assert loaded.add(torch.cat([first[:2], more]), _items("a", 2) + _items("t", 3, "text")) == 3
     loaded.save(tmp_path)
     again = RetrievalIndex.load(tmp_path)
     assert [it["id"] for it in again.items] == ["a0", "a1", "a2", "a3", "a4", "t0", "t1", "t2"]
     assert again.generation == 2
-    assert [p.name for p in tmp_path.glob("embeddings-*")] == ["embeddings-000002.safetensors"]
+    # an incremental save writes only the new rows, to a new part file
+    assert sorted(p.name for p in tmp_path.glob("embeddings-*")) == [
+        "embeddings-000001.safetensors",
+        "embeddings-000002.safetensors",
+    ]
+    assert torch.allclose(again.embeddings[5:], torch.nn.functional.normalize(more, dim=-1))
     texts_only = again.search(more[1], k=10, kinds=("text",))[0]
     assert [h.id for h in texts_only][0] == "t1" and {h.kind for h in texts_only} == {"text"}
+    # removing rows compacts everything into one fresh file
+    assert again.remove({("image", "a1")}) == 1
+    again.save(tmp_path)
+    assert [p.name for p in tmp_path.glob("embeddings-*")] == ["embeddings-000003.safetensors"]
+    assert [it["id"] for it in RetrievalIndex.load(tmp_path).items] == ["a0", "a2", "a3", "a4", "t0", "t1", "t2"]
 
 
 def test_crash_mid_save_leaves_the_previous_index(tmp_path, monkeypatch):
@@ -127,7 +137,8 @@ def test_crash_mid_save_leaves_the_previous_index(tmp_path, monkeypatch):
     assert len(survivor) == 4 and survivor.generation == 1
     index.save(tmp_path)  # the next good save commits and removes the orphaned file
     assert len(RetrievalIndex.load(tmp_path)) == 6
-    assert len(list(tmp_path.glob("embeddings-*"))) == 1
+    named = [p["file"] for p in json.loads((tmp_path / "index.json").read_text())["embeddings_files"]]
+    assert sorted(p.name for p in tmp_path.glob("embeddings-*")) == sorted(named)  # no orphan left
 
 
 def test_damaged_index_is_refused_with_the_file_named(tmp_path):
@@ -136,6 +147,10 @@ def test_damaged_index_is_refused_with_the_file_named(tmp_path):
     index.save(tmp_path)
     meta = json.loads((tmp_path / "index.json").read_text())
     meta["count"] = 4
+    (tmp_path / "index.json").write_text(json.dumps(meta))
+    with pytest.raises(SafegenError, match="describes 4 items but holds 3 records and 3 embeddings"):
+        RetrievalIndex.load(tmp_path)
+    meta["count"], meta["embeddings_files"][0]["rows"] = 3, 5
     (tmp_path / "index.json").write_text(json.dumps(meta))
     with pytest.raises(SafegenError, match="embeddings-000001.safetensors holds"):
         RetrievalIndex.load(tmp_path)

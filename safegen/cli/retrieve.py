@@ -1,9 +1,11 @@
 """`safegen retrieve build|add|query|info`: a persistent cross-modal index over images and texts.
 
-The index folder records which CLIP built it; `add` and `query` reuse that model unless
---model names one (a different model is refused: its embeddings are not comparable).
-Results go to stdout, progress and per-file problems to stderr; exit 1 when any file
-could not be indexed.
+The index folder records which CLIP built it and a fingerprint of its weights; `add` and
+`query` reuse that model unless --model names one (a different model, or new weights in the
+same folder, is refused: their embeddings are not comparable). `build` and `add` hold the
+index's lock (one writer at a time: a second gets the holder's pid and host) and save after
+every chunk of images, so a kill loses at most the chunk in flight. Results go to stdout,
+progress and per-file problems to stderr; exit 1 when any file could not be indexed.
 """
 
 from __future__ import annotations
@@ -16,7 +18,19 @@ from typing import Annotated, Any
 import typer
 
 from ..errors import SafegenError
-from ._common import DeviceOpt, DtypeOpt, JsonOpt, ModelOpt, PresetOpt, cli_errors, console, print_json, status
+from ._common import (
+    DeviceOpt,
+    DtypeOpt,
+    JsonOpt,
+    ModelOpt,
+    PresetOpt,
+    check_device,
+    check_out_dir,
+    cli_errors,
+    console,
+    print_json,
+    status,
+)
 
 _logger = logging.getLogger(__name__)
 
@@ -57,7 +71,9 @@ def _clip_source(preset: str | None, model: str | None) -> str | None:
 
 def _read_texts(path: Path) -> list[str]:
     try:
-        lines = path.read_text(encoding="utf-8").splitlines()
+        from ..outputs import split_lines
+
+        lines = split_lines(path.read_text(encoding="utf-8"))
     except (OSError, UnicodeDecodeError) as exc:
         raise SafegenError(f"cannot read text file {path}: {exc}") from exc
     return [line.strip() for line in lines if line.strip() and not line.lstrip().startswith("#")]
@@ -92,8 +108,11 @@ def _open(index: Path, source: str | None, processor: str | None, device: str, d
     )
 
 
-def _add(retriever: Any, images: list[str] | None, texts: Path | None, recursive: bool) -> int:
-    """Index images and texts; report problems on stderr; return the number of problems."""
+SAVE_EVERY = 1024  # images between incremental saves of `build` / `add`
+
+
+def _add(retriever: Any, images: list[str] | None, texts: Path | None, recursive: bool, index: Path) -> int:
+    """Index images and texts, saving after every chunk; report problems on stderr; return their number."""
     from ..image_io import expand_image_args
 
     err = console()
@@ -104,12 +123,15 @@ def _add(retriever: Any, images: list[str] | None, texts: Path | None, recursive
             typer.echo(f"error: {problem}", err=True)
         problems += len(expanded.problems)
         with status(err, f"encoding {len(expanded.paths)} image(s) ..."):
-            report = retriever.add_images(expanded.paths)
+            report = retriever.add_images(
+                expanded.paths, on_chunk=lambda: retriever.save(index), chunk_size=SAVE_EVERY
+            )
         for error in report.errors:
             typer.echo(f"error: {error}", err=True)
         problems += len(report.errors)
         err.print(
-            f"images: {report.added} added, {report.skipped} already indexed, {len(report.errors)} unreadable",
+            f"images: {report.added} added, {report.skipped} already indexed, {report.changed} changed since "
+            f"(re-encoded), {len(report.errors)} unreadable",
             markup=False,
             soft_wrap=True,
         )
@@ -139,6 +161,8 @@ def build(
     """Create an index from image files/folders and/or a text file."""
     if not images and texts is None:
         raise typer.BadParameter("give images to index and/or --texts FILE", param_hint="IMAGES")
+    check_out_dir(index, "INDEX")
+    check_device(device)
     if (index / "index.json").exists() and not overwrite:
         raise SafegenError(f"'{index}' already holds an index; use `safegen retrieve add` or pass --overwrite")
     source = _clip_source(preset, model)
@@ -146,16 +170,18 @@ def build(
         raise typer.BadParameter(
             "no CLIP model given: pass --model ID_OR_FOLDER or --preset NAME", param_hint="--model"
         )
+    from ..locking import FolderLock
     from ..retrieval import SafeRetriever
     from ._common import resolve_device, resolve_dtype
 
-    dev = resolve_device(device)
-    _quiet_loading()
-    retriever = SafeRetriever.from_pretrained(
-        source, processor=processor, device=dev, torch_dtype=resolve_dtype(dtype, dev), batch_size=batch_size
-    )
-    problems = _add(retriever, images, texts, recursive)
-    retriever.save(index)
+    with FolderLock(index, purpose="retrieval index"):
+        dev = resolve_device(device)
+        _quiet_loading()
+        retriever = SafeRetriever.from_pretrained(
+            source, processor=processor, device=dev, torch_dtype=resolve_dtype(dtype, dev), batch_size=batch_size
+        )
+        problems = _add(retriever, images, texts, recursive, index)
+        retriever.save(index)
     console().print(
         f"index {index}: {len(retriever.index)} item(s), model {retriever.model_id}", markup=False, soft_wrap=True
     )
@@ -179,11 +205,16 @@ def add(
     """Add images and/or texts to an existing index (items already indexed are skipped)."""
     if not images and texts is None:
         raise typer.BadParameter("give images to add and/or --texts FILE", param_hint="IMAGES")
+    check_device(device)
     if not (index / "index.json").exists():
         raise SafegenError(f"'{index}' holds no index; create one with `safegen retrieve build`")
-    retriever = _open(index, model, processor, device, dtype, batch_size)
-    problems = _add(retriever, images, texts, recursive)
-    retriever.save(index)
+    from ..locking import FolderLock
+
+    # The index is read under the lock: a writer that finished meanwhile is never overwritten.
+    with FolderLock(index, purpose="retrieval index"):
+        retriever = _open(index, model, processor, device, dtype, batch_size)
+        problems = _add(retriever, images, texts, recursive, index)
+        retriever.save(index)
     console().print(f"index {index}: {len(retriever.index)} item(s)", markup=False, soft_wrap=True)
     if problems:
         raise typer.Exit(1)
