@@ -36,13 +36,44 @@ def is_cached(repo_id: str, filename: str = "config.json") -> bool:
 
 
 def load_or_explain(source: str, loader: Callable[[], T]) -> T:
-    """Run `loader`; turn "not found / offline" failures for a hub id into one clear sentence."""
+    """Run `loader`; turn "not found / offline" and damaged-weights failures into one clear sentence.
+
+    Damaged weights (a truncated, empty or garbage safetensors file, a pickle that is not
+    plain tensors, tensors of the wrong shape) raise errors of several libraries' own types;
+    each becomes a :class:`SafegenError` naming the source, with the original chained for
+    ``SAFEGEN_DEBUG=1``.
+    """
+    import pickle
+
     try:
         return loader()
     except (OSError, ValueError) as exc:  # transformers/diffusers raise OSError (or ValueError) for missing repos
         local = Path(source).expanduser()
         if local.exists():
-            raise SafegenError(f"cannot load '{source}': {str(exc).splitlines()[0]}") from exc
+            raise SafegenError(f"cannot load '{source}': {_first_line(exc)}") from exc
         if looks_like_hub_id(source):
             raise MissingWeightsError(source, detail=type(exc).__name__) from exc
         raise SafegenError(f"'{source}' is neither a local folder nor a hub id (owner/name)") from exc
+    except pickle.UnpicklingError as exc:
+        raise SafegenError(
+            f"cannot load '{source}': a pickled (.bin/.pt) weights file in it holds more than plain tensors, "
+            "and safegen never runs code from pickles; convert it to .safetensors on a trusted machine"
+        ) from exc
+    except (RuntimeError, EOFError, KeyError) as exc:
+        raise SafegenError(
+            f"cannot load '{source}': damaged or mismatched weights ({type(exc).__name__}: {_first_line(exc)}); "
+            "re-export or re-download them"
+        ) from exc
+    except Exception as exc:
+        if type(exc).__name__ != "SafetensorError":  # safetensors' own error type (a Rust extension)
+            raise
+        raise SafegenError(
+            f"cannot load '{source}': a .safetensors file in it is damaged ({_first_line(exc)}); "
+            "re-export or re-download it"
+        ) from exc
+
+
+def _first_line(exc: BaseException, limit: int = 200) -> str:
+    lines = str(exc).strip().splitlines()
+    text = lines[0] if lines else type(exc).__name__
+    return text if len(text) <= limit else text[:limit] + "..."

@@ -320,7 +320,9 @@ def load_lora_merged(adapter_dir: str | Path, *, base: str | None = None, **hf_k
     if cls is None:
         raise SafegenError(f"LoRA base '{base}' is a '{base_cfg.model_type}' model, not CLIP")
     base_model = load_or_explain(base, lambda: cls.from_pretrained(base, **hf_kwargs))
-    merged = PeftModel.from_pretrained(base_model, str(adapter_dir)).merge_and_unload()
+    merged = load_or_explain(
+        str(adapter_dir), lambda: PeftModel.from_pretrained(base_model, str(adapter_dir)).merge_and_unload()
+    )
     merged.safegen_source = str(adapter_dir)
     return merged
 

@@ -180,7 +180,7 @@ def cli_errors(func):
                 raise
             from ..errors import UsageError
 
-            typer.echo(f"error: {exc}", err=True)
+            typer.echo(f"error: {clip_text(str(exc), 2000)}", err=True)  # a 10 MB prompt is not echoed whole
             raise typer.Exit(2 if isinstance(exc, UsageError) else 1) from None
 
     return wrapper

@@ -42,7 +42,9 @@ def main() -> None:
     except SafegenError as exc:
         if debug_enabled():
             raise
-        sys.stderr.write(f"error: {exc}\n")
+        from ..outputs import clip_text
+
+        sys.stderr.write(f"error: {clip_text(str(exc), 2000)}\n")
         sys.exit(1)
     except KeyboardInterrupt:
         sys.stderr.write("interrupted\n")
