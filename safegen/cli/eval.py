@@ -16,7 +16,10 @@ from ._common import (
     OutOpt,
     PresetOpt,
     SafeEncoderOpt,
+    check_device,
+    check_out_dir,
     cli_errors,
+    clip_text,
     console,
     print_json,
     resolve_device,
@@ -33,6 +36,22 @@ CompareOpt = Annotated[
 ]
 
 
+def _load_compare(compare_to: Path | None) -> dict | None:
+    """The earlier report to compare with, read before any work (a bad file must not cost a whole run)."""
+    if compare_to is None:
+        return None
+    from ..errors import UsageError
+
+    try:
+        previous = json.loads(compare_to.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, ValueError, RecursionError) as exc:
+        why = clip_text(str(exc), 120)
+        raise UsageError(f"--compare-to {compare_to}: not a readable report.json ({why})") from None
+    if not isinstance(previous, dict) or not isinstance(previous.get("methods"), dict):
+        raise UsageError(f"--compare-to {compare_to}: not a safegen report.json (no 'methods' object)")
+    return previous
+
+
 def _finish(report: dict, out: Path, compare_to: Path | None, json_out: bool) -> None:
     from ..evaluation.report import compare_reports, format_comparison, markdown_report, write_report
 
@@ -44,8 +63,7 @@ def _finish(report: dict, out: Path, compare_to: Path | None, json_out: bool) ->
     else:
         typer.echo(markdown_report(report))
     if compare_to is not None:
-        previous = json.loads(compare_to.read_text())
-        typer.echo(format_comparison(compare_reports(report, previous)))
+        typer.echo(format_comparison(compare_reports(report, _load_compare(compare_to))))
 
 
 @app.command("t2i")
@@ -107,6 +125,9 @@ def eval_t2i(
     from ._common import parse_size
 
     width, height = parse_size(size)
+    check_out_dir(out)
+    check_device(device)
+    _load_compare(compare_to)
     sources = resolve_t2i_sources(preset, model, safe_encoder)
     p = get_preset(preset) if preset else None
     extra = p.extra if p else {}  # a preset may name its classifier and safety concept (the toy world does)
