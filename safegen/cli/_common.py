@@ -106,7 +106,7 @@ def status(console_obj: Any, text: str) -> Any:
 
 def echo_plain(console_obj: Any, text: str) -> None:
     """Print user text (prompts, paths) on a rich console with no markup parsing: `[/bold]` stays text."""
-    console_obj.print(text, markup=False, highlight=False)
+    console_obj.print(text, markup=False, highlight=False, soft_wrap=True)
 
 
 def resolve_device(device: str) -> str:

@@ -21,6 +21,7 @@ from ._common import (
     cli_errors,
     clip_text,
     console,
+    echo_plain,
     print_json,
     resolve_device,
     resolve_dtype,
@@ -158,7 +159,7 @@ def eval_t2i(
         shard_index=shard_index,
     )
     err = console()
-    report = evaluate_t2i(cfg, log=err.print)
+    report = evaluate_t2i(cfg, log=lambda message: echo_plain(err, message))
     if report is not None:
         _finish(report, out, compare_to, json_out)
 
