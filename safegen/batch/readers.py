@@ -193,7 +193,10 @@ def read_prompts(path: str | Path, *, strict: bool = False) -> PromptFile:
 
 
 def _decode(path: Path) -> str:
-    data = path.read_bytes()
+    try:
+        data = path.read_bytes()
+    except OSError as exc:  # unreadable (permissions, a folder named like a file, I/O error)
+        raise PromptFileError(f"{path}: cannot read the prompt file ({exc.strerror or exc})") from None
     try:
         return data.decode("utf-8-sig")
     except UnicodeDecodeError as exc:
