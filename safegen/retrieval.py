@@ -330,16 +330,28 @@ class RetrievalIndex:
 
     @classmethod
     def load(cls, folder: str | Path) -> RetrievalIndex:
-        """Read an index folder written by :meth:`save`; a damaged one is refused with the file named."""
+        """Read an index folder written by :meth:`save`; a damaged one is refused with the file named.
+
+        A reader racing a writer's compaction (a part named by the index.json it read is
+        already gone) reads the new index.json once more.
+        """
+        try:
+            return cls._load_once(Path(folder))
+        except _PartMissing:
+            return cls._load_once(Path(folder), last_try=True)
+
+    @classmethod
+    def _load_once(cls, folder: Path, last_try: bool = False) -> RetrievalIndex:
         import torch
         from safetensors.torch import load_file
 
-        folder = Path(folder)
         meta = _read_index_json(folder)
         chunks = []
         for part in meta["embeddings_files"]:
             emb_path = folder / part["file"]
             if not emb_path.is_file():
+                if not last_try:
+                    raise _PartMissing(emb_path.name)
                 raise SafegenError(f"index '{folder}' names {emb_path.name}, which is missing; rebuild the index")
             try:
                 emb = load_file(str(emb_path))["embeddings"].float()
@@ -366,6 +378,10 @@ class RetrievalIndex:
         index.generation = int(meta["generation"])
         index._parts, index._persisted, index._folder = list(meta["embeddings_files"]), len(emb), folder.resolve()
         return index
+
+
+class _PartMissing(Exception):
+    """Internal: a part file named by index.json is gone (perhaps compacted by a writer meanwhile)."""
 
 
 def _read_index_json(folder: Path) -> dict[str, Any]:

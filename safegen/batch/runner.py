@@ -641,19 +641,10 @@ class BatchRunner:
         unsharded run (which merges the shard manifests) also takes every shard lock it finds,
         so it never runs beside a live shard.
         """
-        purpose = "batch output folder"
         if num_shards > 1:
             name = f".safegen.shard-{shard_index:05d}-of-{num_shards:05d}.lock"
-            return [FolderLock(self.out, purpose=f"{purpose} (shard {shard_index})", name=name).acquire()]
-        locks = [FolderLock(self.out, purpose=purpose).acquire()]
-        try:
-            for path in sorted(self.out.glob(".safegen.shard-*.lock")):
-                locks.append(FolderLock(self.out, purpose=purpose, name=path.name, remove_if_empty=False).acquire())
-        except BaseException:
-            for lock in reversed(locks):
-                lock.release()
-            raise
-        return locks
+            return [FolderLock(self.out, purpose=f"batch output folder (shard {shard_index})", name=name).acquire()]
+        return lock_run_folder(self.out)
 
     def _run_locked(self, result: BatchResult, device: str, world: int, shard_index: int, num_shards: int) -> None:
         cfg = self.config
@@ -891,6 +882,25 @@ class BatchRunner:
                 result.merged = True
         elif result.num_shards == 1:
             result.merged = True
+
+
+def lock_run_folder(out: str | Path) -> list[FolderLock]:
+    """Exclusive hold of a batch folder: its own lock and every shard lock found in it.
+
+    Taken by unsharded runs and by ``--merge`` (both rewrite the shard manifests), so neither
+    runs beside a live shard. Release the returned locks in reverse order.
+    """
+    out = Path(out)
+    purpose = "batch output folder"
+    locks = [FolderLock(out, purpose=purpose).acquire()]
+    try:
+        for path in sorted(out.glob(".safegen.shard-*.lock")):
+            locks.append(FolderLock(out, purpose=purpose, name=path.name, remove_if_empty=False).acquire())
+    except BaseException:
+        for lock in reversed(locks):
+            lock.release()
+        raise
+    return locks
 
 
 def run_batch(config: BatchConfig | None = None, /, *, pipe: Any = None, classifier: Any = None, **options: Any):

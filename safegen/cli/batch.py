@@ -135,7 +135,16 @@ def batch(
 
         folder = summary if summary is not None else merge
         if merge is not None:
-            merge_manifests(merge)
+            from ..batch.runner import lock_run_folder
+
+            if not (merge / "run.json").is_file():
+                raise typer.BadParameter(f"{merge} is not a batch output folder (no run.json)", param_hint="--merge")
+            locks = lock_run_folder(merge)  # no shard may still be appending while parts are folded in
+            try:
+                merge_manifests(merge)
+            finally:
+                for lock in reversed(locks):
+                    lock.release()
         counts = summarize(folder)
         print_json(counts) if json_out else _print_summary(con, counts)
         return
