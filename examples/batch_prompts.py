@@ -5,7 +5,8 @@
 Uses the shipped toy preset when its weights are installed (safegen/assets/toy/sd),
 otherwise a tiny Stable Diffusion built in code; both run offline in seconds. The same
 job from the shell is `safegen batch prompts.jsonl --preset toy --out OUT`; re-running
-either skips what is already done.
+either reuses the images whose inputs (prompt, settings, weights) are unchanged and
+regenerates the rows that changed.
 """
 
 from __future__ import annotations
@@ -39,7 +40,10 @@ def main(out: Path = Path("outputs/example_batch")) -> None:
 
     config = BatchConfig(prompts=prompt_file, out=out, preset=preset, steps=10, batch_size=4, device="cpu")
     result = BatchRunner(config, pipe=pipe).run()  # Ctrl-C stops after the current batch
-    print(f"generated {result.generated}, skipped {result.skipped}, {result.images_per_s:.1f} images/s")
+    print(
+        f"generated {result.generated}, reused {result.skipped}, changed {result.changed}, "
+        f"{result.images_per_s:.1f} images/s"
+    )
     for record in read_manifest(out):
         print(f"  {record['id']:7s} seed {record['seed']}  {record['file']}  sha256 {record['sha256'][:12]}")
     print(json.dumps(summarize(out), indent=2))
