@@ -215,7 +215,9 @@ def _run(
 
     common = {"model": sources.base, "safe_encoder": sources.safe_encoder, "preset": sources.preset, **gen}
     writer = None
-    if out is not None:
+
+    def start_output() -> Any:
+        """run.json and the captions file, written once a model is loaded (a failed load leaves no files)."""
         from ..outputs import atomic_write_json
 
         atomic_write_json(
@@ -230,7 +232,8 @@ def _run(
                 "fingerprints": {"model": base_fp, "safe_encoder": safe_fp},
             },
         )
-        writer = ManifestWriter(out / CAPTIONS)
+        return ManifestWriter(out / CAPTIONS)
+
     try:
         if any(todo.values()):
             echo_plain(err, f"loading {sources.base} ...")
@@ -242,6 +245,8 @@ def _run(
                 torch_dtype=torch_dtype,
                 keep_original=False,
             )
+            if out is not None:
+                writer = start_output()
             with Progress(
                 TextColumn("{task.description}", markup=False),
                 BarColumn(),
