@@ -244,36 +244,43 @@ def config_help() -> None:
         sys.stdout.write(f"loss.{name:21s} {json.dumps(default):28s} {text}\n")
 
 
-def main() -> None:
-    """Entry point: known errors as one line (exit 1), usage errors exit 2."""
+def run(argv: list[str] | None = None) -> int:
+    """Run the app on ``argv`` and return the process exit code (0 ok, 1 runtime error, 2 usage error).
+
+    click's standalone mode would exit by itself; it is off so that known errors print one line
+    (no traceback unless SAFEGEN_DEBUG=1), which means the exit code must be carried back here.
+    """
     try:
-        app(standalone_mode=False)
+        code = app(args=argv, prog_name="safegen-train", standalone_mode=False)
     except SafegenError as exc:
         if _debug():
             raise
         _err(str(exc))
-        sys.exit(1)
+        return 1
     except typer.Exit as exc:
-        sys.exit(exc.exit_code)
-    except Exception as exc:  # noqa: BLE001 - usage errors from click come through here
-        name = type(exc).__name__
-        if name in (
-            "UsageError",
-            "BadParameter",
-            "NoSuchOption",
-            "MissingParameter",
-            "BadOptionUsage",
-            "NoArgsIsHelp",
-        ):
-            if hasattr(exc, "show"):
-                exc.show()
-            else:
-                _err(str(exc))
-            sys.exit(2)
+        return int(exc.exit_code or 0)
+    except KeyboardInterrupt:
+        _err("interrupted")
+        return 130
+    except Exception as exc:  # noqa: BLE001 - click usage errors, then anything unexpected
+        show = getattr(exc, "show", None)
+        exit_code = getattr(exc, "exit_code", None)
+        if callable(show) and isinstance(exit_code, int):  # click's UsageError family (and NoArgsIsHelp): 2
+            show()
+            return exit_code
+        if type(exc).__name__ == "Abort":
+            _err("aborted")
+            return 1
         if _debug():
             raise
-        _err(f"{name}: {exc}")
-        sys.exit(1)
+        _err(f"{type(exc).__name__}: {exc}")
+        return 1
+    return code if isinstance(code, int) else 0
+
+
+def main() -> None:
+    """Console entry point: exits with :func:`run`'s code."""
+    sys.exit(run())
 
 
 if __name__ == "__main__":

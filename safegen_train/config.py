@@ -22,6 +22,7 @@ import dataclasses
 import difflib
 import json
 import logging
+import math
 import re
 import types
 import typing
@@ -117,9 +118,10 @@ class LossConfig(_ConfigMixin):
     )
 
     def __post_init__(self) -> None:
+        _check_numbers(self, "loss.")
         for f in dataclasses.fields(self):
             value = getattr(self, f.name)
-            if f.type in ("float",) and (not isinstance(value, (int, float)) or value < 0):
+            if f.type in ("float",) and value < 0:
                 raise ConfigError(f"loss.{f.name} must be a number >= 0, got {value!r}")
         if self.logit_scale <= 0:
             raise ConfigError(f"loss.logit_scale must be > 0, got {self.logit_scale}")
@@ -234,6 +236,7 @@ class TrainConfig(_ConfigMixin):
         if isinstance(self.loss, dict):
             self.loss = LossConfig.from_dict(self.loss)
         _check_literals(self, "")
+        _check_numbers(self, "")
         positive = ["lora_r", "batch_size", "grad_accum_steps", "epochs", "log_every"]
         for name in positive:
             if getattr(self, name) < 1:
@@ -249,6 +252,14 @@ class TrainConfig(_ConfigMixin):
             raise ConfigError(f"lora_dropout must be in [0, 1), got {self.lora_dropout}")
         if self.lr <= 0:
             raise ConfigError(f"lr must be > 0, got {self.lr}")
+        if self.weight_decay < 0:
+            raise ConfigError(f"weight_decay must be >= 0, got {self.weight_decay}")
+        if self.lora_alpha <= 0:
+            raise ConfigError(f"lora_alpha must be > 0, got {self.lora_alpha}")
+        if not 0 <= self.seed < 2**32:
+            raise ConfigError(f"seed must be in [0, 2**32), got {self.seed}")
+        if self.max_text_length is not None and self.max_text_length < 1:
+            raise ConfigError(f"max_text_length must be >= 1 or null, got {self.max_text_length}")
         if self.max_grad_norm is not None and self.max_grad_norm <= 0:
             raise ConfigError(f"max_grad_norm must be > 0 or null, got {self.max_grad_norm}")
         if self.batch_size % self.grad_accum_steps:
@@ -430,6 +441,21 @@ def _coerce(value: Any, hint: Any) -> Any:
             raise ValueError(f"expected a string, got {value!r}")
         return str(value)
     return value
+
+
+def _check_numbers(obj: Any, prefix: str) -> None:
+    """Every number field holds a real number of its type: NaN and infinities are refused here,
+    because a comparison such as ``lr <= 0`` lets NaN through (and lr=inf trains NaN weights)."""
+    hints = typing.get_type_hints(type(obj))
+    for f in dataclasses.fields(obj):
+        value = getattr(obj, f.name)
+        allowed = typing.get_args(hints[f.name]) or (hints[f.name],)
+        if value is None or not ({int, float} & set(allowed)):
+            continue
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise ConfigError(f"{prefix}{f.name} must be a number, got {value!r}")
+        if isinstance(value, float) and not math.isfinite(value):
+            raise ConfigError(f"{prefix}{f.name} must be a finite number, got {value!r}")
 
 
 def _check_literals(obj: Any, prefix: str) -> None:
