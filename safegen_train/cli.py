@@ -1,7 +1,8 @@
 """``safegen-train``: fit, export and evaluate Safe-CLIP encoders.
 
     safegen-train fit --config cfg.yaml [--set loss.vision_patch_unsafe=0.5] [--max-steps 100] [--dry-run]
-    safegen-train fit --config cfg.yaml --resume latest
+    safegen-train fit --config cfg.yaml --resume latest      # keeps the run's --set values
+    safegen-train fit --config cfg.yaml --overwrite          # start again in a folder holding a run
     safegen-train export runs/x/checkpoints/best out/safeclip [--what text]
     safegen-train eval data/val.jsonl --model base_clip --safe out/safeclip [--json]
     safegen-train config-help        # every config field with its default and meaning
@@ -109,7 +110,13 @@ def fit(
     towers: Annotated[str | None, typer.Option("--towers", help="both, text or vision.")] = None,
     mixed_precision: Annotated[str | None, typer.Option("--mixed-precision", help="no, fp16 or bf16.")] = None,
     seed: Annotated[int | None, typer.Option("--seed", help="Random seed.")] = None,
-    resume: Annotated[str | None, typer.Option("--resume", help="'latest' or a checkpoint folder.")] = None,
+    resume: Annotated[
+        str | None,
+        typer.Option("--resume", help="'latest' or a checkpoint folder; the run's --set values are kept."),
+    ] = None,
+    overwrite: Annotated[
+        bool, typer.Option("--overwrite", help="Start again in a folder holding an earlier run (its files removed).")
+    ] = False,
     cpu: Annotated[bool | None, typer.Option("--cpu/--no-cpu", help="Force the CPU.")] = None,
     dry_run: Annotated[bool, typer.Option("--dry-run", help="Print the resolved config as JSON and exit.")] = False,
     verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Log progress details.")] = False,
@@ -138,23 +145,36 @@ def fit(
         cpu=cpu,
     )
     overrides.update({k: v for k, v in flags.items() if v is not None})
+    start: dict[str, Any] = {}
     try:
         cfg = resolve_config(config, overrides)
+        if cfg.resume:
+            # A resume applies the overrides the run was started with again (those that change what
+            # it learns), so `--resume latest` alone continues the same run; new values that differ
+            # from them are refused by fit, naming the field.
+            start = _start_overrides(cfg.resume, Path(cfg.output_dir))
+            cfg = resolve_config(config, {**start, **overrides})
     except ConfigError as exc:
         _err(str(exc))
         raise typer.Exit(2) from None
     if dry_run:
         sys.stdout.write(json.dumps(cfg.to_dict(), indent=2) + "\n")
         return
+    from .run_folder import check_output_dir
+
     try:
         cfg.require_sources()
+        check_output_dir(Path(cfg.output_dir), resume=cfg.resume, overwrite=overwrite)
     except ConfigError as exc:
         _err(str(exc))
         raise typer.Exit(2) from None
     _setup_logging(verbose)
+    if start:
+        _logger.info("resume: applying the run's start overrides again: %s", start)
     from .train import fit as run_fit
 
-    result = run_fit(cfg)
+    recorded = {k: v for k, v in overrides.items() if k != "resume"}
+    result = run_fit(cfg, overwrite=overwrite, overrides={**start, **recorded} if cfg.resume else recorded)
     summary = {
         "output_dir": str(result.output_dir),
         "global_step": result.global_step,
@@ -164,6 +184,15 @@ def fit(
     }
     if _is_main_process():
         sys.stdout.write(json.dumps(summary) + "\n")
+
+
+def _start_overrides(resume: str, output_dir: Path) -> dict[str, Any]:
+    """The run's recorded start overrides that fix what it learns (run-length flags such as
+    --max-steps are not carried over: a resume usually means to go further)."""
+    from .checkpoint import start_overrides
+    from .config import RESUME_MAY_CHANGE
+
+    return {k: v for k, v in start_overrides(resume, output_dir).items() if k.split(".")[0] not in RESUME_MAY_CHANGE}
 
 
 def _is_main_process() -> bool:

@@ -443,6 +443,47 @@ def _coerce(value: Any, hint: Any) -> Any:
     return value
 
 
+#: Fields a resumed run may change: how long it runs and what it writes, not what it learns.
+RESUME_MAY_CHANGE = frozenset(
+    {
+        "resume",
+        "output_dir",
+        "max_steps",
+        "epochs",
+        "log_every",
+        "eval_every_steps",
+        "save_every_steps",
+        "keep_checkpoints",
+        "patience",
+        "num_workers",
+        "report_to",
+        "export_on_finish",
+        "cpu",
+    }
+)
+
+
+def resume_differences(saved: TrainConfig, given: TrainConfig) -> list[str]:
+    """'field: the run has X, this resume gives Y' for every field outside :data:`RESUME_MAY_CHANGE`
+    where a resume's config differs from the config the run was started with."""
+    a, b = _flat(saved.to_dict()), _flat(given.to_dict())
+    return [
+        f"{key}: the run has {a.get(key)!r}, this resume gives {b.get(key)!r}"
+        for key in sorted(set(a) | set(b))
+        if key not in RESUME_MAY_CHANGE and a.get(key) != b.get(key)
+    ]
+
+
+def _flat(data: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    out = {}
+    for key, value in data.items():
+        if isinstance(value, dict):
+            out.update(_flat(value, f"{prefix}{key}."))
+        else:
+            out[f"{prefix}{key}"] = value
+    return out
+
+
 def _check_numbers(obj: Any, prefix: str) -> None:
     """Every number field holds a real number of its type: NaN and infinities are refused here,
     because a comparison such as ``lr <= 0`` lets NaN through (and lr=inf trains NaN weights)."""
