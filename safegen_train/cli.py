@@ -206,9 +206,17 @@ def export(
     out: Annotated[Path, typer.Argument(help="Export folder (written atomically).")],
     what: Annotated[str, typer.Option("--what", help="model (CLIPModel), text or vision (one tower).")] = "model",
     model: Annotated[str | None, typer.Option("--model", "-m", help="Base CLIP, if moved since training.")] = None,
+    overwrite: Annotated[
+        bool,
+        typer.Option("--overwrite", help="Write into a non-empty folder not made by export (its files are kept)."),
+    ] = False,
     verbose: Annotated[bool, typer.Option("--verbose", "-v")] = False,
 ) -> None:
-    """Merge a checkpoint into plain transformers CLIP weights (safetensors + model card)."""
+    """Merge a checkpoint into plain transformers CLIP weights (safetensors + model card).
+
+    OUT must be new, empty, or an earlier export (whose files are replaced); any other folder
+    needs --overwrite, and files that export did not write are never deleted.
+    """
     from .export import EXPORT_KINDS
 
     if what not in EXPORT_KINDS:
@@ -217,10 +225,17 @@ def export(
     if not (checkpoint / "state.json").is_file():
         _err(f"'{checkpoint}' is not a checkpoint folder (no state.json); pass runs/<run>/checkpoints/<name>")
         raise typer.Exit(2)
+    from .export_folder import ExportTargetError, check_export_target
+
+    try:
+        check_export_target(out, overwrite=overwrite, source=checkpoint)
+    except ExportTargetError as exc:
+        _err(str(exc))
+        raise typer.Exit(2) from None
     _setup_logging(verbose)
     from .export import export_checkpoint
 
-    path = export_checkpoint(checkpoint, out, what=what, model=model)
+    path = export_checkpoint(checkpoint, out, what=what, model=model, overwrite=overwrite)
     sys.stdout.write(json.dumps({"export_dir": str(path), "what": what}) + "\n")
 
 

@@ -251,7 +251,7 @@ def read_hf_dataset(source: str, split: str, *, skip_bad: bool = False) -> list[
             f"reading '{source}' as a Hugging Face dataset needs the datasets package (pip install datasets); "
             "or export it to JSONL"
         ) from exc
-    from safegen._hub import load_or_explain
+    from safegen import load_or_explain
 
     ds = load_or_explain(source, lambda: datasets.load_dataset(source, split=split))
     problems, records, bad = _Problems(f"{source}[{split}]"), [], set()

@@ -3,8 +3,9 @@
 - A folder that already holds a run (its config, metrics, checkpoints, state or export) is
   refused unless the caller resumes it or asks to overwrite it: two runs in one folder would
   mix their metrics and checkpoints, and ``--resume latest`` would pick the wrong one.
-- ``overwrite`` removes only what a run writes there (the names in :data:`RUN_FILES`);
-  anything else the user keeps in the folder stays.
+- ``overwrite`` removes only what a run writes there (the names in :data:`RUN_FILES`, the
+  checkpoint folders, the files its export's marker lists); anything else the user keeps
+  in the folder stays.
 - :class:`RunLock` is an exclusive lock on the folder (an OS file lock through ``filelock``,
   released by the kernel even when the holder is killed), so a second ``fit`` into the same
   folder stops at once with the holder's pid and host instead of interleaving checkpoints.
@@ -12,6 +13,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
@@ -57,14 +59,26 @@ def check_output_dir(output_dir: Path, *, resume: str | None, overwrite: bool) -
 
 def clear_previous_run(output_dir: Path) -> list[str]:
     """Delete what an earlier run wrote in ``output_dir`` (only :data:`RUN_FILES`); return the names removed."""
+    from .checkpoint import STEP_DIR
+    from .export_folder import remove_export
+
+    output_dir = Path(output_dir)
     removed = []
     for name in previous_run_files(output_dir):
-        path = Path(output_dir) / name
-        if path.is_dir() and not path.is_symlink():
-            shutil.rmtree(path)
-        else:
+        path = output_dir / name
+        if name == "model":  # the run's export: only the files its marker lists
+            if remove_export(path):
+                removed.append(name)
+        elif name == "checkpoints" and path.is_dir() and not path.is_symlink():
+            for sub in path.iterdir():  # step-N, best and interrupted saves; nothing else
+                if sub.is_dir() and (STEP_DIR.match(sub.name) or sub.name == "best" or sub.name.endswith(".tmp")):
+                    shutil.rmtree(sub)
+            with contextlib.suppress(OSError):
+                path.rmdir()
+            removed.append(name)
+        elif path.is_file() or path.is_symlink():
             path.unlink()
-        removed.append(name)
+            removed.append(name)
     return removed
 
 

@@ -245,6 +245,7 @@ def fit(
     """
     from accelerate import Accelerator
 
+    from .export_folder import check_export_target
     from .run_folder import RunLock, check_output_dir, clear_previous_run
 
     config.require_sources()
@@ -277,6 +278,8 @@ def fit(
                 removed = clear_previous_run(out_dir)
                 if removed:
                     _logger.warning("overwrite: removed the earlier run's %s from '%s'", ", ".join(removed), out_dir)
+            if config.export_on_finish:
+                check_export_target(out_dir / "model")  # refused now, not after training
         except SafegenError as exc:
             problem = exc
     try:
