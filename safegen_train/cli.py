@@ -174,7 +174,13 @@ def fit(
     from .train import fit as run_fit
 
     recorded = {k: v for k, v in overrides.items() if k != "resume"}
-    result = run_fit(cfg, overwrite=overwrite, overrides={**start, **recorded} if cfg.resume else recorded)
+    try:
+        result = run_fit(cfg, overwrite=overwrite, overrides={**start, **recorded} if cfg.resume else recorded)
+    except ConfigError as exc:  # settings found wrong once the run is read (e.g. a resume changing lr): usage
+        if _debug():
+            raise
+        _err(str(exc))
+        raise typer.Exit(2) from None
     summary = {
         "output_dir": str(result.output_dir),
         "global_step": result.global_step,

@@ -197,6 +197,9 @@ class TrainConfig(_ConfigMixin):
         default=None, metadata=_help("Pad/truncate captions to this many tokens (default: the model's, 77).")
     )
     num_workers: int = field(default=0, metadata=_help("DataLoader worker processes."))
+    embed_batch_size: int = field(
+        default=64, metadata=_help("Batch of the no-grad passes: reference cache, validation embeddings.")
+    )
     # -- optimisation
     batch_size: int = field(
         default=16, metadata=_help("Global batch per optimizer step (all processes, all accumulation steps).")
@@ -237,7 +240,7 @@ class TrainConfig(_ConfigMixin):
             self.loss = LossConfig.from_dict(self.loss)
         _check_literals(self, "")
         _check_numbers(self, "")
-        positive = ["lora_r", "batch_size", "grad_accum_steps", "epochs", "log_every"]
+        positive = ["lora_r", "batch_size", "grad_accum_steps", "epochs", "log_every", "embed_batch_size"]
         for name in positive:
             if getattr(self, name) < 1:
                 raise ConfigError(f"{name} must be >= 1, got {getattr(self, name)}")
@@ -456,6 +459,7 @@ RESUME_MAY_CHANGE = frozenset(
         "keep_checkpoints",
         "patience",
         "num_workers",
+        "embed_batch_size",
         "report_to",
         "export_on_finish",
         "cpu",

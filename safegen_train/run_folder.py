@@ -22,6 +22,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+from safegen.errors import SafegenError
+
 from .config import ConfigError
 
 LOCK_NAME = ".safegen-train.lock"
@@ -30,7 +32,11 @@ RUN_FILES = ("config.json", "metrics.jsonl", "state.json", "checkpoints", "model
 
 
 class RunFolderError(ConfigError):
-    """The run folder cannot be used as asked (holds another run, is a file, or is in use)."""
+    """The run folder cannot be used as asked (holds another run, or is a file): a usage error."""
+
+
+class RunInUseError(SafegenError):
+    """Another process holds the run folder: a runtime condition (exit 1), not a usage error."""
 
 
 def previous_run_files(output_dir: Path) -> list[str]:
@@ -102,7 +108,7 @@ class RunLock:
         try:
             self._lock.acquire()
         except Timeout:
-            raise RunFolderError(
+            raise RunInUseError(
                 f"run folder '{self.output_dir}' is in use by {self.holder()}; "
                 "wait for it to finish or pick another --output-dir"
             ) from None

@@ -402,7 +402,7 @@ def _train(
             module,
             train_ds,
             collate,
-            batch_size=max(micro_global, 32),
+            batch_size=config.embed_batch_size,
             device=accelerator.device,
             accelerator=accelerator,
         )
@@ -484,8 +484,9 @@ def _train(
         n_loss_batches = math.ceil(len(val_ds) / micro_global)
         losses = mean_of_batches(gather_in_order(accelerator, per_batch, n_loss_batches, 1))
         unwrapped.eval()
-        embeddings = embed_dataset(unwrapped.clip, val_ds, collate, batch_size=64, **shard)
-        table = retrieval_table(gather_in_order(accelerator, embeddings, len(val_ds), 64))
+        size = config.embed_batch_size
+        embeddings = embed_dataset(unwrapped.clip, val_ds, collate, batch_size=size, **shard)
+        table = retrieval_table(gather_in_order(accelerator, embeddings, len(val_ds), size))
         unwrapped.train()
         _logger.info("validated %d records in %.2fs (%d process(es))", len(val_ds), time.perf_counter() - t0, world)
         rsum = recall_sum(table)
