@@ -28,8 +28,15 @@ def current_umask() -> int:
 
 def apply_umask(path: Path, *, directory: bool = False) -> None:
     """Give a file (0666) or folder (0777) made by ``tempfile`` (0600 / 0700) the permissions a plain
-    ``open`` / ``mkdir`` would have under the user's umask (what is created inside used those already)."""
-    os.chmod(path, (0o777 if directory else 0o666) & ~current_umask())
+    ``open`` / ``mkdir`` would have under the user's umask; for a folder, everything inside it too
+    (some writers, transformers' ``save_pretrained`` among them, also go through private temp files)."""
+    mask = current_umask()
+    path = Path(path)
+    os.chmod(path, (0o777 if directory else 0o666) & ~mask)
+    if directory:
+        for sub in path.rglob("*"):
+            if not sub.is_symlink():
+                os.chmod(sub, (0o777 if sub.is_dir() else 0o666) & ~mask)
 
 
 def atomic_write_text(path: Path, text: str) -> Path:
