@@ -39,7 +39,11 @@ app = typer.Typer(
 
 
 def _err(msg: str) -> None:
-    sys.stderr.write(f"safegen-train: {msg}\n")
+    """One line on stderr, whatever the message holds (newlines folded, a huge value cut)."""
+    line = " ".join(str(msg).splitlines())
+    if len(line) > 2000:
+        line = line[:2000] + f"... ({len(line) - 2000} more characters)"
+    sys.stderr.write(f"safegen-train: {line}\n")
 
 
 def _debug() -> bool:
@@ -256,7 +260,11 @@ def eval_(
     json_out: Annotated[bool, typer.Option("--json", help="JSON on stdout instead of a table.")] = False,
     verbose: Annotated[bool, typer.Option("--verbose", "-v")] = False,
 ) -> None:
-    """Retrieval table (recall@1/5/10/20 on S-V, S-G, U-V, U-G), original and safe side by side."""
+    """Retrieval table (recall@1/5/10/20 on S-V, S-G, U-V, U-G), original and safe side by side.
+
+    --safe takes any `safegen-train export`: a full CLIP (--what model), or one tower (--what text
+    or vision), evaluated with --model's other tower.
+    """
     _setup_logging(verbose)
     from .data import Collator, PairDataset, load_records
     from .model import load_clip
@@ -267,10 +275,13 @@ def eval_(
         _err(f"'{data}' has no images: retrieval needs safe_image (and unsafe_image for S-G/U-G)")
         raise typer.Exit(2)
     tables, sums = {}, {}
+    original = None
     for name, source in (("original", model), ("safe", safe)):
         if source is None:
             continue
-        loaded = load_clip(source)
+        loaded = _with_safe_tower(source, original) if name == "safe" else None
+        loaded = loaded or load_clip(source)
+        original = original or loaded
         max_len = loaded.model.config.text_config.max_position_embeddings
         collate = Collator(loaded.tokenizer, loaded.image_processor, max_len)
         table = retrieval_table(embed_dataset(loaded.model.eval(), ds, collate, batch_size=batch_size))
@@ -281,6 +292,36 @@ def eval_(
         sys.stdout.write(format_table(tables) + "\n")
         for name, value in sums.items():
             sys.stdout.write(f"recall-sum {name}: {value:.1f}\n" if value is not None else "")
+
+
+def _with_safe_tower(source: str, original: Any) -> Any:
+    """A one-tower export (``export --what text|vision``) evaluated as the original CLIP with that
+    tower replaced; None when ``source`` is not a one-tower folder (then it loads as a full CLIP)."""
+    import copy
+    import dataclasses
+
+    config_file = Path(source).expanduser() / "config.json"
+    if original is None or not config_file.is_file():
+        return None
+    try:
+        kind = json.loads(config_file.read_text()).get("model_type")
+    except (OSError, ValueError, AttributeError):
+        return None
+    if kind not in ("clip_text_model", "clip_vision_model"):
+        return None
+    from transformers import CLIPTextModelWithProjection, CLIPVisionModelWithProjection
+
+    cls = CLIPTextModelWithProjection if kind == "clip_text_model" else CLIPVisionModelWithProjection
+    tower = cls.from_pretrained(str(config_file.parent))
+    clip = copy.deepcopy(original.model)
+    missing, unexpected = clip.load_state_dict(tower.state_dict(), strict=False)
+    if unexpected:
+        raise SafegenError(
+            f"--safe '{source}' ({kind}) does not fit --model's CLIP (unexpected {unexpected[:2]}); "
+            "pass the CLIP it was trained from as --model"
+        )
+    _logger.info("--safe '%s' is a %s export: evaluated with --model's other tower", source, kind)
+    return dataclasses.replace(original, model=clip, source=source)
 
 
 @app.command("config-help")

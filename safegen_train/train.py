@@ -211,6 +211,26 @@ def accumulate_gradients(
     return parts_sum
 
 
+def _truncate_metrics(path: Path, last_step: int) -> None:
+    """Drop metrics lines logged after ``last_step``: a resumed run logs those steps again, and
+    metrics.jsonl should hold each step once, as the uninterrupted run would."""
+    if not path.is_file():
+        return
+    kept, dropped = [], 0
+    for line in path.read_text(encoding="utf-8").splitlines():
+        try:
+            step = json.loads(line).get("step", 0)
+        except (ValueError, AttributeError):
+            step = 0  # not ours to judge: keep it
+        if isinstance(step, int) and step > last_step:
+            dropped += 1
+        else:
+            kept.append(line)
+    if dropped:
+        atomic_write_text(path, "".join(f"{line}\n" for line in kept))
+        _logger.info("resume: dropped %d metrics line(s) logged after step %d", dropped, last_step)
+
+
 def create_optimizer(module: SafeCLIPModule, config: TrainConfig) -> torch.optim.Optimizer:
     params = [p for p in module.parameters() if p.requires_grad]
     cls = torch.optim.AdamW if config.optimizer == "adamw" else torch.optim.Adam
@@ -447,6 +467,8 @@ def _train(
     if config.report_to:
         accelerator.init_trackers("safegen_train", config={k: str(v) for k, v in config.to_dict().items()})
     metrics_path = out_dir / "metrics.jsonl"
+    if resumed is not None and is_main:
+        _truncate_metrics(metrics_path, state["global_step"])
 
     def log(record: dict[str, Any]) -> None:
         if is_main:

@@ -223,6 +223,18 @@ def test_export_refuses_dot_a_file_and_the_checkpoint_tree(checkpoint, tmp_path,
     assert r.exit_code == 2 and "overlaps the checkpoint" in r.output
 
 
+def test_eval_accepts_every_export_kind(world, checkpoint, tmp_path):
+    for what in ("text", "vision", "model"):
+        out = tmp_path / what
+        assert runner.invoke(app, ["export", str(checkpoint), str(out), "--what", what]).exit_code == 0
+        r = runner.invoke(
+            app, ["eval", str(world["train"]), "--model", str(world["clip"]), "--safe", str(out), "--json"]
+        )
+        assert r.exit_code == 0, (what, r.output)
+        tables = json.loads(r.stdout)["tables"]
+        assert set(tables["safe"]) == {"S-V", "S-G", "U-V", "U-G"}, what
+
+
 def test_export_follows_the_umask(checkpoint, tmp_path):
     old = os.umask(0o022)
     try:
@@ -272,7 +284,7 @@ def test_resume_latest_falls_back_past_a_damaged_checkpoint(world, tmp_path, cap
     assert str(newest / "trainable.safetensors") in caplog.text and "falling back" in caplog.text
     assert resumed.global_step == 4
     steps = [json.loads(x)["step"] for x in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
-    assert steps == [1, 2, 3, 3, 4]  # steps 3 and 4 redone from step 2's checkpoint
+    assert steps == [1, 2, 3, 4]  # step 3 redone from step 2's checkpoint, logged once
     # nothing readable at all: one error naming the checkpoint
     for ckpt in (tmp_path / "run" / "checkpoints").glob("step-*"):
         (ckpt / "state.json").write_text("{broken")
