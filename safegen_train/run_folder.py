@@ -104,6 +104,7 @@ class RunLock:
     def acquire(self) -> None:
         from filelock import Timeout
 
+        self._created = not self.output_dir.exists()
         self.output_dir.mkdir(parents=True, exist_ok=True)
         try:
             self._lock.acquire()
@@ -130,6 +131,11 @@ class RunLock:
             except OSError:
                 pass
             self._lock.release()
+            # a run that failed before writing anything leaves no folder behind
+            if getattr(self, "_created", False) and [p.name for p in self.output_dir.iterdir()] == [LOCK_NAME]:
+                with contextlib.suppress(OSError):
+                    (self.output_dir / LOCK_NAME).unlink()
+                    self.output_dir.rmdir()
 
     def __enter__(self) -> RunLock:
         self.acquire()

@@ -111,6 +111,7 @@ def test_entry_point_exit_codes_and_one_line_errors(world, tmp_path):
     args = _fit_args(world, tmp_path / "run", "--train-data", str(tmp_path / "gone.jsonl"))
     r = _cli(*args)
     assert r.returncode == 1 and "gone.jsonl' does not exist" in r.stderr and "Traceback" not in r.stderr
+    assert not (tmp_path / "run").exists()  # a run that failed before writing anything leaves no folder
     assert len([line for line in r.stderr.splitlines() if line.startswith("safegen-train:")]) == 1
     r = _cli(*args, env={"SAFEGEN_DEBUG": "1"})
     assert r.returncode == 1 and "Traceback" in r.stderr
