@@ -236,6 +236,17 @@ def test_eval_accepts_every_export_kind(world, checkpoint, tmp_path):
         assert set(tables["safe"]) == {"S-V", "S-G", "U-V", "U-G"}, what
 
 
+def test_export_of_a_damaged_checkpoint_names_the_file(checkpoint, tmp_path):
+    import shutil
+
+    broken = tmp_path / "step-broken"
+    shutil.copytree(checkpoint, broken)
+    (broken / "trainable.safetensors").write_bytes(b"\x10\x00\x00\x00\x00\x00\x00\x00{not a header")
+    r = _export(broken, tmp_path / "out")
+    assert r.exit_code == 1 and str(broken / "trainable.safetensors") in r.output and "unreadable" in r.output
+    assert not (tmp_path / "out").exists()
+
+
 def test_export_follows_the_umask(checkpoint, tmp_path):
     old = os.umask(0o022)
     try:
