@@ -242,10 +242,16 @@ def _agree(accelerator: Any, problem: BaseException | None) -> None:
     if accelerator.num_processes > 1:
         from accelerate.utils import broadcast_object_list
 
-        message = [str(problem) if problem is not None else None]
+        from .export_folder import ExportTargetError
+        from .run_folder import RunFolderError, RunInUseError
+
+        kinds = {
+            c.__name__: c for c in (ConfigError, CheckpointError, ExportTargetError, RunFolderError, RunInUseError)
+        }
+        message = [(type(problem).__name__, str(problem)) if problem is not None else None]
         broadcast_object_list(message, from_process=0)
-        if message[0] is not None and problem is None:
-            problem = ConfigError(message[0])
+        if message[0] is not None and problem is None:  # the same error class, so every rank exits alike
+            problem = kinds.get(message[0][0], SafegenError)(message[0][1])
     if problem is not None:
         raise problem
 
