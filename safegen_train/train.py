@@ -473,7 +473,7 @@ def _train(
     if config.report_to:
         accelerator.init_trackers("safegen_train", config={k: str(v) for k, v in config.to_dict().items()})
     metrics_path = out_dir / "metrics.jsonl"
-    if resumed is not None and is_main:
+    if config.resume and is_main:  # also when 'latest' found no checkpoint: the run starts at step 0
         _truncate_metrics(metrics_path, state["global_step"])
 
     def log(record: dict[str, Any]) -> None:
