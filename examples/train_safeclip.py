@@ -73,7 +73,7 @@ def main() -> None:
         max_text_length=16,
         cpu=True,
     )
-    result = fit(config)
+    result = fit(config, overwrite=True)  # the example's own run folder: a rerun starts it again
     print(f"trained {result.global_step} steps; recall-sum {result.last_validation['recall_sum']:.1f}")
     encoder = load_safe_text_encoder(str(result.export_dir))
     print(f"exported {result.export_dir}: loads as {type(encoder).__name__}")

@@ -22,6 +22,8 @@ from typing import Any
 
 import torch
 
+from safegen.errors import SafegenError
+
 from .config import TrainConfig
 from .io import atomic_directory
 
@@ -76,27 +78,47 @@ def save_checkpoint(
     return folder
 
 
+class CheckpointError(SafegenError):
+    """A checkpoint folder is missing, incomplete or unreadable (the message names the path)."""
+
+
 def load_checkpoint(folder: Path) -> dict[str, Any]:
-    """Read a checkpoint folder into {trainable, optimizer, rng, state, config}."""
+    """Read a checkpoint folder into {trainable, optimizer, rng, state, config}.
+
+    Any damage (truncated or garbage safetensors, broken JSON, a missing file) is one
+    :class:`CheckpointError` naming the file, never a raw parser error.
+    """
     from safetensors.torch import load_file
 
     folder = Path(folder)
     if not (folder / "state.json").is_file():
-        from .config import ConfigError
-
-        raise ConfigError(f"'{folder}' is not a complete checkpoint (no state.json)")
-    out: dict[str, Any] = {
-        "trainable": load_file(str(folder / "trainable.safetensors")),
-        "state": json.loads((folder / "state.json").read_text()),
-        "config": TrainConfig.load(folder / "config.json"),
-        "optimizer": None,
-        "rng": None,
-    }
-    if (folder / "optimizer.safetensors").is_file():
-        meta = json.loads((folder / "optimizer.json").read_text())
-        out["optimizer"] = optimizer_from_safetensors(load_file(str(folder / "optimizer.safetensors")), meta)
-    if (folder / "rng.safetensors").is_file():
-        out["rng"] = load_file(str(folder / "rng.safetensors"))["cpu"]
+        raise CheckpointError(f"'{folder}' is not a complete checkpoint (no state.json)")
+    current = folder / "state.json"
+    try:
+        state = json.loads(current.read_text())
+        if not isinstance(state, dict):
+            raise ValueError("state.json is not a JSON object")
+        current = folder / "config.json"
+        config = TrainConfig.load(current)
+        current = folder / "trainable.safetensors"
+        out: dict[str, Any] = {
+            "trainable": load_file(str(current)),
+            "state": state,
+            "config": config,
+            "optimizer": None,
+            "rng": None,
+        }
+        if (folder / "optimizer.safetensors").is_file():
+            current = folder / "optimizer.json"
+            meta = json.loads(current.read_text())
+            current = folder / "optimizer.safetensors"
+            out["optimizer"] = optimizer_from_safetensors(load_file(str(current)), meta)
+        if (folder / "rng.safetensors").is_file():
+            current = folder / "rng.safetensors"
+            out["rng"] = load_file(str(current))["cpu"]
+    except Exception as exc:  # noqa: BLE001 - safetensors, JSON and config errors all mean "this file is damaged"
+        reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        raise CheckpointError(f"checkpoint file '{current}' is unreadable ({reason[:200]})") from exc
     return out
 
 
@@ -112,17 +134,66 @@ def step_checkpoints(checkpoints_dir: Path) -> list[Path]:
     return [p for _, p in sorted(found)]
 
 
-def resolve_resume(resume: str, output_dir: Path) -> Path | None:
-    """'latest' -> the newest complete checkpoint of the run (None when there is none); else the path."""
+def resume_candidates(resume: str, output_dir: Path) -> list[Path]:
+    """Checkpoints to try for ``resume``, best first: for 'latest' the run's complete step
+    checkpoints newest first (empty when there is none); else the one folder given."""
     if resume == "latest":
-        found = step_checkpoints(output_dir / "checkpoints")
-        return found[-1] if found else None
+        return list(reversed(step_checkpoints(Path(output_dir) / "checkpoints")))
     path = Path(resume).expanduser()
     if not (path / "state.json").is_file():
-        from .config import ConfigError
+        raise CheckpointError(f"resume: '{resume}' is not a checkpoint folder (no state.json); use 'latest' or a path")
+    return [path]
 
-        raise ConfigError(f"resume: '{resume}' is not a checkpoint folder (no state.json); use 'latest' or a path")
-    return path
+
+def resolve_resume(resume: str, output_dir: Path) -> Path | None:
+    """'latest' -> the newest complete checkpoint of the run (None when there is none); else the path."""
+    found = resume_candidates(resume, output_dir)
+    return found[0] if found else None
+
+
+def load_resume_checkpoint(resume: str, output_dir: Path) -> tuple[Path, dict[str, Any]] | None:
+    """Load the checkpoint ``resume`` names; None when 'latest' finds no checkpoint at all.
+
+    With 'latest' a damaged newest checkpoint is reported (its path and what is wrong) and the
+    previous one is tried, so a crash during a save, or a disk error, costs one checkpoint
+    interval instead of the run. A path given explicitly is never swapped for another.
+    """
+    candidates = resume_candidates(resume, output_dir)
+    failures = []
+    for path in candidates:
+        try:
+            ckpt = load_checkpoint(path)
+        except CheckpointError as exc:
+            failures.append(str(exc))
+            if resume != "latest":
+                raise
+            _logger.warning("resume: %s; falling back to the previous checkpoint", exc)
+            continue
+        if failures:
+            _logger.warning("resume: using '%s' (%d newer checkpoint(s) unreadable)", path, len(failures))
+        return path, ckpt
+    if failures:
+        where = Path(output_dir) / "checkpoints"
+        raise CheckpointError(f"resume: no readable checkpoint in '{where}': {failures[-1]}")
+    return None
+
+
+def start_overrides(resume: str, output_dir: Path) -> dict[str, Any]:
+    """The overrides (``--set`` and flags) the run was started with, read from the checkpoint
+    ``resume`` would pick (the newest with a readable state.json); empty when none is recorded."""
+    try:
+        candidates = resume_candidates(resume, output_dir)
+    except CheckpointError:
+        return {}
+    for path in candidates:
+        try:
+            state = json.loads((path / "state.json").read_text())
+        except (OSError, ValueError):
+            continue
+        if isinstance(state, dict) and isinstance(state.get("overrides"), dict):
+            return state["overrides"]
+        return {}
+    return {}
 
 
 def prune_checkpoints(checkpoints_dir: Path, keep: int) -> None:

@@ -1,7 +1,8 @@
 """``safegen-train``: fit, export and evaluate Safe-CLIP encoders.
 
     safegen-train fit --config cfg.yaml [--set loss.vision_patch_unsafe=0.5] [--max-steps 100] [--dry-run]
-    safegen-train fit --config cfg.yaml --resume latest
+    safegen-train fit --config cfg.yaml --resume latest      # keeps the run's --set values
+    safegen-train fit --config cfg.yaml --overwrite          # start again in a folder holding a run
     safegen-train export runs/x/checkpoints/best out/safeclip [--what text]
     safegen-train eval data/val.jsonl --model base_clip --safe out/safeclip [--json]
     safegen-train config-help        # every config field with its default and meaning
@@ -38,7 +39,11 @@ app = typer.Typer(
 
 
 def _err(msg: str) -> None:
-    sys.stderr.write(f"safegen-train: {msg}\n")
+    """One line on stderr, whatever the message holds (newlines folded, a huge value cut)."""
+    line = " ".join(str(msg).splitlines())
+    if len(line) > 2000:
+        line = line[:2000] + f"... ({len(line) - 2000} more characters)"
+    sys.stderr.write(f"safegen-train: {line}\n")
 
 
 def _debug() -> bool:
@@ -109,7 +114,13 @@ def fit(
     towers: Annotated[str | None, typer.Option("--towers", help="both, text or vision.")] = None,
     mixed_precision: Annotated[str | None, typer.Option("--mixed-precision", help="no, fp16 or bf16.")] = None,
     seed: Annotated[int | None, typer.Option("--seed", help="Random seed.")] = None,
-    resume: Annotated[str | None, typer.Option("--resume", help="'latest' or a checkpoint folder.")] = None,
+    resume: Annotated[
+        str | None,
+        typer.Option("--resume", help="'latest' or a checkpoint folder; the run's --set values are kept."),
+    ] = None,
+    overwrite: Annotated[
+        bool, typer.Option("--overwrite", help="Start again in a folder holding an earlier run (its files removed).")
+    ] = False,
     cpu: Annotated[bool | None, typer.Option("--cpu/--no-cpu", help="Force the CPU.")] = None,
     dry_run: Annotated[bool, typer.Option("--dry-run", help="Print the resolved config as JSON and exit.")] = False,
     verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Log progress details.")] = False,
@@ -138,23 +149,42 @@ def fit(
         cpu=cpu,
     )
     overrides.update({k: v for k, v in flags.items() if v is not None})
+    start: dict[str, Any] = {}
     try:
         cfg = resolve_config(config, overrides)
+        if cfg.resume:
+            # A resume applies the overrides the run was started with again (those that change what
+            # it learns), so `--resume latest` alone continues the same run; new values that differ
+            # from them are refused by fit, naming the field.
+            start = _start_overrides(cfg.resume, Path(cfg.output_dir))
+            cfg = resolve_config(config, {**start, **overrides})
     except ConfigError as exc:
         _err(str(exc))
         raise typer.Exit(2) from None
     if dry_run:
         sys.stdout.write(json.dumps(cfg.to_dict(), indent=2) + "\n")
         return
+    from .run_folder import check_output_dir
+
     try:
         cfg.require_sources()
+        check_output_dir(Path(cfg.output_dir), resume=cfg.resume, overwrite=overwrite)
     except ConfigError as exc:
         _err(str(exc))
         raise typer.Exit(2) from None
     _setup_logging(verbose)
+    if start:
+        _logger.info("resume: applying the run's start overrides again: %s", start)
     from .train import fit as run_fit
 
-    result = run_fit(cfg)
+    recorded = {k: v for k, v in overrides.items() if k != "resume"}
+    try:
+        result = run_fit(cfg, overwrite=overwrite, overrides={**start, **recorded} if cfg.resume else recorded)
+    except ConfigError as exc:  # settings found wrong once the run is read (e.g. a resume changing lr): usage
+        if _debug():
+            raise
+        _err(str(exc))
+        raise typer.Exit(2) from None
     summary = {
         "output_dir": str(result.output_dir),
         "global_step": result.global_step,
@@ -164,6 +194,15 @@ def fit(
     }
     if _is_main_process():
         sys.stdout.write(json.dumps(summary) + "\n")
+
+
+def _start_overrides(resume: str, output_dir: Path) -> dict[str, Any]:
+    """The run's recorded start overrides that fix what it learns (run-length flags such as
+    --max-steps are not carried over: a resume usually means to go further)."""
+    from .checkpoint import start_overrides
+    from .config import RESUME_MAY_CHANGE
+
+    return {k: v for k, v in start_overrides(resume, output_dir).items() if k.split(".")[0] not in RESUME_MAY_CHANGE}
 
 
 def _is_main_process() -> bool:
@@ -177,9 +216,17 @@ def export(
     out: Annotated[Path, typer.Argument(help="Export folder (written atomically).")],
     what: Annotated[str, typer.Option("--what", help="model (CLIPModel), text or vision (one tower).")] = "model",
     model: Annotated[str | None, typer.Option("--model", "-m", help="Base CLIP, if moved since training.")] = None,
+    overwrite: Annotated[
+        bool,
+        typer.Option("--overwrite", help="Write into a non-empty folder not made by export (its files are kept)."),
+    ] = False,
     verbose: Annotated[bool, typer.Option("--verbose", "-v")] = False,
 ) -> None:
-    """Merge a checkpoint into plain transformers CLIP weights (safetensors + model card)."""
+    """Merge a checkpoint into plain transformers CLIP weights (safetensors + model card).
+
+    OUT must be new, empty, or an earlier export (whose files are replaced); any other folder
+    needs --overwrite, and files that export did not write are never deleted.
+    """
     from .export import EXPORT_KINDS
 
     if what not in EXPORT_KINDS:
@@ -188,10 +235,17 @@ def export(
     if not (checkpoint / "state.json").is_file():
         _err(f"'{checkpoint}' is not a checkpoint folder (no state.json); pass runs/<run>/checkpoints/<name>")
         raise typer.Exit(2)
+    from .export_folder import ExportTargetError, check_export_target
+
+    try:
+        check_export_target(out, overwrite=overwrite, source=checkpoint)
+    except ExportTargetError as exc:
+        _err(str(exc))
+        raise typer.Exit(2) from None
     _setup_logging(verbose)
     from .export import export_checkpoint
 
-    path = export_checkpoint(checkpoint, out, what=what, model=model)
+    path = export_checkpoint(checkpoint, out, what=what, model=model, overwrite=overwrite)
     sys.stdout.write(json.dumps({"export_dir": str(path), "what": what}) + "\n")
 
 
@@ -206,7 +260,11 @@ def eval_(
     json_out: Annotated[bool, typer.Option("--json", help="JSON on stdout instead of a table.")] = False,
     verbose: Annotated[bool, typer.Option("--verbose", "-v")] = False,
 ) -> None:
-    """Retrieval table (recall@1/5/10/20 on S-V, S-G, U-V, U-G), original and safe side by side."""
+    """Retrieval table (recall@1/5/10/20 on S-V, S-G, U-V, U-G), original and safe side by side.
+
+    --safe takes any `safegen-train export`: a full CLIP (--what model), or one tower (--what text
+    or vision), evaluated with --model's other tower.
+    """
     _setup_logging(verbose)
     from .data import Collator, PairDataset, load_records
     from .model import load_clip
@@ -217,10 +275,13 @@ def eval_(
         _err(f"'{data}' has no images: retrieval needs safe_image (and unsafe_image for S-G/U-G)")
         raise typer.Exit(2)
     tables, sums = {}, {}
+    original = None
     for name, source in (("original", model), ("safe", safe)):
         if source is None:
             continue
-        loaded = load_clip(source)
+        loaded = _with_safe_tower(source, original) if name == "safe" else None
+        loaded = loaded or load_clip(source)
+        original = original or loaded
         max_len = loaded.model.config.text_config.max_position_embeddings
         collate = Collator(loaded.tokenizer, loaded.image_processor, max_len)
         table = retrieval_table(embed_dataset(loaded.model.eval(), ds, collate, batch_size=batch_size))
@@ -231,6 +292,36 @@ def eval_(
         sys.stdout.write(format_table(tables) + "\n")
         for name, value in sums.items():
             sys.stdout.write(f"recall-sum {name}: {value:.1f}\n" if value is not None else "")
+
+
+def _with_safe_tower(source: str, original: Any) -> Any:
+    """A one-tower export (``export --what text|vision``) evaluated as the original CLIP with that
+    tower replaced; None when ``source`` is not a one-tower folder (then it loads as a full CLIP)."""
+    import copy
+    import dataclasses
+
+    config_file = Path(source).expanduser() / "config.json"
+    if original is None or not config_file.is_file():
+        return None
+    try:
+        kind = json.loads(config_file.read_text()).get("model_type")
+    except (OSError, ValueError, AttributeError):
+        return None
+    if kind not in ("clip_text_model", "clip_vision_model"):
+        return None
+    from transformers import CLIPTextModelWithProjection, CLIPVisionModelWithProjection
+
+    cls = CLIPTextModelWithProjection if kind == "clip_text_model" else CLIPVisionModelWithProjection
+    tower = cls.from_pretrained(str(config_file.parent))
+    clip = copy.deepcopy(original.model)
+    missing, unexpected = clip.load_state_dict(tower.state_dict(), strict=False)
+    if unexpected:
+        raise SafegenError(
+            f"--safe '{source}' ({kind}) does not fit --model's CLIP (unexpected {unexpected[:2]}); "
+            "pass the CLIP it was trained from as --model"
+        )
+    _logger.info("--safe '%s' is a %s export: evaluated with --model's other tower", source, kind)
+    return dataclasses.replace(original, model=clip, source=source)
 
 
 @app.command("config-help")
@@ -244,36 +335,43 @@ def config_help() -> None:
         sys.stdout.write(f"loss.{name:21s} {json.dumps(default):28s} {text}\n")
 
 
-def main() -> None:
-    """Entry point: known errors as one line (exit 1), usage errors exit 2."""
+def run(argv: list[str] | None = None) -> int:
+    """Run the app on ``argv`` and return the process exit code (0 ok, 1 runtime error, 2 usage error).
+
+    click's standalone mode would exit by itself; it is off so that known errors print one line
+    (no traceback unless SAFEGEN_DEBUG=1), which means the exit code must be carried back here.
+    """
     try:
-        app(standalone_mode=False)
+        code = app(args=argv, prog_name="safegen-train", standalone_mode=False)
     except SafegenError as exc:
         if _debug():
             raise
         _err(str(exc))
-        sys.exit(1)
+        return 1
     except typer.Exit as exc:
-        sys.exit(exc.exit_code)
-    except Exception as exc:  # noqa: BLE001 - usage errors from click come through here
-        name = type(exc).__name__
-        if name in (
-            "UsageError",
-            "BadParameter",
-            "NoSuchOption",
-            "MissingParameter",
-            "BadOptionUsage",
-            "NoArgsIsHelp",
-        ):
-            if hasattr(exc, "show"):
-                exc.show()
-            else:
-                _err(str(exc))
-            sys.exit(2)
+        return int(exc.exit_code or 0)
+    except KeyboardInterrupt:
+        _err("interrupted")
+        return 130
+    except Exception as exc:  # noqa: BLE001 - click usage errors, then anything unexpected
+        show = getattr(exc, "show", None)
+        exit_code = getattr(exc, "exit_code", None)
+        if callable(show) and isinstance(exit_code, int):  # click's UsageError family (and NoArgsIsHelp): 2
+            show()
+            return exit_code
+        if type(exc).__name__ == "Abort":
+            _err("aborted")
+            return 1
         if _debug():
             raise
-        _err(f"{name}: {exc}")
-        sys.exit(1)
+        _err(f"{type(exc).__name__}: {exc}")
+        return 1
+    return code if isinstance(code, int) else 0
+
+
+def main() -> None:
+    """Console entry point: exits with :func:`run`'s code."""
+    sys.exit(run())
 
 
 if __name__ == "__main__":

@@ -22,6 +22,7 @@ import dataclasses
 import difflib
 import json
 import logging
+import math
 import re
 import types
 import typing
@@ -117,9 +118,10 @@ class LossConfig(_ConfigMixin):
     )
 
     def __post_init__(self) -> None:
+        _check_numbers(self, "loss.")
         for f in dataclasses.fields(self):
             value = getattr(self, f.name)
-            if f.type in ("float",) and (not isinstance(value, (int, float)) or value < 0):
+            if f.type in ("float",) and value < 0:
                 raise ConfigError(f"loss.{f.name} must be a number >= 0, got {value!r}")
         if self.logit_scale <= 0:
             raise ConfigError(f"loss.logit_scale must be > 0, got {self.logit_scale}")
@@ -195,6 +197,9 @@ class TrainConfig(_ConfigMixin):
         default=None, metadata=_help("Pad/truncate captions to this many tokens (default: the model's, 77).")
     )
     num_workers: int = field(default=0, metadata=_help("DataLoader worker processes."))
+    embed_batch_size: int = field(
+        default=64, metadata=_help("Batch of the no-grad passes: reference cache, validation embeddings.")
+    )
     # -- optimisation
     batch_size: int = field(
         default=16, metadata=_help("Global batch per optimizer step (all processes, all accumulation steps).")
@@ -234,7 +239,8 @@ class TrainConfig(_ConfigMixin):
         if isinstance(self.loss, dict):
             self.loss = LossConfig.from_dict(self.loss)
         _check_literals(self, "")
-        positive = ["lora_r", "batch_size", "grad_accum_steps", "epochs", "log_every"]
+        _check_numbers(self, "")
+        positive = ["lora_r", "batch_size", "grad_accum_steps", "epochs", "log_every", "embed_batch_size"]
         for name in positive:
             if getattr(self, name) < 1:
                 raise ConfigError(f"{name} must be >= 1, got {getattr(self, name)}")
@@ -249,6 +255,14 @@ class TrainConfig(_ConfigMixin):
             raise ConfigError(f"lora_dropout must be in [0, 1), got {self.lora_dropout}")
         if self.lr <= 0:
             raise ConfigError(f"lr must be > 0, got {self.lr}")
+        if self.weight_decay < 0:
+            raise ConfigError(f"weight_decay must be >= 0, got {self.weight_decay}")
+        if self.lora_alpha <= 0:
+            raise ConfigError(f"lora_alpha must be > 0, got {self.lora_alpha}")
+        if not 0 <= self.seed < 2**32:
+            raise ConfigError(f"seed must be in [0, 2**32), got {self.seed}")
+        if self.max_text_length is not None and self.max_text_length < 1:
+            raise ConfigError(f"max_text_length must be >= 1 or null, got {self.max_text_length}")
         if self.max_grad_norm is not None and self.max_grad_norm <= 0:
             raise ConfigError(f"max_grad_norm must be > 0 or null, got {self.max_grad_norm}")
         if self.batch_size % self.grad_accum_steps:
@@ -430,6 +444,63 @@ def _coerce(value: Any, hint: Any) -> Any:
             raise ValueError(f"expected a string, got {value!r}")
         return str(value)
     return value
+
+
+#: Fields a resumed run may change: how long it runs and what it writes, not what it learns.
+RESUME_MAY_CHANGE = frozenset(
+    {
+        "resume",
+        "output_dir",
+        "max_steps",
+        "epochs",
+        "log_every",
+        "eval_every_steps",
+        "save_every_steps",
+        "keep_checkpoints",
+        "patience",
+        "num_workers",
+        "embed_batch_size",
+        "report_to",
+        "export_on_finish",
+        "cpu",
+    }
+)
+
+
+def resume_differences(saved: TrainConfig, given: TrainConfig) -> list[str]:
+    """'field: the run has X, this resume gives Y' for every field outside :data:`RESUME_MAY_CHANGE`
+    where a resume's config differs from the config the run was started with."""
+    a, b = _flat(saved.to_dict()), _flat(given.to_dict())
+    return [
+        f"{key}: the run has {a.get(key)!r}, this resume gives {b.get(key)!r}"
+        for key in sorted(set(a) | set(b))
+        if key not in RESUME_MAY_CHANGE and a.get(key) != b.get(key)
+    ]
+
+
+def _flat(data: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    out = {}
+    for key, value in data.items():
+        if isinstance(value, dict):
+            out.update(_flat(value, f"{prefix}{key}."))
+        else:
+            out[f"{prefix}{key}"] = value
+    return out
+
+
+def _check_numbers(obj: Any, prefix: str) -> None:
+    """Every number field holds a real number of its type: NaN and infinities are refused here,
+    because a comparison such as ``lr <= 0`` lets NaN through (and lr=inf trains NaN weights)."""
+    hints = typing.get_type_hints(type(obj))
+    for f in dataclasses.fields(obj):
+        value = getattr(obj, f.name)
+        allowed = typing.get_args(hints[f.name]) or (hints[f.name],)
+        if value is None or not ({int, float} & set(allowed)):
+            continue
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise ConfigError(f"{prefix}{f.name} must be a number, got {value!r}")
+        if isinstance(value, float) and not math.isfinite(value):
+            raise ConfigError(f"{prefix}{f.name} must be a finite number, got {value!r}")
 
 
 def _check_literals(obj: Any, prefix: str) -> None:

@@ -91,15 +91,20 @@ def read_jsonl(path: str | Path, *, skip_bad: bool = False, check_images: bool =
         raise DataError(f"data file '{path}' does not exist")
     problems, records, bad = _Problems(str(path)), [], set()
     base = path.parent
-    with open(path, encoding="utf-8") as fh:
-        for lineno, line in enumerate(fh, 1):
-            if not line.strip():
-                continue
+    # Binary lines split on b"\n" only: text mode would also split on a lone "\r" inside a caption.
+    with open(path, "rb") as fh:
+        for lineno, raw in enumerate(fh, 1):
             where = f"{path.name}:{lineno}"
             try:
-                obj = json.loads(line)
-            except json.JSONDecodeError as exc:
-                problems.add(where, f"invalid JSON ({exc.msg})")
+                line = raw.decode("utf-8")
+            except UnicodeDecodeError as exc:
+                problems.add(where, f"not UTF-8 text (byte {exc.start})")
+                continue
+            if not line.strip():
+                continue
+            obj, reason = parse_json_line(line)
+            if reason:
+                problems.add(where, reason)
                 continue
             if not isinstance(obj, dict):
                 problems.add(where, f"expected an object, got {type(obj).__name__}")
@@ -112,6 +117,19 @@ def read_jsonl(path: str | Path, *, skip_bad: bool = False, check_images: bool =
                 bad.add(len(records))
             records.append(rec)
     return problems.finish(records, bad, skip_bad=skip_bad)
+
+
+def parse_json_line(line: str) -> tuple[Any, str | None]:
+    """(value, None) or (None, reason): invalid JSON, nesting too deep for the parser, or an integer
+    longer than Python converts (4300 digits) are one bad record, never an exception that ends the run."""
+    try:
+        return json.loads(line), None
+    except json.JSONDecodeError as exc:
+        return None, f"invalid JSON ({exc.msg})"
+    except RecursionError:
+        return None, "JSON nested too deeply"
+    except ValueError as exc:  # int('1' * 5000): "Exceeds the limit (4300 digits) ..."
+        return None, f"unreadable JSON value ({str(exc).split(';')[0]})"
 
 
 def _record_from_mapping(obj: dict, where: str, base: Path, check_images: bool) -> tuple[Record | None, str | None]:
@@ -169,6 +187,9 @@ def read_visu(
         data = json.loads(path.read_text(encoding="utf-8"))
     except json.JSONDecodeError as exc:
         raise DataError(f"{path}:{exc.lineno}: invalid JSON ({exc.msg})") from exc
+    except (RecursionError, ValueError) as exc:  # nesting too deep, 5000-digit numbers, not UTF-8
+        reason = "nested too deeply" if isinstance(exc, RecursionError) else str(exc).split(";")[0]
+        raise DataError(f"{path}: unreadable JSON ({reason})") from None
     if isinstance(data, dict) and "data" in data and isinstance(data["data"], (dict, list)):
         data = data["data"]
     items = data.items() if isinstance(data, dict) else enumerate(data)
@@ -230,7 +251,7 @@ def read_hf_dataset(source: str, split: str, *, skip_bad: bool = False) -> list[
             f"reading '{source}' as a Hugging Face dataset needs the datasets package (pip install datasets); "
             "or export it to JSONL"
         ) from exc
-    from safegen._hub import load_or_explain
+    from safegen import load_or_explain
 
     ds = load_or_explain(source, lambda: datasets.load_dataset(source, split=split))
     problems, records, bad = _Problems(f"{source}[{split}]"), [], set()

@@ -5,7 +5,8 @@
 ``config.json`` + ``model.safetensors`` (never pickle), the tokenizer and/or image processor
 files, ``training_config.json`` and a ``README.md`` model card with the validation table.
 ``transformers`` loads it with ``from_pretrained`` and ``safegen.encoders`` with
-``load_safe_text_encoder`` / ``load_safe_vision_encoder``. The folder is written atomically.
+``load_safe_text_encoder`` / ``load_safe_vision_encoder``. The folder is written atomically and
+never over a user's files (:mod:`safegen_train.export_folder`).
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from .config import TrainConfig
-from .io import atomic_directory
+from .export_folder import export_directory
 from .validation import format_table
 
 _logger = logging.getLogger(__name__)
@@ -53,13 +54,19 @@ def export_clip(
     validation: dict[str, Any] | None = None,
     step: int | None = None,
     source_checkpoint: str | None = None,
+    overwrite: bool = False,
 ) -> Path:
-    """Write a merged ``CLIPModel`` (or one tower) as a self-contained transformers folder."""
+    """Write a merged ``CLIPModel`` (or one tower) as a self-contained transformers folder.
+
+    The folder is published by :func:`~safegen_train.export_folder.export_directory`: a folder
+    that is not empty and was not written by an export is refused unless ``overwrite``, and no
+    file the export did not write is ever deleted.
+    """
     if what not in EXPORT_KINDS:
         raise ValueError(f"what must be one of {EXPORT_KINDS}, got {what!r}")
     out_dir = Path(out_dir)
     model = clip if what == "model" else split_tower(clip, what)
-    with atomic_directory(out_dir) as tmp:
+    with export_directory(out_dir, overwrite=overwrite) as tmp:
         model.save_pretrained(str(tmp))
         if tokenizer is not None and what in ("model", "text"):
             tokenizer.save_pretrained(str(tmp))
@@ -92,15 +99,22 @@ def export_module(
 
 
 def export_checkpoint(
-    checkpoint: str | Path, out_dir: str | Path, *, what: str = "model", model: str | None = None
+    checkpoint: str | Path,
+    out_dir: str | Path,
+    *,
+    what: str = "model",
+    model: str | None = None,
+    overwrite: bool = False,
 ) -> Path:
     """Rebuild the model a checkpoint was trained from, load its weights, merge and export.
 
     ``model`` overrides the base recorded in the checkpoint's config (a moved folder).
     """
     from .checkpoint import load_checkpoint
+    from .export_folder import check_export_target
     from .model import create_module, load_clip
 
+    check_export_target(Path(out_dir), overwrite=overwrite, source=Path(checkpoint))
     ckpt = load_checkpoint(Path(checkpoint))
     config: TrainConfig = ckpt["config"]
     if model:
@@ -119,6 +133,7 @@ def export_checkpoint(
         validation=state.get("last_validation"),
         step=state.get("global_step"),
         source_checkpoint=str(checkpoint),
+        overwrite=overwrite,
     )
 
 

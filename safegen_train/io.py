@@ -13,6 +13,32 @@ from pathlib import Path
 _logger = logging.getLogger(__name__)
 
 
+def current_umask() -> int:
+    """The process umask, read from /proc where possible (setting it to read it races with threads)."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("Umask:"):
+                return int(line.split()[1], 8)
+    except (OSError, ValueError, IndexError):
+        pass
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
+def apply_umask(path: Path, *, directory: bool = False) -> None:
+    """Give a file (0666) or folder (0777) made by ``tempfile`` (0600 / 0700) the permissions a plain
+    ``open`` / ``mkdir`` would have under the user's umask; for a folder, everything inside it too
+    (some writers, transformers' ``save_pretrained`` among them, also go through private temp files)."""
+    mask = current_umask()
+    path = Path(path)
+    os.chmod(path, (0o777 if directory else 0o666) & ~mask)
+    if directory:
+        for sub in path.rglob("*"):
+            if not sub.is_symlink():
+                os.chmod(sub, (0o777 if sub.is_dir() else 0o666) & ~mask)
+
+
 def atomic_write_text(path: Path, text: str) -> Path:
     """Write ``text`` to ``path`` through a temporary file in the same folder and a rename."""
     path = Path(path)
@@ -23,6 +49,7 @@ def atomic_write_text(path: Path, text: str) -> Path:
             fh.write(text)
             fh.flush()
             os.fsync(fh.fileno())
+        apply_umask(Path(tmp))
         os.replace(tmp, path)
     except BaseException:
         with contextlib.suppress(OSError):
@@ -53,6 +80,7 @@ def atomic_directory(final: Path, *, overwrite: bool = True) -> Iterator[Path]:
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
+    apply_umask(tmp, directory=True)
     old = None
     if final.exists():
         if not overwrite:

@@ -23,7 +23,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from safegen._hub import load_or_explain
+from safegen import load_or_explain
 from safegen.encoders import load_open_clip_checkpoint
 
 from .config import LossConfig, TrainConfig
@@ -92,7 +92,7 @@ def _load_tokenizer(source: str, model: Any) -> tuple[Any, str | None]:
     """The source's tokenizer; failing that, CLIP's BPE rebuilt offline for the model's vocab size."""
     from transformers import AutoTokenizer
 
-    from safegen.clip_tokenizer import FULL_MERGES, create_clip_tokenizer
+    from safegen import create_clip_tokenizer
 
     path = Path(source).expanduser()
     tok_files = ("tokenizer.json", "vocab.json", "tokenizer_config.json")
@@ -102,14 +102,18 @@ def _load_tokenizer(source: str, model: Any) -> tuple[Any, str | None]:
         except Exception as exc:  # noqa: BLE001 - fall back to the built tokenizer below, saying why
             _logger.warning("no tokenizer loaded from '%s' (%s); building CLIP's BPE offline", source, exc)
     vocab = model.config.text_config.vocab_size
-    merges = vocab - 512 - 2
-    if not 0 <= merges <= FULL_MERGES:
+    merges = vocab - 512 - 2  # 256 byte symbols, their 256 end-of-word forms, 2 special tokens
+    max_len = model.config.text_config.max_position_embeddings
+    try:
+        tokenizer = create_clip_tokenizer(merges, model_max_length=max_len)  # refuses more merges than CLIP's
+    except ValueError:
         from .config import ConfigError
 
-        raise ConfigError(f"no tokenizer found beside '{source}' and vocab size {vocab} is not CLIP's; pass tokenizer")
-    max_len = model.config.text_config.max_position_embeddings
+        raise ConfigError(
+            f"no tokenizer found beside '{source}' and vocab size {vocab} is not CLIP's; pass tokenizer"
+        ) from None
     _logger.info("using CLIP's BPE tokenizer built offline (%d merges, vocab %d)", merges, vocab)
-    return create_clip_tokenizer(merges, model_max_length=max_len), None
+    return tokenizer, None
 
 
 def _load_image_processor(source: str, model: Any) -> tuple[Any, str | None]:

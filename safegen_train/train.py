@@ -22,9 +22,15 @@ global micro-batch (LoRA dropout aside: each process draws its own masks). Witho
 process contrasts its own slice only: fewer negatives, a different (local) loss.
 
 Reference embeddings. With ``reference: frozen`` and ``cache_reference`` (the default)
-T0(t) and V0(v) are computed once for the whole training set before the first step (every
-process computes all of them; they never change). Token-level references for the
-hidden-state terms are computed per step (too large to cache).
+T0(t) and V0(v) are computed once for the whole training set before the first step (each
+process computes its share of the batches and the tables are gathered; they never change).
+Token-level references for the hidden-state terms are computed per step (too large to cache).
+Validation is sharded the same way: each process scores its share of the validation batches.
+
+Run folder. A folder that holds an earlier run is refused unless the run is resumed
+(``resume``) or started again (``overwrite``), and one process tree at a time holds it
+(:mod:`safegen_train.run_folder`). A resume must train what the run trained: settings that
+change the result (data, model, loss, lr, ...) are compared with the checkpoint's config.
 """
 
 from __future__ import annotations
@@ -40,13 +46,23 @@ from typing import Any
 
 import torch
 
-from .checkpoint import load_checkpoint, prune_checkpoints, resolve_resume, save_checkpoint
-from .config import TrainConfig
+from safegen.errors import SafegenError
+
+from .checkpoint import CheckpointError, load_resume_checkpoint, prune_checkpoints, save_checkpoint
+from .config import ConfigError, TrainConfig, resume_differences
 from .data import Collator, PairDataset, ShardedBatchSampler, load_records
 from .io import append_line, atomic_write_text
 from .losses import SafeCLIPLoss
 from .model import SafeCLIPModule, create_module, load_clip
-from .validation import embed_dataset, flatten_table, recall_sum, retrieval_table, validation_loss
+from .sharding import batch_items, gather_in_order, owned_batches
+from .validation import (
+    embed_dataset,
+    flatten_table,
+    mean_of_batches,
+    recall_sum,
+    retrieval_table,
+    validation_loss_per_batch,
+)
 
 _logger = logging.getLogger(__name__)
 
@@ -66,21 +82,36 @@ class FitResult:
 
 @torch.no_grad()
 def compute_reference_cache(
-    module: SafeCLIPModule, dataset: PairDataset, collate: Collator, *, batch_size: int, device: Any
+    module: SafeCLIPModule,
+    dataset: PairDataset,
+    collate: Collator,
+    *,
+    batch_size: int,
+    device: Any,
+    accelerator: Any = None,
 ) -> dict[str, torch.Tensor]:
-    """T0(t) (N, D) and V0(v) (N, D) for every record, from the frozen reference encoders."""
+    """T0(t) (N, D) and V0(v) (N, D) for every record, from the frozen reference encoders.
+
+    With an ``accelerator`` of several processes each computes its share of the batches and
+    the tables are gathered (:mod:`safegen_train.sharding`): every process holds the full
+    tables, computed in the batches one process would use.
+    """
+    rank, world = (accelerator.process_index, accelerator.num_processes) if accelerator else (0, 1)
     was_training = module.training
     module.eval()
     chunks: dict[str, list[torch.Tensor]] = {}
     try:
-        for start in range(0, len(dataset), batch_size):
-            items = [dataset[i] for i in range(start, min(start + batch_size, len(dataset)))]
+        for b in owned_batches(len(dataset), batch_size, rank, world):
+            items = [dataset[i] for i in batch_items(b, len(dataset), batch_size)]
             batch = {k: v.to(device) for k, v in collate(items).items()}
             for key, value in module.encode_reference(batch).items():
                 chunks.setdefault(key, []).append(value.float())
     finally:
         module.train(was_training)
-    return {k: torch.cat(v) for k, v in chunks.items()}
+    local = {k: torch.cat(v) for k, v in chunks.items()}
+    if world == 1:
+        return local
+    return {k: v.to(device) for k, v in gather_in_order(accelerator, local, len(dataset), batch_size).items()}
 
 
 class EarlyStopping:
@@ -180,21 +211,71 @@ def accumulate_gradients(
     return parts_sum
 
 
+def _truncate_metrics(path: Path, last_step: int) -> None:
+    """Drop metrics lines logged after ``last_step``: a resumed run logs those steps again, and
+    metrics.jsonl should hold each step once, as the uninterrupted run would."""
+    if not path.is_file():
+        return
+    kept, dropped = [], 0
+    for line in path.read_text(encoding="utf-8").splitlines():
+        try:
+            step = json.loads(line).get("step", 0)
+        except (ValueError, AttributeError):
+            step = 0  # not ours to judge: keep it
+        if isinstance(step, int) and step > last_step:
+            dropped += 1
+        else:
+            kept.append(line)
+    if dropped:
+        atomic_write_text(path, "".join(f"{line}\n" for line in kept))
+        _logger.info("resume: dropped %d metrics line(s) logged after step %d", dropped, last_step)
+
+
 def create_optimizer(module: SafeCLIPModule, config: TrainConfig) -> torch.optim.Optimizer:
     params = [p for p in module.parameters() if p.requires_grad]
     cls = torch.optim.AdamW if config.optimizer == "adamw" else torch.optim.Adam
     return cls(params, lr=config.lr, weight_decay=config.weight_decay)
 
 
-def fit(config: TrainConfig, *, accelerator: Any = None) -> FitResult:
-    """Train a Safe-CLIP as ``config`` says; returns where everything went."""
+def _agree(accelerator: Any, problem: BaseException | None) -> None:
+    """Raise on every process when the main process found ``problem`` (so none waits forever)."""
+    if accelerator.num_processes > 1:
+        from accelerate.utils import broadcast_object_list
+
+        from .export_folder import ExportTargetError
+        from .run_folder import RunFolderError, RunInUseError
+
+        kinds = {
+            c.__name__: c for c in (ConfigError, CheckpointError, ExportTargetError, RunFolderError, RunInUseError)
+        }
+        message = [(type(problem).__name__, str(problem)) if problem is not None else None]
+        broadcast_object_list(message, from_process=0)
+        if message[0] is not None and problem is None:  # the same error class, so every rank exits alike
+            problem = kinds.get(message[0][0], SafegenError)(message[0][1])
+    if problem is not None:
+        raise problem
+
+
+def fit(
+    config: TrainConfig,
+    *,
+    accelerator: Any = None,
+    overwrite: bool = False,
+    overrides: dict[str, Any] | None = None,
+) -> FitResult:
+    """Train a Safe-CLIP as ``config`` says; returns where everything went.
+
+    ``overwrite`` starts again in a folder that holds an earlier run (removing only that run's
+    files); ``overrides`` (the ``--set`` values and flags given at the start) are recorded in
+    every checkpoint so that ``--resume latest`` can apply them again.
+    """
     from accelerate import Accelerator
-    from accelerate.utils import set_seed
-    from torch.utils.data import DataLoader
+
+    from .export_folder import check_export_target
+    from .run_folder import RunLock, check_output_dir, clear_previous_run
 
     config.require_sources()
     out_dir = Path(config.output_dir)
-    ckpt_dir = out_dir / "checkpoints"
     if accelerator is None:
         kwargs = dict(
             cpu=config.cpu,
@@ -211,6 +292,64 @@ def fit(config: TrainConfig, *, accelerator: Any = None) -> FitResult:
 
             AcceleratorState._reset_state()  # the process-group (PartialState) is kept
             accelerator = Accelerator(**kwargs)
+
+    # ---- the run folder and the checkpoint to resume, before any data or model is loaded
+    lock, problem = None, None
+    if accelerator.is_main_process:
+        try:
+            check_output_dir(out_dir, resume=config.resume, overwrite=overwrite)
+            lock = RunLock(out_dir)
+            lock.acquire()
+            if overwrite:
+                removed = clear_previous_run(out_dir)
+                if removed:
+                    _logger.warning("overwrite: removed the earlier run's %s from '%s'", ", ".join(removed), out_dir)
+            if config.export_on_finish:
+                check_export_target(out_dir / "model")  # refused now, not after training
+        except SafegenError as exc:
+            problem = exc
+    try:
+        _agree(accelerator, problem)
+        resumed = None
+        if config.resume:
+            try:
+                resumed = load_resume_checkpoint(config.resume, out_dir)
+                if resumed is not None:
+                    check_resume(resumed[1]["config"], config, resumed[0])
+            except SafegenError as exc:
+                problem = exc
+            _agree(accelerator, problem)
+            if resumed is None:
+                _logger.warning("resume: latest asked for but '%s' has no checkpoint; starting fresh", out_dir)
+        return _train(config, accelerator, resumed, overrides or {})
+    finally:
+        if lock is not None:
+            lock.release()
+
+
+def check_resume(saved: TrainConfig, given: TrainConfig, checkpoint: Path) -> None:
+    """Refuse a resume whose settings would train something else than the run it continues."""
+    diffs = resume_differences(saved, given)
+    if diffs:
+        listed = "; ".join(diffs[:4]) + (f" (and {len(diffs) - 4} more)" if len(diffs) > 4 else "")
+        raise ConfigError(
+            f"resume from '{checkpoint}' would change the run: {listed}; resume with the run's settings "
+            f"(see {checkpoint / 'config.json'}) or start a new run (--overwrite or another --output-dir)"
+        )
+
+
+def _train(
+    config: TrainConfig,
+    accelerator: Any,
+    resumed: tuple[Path, dict[str, Any]] | None,
+    overrides: dict[str, Any],
+) -> FitResult:
+    """The training proper, once the run folder is held and the resume checkpoint is read."""
+    from accelerate.utils import set_seed
+    from torch.utils.data import DataLoader
+
+    out_dir = Path(config.output_dir)
+    ckpt_dir = out_dir / "checkpoints"
     is_main, world, rank = accelerator.is_main_process, accelerator.num_processes, accelerator.process_index
     set_seed(config.seed)
     if config.deterministic:
@@ -286,9 +425,16 @@ def fit(config: TrainConfig, *, accelerator: Any = None) -> FitResult:
     if config.cache_reference and config.reference == "frozen":
         t0 = time.perf_counter()
         cache = compute_reference_cache(
-            module, train_ds, collate, batch_size=max(micro_global, 32), device=accelerator.device
+            module,
+            train_ds,
+            collate,
+            batch_size=config.embed_batch_size,
+            device=accelerator.device,
+            accelerator=accelerator,
         )
-        _logger.info("cached %d reference embeddings in %.1fs", len(train_ds), time.perf_counter() - t0)
+        _logger.info(
+            "cached %d reference embeddings in %.2fs (%d process(es))", len(train_ds), time.perf_counter() - t0, world
+        )
 
     optimizer = create_optimizer(module, config)
     model, optimizer = accelerator.prepare(module, optimizer)
@@ -304,20 +450,22 @@ def fit(config: TrainConfig, *, accelerator: Any = None) -> FitResult:
         "stopped_early": False,
         "last_validation": None,
         "best_checkpoint": None,
+        "overrides": overrides,
     }
-    if config.resume:
-        resume_dir = resolve_resume(config.resume, out_dir)
-        if resume_dir is None:
-            _logger.warning("resume: latest asked for but '%s' has no checkpoint; starting fresh", ckpt_dir)
-        else:
-            ckpt = load_checkpoint(resume_dir)
+    if resumed is not None:
+        resume_dir, ckpt = resumed
+        try:
             module.load_trainable_state_dict(ckpt["trainable"])
             if ckpt["optimizer"] is not None:
                 optimizer.load_state_dict(ckpt["optimizer"])
-            state.update(ckpt["state"])
-            if ckpt["rng"] is not None:
-                _set_rng_state(accelerator, ckpt["rng"])
-            _logger.info("resumed from %s at step %d", resume_dir, state["global_step"])
+        except (RuntimeError, ValueError, KeyError) as exc:
+            raise CheckpointError(
+                f"checkpoint '{resume_dir}' does not fit this model ({str(exc).splitlines()[0][:200]})"
+            ) from exc
+        state.update(ckpt["state"])
+        if ckpt["rng"] is not None:
+            _set_rng_state(accelerator, ckpt["rng"])
+        _logger.info("resumed from %s at step %d", resume_dir, state["global_step"])
 
     if is_main:
         out_dir.mkdir(parents=True, exist_ok=True)
@@ -325,6 +473,8 @@ def fit(config: TrainConfig, *, accelerator: Any = None) -> FitResult:
     if config.report_to:
         accelerator.init_trackers("safegen_train", config={k: str(v) for k, v in config.to_dict().items()})
     metrics_path = out_dir / "metrics.jsonl"
+    if config.resume and is_main:  # also when 'latest' found no checkpoint: the run starts at step 0
+        _truncate_metrics(metrics_path, state["global_step"])
 
     def log(record: dict[str, Any]) -> None:
         if is_main:
@@ -352,15 +502,21 @@ def fit(config: TrainConfig, *, accelerator: Any = None) -> FitResult:
     def run_validation() -> None:
         if val_ds is None:
             return
+        t0 = time.perf_counter()
         unwrapped = accelerator.unwrap_model(model)
-        losses = validation_loss(
-            unwrapped, val_loss_fn, val_ds, collate, batch_size=micro_global, device=accelerator.device
+        # each process scores its share of the batches; the gathered results equal one process's
+        shard = dict(device=accelerator.device, rank=rank, world=world)
+        per_batch = validation_loss_per_batch(
+            unwrapped, val_loss_fn, val_ds, collate, batch_size=micro_global, **shard
         )
+        n_loss_batches = math.ceil(len(val_ds) / micro_global)
+        losses = mean_of_batches(gather_in_order(accelerator, per_batch, n_loss_batches, 1))
         unwrapped.eval()
-        table = retrieval_table(
-            embed_dataset(unwrapped.clip, val_ds, collate, batch_size=64, device=accelerator.device)
-        )
+        size = config.embed_batch_size
+        embeddings = embed_dataset(unwrapped.clip, val_ds, collate, batch_size=size, **shard)
+        table = retrieval_table(gather_in_order(accelerator, embeddings, len(val_ds), size))
         unwrapped.train()
+        _logger.info("validated %d records in %.2fs (%d process(es))", len(val_ds), time.perf_counter() - t0, world)
         rsum = recall_sum(table)
         stopper = EarlyStopping(
             config.patience, state["best_val_loss"], state["best_recall_sum"], state["patience_left"]

@@ -21,23 +21,37 @@ import torch
 from safegen.retrieval import GALLERIES, recall_sum  # noqa: F401  (recall_sum re-exported for train/cli)
 from safegen.retrieval import retrieval_table as shared_retrieval_table
 
+from .sharding import batch_items, owned_batches
+
 _logger = logging.getLogger(__name__)
 
 KS = (1, 5, 10, 20)
 
 
-def _batches(dataset: Any, collate: Any, batch_size: int):
-    for start in range(0, len(dataset), batch_size):
-        yield collate([dataset[i] for i in range(start, min(start + batch_size, len(dataset)))])
+def _batches(dataset: Any, collate: Any, batch_size: int, rank: int = 0, world: int = 1):
+    """The collated batches process ``rank`` of ``world`` computes (all of them for one process)."""
+    for b in owned_batches(len(dataset), batch_size, rank, world):
+        yield collate([dataset[i] for i in batch_items(b, len(dataset), batch_size)])
 
 
 @torch.no_grad()
 def embed_dataset(
-    clip: Any, dataset: Any, collate: Any, *, batch_size: int = 64, device: torch.device | str = "cpu"
+    clip: Any,
+    dataset: Any,
+    collate: Any,
+    *,
+    batch_size: int = 64,
+    device: torch.device | str = "cpu",
+    rank: int = 0,
+    world: int = 1,
 ) -> dict[str, torch.Tensor]:
-    """Projected embeddings (N, D) of every text and image of a :class:`~safegen_train.data.PairDataset`."""
+    """Projected embeddings (N, D) of every text and image of a :class:`~safegen_train.data.PairDataset`.
+
+    With ``world`` > 1 only the rows of this process's batches (:func:`owned_batches`), to be
+    put together with :func:`~safegen_train.sharding.gather_in_order`.
+    """
     chunks: dict[str, list[torch.Tensor]] = {}
-    for batch in _batches(dataset, collate, batch_size):
+    for batch in _batches(dataset, collate, batch_size, rank, world):
         for side in ("safe", "unsafe"):
             out = clip.text_model(
                 input_ids=batch[f"{side}_input_ids"].to(device),
@@ -93,20 +107,45 @@ def format_table(tables: dict[str, dict[str, dict[str, dict[int, float]]]]) -> s
 
 
 @torch.no_grad()
-def validation_loss(module: Any, loss_fn: Any, dataset: Any, collate: Any, *, batch_size: int, device: Any) -> dict:
-    """Mean of every loss part over the validation set, in batches of ``batch_size`` (the
-    InfoNCE terms depend on the batch size, so it is the training batch)."""
-    sums: dict[str, float] = {}
-    count = 0
+def validation_loss_per_batch(
+    module: Any,
+    loss_fn: Any,
+    dataset: Any,
+    collate: Any,
+    *,
+    batch_size: int,
+    device: Any,
+    rank: int = 0,
+    world: int = 1,
+) -> dict[str, torch.Tensor]:
+    """Every loss part of each of this process's validation batches: ``{part: (n_batches,) float64}``."""
+    values: dict[str, list[float]] = {}
     was_training = module.training
     module.eval()
     try:
-        for batch in _batches(dataset, collate, batch_size):
+        for batch in _batches(dataset, collate, batch_size, rank, world):
             batch = {k: v.to(device) for k, v in batch.items()}
-            parts = loss_fn(**module(batch))
-            for k, v in parts.items():
-                sums[k] = sums.get(k, 0.0) + float(v)
-            count += 1
+            for k, v in loss_fn(**module(batch)).items():
+                values.setdefault(k, []).append(float(v))
     finally:
         module.train(was_training)
-    return {k: v / max(count, 1) for k, v in sums.items()}
+    return {k: torch.tensor(v, dtype=torch.float64) for k, v in values.items()}
+
+
+def mean_of_batches(per_batch: dict[str, torch.Tensor]) -> dict[str, float]:
+    """Mean over batches, summed in batch order (so a sharded pass gives the same float as one process)."""
+    out = {}
+    for k, column in per_batch.items():
+        total = 0.0
+        for value in column.tolist():
+            total += value
+        out[k] = total / max(len(column), 1)
+    return out
+
+
+def validation_loss(module: Any, loss_fn: Any, dataset: Any, collate: Any, *, batch_size: int, device: Any) -> dict:
+    """Mean of every loss part over the validation set, in batches of ``batch_size`` (the
+    InfoNCE terms depend on the batch size, so it is the training batch)."""
+    return mean_of_batches(
+        validation_loss_per_batch(module, loss_fn, dataset, collate, batch_size=batch_size, device=device)
+    )

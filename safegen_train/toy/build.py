@@ -70,6 +70,7 @@ def run_safeclip_fit(
         f"seed={seed}",
         "--output-dir",
         str(run_dir),
+        "--overwrite",  # the build's own scratch run folder: a rebuild starts it again
     ]
     _logger.info("running: %s", " ".join(cmd))
     env = dict(os.environ, HF_HUB_OFFLINE="1")

@@ -50,7 +50,7 @@ def unit_range(images_u8: torch.Tensor) -> torch.Tensor:
 
 def create_toy_tokenizer() -> Any:
     """The toy CLIP tokenizer (CLIP BPE, reduced merges, 32 tokens)."""
-    from safegen.clip_tokenizer import create_clip_tokenizer
+    from safegen import create_clip_tokenizer
 
     return create_clip_tokenizer(TOY_NUM_MERGES, model_max_length=TOY_MAX_LENGTH)
 

@@ -184,7 +184,7 @@ def train_toy_llava(
     seed: int = 0,
 ) -> dict[str, Any]:
     """Train projector + LM on (image, caption); save model and processor; returns held-out scores."""
-    from safegen.encoders import copy_tower_weights, load_safe_vision_encoder
+    from safegen import copy_tower_weights, load_safe_vision_encoder
 
     seed_everything(seed)
     t0 = time.time()

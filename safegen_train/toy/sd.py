@@ -68,7 +68,7 @@ def load_text_encoder(clip_dir: str | Path) -> Any:
     """The toy CLIP's text tower as a ``CLIPTextModel`` (what SD pipelines hold), fp32, eval."""
     from transformers import CLIPTextModel
 
-    from safegen.encoders import copy_tower_weights, load_safe_text_encoder
+    from safegen import copy_tower_weights, load_safe_text_encoder
 
     tower = load_safe_text_encoder(str(clip_dir), torch_dtype=torch.float32)
     text_encoder = CLIPTextModel(tower.config).float()
