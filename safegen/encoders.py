@@ -71,18 +71,31 @@ def _projection_dim(module: torch.nn.Module, tower: str) -> int | None:
     return None
 
 
+def _layer_count(module: torch.nn.Module, tower: str) -> int | None:
+    value = getattr(_tower_config(module, tower), "num_hidden_layers", None)
+    return int(value) if value is not None else None
+
+
 def check_compatible(
     encoder: torch.nn.Module, target: torch.nn.Module, tower: str, *, target_name: str = "target"
 ) -> None:
-    """Refuse an encoder whose shapes or activation do not fit the target, naming both sides."""
+    """Refuse an encoder whose shapes or activation do not fit the target, naming both sides.
+
+    An encoder deeper than the target is accepted: the target is then a truncated CLIP
+    (SD 2.x keeps 23 of OpenCLIP ViT-H's 24 text layers because it reads the penultimate
+    layer), and its first layers plus the final layer norm are exactly that truncation.
+    """
     enc_cfg, tgt_cfg = _tower_config(encoder, tower), _tower_config(target, tower)
-    fields = ["hidden_size", "num_hidden_layers", "num_attention_heads", "intermediate_size", "hidden_act"]
+    fields = ["hidden_size", "num_attention_heads", "intermediate_size", "hidden_act", "layer_norm_eps"]
     fields += ["max_position_embeddings", "vocab_size"] if tower == "text" else ["image_size", "patch_size"]
     problems = []
     for name in fields:
         a, b = getattr(enc_cfg, name, None), getattr(tgt_cfg, name, None)
         if a is not None and b is not None and a != b:
             problems.append(f"{name} {a} vs {b}")
+    enc_layers, tgt_layers = _layer_count(encoder, tower), _layer_count(target, tower)
+    if enc_layers is not None and tgt_layers is not None and enc_layers < tgt_layers:
+        problems.append(f"num_hidden_layers {enc_layers} vs {tgt_layers}")
     tgt_proj = _projection_dim(target, tower)
     if tgt_proj is not None:
         enc_proj = _projection_dim(encoder, tower)
@@ -92,46 +105,124 @@ def check_compatible(
             problems.append(f"projection_dim {enc_proj} vs {tgt_proj}")
     if problems:
         enc_name = getattr(encoder, "safegen_source", type(encoder).__name__)
+        hint = "use a Safe-CLIP trained from the same CLIP as the target"
+        if any(p.startswith("hidden_act") for p in problems):
+            hint = "pass --activation (activation=...) matching the CLIP the encoder was trained from, or " + hint
         raise EncoderMismatchError(
             f"safe {tower} encoder '{enc_name}' does not fit {target_name} ({type(target).__name__}): "
             + "; ".join(problems)
-            + " (encoder vs target); use a Safe-CLIP trained from the same CLIP as the target"
+            + f" (encoder vs target); {hint}"
         )
 
 
+def _layer_index(canon: str) -> int | None:
+    if canon.startswith("encoder.layers."):
+        return int(canon.split(".")[2])
+    return None
+
+
 def copy_tower_weights(
-    encoder: torch.nn.Module, target: torch.nn.Module, tower: str, *, target_name: str = "target"
+    encoder: torch.nn.Module,
+    target: torch.nn.Module,
+    tower: str,
+    *,
+    target_name: str = "target",
+    allow_identical: bool = False,
 ) -> None:
-    """Copy a tower's weights into ``target`` in place (dtype/device of the target kept)."""
+    """Copy a tower's weights into ``target`` in place (dtype/device of the target kept), verified.
+
+    After the copy every tensor of the target's tower is read back and must equal the
+    source tensor cast to the target's dtype; anything else (offloaded meta weights, a
+    hook that swallowed the write, a truncation that went wrong) raises. A copy that
+    leaves the target exactly as it was (the "safe" encoder is the original CLIP) is an
+    error too, unless ``allow_identical`` (tests and A/B tooling that compare a model
+    with itself). A deeper encoder fills a truncated target with its first layers.
+    """
     import torch
 
     check_compatible(encoder, target, tower, target_name=target_name)
     source = tower_state_dict(encoder, tower)
+    canon_to_target = _canon_to_target(target, tower)
     target_sd = target.state_dict()
-    canon_to_target = {}
-    for key in target_sd:
-        canon = tower_state_dict_key(key, tower)
-        if canon is not None:
-            canon_to_target[canon] = key
-    missing = sorted(set(canon_to_target) - set(source))
+    depth = _layer_count(target, tower)
     # Buffers such as position_ids are recreated by transformers and may be absent in files.
-    missing = [k for k in missing if not k.endswith("position_ids")]
+    missing = sorted(k for k in set(canon_to_target) - set(source) if not k.endswith("position_ids"))
     if missing:
         raise EncoderMismatchError(
             f"safe {tower} encoder lacks {len(missing)} tensors that {target_name} has (first: {missing[0]})"
         )
+    unchanged = True
     with torch.no_grad():
         for canon, key in canon_to_target.items():
             if canon not in source:
                 continue
-            dst = target_sd[key]
-            src = source[canon]
+            layer = _layer_index(canon)
+            if layer is not None and depth is not None and layer >= depth:
+                continue  # a truncated target has no such layer
+            dst, src = target_sd[key], source[canon]
             if tuple(src.shape) != tuple(dst.shape):
                 raise EncoderMismatchError(
                     f"safe {tower} encoder tensor '{canon}' has shape {tuple(src.shape)}, "
                     f"{target_name} expects {tuple(dst.shape)}"
                 )
-            dst.copy_(src.to(device=dst.device, dtype=dst.dtype))
+            if dst.device.type == "meta":
+                raise EncoderMismatchError(
+                    f"{target_name} holds its weights off the module (meta tensor '{key}', sequential offload); "
+                    "inject the safe encoder before enabling offloading"
+                )
+            cast = src.to(device=dst.device, dtype=dst.dtype)
+            if unchanged and not torch.equal(dst, cast):
+                unchanged = False
+            dst.copy_(cast)
+    verify_tower_weights(encoder, target, tower, target_name=target_name)
+    if unchanged and not allow_identical:
+        raise EncoderMismatchError(
+            f"safe {tower} encoder '{source_id(encoder)}' has exactly the weights {target_name} already had, "
+            "so the swap would change nothing; pass the Safe-CLIP checkpoint, not the original CLIP "
+            "(allow_identical=True permits this for tests and A/B tooling)"
+        )
+
+
+def _canon_to_target(target: torch.nn.Module, tower: str) -> dict[str, str]:
+    out = {}
+    for key in target.state_dict():
+        canon = tower_state_dict_key(key, tower)
+        if canon is not None:
+            out[canon] = key
+    return out
+
+
+def verify_tower_weights(
+    encoder: torch.nn.Module, target: torch.nn.Module, tower: str, *, target_name: str = "target"
+) -> None:
+    """Check that every tower tensor of ``target`` equals ``encoder``'s, cast to the target's dtype.
+
+    Raises :class:`EncoderMismatchError` naming the first tensor that differs. Layers the
+    target does not have (a truncated target) are not compared.
+    """
+    import torch
+
+    source = tower_state_dict(encoder, tower)
+    depth = _layer_count(target, tower)
+    checked = 0
+    for key, dst in target.state_dict().items():
+        canon = tower_state_dict_key(key, tower)
+        if canon is None or canon.endswith("position_ids"):
+            continue
+        layer = _layer_index(canon)
+        if layer is not None and depth is not None and layer >= depth:
+            continue
+        src = source.get(canon)
+        if src is None or dst.device.type == "meta":
+            raise EncoderMismatchError(f"{target_name} tensor '{key}' was not replaced by the safe {tower} encoder")
+        with torch.no_grad():
+            if not torch.equal(dst, src.to(device=dst.device, dtype=dst.dtype)):
+                raise EncoderMismatchError(
+                    f"{target_name} tensor '{key}' does not hold the safe {tower} encoder's weights after the swap"
+                )
+        checked += 1
+    if checked == 0:
+        raise EncoderMismatchError(f"{target_name} has no CLIP {tower} tensors to replace")
 
 
 def tower_state_dict_key(key: str, tower: str) -> str | None:
@@ -484,14 +575,18 @@ def text_encoder_slots(pipe: Any) -> list[str]:
     return names
 
 
-def inject_text_encoder(pipe: Any, encoder: Any, *, slot: str = "text_encoder", **load_kwargs: Any) -> Any:
+def inject_text_encoder(
+    pipe: Any, encoder: Any, *, slot: str = "text_encoder", allow_identical: bool = False, **load_kwargs: Any
+) -> Any:
     """Replace the weights of ``pipe.<slot>`` with a Safe-CLIP text encoder, in place.
 
     Works for any diffusers pipeline whose text encoders are transformers CLIP models
     (SD 1.x/2.x: ``text_encoder``; SDXL: ``text_encoder`` (ViT-L/14) and
     ``text_encoder_2`` (OpenCLIP bigG)). A Safe-CLIP covers only the slot whose
-    architecture it matches; a mismatch is refused with both sides named.
-    Returns ``pipe``.
+    architecture it matches; a mismatch is refused with both sides named. A deeper
+    encoder fills a truncated slot (SD 2.x) with its first layers and final layer norm.
+    The copy is verified tensor by tensor; a swap that changes nothing is refused unless
+    ``allow_identical``. Returns ``pipe``.
     """
     slots = text_encoder_slots(pipe)
     if slot not in slots:
@@ -500,15 +595,24 @@ def inject_text_encoder(pipe: Any, encoder: Any, *, slot: str = "text_encoder", 
         )
     target = getattr(pipe, slot)
     module = load_safe_text_encoder(encoder, **load_kwargs)
-    copy_tower_weights(module, target, "text", target_name=f"{type(pipe).__name__}.{slot}")
+    copy_tower_weights(
+        module, target, "text", target_name=f"{type(pipe).__name__}.{slot}", allow_identical=allow_identical
+    )
     target.safegen_source = source_id(encoder)
     _logger.info("injected safe text encoder %s into %s", source_id(encoder), slot)
     return pipe
 
 
-def inject_vision_encoder(vision_tower: Any, encoder: Any, **load_kwargs: Any) -> Any:
-    """Replace the weights of a CLIP vision tower module (e.g. LLaVA's) with a Safe-CLIP one."""
+def inject_vision_encoder(
+    vision_tower: Any, encoder: Any, *, allow_identical: bool = False, **load_kwargs: Any
+) -> Any:
+    """Replace the weights of a CLIP vision tower module (e.g. LLaVA's) with a Safe-CLIP one, verified.
+
+    Same invariant as :func:`inject_text_encoder`: the tower ends up holding exactly the
+    encoder's tensors (cast to its dtype), and a swap that changes nothing is refused
+    unless ``allow_identical``.
+    """
     module = load_safe_vision_encoder(encoder, **load_kwargs)
-    copy_tower_weights(module, vision_tower, "vision", target_name="vision tower")
+    copy_tower_weights(module, vision_tower, "vision", target_name="vision tower", allow_identical=allow_identical)
     vision_tower.safegen_source = source_id(encoder)
     return vision_tower

@@ -182,13 +182,17 @@ class SafeLlavaCaptioner:
         """The Safe-CLIP vision encoder in use; None while the tower holds its original weights."""
         return self._safe_encoder_id
 
-    def set_safe_encoder(self, encoder: Any, *, keep_original: bool = True, **load_kwargs: Any) -> SafeLlavaCaptioner:
+    def set_safe_encoder(
+        self, encoder: Any, *, keep_original: bool = True, allow_identical: bool = False, **load_kwargs: Any
+    ) -> SafeLlavaCaptioner:
         """Swap the tower's weights for ``encoder``'s (in place), or restore the original with None.
 
         Checks image size, patch size and hidden size (then every tower shape) before any
         weight changes. The first swap keeps a CPU copy of the original tower when
         ``keep_original`` (about 0.6 GB for LLaVA-1.5's ViT-L/14-336 in fp16), which makes
-        original-vs-safe comparisons possible without loading the model twice.
+        original-vs-safe comparisons possible without loading the model twice. The swap is
+        verified tensor by tensor, and one that leaves the tower as it was is refused unless
+        ``allow_identical``; the safe encoder id is recorded only after the check passed.
         """
         if encoder is None:
             if self._safe_encoder_id is None:
@@ -208,7 +212,13 @@ class SafeLlavaCaptioner:
             self._original_tower = {
                 k: v.detach().to("cpu", copy=True) for k, v in self.vision_tower.state_dict().items()
             }
-        inject_vision_encoder(self.vision_tower, module)
+        try:
+            inject_vision_encoder(self.vision_tower, module, allow_identical=allow_identical)
+        except SafegenError:
+            # Never leave a half-swapped tower behind an id that says "original" or "safe".
+            if self._original_tower is not None and self._safe_encoder_id is None:
+                self.vision_tower.load_state_dict(self._original_tower)
+            raise
         self._safe_encoder_id = source_id(encoder)
         _logger.info(
             "injected safe vision encoder %s into %s.%s", self._safe_encoder_id, self.model_id, self.vision_tower_name
