@@ -6,27 +6,32 @@ Sources understood by :func:`load_safe_text_encoder` / :func:`load_safe_vision_e
   ``aimagelab/safeclip_*`` checkpoints), ``CLIPTextModel[WithProjection]`` or
   ``CLIPVisionModel[WithProjection]``; a ``safegen-train export`` folder is one of these;
 - an open_clip checkpoint file (``.safetensors``, or ``.bin``/``.pt`` read with
-  ``weights_only=True``), converted to the transformers layout; the architecture is read
-  off the tensor shapes, the activation is ``quick_gelu`` unless told otherwise (OpenAI's
-  ViT-L/14, which Safe-CLIP fine-tunes, uses QuickGELU);
-- a peft LoRA adapter folder (``adapter_config.json``) on top of a base CLIP, merged;
+  ``weights_only=True``) or open_clip hub folder, converted to the transformers layout;
+  head width and activation come from its ``open_clip_config.json``, an open_clip model
+  name (``base=``) or explicit arguments, and only OpenAI CLIP shapes are accepted without
+  one of them (see :mod:`safegen.open_clip_convert`);
+- a peft LoRA adapter folder (``adapter_config.json``) on top of a base CLIP, merged
+  exactly (every adapter tensor consumed, see :mod:`safegen.lora`);
 - an already-loaded ``torch.nn.Module`` (returned as it is).
 
 Injection copies weights into the target module in place, so the target keeps its dtype,
-device and any offloading hooks, and nothing else about the generator changes.
+device and any offloading hooks, and nothing else about the generator changes. Every
+swap is verified: the slot then holds exactly the encoder's tensors cast to its dtype.
+Folders that ship custom code (``auto_map``) are refused; nothing runs with
+``trust_remote_code``.
 """
 
 from __future__ import annotations
 
 import contextlib
 import copy
-import json
 import logging
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from ._hub import load_or_explain
 from .errors import EncoderMismatchError, SafegenError
+from .remote_code import refuse_remote_code
 
 if TYPE_CHECKING:
     import torch
@@ -245,6 +250,7 @@ def load_safe_text_encoder(
     *,
     base: str | None = None,
     activation: str | None = None,
+    head_width: int | None = None,
     torch_dtype: torch.dtype | None = None,
     device: str | torch.device | None = None,
     **hf_kwargs: Any,
@@ -253,11 +259,21 @@ def load_safe_text_encoder(
 
     Returns a transformers ``CLIPTextModelWithProjection`` when the source has a
     projection head (CLIPModel checkpoints, exports), else a ``CLIPTextModel``.
-    ``base`` overrides the base model named by a LoRA adapter; ``activation`` the
-    activation of an open_clip checkpoint.
+    ``base`` is the base model of a LoRA adapter (overriding the one the adapter names)
+    or the open_clip model name of a bare open_clip checkpoint (e.g. ``ViT-H-14``);
+    ``activation`` (``quick_gelu``/``gelu``) and ``head_width`` describe an open_clip
+    checkpoint that nothing else describes. For sources that record their activation,
+    a different ``activation`` is refused rather than silently applied.
     """
     return _load_tower(
-        source, "text", base=base, activation=activation, torch_dtype=torch_dtype, device=device, **hf_kwargs
+        source,
+        "text",
+        base=base,
+        activation=activation,
+        head_width=head_width,
+        torch_dtype=torch_dtype,
+        device=device,
+        **hf_kwargs,
     )
 
 
@@ -266,13 +282,24 @@ def load_safe_vision_encoder(
     *,
     base: str | None = None,
     activation: str | None = None,
+    head_width: int | None = None,
     torch_dtype: torch.dtype | None = None,
     device: str | torch.device | None = None,
     **hf_kwargs: Any,
 ) -> torch.nn.Module:
-    """Load a Safe-CLIP vision tower (``CLIPVisionModelWithProjection`` or ``CLIPVisionModel``)."""
+    """Load a Safe-CLIP vision tower (``CLIPVisionModelWithProjection`` or ``CLIPVisionModel``).
+
+    Arguments as for :func:`load_safe_text_encoder`.
+    """
     return _load_tower(
-        source, "vision", base=base, activation=activation, torch_dtype=torch_dtype, device=device, **hf_kwargs
+        source,
+        "vision",
+        base=base,
+        activation=activation,
+        head_width=head_width,
+        torch_dtype=torch_dtype,
+        device=device,
+        **hf_kwargs,
     )
 
 
@@ -285,17 +312,28 @@ def source_id(source: Any) -> str | None:
     return getattr(source, "safegen_source", None) or type(source).__name__
 
 
-def _load_tower(source: Any, tower: str, *, base, activation, torch_dtype, device, **hf_kwargs) -> torch.nn.Module:
+def _load_tower(
+    source: Any, tower: str, *, base, activation, head_width, torch_dtype, device, **hf_kwargs
+) -> torch.nn.Module:
     import torch
 
+    hf_kwargs["trust_remote_code"] = False  # never run code shipped with a model, whatever the caller passed
     if isinstance(source, torch.nn.Module):
         module = _tower_from_module(source, tower)
     elif isinstance(source, (str, Path)):
         source = str(source)
-        module = _tower_from_path_or_id(source, tower, base=base, activation=activation, **hf_kwargs)
+        module = _tower_from_path_or_id(
+            source, tower, base=base, activation=activation, head_width=head_width, **hf_kwargs
+        )
         module.safegen_source = source
     else:
         raise SafegenError(f"safe encoder must be a hub id, a path or a loaded module, got {type(source).__name__}")
+    recorded = getattr(_tower_config(module, tower), "hidden_act", None)
+    if activation is not None and recorded is not None and recorded != activation:
+        raise SafegenError(
+            f"safe {tower} encoder '{source_id(source)}' records hidden_act {recorded}; --activation {activation} "
+            "contradicts it (drop --activation: it is for open_clip checkpoints that record none)"
+        )
     if torch_dtype is not None or device is not None:
         module = module.to(device=device, dtype=torch_dtype)
     return module.eval()
@@ -314,6 +352,8 @@ def _split_clip_model(model: Any, tower: str) -> torch.nn.Module:
     from transformers import CLIPTextModelWithProjection, CLIPVisionModelWithProjection
 
     cfg = copy.deepcopy(model.config.text_config if tower == "text" else model.config.vision_config)
+    if tower == "vision" and not any(k.startswith("vision_model.") for k in model.state_dict()):
+        raise SafegenError(f"'{source_id(model)}' holds a text tower only; a vision encoder needs one with both")
     cfg.projection_dim = model.config.projection_dim
     out = (CLIPTextModelWithProjection if tower == "text" else CLIPVisionModelWithProjection)(cfg)
     missing, unexpected = out.load_state_dict(
@@ -328,20 +368,32 @@ def _split_clip_model(model: Any, tower: str) -> torch.nn.Module:
     return out
 
 
-def _tower_from_path_or_id(source: str, tower: str, *, base, activation, **hf_kwargs) -> torch.nn.Module:
+def _tower_from_path_or_id(source: str, tower: str, *, base, activation, head_width, **hf_kwargs) -> torch.nn.Module:
+    from .open_clip_convert import OPEN_CLIP_CONFIG
+
     path = Path(source).expanduser()
+    oc_kwargs = dict(activation=activation, model_name=base, head_width=head_width)
     if path.is_file():
         if path.suffix in _OPEN_CLIP_SUFFIXES:
-            model = load_open_clip_checkpoint(path, activation=activation)
-            return _split_clip_model(model, tower)
+            return _split_clip_model(load_open_clip_checkpoint(path, **oc_kwargs), tower)
         raise SafegenError(f"'{source}' is a file but not a checkpoint (.safetensors, .bin, .pt); pass a model folder")
+    if path.is_dir():
+        refuse_remote_code(path)
     if path.is_dir() and (path / "adapter_config.json").exists():
-        return _tower_from_module(load_lora_merged(path, base=base, **hf_kwargs), tower)
+        return _tower_from_module(load_lora_merged(path, base=base, tower=tower, **hf_kwargs), tower)
     if path.is_dir() and not (path / "config.json").exists():
         ckpts = sorted(p for p in path.iterdir() if p.suffix in _OPEN_CLIP_SUFFIXES)
+        # open_clip hub folders: prefer the safetensors file, described by its open_clip_config.json.
+        ckpts.sort(key=lambda p: (p.suffix != ".safetensors", p.name))
+        if ckpts and (len(ckpts) == 1 or (path / OPEN_CLIP_CONFIG).is_file()):
+            return _split_clip_model(load_open_clip_checkpoint(ckpts[0], **oc_kwargs), tower)
         if ckpts:
-            return _split_clip_model(load_open_clip_checkpoint(ckpts[0], activation=activation), tower)
-        raise SafegenError(f"folder '{source}' has no config.json, adapter_config.json or checkpoint file")
+            names = ", ".join(p.name for p in ckpts)
+            raise SafegenError(f"folder '{source}' holds several checkpoints ({names}); pass the file to use")
+        raise SafegenError(
+            f"folder '{source}' has no config.json, adapter_config.json or checkpoint file; "
+            "point at a safegen-train export, a transformers CLIP folder or an open_clip checkpoint"
+        )
     return _load_transformers_tower(source, tower, **hf_kwargs)
 
 
@@ -355,6 +407,7 @@ def _load_transformers_tower(source: str, tower: str, **hf_kwargs) -> torch.nn.M
     )
 
     config = load_or_explain(source, lambda: AutoConfig.from_pretrained(source, **hf_kwargs))
+    refuse_remote_code(source, config)
     model_type = getattr(config, "model_type", "")
     archs = getattr(config, "architectures", None) or []
     if model_type == "clip":
@@ -364,6 +417,12 @@ def _load_transformers_tower(source: str, tower: str, **hf_kwargs) -> torch.nn.M
         cls = CLIPTextModelWithProjection if "CLIPTextModelWithProjection" in archs else CLIPTextModel
     elif model_type == "clip_vision_model" and tower == "vision":
         cls = CLIPVisionModelWithProjection if "CLIPVisionModelWithProjection" in archs else CLIPVisionModel
+    elif model_type in ("clip_text_model", "clip_vision_model"):
+        have = "text" if model_type == "clip_text_model" else "vision"
+        raise SafegenError(
+            f"'{source}' holds a CLIP {have} tower only, and this command needs the {tower} tower; "
+            f"export it with `safegen-train export --what {tower}` (or --what model for both)"
+        )
     else:
         raise SafegenError(
             f"'{source}' holds a '{model_type or 'unknown'}' model, not a CLIP {tower} encoder "
@@ -392,28 +451,13 @@ def _quiet_transformers():
         hf_logging.set_verbosity(level)
 
 
-def load_lora_merged(adapter_dir: str | Path, *, base: str | None = None, **hf_kwargs) -> torch.nn.Module:
-    """Merge a peft LoRA adapter into its base CLIP and return the plain transformers model."""
-    from peft import PeftModel
-    from transformers import AutoConfig, CLIPModel, CLIPTextModelWithProjection, CLIPVisionModelWithProjection
+def load_lora_merged(
+    adapter_dir: str | Path, *, base: str | None = None, tower: str | None = None, **hf_kwargs: Any
+) -> torch.nn.Module:
+    """Merge a peft LoRA adapter into its base CLIP exactly; see :func:`safegen.lora.merge_lora_adapter`."""
+    from .lora import merge_lora_adapter
 
-    adapter_dir = Path(adapter_dir)
-    cfg = json.loads((adapter_dir / "adapter_config.json").read_text())
-    base = base or cfg.get("base_model_name_or_path")
-    if not base:
-        raise SafegenError(f"LoRA adapter '{adapter_dir}' names no base model; pass base=... (--base on the CLI)")
-    base_cfg = load_or_explain(base, lambda: AutoConfig.from_pretrained(base, **hf_kwargs))
-    cls = {
-        "clip": CLIPModel,
-        "clip_text_model": CLIPTextModelWithProjection,
-        "clip_vision_model": CLIPVisionModelWithProjection,
-    }.get(base_cfg.model_type)
-    if cls is None:
-        raise SafegenError(f"LoRA base '{base}' is a '{base_cfg.model_type}' model, not CLIP")
-    base_model = load_or_explain(base, lambda: cls.from_pretrained(base, **hf_kwargs))
-    merged = PeftModel.from_pretrained(base_model, str(adapter_dir)).merge_and_unload()
-    merged.safegen_source = str(adapter_dir)
-    return merged
+    return merge_lora_adapter(adapter_dir, base=base, tower=tower, **hf_kwargs)
 
 
 # ----------------------------------------------------------------------------- open_clip
@@ -441,123 +485,18 @@ def read_checkpoint(path: str | Path) -> dict[str, torch.Tensor]:
     return {k[len("module.") :] if k.startswith("module.") else k: v for k, v in sd.items()}
 
 
-def open_clip_to_transformers(state_dict: dict[str, torch.Tensor], *, activation: str = "quick_gelu") -> Any:
-    """Convert an open_clip CLIP state dict to a transformers ``CLIPModel`` (both towers when present).
+def open_clip_to_transformers(state_dict: dict[str, torch.Tensor], **kwargs: Any) -> Any:
+    """Convert an open_clip state dict to a transformers ``CLIPModel``; see :mod:`safegen.open_clip_convert`."""
+    from .open_clip_convert import open_clip_to_transformers as convert
 
-    The architecture is read off tensor shapes (heads assume open_clip's 64-wide heads).
-    """
-    import torch
-    from transformers import CLIPConfig, CLIPModel
-
-    sd = state_dict
-    if "token_embedding.weight" not in sd:
-        raise SafegenError(
-            "not an open_clip CLIP checkpoint: no 'token_embedding.weight' (is it a transformers file?)"
-        )
-    width = sd["token_embedding.weight"].shape[1]
-    t_layers = _count_layers(sd, "transformer.resblocks.")
-    text_proj = sd.get("text_projection")
-    embed_dim = text_proj.shape[1] if text_proj is not None else width
-    vocab = sd["token_embedding.weight"].shape[0]
-    text_cfg = dict(
-        vocab_size=vocab,
-        hidden_size=width,
-        intermediate_size=sd["transformer.resblocks.0.mlp.c_fc.weight"].shape[0],
-        num_hidden_layers=t_layers,
-        num_attention_heads=max(1, width // 64),
-        max_position_embeddings=sd["positional_embedding"].shape[0],
-        hidden_act=activation,
-        projection_dim=embed_dim,
-        # open_clip pools at argmax(token id): the end-of-text token has the largest id.
-        eos_token_id=vocab - 1,
-        bos_token_id=vocab - 2,
-        pad_token_id=0,
-    )
-    has_vision = "visual.conv1.weight" in sd
-    vision_cfg = {}
-    if has_vision:
-        v_width = sd["visual.conv1.weight"].shape[0]
-        patch = sd["visual.conv1.weight"].shape[-1]
-        grid = int(round((sd["visual.positional_embedding"].shape[0] - 1) ** 0.5))
-        vision_cfg = dict(
-            hidden_size=v_width,
-            intermediate_size=sd["visual.transformer.resblocks.0.mlp.c_fc.weight"].shape[0],
-            num_hidden_layers=_count_layers(sd, "visual.transformer.resblocks."),
-            num_attention_heads=max(1, v_width // 64),
-            image_size=patch * grid,
-            patch_size=patch,
-            num_channels=sd["visual.conv1.weight"].shape[1],
-            hidden_act=activation,
-            projection_dim=embed_dim,
-        )
-    config = CLIPConfig(text_config=text_cfg, vision_config=vision_cfg or None, projection_dim=embed_dim)
-    model = CLIPModel(config)
-    out = {}
-    out["text_model.embeddings.token_embedding.weight"] = sd["token_embedding.weight"]
-    out["text_model.embeddings.position_embedding.weight"] = sd["positional_embedding"]
-    out.update(_convert_blocks(sd, "transformer.resblocks.", "text_model.encoder.layers.", t_layers))
-    out["text_model.final_layer_norm.weight"] = sd["ln_final.weight"]
-    out["text_model.final_layer_norm.bias"] = sd["ln_final.bias"]
-    if text_proj is not None:
-        out["text_projection.weight"] = text_proj.t().contiguous()
-    if has_vision:
-        out["vision_model.embeddings.patch_embedding.weight"] = sd["visual.conv1.weight"]
-        out["vision_model.embeddings.class_embedding"] = sd["visual.class_embedding"]
-        out["vision_model.embeddings.position_embedding.weight"] = sd["visual.positional_embedding"]
-        out["vision_model.pre_layrnorm.weight"] = sd["visual.ln_pre.weight"]
-        out["vision_model.pre_layrnorm.bias"] = sd["visual.ln_pre.bias"]
-        out.update(
-            _convert_blocks(
-                sd, "visual.transformer.resblocks.", "vision_model.encoder.layers.", vision_cfg["num_hidden_layers"]
-            )
-        )
-        out["vision_model.post_layernorm.weight"] = sd["visual.ln_post.weight"]
-        out["vision_model.post_layernorm.bias"] = sd["visual.ln_post.bias"]
-        out["visual_projection.weight"] = sd["visual.proj"].t().contiguous()
-    if "logit_scale" in sd:
-        out["logit_scale"] = sd["logit_scale"].reshape(())
-    missing, _ = model.load_state_dict(out, strict=False)
-    missing = [k for k in missing if not k.endswith("position_ids")]
-    if not has_vision:
-        missing = [k for k in missing if not k.startswith(("vision_model.", "visual_projection"))]
-    if missing:
-        raise SafegenError(f"open_clip checkpoint could not fill {len(missing)} tensors (first: {missing[0]})")
-    dtype = sd["token_embedding.weight"].dtype
-    return model.to(dtype=dtype if dtype in (torch.float16, torch.bfloat16, torch.float32) else torch.float32)
+    return convert(state_dict, **kwargs)
 
 
-def load_open_clip_checkpoint(path: str | Path, *, activation: str | None = None) -> Any:
-    """Read an open_clip checkpoint file and convert it to a transformers ``CLIPModel``."""
-    model = open_clip_to_transformers(read_checkpoint(path), activation=activation or "quick_gelu")
-    model.safegen_source = str(path)
-    return model
+def load_open_clip_checkpoint(path: str | Path, **kwargs: Any) -> Any:
+    """Read and convert an open_clip checkpoint file (see :mod:`safegen.open_clip_convert`)."""
+    from .open_clip_convert import load_open_clip_checkpoint as load
 
-
-def _count_layers(sd: dict, prefix: str) -> int:
-    idx = {int(k[len(prefix) :].split(".")[0]) for k in sd if k.startswith(prefix)}
-    return max(idx) + 1 if idx else 0
-
-
-def _convert_blocks(sd: dict, src: str, dst: str, n: int) -> dict:
-    out = {}
-    for i in range(n):
-        s, d = f"{src}{i}.", f"{dst}{i}."
-        q, k, v = sd[s + "attn.in_proj_weight"].chunk(3, dim=0)
-        qb, kb, vb = sd[s + "attn.in_proj_bias"].chunk(3, dim=0)
-        for name, w, b in (("q_proj", q, qb), ("k_proj", k, kb), ("v_proj", v, vb)):
-            out[d + f"self_attn.{name}.weight"] = w
-            out[d + f"self_attn.{name}.bias"] = b
-        pairs = {
-            "attn.out_proj": "self_attn.out_proj",
-            "ln_1": "layer_norm1",
-            "ln_2": "layer_norm2",
-            "mlp.c_fc": "mlp.fc1",
-            "mlp.c_proj": "mlp.fc2",
-        }
-        for a, b_ in pairs.items():
-            out[d + b_ + ".weight"] = sd[s + a + ".weight"]
-            out[d + b_ + ".bias"] = sd[s + a + ".bias"]
-    return out
+    return load(path, **kwargs)
 
 
 # ----------------------------------------------------------------------------- injection

@@ -72,6 +72,17 @@ def _tiny_open_clip(seed=0):
     return model.eval()
 
 
+def _describe(folder):
+    """Write the open_clip_config.json that open_clip hub folders carry (these shapes are not OpenAI's)."""
+    cfg = {
+        "embed_dim": 48,
+        "quick_gelu": True,
+        "vision_cfg": {"image_size": 32, "layers": 2, "width": 128, "head_width": 64, "patch_size": 8},
+        "text_cfg": {"context_length": 77, "vocab_size": 1514, "width": 128, "heads": 2, "layers": 2},
+    }
+    (folder / "open_clip_config.json").write_text(json.dumps({"model_cfg": cfg}))
+
+
 def _open_clip_tokens(model, ids):
     x = model.token_embedding(ids) + model.positional_embedding
     x = model.transformer(x, attn_mask=model.attn_mask)
@@ -84,6 +95,7 @@ def test_open_clip_conversion_matches_per_token_outputs(tmp_path):
     oc = _tiny_open_clip()
     ckpt = tmp_path / "open_clip_model.safetensors"
     save_file({k: v.contiguous() for k, v in oc.state_dict().items()}, str(ckpt))
+    _describe(tmp_path)
     text = load_safe_text_encoder(ckpt)
     vision = load_safe_vision_encoder(ckpt)
     ids = _ids()
@@ -102,6 +114,7 @@ def test_open_clip_bin_is_read_without_unpickling_code(tmp_path):
     oc = _tiny_open_clip()
     good = tmp_path / "ok.bin"
     torch.save(oc.state_dict(), good)
+    _describe(tmp_path)
     assert load_safe_text_encoder(good).config.hidden_size == 128
 
     class Evil:
