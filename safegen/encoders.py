@@ -460,6 +460,96 @@ def load_lora_merged(
     return merge_lora_adapter(adapter_dir, base=base, tower=tower, **hf_kwargs)
 
 
+def source_towers(source: Any, **hf_kwargs: Any) -> tuple[str, ...]:
+    """Which CLIP towers a source holds, read from its config without loading weights.
+
+    ``("text", "vision")`` for a CLIPModel, an open_clip checkpoint or a CLIPModel LoRA;
+    one tower for a ``safegen-train export --what text|vision`` folder or a tower LoRA.
+    """
+    import torch
+
+    if isinstance(source, torch.nn.Module):
+        if type(source).__name__ == "CLIPModel":
+            return ("text", "vision")
+        return ("vision",) if "Vision" in type(source).__name__ else ("text",)
+    path = Path(str(source)).expanduser()
+    if path.is_dir() and (path / "adapter_config.json").is_file():
+        from .lora import adapter_towers
+
+        return adapter_towers(path)
+    if path.is_file() or (path.is_dir() and not (path / "config.json").is_file()):
+        return ("text", "vision")  # open_clip: a text-only checkpoint is refused when the vision tower is read
+    from transformers import AutoConfig
+
+    hf_kwargs["trust_remote_code"] = False
+    config = load_or_explain(str(source), lambda: AutoConfig.from_pretrained(str(source), **hf_kwargs))
+    refuse_remote_code(str(source), config)
+    return {"clip_text_model": ("text",), "clip_vision_model": ("vision",)}.get(
+        getattr(config, "model_type", ""), ("text", "vision")
+    )
+
+
+def load_safe_clip_model(
+    source: Any,
+    *,
+    original: Any = None,
+    base: str | None = None,
+    activation: str | None = None,
+    head_width: int | None = None,
+    **hf_kwargs: Any,
+) -> Any:
+    """A Safe-CLIP as a transformers ``CLIPModel`` (both towers), for retrieval and evaluation.
+
+    A source with both towers (CLIPModel folder or hub id, open_clip checkpoint, CLIPModel
+    LoRA) is loaded as it is. A one-tower source (``safegen-train export --what text`` or
+    ``--what vision``, a tower LoRA) is completed with ``original``, the CLIP it was trained
+    from (hub id, folder or loaded ``CLIPModel``): its other tower stays the original's,
+    which is what a one-tower Safe-CLIP means. Without ``original`` a one-tower source is
+    refused in one line naming the export to make.
+    """
+    import torch
+    from transformers import CLIPModel
+
+    towers = source_towers(source, **hf_kwargs)
+    kw = dict(base=base, activation=activation, head_width=head_width, **hf_kwargs)
+    if towers == ("text", "vision"):
+        if isinstance(source, CLIPModel):
+            return source
+        path = Path(str(source)).expanduser()
+        if path.is_file() or (path.is_dir() and not (path / "config.json").is_file()):
+            if (path / "adapter_config.json").is_file():
+                return load_lora_merged(path, base=base, **hf_kwargs)
+            ckpt = path if path.is_file() else _single_checkpoint(path)
+            return load_open_clip_checkpoint(ckpt, activation=activation, model_name=base, head_width=head_width)
+        hf_kwargs["trust_remote_code"] = False
+        model = load_or_explain(str(source), lambda: CLIPModel.from_pretrained(str(source), **hf_kwargs))
+        model.safegen_source = str(source)
+        return model.eval()
+    (tower,) = towers
+    if original is None:
+        raise SafegenError(
+            f"'{source_id(source)}' holds the {tower} tower only and this needs both; pass the original CLIP it was "
+            "trained from (its other tower is kept) or export both towers with `safegen-train export --what model`"
+        )
+    full = copy.deepcopy(original) if isinstance(original, torch.nn.Module) else load_safe_clip_model(original)
+    loader = load_safe_text_encoder if tower == "text" else load_safe_vision_encoder
+    copy_tower_weights(loader(source, **kw), full, tower, target_name=f"the {tower} tower of '{source_id(original)}'")
+    full.safegen_source = source_id(source)
+    return full.eval()
+
+
+def _single_checkpoint(folder: Path) -> Path:
+    ckpts = sorted(
+        (p for p in folder.iterdir() if p.suffix in _OPEN_CLIP_SUFFIXES), key=lambda p: p.suffix != ".safetensors"
+    )
+    if not ckpts:
+        raise SafegenError(
+            f"folder '{folder}' has no config.json, adapter_config.json or checkpoint file; "
+            "point at a safegen-train export, a transformers CLIP folder or an open_clip checkpoint"
+        )
+    return ckpts[0]
+
+
 # ----------------------------------------------------------------------------- open_clip
 
 

@@ -90,6 +90,13 @@ def merge_lora_adapter(
     return model.eval()
 
 
+def adapter_towers(adapter_dir: str | Path) -> tuple[str, ...]:
+    """The towers an adapter changes: one for a tower class, both for a ``CLIPModel`` (or when unrecorded)."""
+    cfg = _read_config(Path(adapter_dir))
+    tower = _CLASS_TOWER.get((cfg.get("auto_mapping") or {}).get("base_model_class"))
+    return (tower,) if tower else ("text", "vision")
+
+
 def _read_config(adapter_dir: Path) -> dict:
     path = adapter_dir / "adapter_config.json"
     try:

@@ -200,7 +200,16 @@ def export(
 def eval_(
     data: Annotated[str, typer.Argument(help="Validation data with images (.jsonl, ViSU .json).")],
     model: Annotated[str, typer.Option("--model", "-m", help="Original CLIP (folder or hub id).")],
-    safe: Annotated[str | None, typer.Option("--safe", help="Safe CLIP to compare (export folder or id).")] = None,
+    safe: Annotated[
+        str | None,
+        typer.Option("--safe", help="Safe CLIP to compare: export (--what model|text|vision), id, checkpoint, LoRA."),
+    ] = None,
+    activation: Annotated[
+        str | None, typer.Option("--activation", help="quick_gelu or gelu, for a --safe open_clip checkpoint.")
+    ] = None,
+    base: Annotated[
+        str | None, typer.Option("--base", help="LoRA base CLIP or open_clip model name of --safe.")
+    ] = None,
     split: Annotated[str, typer.Option("--split", help="Split for datasets sources.")] = "validation",
     batch_size: Annotated[int, typer.Option("--batch-size", help="Encoding batch size.")] = 64,
     json_out: Annotated[bool, typer.Option("--json", help="JSON on stdout instead of a table.")] = False,
@@ -209,7 +218,7 @@ def eval_(
     """Retrieval table (recall@1/5/10/20 on S-V, S-G, U-V, U-G), original and safe side by side."""
     _setup_logging(verbose)
     from .data import Collator, PairDataset, load_records
-    from .model import load_clip
+    from .model import load_clip, load_safe_clip
     from .validation import embed_dataset, format_table, recall_sum, retrieval_table
 
     ds = PairDataset(load_records(data, split=split))
@@ -220,7 +229,10 @@ def eval_(
     for name, source in (("original", model), ("safe", safe)):
         if source is None:
             continue
-        loaded = load_clip(source)
+        if name == "original":
+            loaded = original = load_clip(source)
+        else:
+            loaded = load_safe_clip(source, original=original, activation=activation, base=base)
         max_len = loaded.model.config.text_config.max_position_embeddings
         collate = Collator(loaded.tokenizer, loaded.image_processor, max_len)
         table = retrieval_table(embed_dataset(loaded.model.eval(), ds, collate, batch_size=batch_size))

@@ -58,6 +58,8 @@ MAX_SEED = 2**63 - 1
 _RESUME_KEYS = (
     "base",
     "safe_encoder",
+    "activation",
+    "encoder_base",
     "steps",
     "guidance",
     "width",
@@ -80,6 +82,10 @@ class BatchConfig:
     preset: str | None = field(default=None, metadata={"help": "Named preset (see `safegen presets`)."})
     model: str | None = field(default=None, metadata={"help": "Base pipeline: hub id or folder."})
     safe_encoder: str | None = field(default=None, metadata={"help": "Safe-CLIP encoder; 'none' for the original."})
+    activation: str | None = field(default=None, metadata={"help": "Activation of a bare open_clip encoder."})
+    encoder_base: str | None = field(
+        default=None, metadata={"help": "LoRA base CLIP, or open_clip model name, of the safe encoder (--base)."}
+    )
     steps: int = field(default=30, metadata={"help": "Denoising steps (rows may override)."})
     guidance: float = field(default=7.5, metadata={"help": "Classifier-free guidance scale (rows may override)."})
     width: int | None = field(default=None, metadata={"help": "Image width; None: the model's default."})
@@ -392,8 +398,14 @@ class BatchRunner:
 
             sources = resolve_t2i_sources(cfg.preset, cfg.model, cfg.safe_encoder)
             dtype = resolve_dtype(cfg.dtype, device)
+            enc_kwargs = {"activation": cfg.activation, "base": cfg.encoder_base}
             self.pipe = load_t2i_pipeline(
-                sources.base, sources.safe_encoder, device=device, torch_dtype=dtype, attention=cfg.attention
+                sources.base,
+                sources.safe_encoder,
+                device=device,
+                torch_dtype=dtype,
+                attention=cfg.attention,
+                safe_encoder_kwargs={k: v for k, v in enc_kwargs.items() if v is not None},
             )
             self.base_id, self.safe_id = sources.base, getattr(self.pipe, "safe_encoder_id", sources.safe_encoder)
         else:

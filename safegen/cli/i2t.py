@@ -17,6 +17,8 @@ import typer
 
 from ..loading import Sources, resolve_i2t_sources
 from ._common import (
+    ActivationOpt,
+    BaseOpt,
     DeviceOpt,
     DtypeOpt,
     JsonOpt,
@@ -25,6 +27,7 @@ from ._common import (
     SafeEncoderOpt,
     cli_errors,
     console,
+    encoder_kwargs,
     resolve_device,
     resolve_dtype,
 )
@@ -38,6 +41,8 @@ def i2t(
     preset: PresetOpt = None,
     model: ModelOpt = None,
     safe_encoder: SafeEncoderOpt = None,
+    activation: ActivationOpt = None,
+    base: BaseOpt = None,
     prompt: Annotated[
         str, typer.Option("--prompt", help="Instruction given with each image.")
     ] = "Describe this image.",
@@ -62,6 +67,7 @@ def i2t(
     from ..image_io import expand_image_args
 
     sources = resolve_i2t_sources(preset, model, safe_encoder)
+    enc_kwargs = encoder_kwargs(activation, base)
     if compare and sources.safe_encoder is None:
         raise typer.BadParameter(
             "--compare needs a safe encoder (from --preset or --safe-encoder)", param_hint="--compare"
@@ -86,6 +92,7 @@ def i2t(
         gen=dict(prompt=prompt, temperature=temperature, max_new_tokens=max_new_tokens, seed=seed),
         batch_size=batch_size,
         err=err,
+        enc_kwargs=enc_kwargs,
     )
     _emit(records, compare=compare, json_out=json_out, out=out, err=err)
     n_bad = failed + len(expanded.problems)
@@ -108,6 +115,7 @@ def _run(
     gen: dict[str, Any],
     batch_size: int,
     err: Any,
+    enc_kwargs: dict[str, Any] | None = None,
 ) -> tuple[list[dict[str, Any]], int]:
     """Caption every readable file (twice with --compare) and build one record per path, in order.
 
@@ -137,6 +145,7 @@ def _run(
     captioner = SafeLlavaCaptioner.from_pretrained(
         sources.base,
         safe_encoder=None if compare else sources.safe_encoder,
+        safe_encoder_kwargs=enc_kwargs,
         device=device,
         torch_dtype=torch_dtype,
         keep_original=False,
@@ -148,7 +157,7 @@ def _run(
     ) as progress:
         for name in passes:
             if name == "safe":
-                captioner.set_safe_encoder(sources.safe_encoder, keep_original=False)
+                captioner.set_safe_encoder(sources.safe_encoder, keep_original=False, **(enc_kwargs or {}))
             task = progress.add_task(f"captioning ({name})", total=len(paths))
             for batch in batches():
                 texts = (
