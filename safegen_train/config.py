@@ -188,6 +188,10 @@ class TrainConfig(_ConfigMixin):
     images: Literal["auto", "ignore"] = field(
         default="auto", metadata=_help("auto: use images when records have them; ignore: train on text only.")
     )
+    allow_empty_loss_terms: bool = field(
+        default=False,
+        metadata=_help("Train even when enabled loss terms get no samples (e.g. no unsafe images); else refused."),
+    )
     skip_bad_records: bool = field(
         default=False, metadata=_help("Drop bad records (missing images, empty text) with a warning, not an error.")
     )

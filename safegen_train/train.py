@@ -42,7 +42,14 @@ import torch
 
 from .checkpoint import load_checkpoint, prune_checkpoints, resolve_resume, save_checkpoint
 from .config import TrainConfig
-from .data import Collator, PairDataset, ShardedBatchSampler, load_records
+from .data import (
+    Collator,
+    PairDataset,
+    ShardedBatchSampler,
+    check_term_coverage,
+    load_records,
+    term_sample_counts,
+)
 from .io import append_line, atomic_write_text
 from .losses import SafeCLIPLoss
 from .model import SafeCLIPModule, create_module, load_clip
@@ -248,6 +255,16 @@ def fit(config: TrainConfig, *, accelerator: Any = None) -> FitResult:
     max_len = config.max_text_length or loaded.model.config.text_config.max_position_embeddings
     collate = Collator(loaded.tokenizer, loaded.image_processor, max_len)
     module = create_module(config, loaded, has_images=train_ds.has_safe_image)
+    term_samples = term_sample_counts(train_records, config.loss, module.towers)
+    check_term_coverage(
+        term_samples,
+        str(config.train_data),
+        text_only=config.images == "ignore"
+        or config.towers == "text"
+        or not (train_ds.has_safe_image or train_ds.has_unsafe_image),
+        allow_empty=config.allow_empty_loss_terms,
+    )
+    _logger.info("samples per loss term: %s", term_samples)
     module.to(accelerator.device)
     loss_fn = SafeCLIPLoss(config.loss)
     val_loss_fn = SafeCLIPLoss(config.loss, gather_negatives=False)
@@ -438,6 +455,8 @@ def fit(config: TrainConfig, *, accelerator: Any = None) -> FitResult:
                     **{n: float(v) for n, v in zip(names, values.tolist(), strict=True)},
                     "samples_per_s": window_samples / max(elapsed, 1e-9),
                 }
+                if term_samples is not None:  # once per run (and per resume): records feeding each term
+                    record["term_samples"], term_samples = term_samples, None
                 log(record)
                 progress.set_postfix(loss=f"{record['loss']:.4f}")
                 window_t, window_samples = time.perf_counter(), 0
