@@ -230,6 +230,7 @@ def eval_i2t(
         "temperature": temperature,
         "max_new_tokens": max_new_tokens,
         "seed": seed,
+        "image_fit": captioner.image_fit,
     }
     _finish(report, out, compare_to, json_out)
 

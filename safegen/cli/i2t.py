@@ -62,6 +62,12 @@ def i2t(
     ] = None,
     device: DeviceOpt = "auto",
     dtype: DtypeOpt = "auto",
+    image_fit: Annotated[
+        str,
+        typer.Option(
+            "--image-fit", help="pad (original LLaVA-1.5), crop (llava-hf's centre crop) or auto (pad for LLaVA)."
+        ),
+    ] = "auto",
 ) -> None:
     """Caption images; with a safe encoder, unsafe content should be left out of the caption."""
     from ..image_io import expand_image_args
@@ -93,6 +99,7 @@ def i2t(
         batch_size=batch_size,
         err=err,
         enc_kwargs=enc_kwargs,
+        image_fit=image_fit,
     )
     _emit(records, compare=compare, json_out=json_out, out=out, err=err)
     n_bad = failed + len(expanded.problems)
@@ -116,6 +123,7 @@ def _run(
     batch_size: int,
     err: Any,
     enc_kwargs: dict[str, Any] | None = None,
+    image_fit: str = "auto",
 ) -> tuple[list[dict[str, Any]], int]:
     """Caption every readable file (twice with --compare) and build one record per path, in order.
 
@@ -149,6 +157,7 @@ def _run(
         device=device,
         torch_dtype=torch_dtype,
         keep_original=False,
+        image_fit=image_fit,
     )
     passes = ["original", "safe"] if compare else ["caption"]
     captions: dict[str, dict[str, str]] = {name: {} for name in passes}
@@ -176,6 +185,7 @@ def _run(
                 progress.advance(task, batch_size)
 
     common = {"model": sources.base, "safe_encoder": sources.safe_encoder, "preset": sources.preset, **gen}
+    common["image_fit"] = captioner.image_fit  # pad or crop: changes what the tower sees of non-square images
     records = []
     for path in map(str, paths):
         if path in bad:
