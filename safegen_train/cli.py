@@ -177,9 +177,17 @@ def export(
     out: Annotated[Path, typer.Argument(help="Export folder (written atomically).")],
     what: Annotated[str, typer.Option("--what", help="model (CLIPModel), text or vision (one tower).")] = "model",
     model: Annotated[str | None, typer.Option("--model", "-m", help="Base CLIP, if moved since training.")] = None,
+    fmt: Annotated[
+        str,
+        typer.Option("--format", help="transformers (folder for from_pretrained) or open_clip (with --what model)."),
+    ] = "transformers",
     verbose: Annotated[bool, typer.Option("--verbose", "-v")] = False,
 ) -> None:
-    """Merge a checkpoint into plain transformers CLIP weights (safetensors + model card)."""
+    """Merge a checkpoint into plain CLIP weights (safetensors + model card).
+
+    Runs keep the release's two bests: checkpoints/best-loss (lowest validation loss) and
+    checkpoints/best-recall (highest recall-sum); checkpoints/best is the later of them.
+    """
     from .export import EXPORT_KINDS
 
     if what not in EXPORT_KINDS:
@@ -191,8 +199,14 @@ def export(
     _setup_logging(verbose)
     from .export import export_checkpoint
 
-    path = export_checkpoint(checkpoint, out, what=what, model=model)
-    sys.stdout.write(json.dumps({"export_dir": str(path), "what": what}) + "\n")
+    if fmt not in ("transformers", "open_clip"):
+        _err(f"--format must be transformers or open_clip, got '{fmt}'")
+        raise typer.Exit(2)
+    if fmt == "open_clip" and what != "model":
+        _err("--format open_clip writes both towers (an open_clip CLIP); use it with --what model")
+        raise typer.Exit(2)
+    path = export_checkpoint(checkpoint, out, what=what, model=model, fmt=fmt)
+    sys.stdout.write(json.dumps({"export_dir": str(path), "what": what, "format": fmt}) + "\n")
 
 
 @app.command("eval")

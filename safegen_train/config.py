@@ -230,6 +230,13 @@ class TrainConfig(_ConfigMixin):
     report_to: list[str] = field(
         default_factory=list, metadata=_help("accelerate trackers (tensorboard, wandb) in addition to metrics.jsonl.")
     )
+    export_best: Literal["latest", "loss", "recall"] = field(
+        default="latest",
+        metadata=_help(
+            "Checkpoint exported at the end: latest improvement of either (best), best val loss (best-loss) "
+            "or best recall-sum (best-recall), the release's two bests."
+        ),
+    )
     export_on_finish: bool = field(
         default=True, metadata=_help("Write <output_dir>/model (merged CLIPModel) from the best/final weights.")
     )

@@ -40,7 +40,7 @@ from typing import Any
 
 import torch
 
-from .checkpoint import load_checkpoint, prune_checkpoints, resolve_resume, save_checkpoint
+from .checkpoint import copy_checkpoint, load_checkpoint, prune_checkpoints, resolve_resume, save_checkpoint
 from .config import TrainConfig
 from .data import (
     Collator,
@@ -382,6 +382,7 @@ def fit(config: TrainConfig, *, accelerator: Any = None) -> FitResult:
         stopper = EarlyStopping(
             config.patience, state["best_val_loss"], state["best_recall_sum"], state["patience_left"]
         )
+        before = (state["best_val_loss"], state["best_recall_sum"])
         improved = stopper.update(losses["loss"], rsum)
         state["best_val_loss"], state["best_recall_sum"] = stopper.best_loss, stopper.best_recall_sum
         state["patience_left"] = stopper.patience_left
@@ -405,7 +406,22 @@ def fit(config: TrainConfig, *, accelerator: Any = None) -> FitResult:
             }
         )
         if improved:
+            # The release keeps two bests: lowest validation loss and highest recall-sum. "best" is the
+            # latest of either; best-loss / best-recall are copies, selectable at export (export_best).
+            which = [
+                n
+                for n, old, new in (
+                    ("loss", before[0], stopper.best_loss),
+                    ("recall", before[1], stopper.best_recall_sum),
+                )
+                if new != old
+            ]
+            for name in which:
+                state[f"best_{name}_checkpoint"] = str(ckpt_dir / f"best-{name}")
             state["best_checkpoint"] = str(save("best"))
+            if is_main:
+                for name in which:
+                    copy_checkpoint(ckpt_dir / "best", ckpt_dir / f"best-{name}")
         if stopper.should_stop:
             state["stopped_early"] = True
             _logger.info(
@@ -478,18 +494,23 @@ def fit(config: TrainConfig, *, accelerator: Any = None) -> FitResult:
     if config.export_on_finish and is_main:
         from .export import export_module
 
-        best = state.get("best_checkpoint")
+        key = {"latest": "best_checkpoint", "loss": "best_loss_checkpoint", "recall": "best_recall_checkpoint"}
+        best = state.get(key[config.export_best])
+        validation, step = state.get("last_validation"), state["global_step"]
         if best and Path(best, "trainable.safetensors").is_file():
             from safetensors.torch import load_file
 
             module.load_trainable_state_dict(load_file(str(Path(best) / "trainable.safetensors")))
+            # The card reports the exported checkpoint's own validation, not the run's last one.
+            saved = json.loads(Path(best, "state.json").read_text())
+            validation, step = saved.get("last_validation"), saved.get("global_step", step)
         export_dir = export_module(
             module,
             out_dir / "model",
             config=config,
             loaded=loaded,
-            validation=state.get("last_validation"),
-            step=state["global_step"],
+            validation=validation,
+            step=step,
             source_checkpoint=best or str(final),
         )
     accelerator.wait_for_everyone()
