@@ -146,7 +146,7 @@ class TrainConfig(_ConfigMixin):
         default="", metadata=_help("Base CLIP: transformers CLIPModel folder or hub id, or open_clip checkpoint file.")
     )
     activation: str | None = field(
-        default=None, metadata=_help("Activation for open_clip checkpoints (default quick_gelu, OpenAI's).")
+        default=None, metadata=_help("open_clip activation when nothing records it (OpenAI shapes: quick_gelu).")
     )
     tokenizer: str | None = field(
         default=None, metadata=_help("Tokenizer folder or hub id when the model source has none.")
