@@ -136,11 +136,13 @@ def copy_tower_weights(
 ) -> None:
     """Copy a tower's weights into ``target`` in place (dtype/device of the target kept), verified.
 
-    After the copy every tensor of the target's tower is read back and must equal the
-    source tensor cast to the target's dtype; anything else (offloaded meta weights, a
-    hook that swallowed the write, a truncation that went wrong) raises. A copy that
-    leaves the target exactly as it was (the "safe" encoder is the original CLIP) is an
-    error too, unless ``allow_identical`` (tests and A/B tooling that compare a model
+    Shapes and devices are checked before anything is written. After the copy the
+    target's state dict is read afresh and every tower tensor must be the tensor written
+    or equal the source tensor cast to the target's dtype (see
+    :func:`verify_tower_weights`); anything else (offloaded meta weights, a module that
+    hands out copies, a truncation that went wrong) raises. A swap that would leave the
+    target exactly as it was (the "safe" encoder is the original CLIP) is refused before
+    any write, unless ``allow_identical`` (tests and A/B tooling that compare a model
     with itself). A deeper encoder fills a truncated target with its first layers.
     """
     import torch
@@ -156,36 +158,43 @@ def copy_tower_weights(
         raise EncoderMismatchError(
             f"safe {tower} encoder lacks {len(missing)} tensors that {target_name} has (first: {missing[0]})"
         )
-    unchanged = True
+    pairs = []  # (target key, slot tensor, source tensor): everything is checked before anything is written
+    for canon, key in canon_to_target.items():
+        if canon not in source:
+            continue
+        layer = _layer_index(canon)
+        if layer is not None and depth is not None and layer >= depth:
+            continue  # a truncated target has no such layer
+        dst, src = target_sd[key], source[canon]
+        if tuple(src.shape) != tuple(dst.shape):
+            raise EncoderMismatchError(
+                f"safe {tower} encoder tensor '{canon}' has shape {tuple(src.shape)}, "
+                f"{target_name} expects {tuple(dst.shape)}"
+            )
+        if dst.device.type == "meta":
+            raise EncoderMismatchError(
+                f"{target_name} holds its weights off the module (meta tensor '{key}', sequential offload); "
+                "inject the safe encoder before enabling offloading"
+            )
+        pairs.append((key, dst, src))
     with torch.no_grad():
-        for canon, key in canon_to_target.items():
-            if canon not in source:
-                continue
-            layer = _layer_index(canon)
-            if layer is not None and depth is not None and layer >= depth:
-                continue  # a truncated target has no such layer
-            dst, src = target_sd[key], source[canon]
-            if tuple(src.shape) != tuple(dst.shape):
-                raise EncoderMismatchError(
-                    f"safe {tower} encoder tensor '{canon}' has shape {tuple(src.shape)}, "
-                    f"{target_name} expects {tuple(dst.shape)}"
-                )
-            if dst.device.type == "meta":
-                raise EncoderMismatchError(
-                    f"{target_name} holds its weights off the module (meta tensor '{key}', sequential offload); "
-                    "inject the safe encoder before enabling offloading"
-                )
-            cast = src.to(device=dst.device, dtype=dst.dtype)
-            if unchanged and not torch.equal(dst, cast):
-                unchanged = False
-            dst.copy_(cast)
-    verify_tower_weights(encoder, target, tower, target_name=target_name)
-    if unchanged and not allow_identical:
-        raise EncoderMismatchError(
-            f"safe {tower} encoder '{source_id(encoder)}' has exactly the weights {target_name} already had, "
-            "so the swap would change nothing; pass the Safe-CLIP checkpoint, not the original CLIP "
-            "(allow_identical=True permits this for tests and A/B tooling)"
+        # Smallest tensors first: a real Safe-CLIP differs somewhere early, so this stops after a few
+        # small comparisons; only a swap that changes nothing reads every tensor (and is then refused).
+        unchanged = all(
+            torch.equal(dst, src.to(device=dst.device, dtype=dst.dtype))
+            for _, dst, src in sorted(pairs, key=lambda p: p[1].numel())
         )
+        if unchanged and not allow_identical:
+            raise EncoderMismatchError(
+                f"safe {tower} encoder '{source_id(encoder)}' has exactly the weights {target_name} already had, "
+                "so the swap would change nothing; pass the Safe-CLIP checkpoint, not the original CLIP "
+                "(allow_identical=True permits this for tests and A/B tooling)"
+            )
+        written = {}
+        for key, dst, src in pairs:
+            dst.copy_(src.to(device=dst.device, dtype=dst.dtype))
+            written[key] = dst
+    verify_tower_weights(encoder, target, tower, target_name=target_name, written=written)
 
 
 def _canon_to_target(target: torch.nn.Module, tower: str) -> dict[str, str]:
@@ -198,12 +207,21 @@ def _canon_to_target(target: torch.nn.Module, tower: str) -> dict[str, str]:
 
 
 def verify_tower_weights(
-    encoder: torch.nn.Module, target: torch.nn.Module, tower: str, *, target_name: str = "target"
+    encoder: torch.nn.Module,
+    target: torch.nn.Module,
+    tower: str,
+    *,
+    target_name: str = "target",
+    written: dict[str, torch.Tensor] | None = None,
 ) -> None:
     """Check that every tower tensor of ``target`` equals ``encoder``'s, cast to the target's dtype.
 
-    Raises :class:`EncoderMismatchError` naming the first tensor that differs. Layers the
-    target does not have (a truncated target) are not compared.
+    The target's state dict is read afresh. ``written`` maps keys to the tensors a copy
+    just wrote: a live tensor that is that very tensor (same storage, shape and dtype)
+    holds what was written without reading it again; any other tensor (a hook or wrapper
+    handed out a copy, weights were re-materialised) is compared value by value. Raises
+    :class:`EncoderMismatchError` naming the first tensor that differs. Layers the target
+    does not have (a truncated target) are not compared.
     """
     import torch
 
@@ -220,6 +238,10 @@ def verify_tower_weights(
         src = source.get(canon)
         if src is None or dst.device.type == "meta":
             raise EncoderMismatchError(f"{target_name} tensor '{key}' was not replaced by the safe {tower} encoder")
+        wrote = (written or {}).get(key)
+        if wrote is not None and _same_tensor(wrote, dst):
+            checked += 1
+            continue
         with torch.no_grad():
             if not torch.equal(dst, src.to(device=dst.device, dtype=dst.dtype)):
                 raise EncoderMismatchError(
@@ -228,6 +250,16 @@ def verify_tower_weights(
         checked += 1
     if checked == 0:
         raise EncoderMismatchError(f"{target_name} has no CLIP {tower} tensors to replace")
+
+
+def _same_tensor(a: torch.Tensor, b: torch.Tensor) -> bool:
+    return (
+        a.data_ptr() == b.data_ptr()
+        and a.dtype == b.dtype
+        and a.shape == b.shape
+        and a.stride() == b.stride()
+        and a.device == b.device
+    )
 
 
 def tower_state_dict_key(key: str, tower: str) -> str | None:

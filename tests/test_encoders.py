@@ -264,3 +264,16 @@ def test_truncated_slot_takes_first_layers_like_penultimate_hidden_state():
     shallow = CLIPTextModel(tiny_clip_text_config(num_hidden_layers=1, hidden_act="gelu"))
     with pytest.raises(EncoderMismatchError, match="num_hidden_layers 1 vs 2"):
         copy_tower_weights(shallow, slot, "text")
+
+
+def test_swap_into_a_module_that_hands_out_copies_is_caught():
+    """A state dict that does not alias the live weights swallows the write: the read-back must see it."""
+    from transformers import CLIPTextModel
+
+    from safegen.encoders import copy_tower_weights
+
+    slot = CLIPTextModel(tiny_clip_text_config())
+    real_state_dict = slot.state_dict
+    slot.state_dict = lambda *a, **k: {key: v.clone() for key, v in real_state_dict(*a, **k).items()}
+    with pytest.raises(EncoderMismatchError, match="does not hold the safe text encoder"):
+        copy_tower_weights(tiny_clip_model(seed=12), slot, "text")
