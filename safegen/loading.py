@@ -83,7 +83,7 @@ def load_t2i_pipeline(
     from .pipelines.text_to_image import pipeline_class_for
 
     cls = pipeline_class_for(base)
-    kwargs: dict[str, Any] = {}
+    kwargs: dict[str, Any] = {"trust_remote_code": False}  # never run code shipped with a model
     if torch_dtype is not None:
         kwargs["torch_dtype"] = torch_dtype
     if not safety_checker and cls.__name__ == "SafeStableDiffusionPipeline":

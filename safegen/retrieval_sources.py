@@ -59,7 +59,9 @@ def open_retriever(
         )
     from transformers import CLIPProcessor
 
-    proc = load_or_explain(str(proc_source), lambda: CLIPProcessor.from_pretrained(str(proc_source)))
+    proc = load_or_explain(
+        str(proc_source), lambda: CLIPProcessor.from_pretrained(str(proc_source), trust_remote_code=False)
+    )
     return SafeRetriever.from_pretrained(model, processor=proc, **kwargs)
 
 

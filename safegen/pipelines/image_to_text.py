@@ -248,9 +248,11 @@ class SafeLlavaCaptioner:
         try:
             inject_vision_encoder(self.vision_tower, module, allow_identical=allow_identical)
         except SafegenError:
-            # Never leave a half-swapped tower behind an id that says "original" or "safe".
-            if self._original_tower is not None and self._safe_encoder_id is None:
+            # Checks run before any write; should the read-back still fail, go back to the kept
+            # original so that the recorded id (None) says what the tower holds.
+            if self._original_tower is not None:
                 self.vision_tower.load_state_dict(self._original_tower)
+                self._safe_encoder_id = None
             raise
         self._safe_encoder_id = source_id(encoder)
         _logger.info(
