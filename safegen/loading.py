@@ -69,8 +69,12 @@ def load_t2i_pipeline(
     torch_dtype: Any = None,
     attention: str = "auto",
     safety_checker: bool = False,
+    safe_encoder_kwargs: dict[str, Any] | None = None,
 ) -> Any:
     """Load a safe SD/SDXL pipeline (original when ``safe_encoder`` is None) on ``device``.
+
+    ``safe_encoder_kwargs`` go to the encoder loader (``activation``, ``base``: the CLI's
+    --activation and --base).
 
     diffusers' built-in safety checker is off by default: safegen flags outputs with its own
     classifiers (``--check``) and never blacks images out silently.
@@ -79,22 +83,22 @@ def load_t2i_pipeline(
     from .pipelines.text_to_image import pipeline_class_for
 
     cls = pipeline_class_for(base)
-    kwargs: dict[str, Any] = {}
+    kwargs: dict[str, Any] = {"trust_remote_code": False}  # never run code shipped with a model
     if torch_dtype is not None:
         kwargs["torch_dtype"] = torch_dtype
     if not safety_checker and cls.__name__ == "SafeStableDiffusionPipeline":
         kwargs.update(safety_checker=None, requires_safety_checker=False)
-    pipe = cls.from_pretrained(base, safe_encoder=safe_encoder, safe_encoder_kwargs=None, **kwargs)
+    pipe = cls.from_pretrained(base, safe_encoder=safe_encoder, safe_encoder_kwargs=safe_encoder_kwargs, **kwargs)
     pipe = pipe.to(device)
     configure_attention(pipe, attention, device=device)
     return pipe
 
 
-def safe_twin(pipe: Any, safe_encoder: Any) -> Any:
+def safe_twin(pipe: Any, safe_encoder: Any, safe_encoder_kwargs: dict[str, Any] | None = None) -> Any:
     """A safe pipeline sharing ``pipe``'s UNet/VAE (for side-by-side comparisons)."""
     from .pipelines.text_to_image import pipeline_class_for
 
-    twin = pipeline_class_for(pipe).from_pipe(pipe, safe_encoder=safe_encoder)
+    twin = pipeline_class_for(pipe).from_pipe(pipe, safe_encoder=safe_encoder, safe_encoder_kwargs=safe_encoder_kwargs)
     return twin
 
 

@@ -528,11 +528,17 @@ class SafeRetriever:
                 from .pipelines.image_to_text import dtype_kwarg
 
                 hf_kwargs[dtype_kwarg()] = torch_dtype
+            from .remote_code import refuse_remote_code
+
+            refuse_remote_code(source)
+            hf_kwargs["trust_remote_code"] = False
             model = load_or_explain(source, lambda: CLIPModel.from_pretrained(source, **hf_kwargs))
             if processor is None or isinstance(processor, (str, Path)):
                 proc_source = str(processor or source)
                 try:
-                    processor = load_or_explain(proc_source, lambda: CLIPProcessor.from_pretrained(proc_source))
+                    processor = load_or_explain(
+                        proc_source, lambda: CLIPProcessor.from_pretrained(proc_source, trust_remote_code=False)
+                    )
                 except SafegenError as exc:
                     raise SafegenError(
                         f"no CLIPProcessor for '{proc_source}' ({exc}); pass the processor of the CLIP it was "

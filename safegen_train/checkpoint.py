@@ -82,6 +82,18 @@ class CheckpointError(SafegenError):
     """A checkpoint folder is missing, incomplete or unreadable (the message names the path)."""
 
 
+def copy_checkpoint(source: Path, dest: Path) -> Path:
+    """Copy a complete checkpoint folder to ``dest`` atomically, replacing an older copy there."""
+    import shutil
+
+    with atomic_directory(dest) as tmp:
+        for item in Path(source).iterdir():
+            if item.name != "state.json":
+                shutil.copy2(item, tmp / item.name)
+        shutil.copy2(Path(source) / "state.json", tmp / "state.json")  # last: marks completeness
+    return dest
+
+
 def load_checkpoint(folder: Path) -> dict[str, Any]:
     """Read a checkpoint folder into {trainable, optimizer, rng, state, config}.
 

@@ -220,12 +220,18 @@ def export(
         bool,
         typer.Option("--overwrite", help="Write into a non-empty folder not made by export (its files are kept)."),
     ] = False,
+    fmt: Annotated[
+        str,
+        typer.Option("--format", help="transformers (folder for from_pretrained) or open_clip (with --what model)."),
+    ] = "transformers",
     verbose: Annotated[bool, typer.Option("--verbose", "-v")] = False,
 ) -> None:
-    """Merge a checkpoint into plain transformers CLIP weights (safetensors + model card).
+    """Merge a checkpoint into plain CLIP weights (safetensors + model card).
 
     OUT must be new, empty, or an earlier export (whose files are replaced); any other folder
-    needs --overwrite, and files that export did not write are never deleted.
+    needs --overwrite, and files that export did not write are never deleted. Runs keep the
+    release's two bests: checkpoints/best-loss (lowest validation loss) and
+    checkpoints/best-recall (highest recall-sum); checkpoints/best is the later of them.
     """
     from .export import EXPORT_KINDS
 
@@ -245,8 +251,14 @@ def export(
     _setup_logging(verbose)
     from .export import export_checkpoint
 
-    path = export_checkpoint(checkpoint, out, what=what, model=model, overwrite=overwrite)
-    sys.stdout.write(json.dumps({"export_dir": str(path), "what": what}) + "\n")
+    if fmt not in ("transformers", "open_clip"):
+        _err(f"--format must be transformers or open_clip, got '{fmt}'")
+        raise typer.Exit(2)
+    if fmt == "open_clip" and what != "model":
+        _err("--format open_clip writes both towers (an open_clip CLIP); use it with --what model")
+        raise typer.Exit(2)
+    path = export_checkpoint(checkpoint, out, what=what, model=model, overwrite=overwrite, fmt=fmt)
+    sys.stdout.write(json.dumps({"export_dir": str(path), "what": what, "format": fmt}) + "\n")
 
 
 @app.command("eval")
@@ -254,7 +266,16 @@ def export(
 def eval_(
     data: Annotated[str, typer.Argument(help="Validation data with images (.jsonl, ViSU .json).")],
     model: Annotated[str, typer.Option("--model", "-m", help="Original CLIP (folder or hub id).")],
-    safe: Annotated[str | None, typer.Option("--safe", help="Safe CLIP to compare (export folder or id).")] = None,
+    safe: Annotated[
+        str | None,
+        typer.Option("--safe", help="Safe CLIP to compare: export (--what model|text|vision), id, checkpoint, LoRA."),
+    ] = None,
+    activation: Annotated[
+        str | None, typer.Option("--activation", help="quick_gelu or gelu, for a --safe open_clip checkpoint.")
+    ] = None,
+    base: Annotated[
+        str | None, typer.Option("--base", help="LoRA base CLIP or open_clip model name of --safe.")
+    ] = None,
     split: Annotated[str, typer.Option("--split", help="Split for datasets sources.")] = "validation",
     batch_size: Annotated[int, typer.Option("--batch-size", help="Encoding batch size.")] = 64,
     json_out: Annotated[bool, typer.Option("--json", help="JSON on stdout instead of a table.")] = False,
@@ -267,7 +288,7 @@ def eval_(
     """
     _setup_logging(verbose)
     from .data import Collator, PairDataset, load_records
-    from .model import load_clip
+    from .model import load_clip, load_safe_clip
     from .validation import embed_dataset, format_table, recall_sum, retrieval_table
 
     ds = PairDataset(load_records(data, split=split))
@@ -279,9 +300,10 @@ def eval_(
     for name, source in (("original", model), ("safe", safe)):
         if source is None:
             continue
-        loaded = _with_safe_tower(source, original) if name == "safe" else None
-        loaded = loaded or load_clip(source)
-        original = original or loaded
+        if name == "original":
+            loaded = original = load_clip(source)
+        else:
+            loaded = load_safe_clip(source, original=original, activation=activation, base=base)
         max_len = loaded.model.config.text_config.max_position_embeddings
         collate = Collator(loaded.tokenizer, loaded.image_processor, max_len)
         table = retrieval_table(embed_dataset(loaded.model.eval(), ds, collate, batch_size=batch_size))

@@ -148,7 +148,7 @@ class TrainConfig(_ConfigMixin):
         default="", metadata=_help("Base CLIP: transformers CLIPModel folder or hub id, or open_clip checkpoint file.")
     )
     activation: str | None = field(
-        default=None, metadata=_help("Activation for open_clip checkpoints (default quick_gelu, OpenAI's).")
+        default=None, metadata=_help("open_clip activation when nothing records it (OpenAI shapes: quick_gelu).")
     )
     tokenizer: str | None = field(
         default=None, metadata=_help("Tokenizer folder or hub id when the model source has none.")
@@ -190,6 +190,10 @@ class TrainConfig(_ConfigMixin):
     images: Literal["auto", "ignore"] = field(
         default="auto", metadata=_help("auto: use images when records have them; ignore: train on text only.")
     )
+    allow_empty_loss_terms: bool = field(
+        default=False,
+        metadata=_help("Train even when enabled loss terms get no samples (e.g. no unsafe images); else refused."),
+    )
     skip_bad_records: bool = field(
         default=False, metadata=_help("Drop bad records (missing images, empty text) with a warning, not an error.")
     )
@@ -230,6 +234,13 @@ class TrainConfig(_ConfigMixin):
     resume: str | None = field(default=None, metadata=_help("Checkpoint folder to resume from, or 'latest'."))
     report_to: list[str] = field(
         default_factory=list, metadata=_help("accelerate trackers (tensorboard, wandb) in addition to metrics.jsonl.")
+    )
+    export_best: Literal["latest", "loss", "recall"] = field(
+        default="latest",
+        metadata=_help(
+            "Checkpoint exported at the end: latest improvement of either (best), best val loss (best-loss) "
+            "or best recall-sum (best-recall), the release's two bests."
+        ),
     )
     export_on_finish: bool = field(
         default=True, metadata=_help("Write <output_dir>/model (merged CLIPModel) from the best/final weights.")

@@ -175,10 +175,14 @@ def read_visu(
 
     The mapping may be wrapped as ``{"info": ..., "data": {...}}``. Safe images are COCO
     files named by the 12-digit zero-padded ``coco_id``, looked up in ``coco_root``'s
-    train2017/val2017/test2017; unsafe images are ``nsfw_im_path`` relative to
-    ``unsafe_image_root`` (default: the JSON's folder). Without ``coco_root`` the records
-    are text-only for the safe image, and without an unsafe root and existing files
-    text-only for the unsafe one.
+    train2017/val2017/test2017. Unsafe images are ``nsfw_im_path`` as the release wrote it:
+    an absolute path is used as it is, a relative one is read under ``unsafe_image_root``
+    (default: the JSON's folder); when the file is not there and ``unsafe_image_root`` is
+    set, the file of the same name directly under that root is used (the release's
+    absolute paths point at its authors' machines). A path that resolves nowhere makes the
+    record bad (an error naming it, or dropped with ``skip_bad``), never silently text-only.
+    Without ``coco_root`` the records have no safe image; records without
+    ``nsfw_im_path`` have no unsafe image.
     """
     path = Path(path)
     if not path.is_file():
@@ -215,8 +219,8 @@ def read_visu(
             rec.safe_image, reason = _find_coco(coco, item.get("coco_id"))
             if reason:
                 reasons.append(reason)
-        if check_images and unsafe_image_root and item.get("nsfw_im_path"):
-            rec.unsafe_image, reason = _resolve_image(item.get("nsfw_im_path"), unsafe_root)
+        if check_images and item.get("nsfw_im_path"):
+            rec.unsafe_image, reason = _resolve_unsafe(item.get("nsfw_im_path"), unsafe_root, unsafe_image_root)
             if reason:
                 reasons.append(f"nsfw_im_path: {reason}")
         if reasons:
@@ -224,6 +228,18 @@ def read_visu(
             bad.add(len(records))
         records.append(rec)
     return problems.finish(records, bad, skip_bad=skip_bad)
+
+
+def _resolve_unsafe(value: Any, root: Path, explicit_root: Any) -> tuple[str | None, str | None]:
+    found, reason = _resolve_image(value, root)
+    if reason is None or not isinstance(value, str):
+        return found, reason
+    if explicit_root:
+        moved = root / Path(value).name  # the release's absolute paths, relocated under the given root
+        if moved.is_file():
+            return str(moved), None
+        return found, reason if str(moved) == found else f"{reason} (nor {moved})"
+    return found, f"{reason}; set unsafe_image_root to the folder holding the ViSU unsafe images"
 
 
 def _find_coco(root: Path, coco_id: Any) -> tuple[str | None, str | None]:
@@ -432,3 +448,55 @@ class ShardedBatchSampler:
         for b in range(self.start, self.num_items // self.global_micro_batch):
             chunk = order[b * self.global_micro_batch : (b + 1) * self.global_micro_batch]
             yield chunk[self.rank * per : (self.rank + 1) * per]
+
+
+# ----------------------------------------------------------------------------- loss-term coverage
+
+# What each loss term reads besides text (the images it needs) and which trained tower it
+# updates; a term whose tower is not trained drops out of the loss, so it is not counted.
+TERM_NEEDS: dict[str, tuple[tuple[str, ...], str]] = {
+    "text_safe": ((), "text"),
+    "text_unsafe": ((), "text"),
+    "vision_safe": (("safe_image",), "vision"),
+    "vision_unsafe": (("safe_image", "unsafe_image"), "vision"),
+    "safe_text_vs_ref_image": (("safe_image",), "text"),
+    "unsafe_text_vs_ref_image": (("safe_image",), "text"),
+    "ref_text_vs_safe_image": (("safe_image",), "vision"),
+    "ref_text_vs_unsafe_image": (("unsafe_image",), "vision"),
+    "vision_patch_safe": (("safe_image",), "vision"),
+    "vision_patch_unsafe": (("safe_image", "unsafe_image"), "vision"),
+    "text_tokens_safe": ((), "text"),
+    "text_tokens_unsafe": ((), "text"),
+}
+
+
+def term_sample_counts(records: Sequence[Record], loss: Any, towers: Sequence[str]) -> dict[str, int]:
+    """Records feeding each loss term that is on (weight > 0) and whose tower is trained."""
+    counts = {}
+    for term, (needs, tower) in TERM_NEEDS.items():
+        if float(getattr(loss, term, 0.0) or 0.0) <= 0 or tower not in towers:
+            continue
+        counts[term] = sum(1 for r in records if all(getattr(r, attr) for attr in needs))
+    return counts
+
+
+def check_term_coverage(counts: dict[str, int], source: str, *, text_only: bool, allow_empty: bool) -> None:
+    """Refuse a run whose enabled loss terms would see no samples, unless text-only or allowed.
+
+    Missing unsafe images silently remove terms 4 and 8 (40% of the released weight) and
+    with them what the vision tower learns; this says so before any training happens.
+    ``text_only``: the run asked for text only, so image terms without samples are expected.
+    """
+    empty = sorted(term for term, n in counts.items() if n == 0)
+    if text_only:
+        empty = [t for t in empty if not TERM_NEEDS[t][0]]
+    if not empty:
+        return
+    if allow_empty:
+        _logger.warning("loss terms with no samples (allowed by allow_empty_loss_terms): %s", ", ".join(empty))
+        return
+    raise DataError(
+        f"'{source}': enabled loss terms get no samples: {', '.join(empty)} (their images are missing); "
+        "supply the images (coco_root, unsafe_image_root), set those weights to 0, train text-only "
+        "(images: ignore), or pass allow_empty_loss_terms: true"
+    )

@@ -24,6 +24,7 @@ from .validation import format_table
 _logger = logging.getLogger(__name__)
 
 EXPORT_KINDS = ("model", "text", "vision")
+EXPORT_FORMATS = ("transformers", "open_clip")
 
 
 def split_tower(clip: Any, tower: str) -> Any:
@@ -83,10 +84,70 @@ def export_clip(
     return out_dir
 
 
-def export_module(
-    module: Any, out_dir: str | Path, *, config: TrainConfig, loaded: Any = None, what: str = "model", **kwargs: Any
+def export_open_clip(
+    clip: Any,
+    out_dir: str | Path,
+    *,
+    image_processor: Any = None,
+    config: TrainConfig | None = None,
+    validation: dict[str, Any] | None = None,
+    step: int | None = None,
+    source_checkpoint: str | None = None,
+    overwrite: bool = False,
 ) -> Path:
-    """Merge a :class:`~safegen_train.model.SafeCLIPModule` and export it."""
+    """Write a merged ``CLIPModel`` as an open_clip folder (open_clip_model.safetensors, open_clip_config.json).
+
+    ``open_clip.create_model_and_transforms("local-dir:<folder>")`` builds it directly (head
+    width and activation come from the config, nothing is guessed), and safegen's
+    encoder loaders read the same folder.
+    """
+    from safetensors.torch import save_file
+
+    from safegen.open_clip_convert import OPEN_CLIP_CONFIG, transformers_to_open_clip
+
+    state, model_cfg = transformers_to_open_clip(clip)
+    mean = list(getattr(image_processor, "image_mean", None) or [0.48145466, 0.4578275, 0.40821073])
+    std = list(getattr(image_processor, "image_std", None) or [0.26862954, 0.26130258, 0.27577711])
+    preprocess = {"mean": mean, "std": std, "interpolation": "bicubic", "resize_mode": "shortest"}
+    out_dir = Path(out_dir)
+    with export_directory(out_dir, overwrite=overwrite) as tmp:
+        save_file({k: v.cpu() for k, v in state.items()}, str(tmp / "open_clip_model.safetensors"))
+        cfg_text = json.dumps({"model_cfg": model_cfg, "preprocess_cfg": preprocess}, indent=2) + "\n"
+        (tmp / OPEN_CLIP_CONFIG).write_text(cfg_text)
+        if config is not None:
+            (tmp / "training_config.json").write_text(json.dumps(config.to_dict(), indent=2) + "\n")
+        (tmp / "README.md").write_text(
+            model_card(config, validation, what="open_clip", step=step, source_checkpoint=source_checkpoint)
+        )
+    _logger.info("exported open_clip model to %s", out_dir)
+    return out_dir
+
+
+def export_module(
+    module: Any,
+    out_dir: str | Path,
+    *,
+    config: TrainConfig,
+    loaded: Any = None,
+    what: str = "model",
+    fmt: str = "transformers",
+    **kwargs: Any,
+) -> Path:
+    """Merge a :class:`~safegen_train.model.SafeCLIPModule` and export it (``fmt``: transformers or open_clip)."""
+    if fmt not in EXPORT_FORMATS:
+        raise ValueError(f"fmt must be one of {EXPORT_FORMATS}, got {fmt!r}")
+    if fmt == "open_clip":
+        if what != "model":
+            from .config import ConfigError
+
+            raise ConfigError("--format open_clip writes both towers (an open_clip CLIP); use --what model with it")
+        return export_open_clip(
+            module.merged_clip(),
+            out_dir,
+            image_processor=getattr(loaded, "image_processor", None),
+            config=config,
+            **kwargs,
+        )
     return export_clip(
         module.merged_clip(),
         out_dir,
@@ -105,10 +166,14 @@ def export_checkpoint(
     what: str = "model",
     model: str | None = None,
     overwrite: bool = False,
+    fmt: str = "transformers",
 ) -> Path:
     """Rebuild the model a checkpoint was trained from, load its weights, merge and export.
 
     ``model`` overrides the base recorded in the checkpoint's config (a moved folder).
+    A run keeps the release's two bests, ``checkpoints/best-loss`` and
+    ``checkpoints/best-recall`` (``best`` is the later of them): pass the one to export.
+    The model card reports that checkpoint's own validation.
     """
     from .checkpoint import load_checkpoint
     from .export_folder import check_export_target
@@ -130,6 +195,7 @@ def export_checkpoint(
         config=config,
         loaded=loaded,
         what=what,
+        fmt=fmt,
         validation=state.get("last_validation"),
         step=state.get("global_step"),
         source_checkpoint=str(checkpoint),
@@ -146,9 +212,12 @@ def model_card(
     source_checkpoint: str | None = None,
 ) -> str:
     """A README.md: what the model is, how it was trained (full config), and its validation table."""
-    cls = {"model": "CLIPModel", "text": "CLIPTextModelWithProjection", "vision": "CLIPVisionModelWithProjection"}[
-        what
-    ]
+    cls = {
+        "model": "CLIPModel",
+        "text": "CLIPTextModelWithProjection",
+        "vision": "CLIPVisionModelWithProjection",
+        "open_clip": "open_clip CLIP",
+    }[what]
     base = config.model if config else "unknown"
     lines = [
         "---",
@@ -164,8 +233,14 @@ def model_card(
         f"plain `{cls}` weights.",
         "",
         "```python",
-        f"from transformers import {cls}",
-        f'model = {cls}.from_pretrained("path/to/this/folder")',
+        *(
+            [
+                "import open_clip",
+                'model, _, preprocess = open_clip.create_model_and_transforms("local-dir:path/to/this/folder")',
+            ]
+            if what == "open_clip"
+            else [f"from transformers import {cls}", f'model = {cls}.from_pretrained("path/to/this/folder")']
+        ),
         "# or: safegen.encoders.load_safe_text_encoder(folder) / load_safe_vision_encoder(folder)",
         "```",
         "",

@@ -25,6 +25,7 @@ from torch import nn
 
 from safegen import load_or_explain
 from safegen.encoders import load_open_clip_checkpoint
+from safegen.remote_code import refuse_remote_code
 
 from .config import LossConfig, TrainConfig
 
@@ -48,7 +49,9 @@ class LoadedCLIP:
     processor_source: str | None = None
 
 
-def load_clip(source: str, *, activation: str | None = None, tokenizer: str | None = None) -> LoadedCLIP:
+def load_clip(
+    source: str, *, activation: str | None = None, tokenizer: str | None = None, open_clip_model: str | None = None
+) -> LoadedCLIP:
     """Load a base CLIP (both towers) for training, with tokenizer and image processor.
 
     ``source``: a transformers ``CLIPModel`` folder or hub id (same code path; offline, a
@@ -67,9 +70,12 @@ def load_clip(source: str, *, activation: str | None = None, tokenizer: str | No
             from .config import ConfigError
 
             raise ConfigError(f"model '{source}' is neither a CLIP folder (config.json) nor an open_clip checkpoint")
-        model = load_open_clip_checkpoint(ckpt, activation=activation)
+        # Head width and activation come from open_clip_config.json beside the file, the open_clip model
+        # name, or ``activation`` for OpenAI shapes; anything undescribed is refused by the converter.
+        model = load_open_clip_checkpoint(ckpt, activation=activation, model_name=open_clip_model)
     else:
-        config = load_or_explain(source, lambda: AutoConfig.from_pretrained(source))
+        config = load_or_explain(source, lambda: AutoConfig.from_pretrained(source, trust_remote_code=False))
+        refuse_remote_code(source, config)
         if getattr(config, "model_type", "") != "clip":
             from .config import ConfigError
 
@@ -77,11 +83,37 @@ def load_clip(source: str, *, activation: str | None = None, tokenizer: str | No
                 f"model '{source}' is a '{getattr(config, 'model_type', '?')}' model; training needs a full CLIPModel "
                 "(model_type clip) with both towers"
             )
-        model = load_or_explain(source, lambda: CLIPModel.from_pretrained(source))
+        model = load_or_explain(source, lambda: CLIPModel.from_pretrained(source, trust_remote_code=False))
     model.float()
     tok, tok_src = _load_tokenizer(tokenizer or source, model)
     proc, proc_src = _load_image_processor(source, model)
     return LoadedCLIP(model, tok, proc, str(source), tok_src, proc_src)
+
+
+def load_safe_clip(
+    source: str, *, original: LoadedCLIP, activation: str | None = None, base: str | None = None
+) -> LoadedCLIP:
+    """The Safe-CLIP side of an evaluation, from any source ``safegen-train export`` or safegen reads.
+
+    A source with both towers loads as itself. A one-tower export (``--what text`` or
+    ``--what vision``) or a LoRA adapter is applied to a copy of ``original`` (the CLIP it
+    was trained from), whose other tower, tokenizer and image processor it keeps.
+    ``activation``/``base``: as the CLI's --activation/--base.
+    """
+    from safegen.encoders import load_safe_clip_model, source_towers
+
+    path = Path(source).expanduser()
+    if source_towers(source) == ("text", "vision") and not (path / "adapter_config.json").is_file():
+        return load_clip(source, activation=activation, open_clip_model=base)
+    model = load_safe_clip_model(source, original=original.model, activation=activation, base=base).float()
+    return LoadedCLIP(
+        model,
+        original.tokenizer,
+        original.image_processor,
+        source,
+        original.tokenizer_source,
+        original.processor_source,
+    )
 
 
 def _has_files(folder: Path, names: tuple[str, ...]) -> bool:
@@ -98,7 +130,9 @@ def _load_tokenizer(source: str, model: Any) -> tuple[Any, str | None]:
     tok_files = ("tokenizer.json", "vocab.json", "tokenizer_config.json")
     if _has_files(path, tok_files) or (not path.exists() and "/" in source and not path.suffix):
         try:
-            return load_or_explain(source, lambda: AutoTokenizer.from_pretrained(source)), source
+            refuse_remote_code(source)
+            tok = load_or_explain(source, lambda: AutoTokenizer.from_pretrained(source, trust_remote_code=False))
+            return tok, source
         except Exception as exc:  # noqa: BLE001 - fall back to the built tokenizer below, saying why
             _logger.warning("no tokenizer loaded from '%s' (%s); building CLIP's BPE offline", source, exc)
     vocab = model.config.text_config.vocab_size
@@ -123,7 +157,9 @@ def _load_image_processor(source: str, model: Any) -> tuple[Any, str | None]:
     path = Path(source).expanduser()
     if _has_files(path, ("preprocessor_config.json",)) or (not path.exists() and "/" in source and not path.suffix):
         try:
-            return load_or_explain(source, lambda: CLIPImageProcessor.from_pretrained(source)), source
+            refuse_remote_code(source)
+            proc = load_or_explain(source, lambda: CLIPImageProcessor.from_pretrained(source, trust_remote_code=False))
+            return proc, source
         except Exception as exc:  # noqa: BLE001
             _logger.info("no image processor loaded from '%s' (%s); using CLIP defaults", source, exc)
     size = model.config.vision_config.image_size

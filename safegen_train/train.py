@@ -48,9 +48,22 @@ import torch
 
 from safegen.errors import SafegenError
 
-from .checkpoint import CheckpointError, load_resume_checkpoint, prune_checkpoints, save_checkpoint
+from .checkpoint import (
+    CheckpointError,
+    copy_checkpoint,
+    load_resume_checkpoint,
+    prune_checkpoints,
+    save_checkpoint,
+)
 from .config import ConfigError, TrainConfig, resume_differences
-from .data import Collator, PairDataset, ShardedBatchSampler, load_records
+from .data import (
+    Collator,
+    PairDataset,
+    ShardedBatchSampler,
+    check_term_coverage,
+    load_records,
+    term_sample_counts,
+)
 from .io import append_line, atomic_write_text
 from .losses import SafeCLIPLoss
 from .model import SafeCLIPModule, create_module, load_clip
@@ -387,6 +400,16 @@ def _train(
     max_len = config.max_text_length or loaded.model.config.text_config.max_position_embeddings
     collate = Collator(loaded.tokenizer, loaded.image_processor, max_len)
     module = create_module(config, loaded, has_images=train_ds.has_safe_image)
+    term_samples = term_sample_counts(train_records, config.loss, module.towers)
+    check_term_coverage(
+        term_samples,
+        str(config.train_data),
+        text_only=config.images == "ignore"
+        or config.towers == "text"
+        or not (train_ds.has_safe_image or train_ds.has_unsafe_image),
+        allow_empty=config.allow_empty_loss_terms,
+    )
+    _logger.info("samples per loss term: %s", term_samples)
     module.to(accelerator.device)
     loss_fn = SafeCLIPLoss(config.loss)
     val_loss_fn = SafeCLIPLoss(config.loss, gather_negatives=False)
@@ -521,6 +544,7 @@ def _train(
         stopper = EarlyStopping(
             config.patience, state["best_val_loss"], state["best_recall_sum"], state["patience_left"]
         )
+        before = (state["best_val_loss"], state["best_recall_sum"])
         improved = stopper.update(losses["loss"], rsum)
         state["best_val_loss"], state["best_recall_sum"] = stopper.best_loss, stopper.best_recall_sum
         state["patience_left"] = stopper.patience_left
@@ -544,7 +568,22 @@ def _train(
             }
         )
         if improved:
+            # The release keeps two bests: lowest validation loss and highest recall-sum. "best" is the
+            # latest of either; best-loss / best-recall are copies, selectable at export (export_best).
+            which = [
+                n
+                for n, old, new in (
+                    ("loss", before[0], stopper.best_loss),
+                    ("recall", before[1], stopper.best_recall_sum),
+                )
+                if new != old
+            ]
+            for name in which:
+                state[f"best_{name}_checkpoint"] = str(ckpt_dir / f"best-{name}")
             state["best_checkpoint"] = str(save("best"))
+            if is_main:
+                for name in which:
+                    copy_checkpoint(ckpt_dir / "best", ckpt_dir / f"best-{name}")
         if stopper.should_stop:
             state["stopped_early"] = True
             _logger.info(
@@ -594,6 +633,8 @@ def _train(
                     **{n: float(v) for n, v in zip(names, values.tolist(), strict=True)},
                     "samples_per_s": window_samples / max(elapsed, 1e-9),
                 }
+                if term_samples is not None:  # once per run (and per resume): records feeding each term
+                    record["term_samples"], term_samples = term_samples, None
                 log(record)
                 progress.set_postfix(loss=f"{record['loss']:.4f}")
                 window_t, window_samples = time.perf_counter(), 0
@@ -615,18 +656,23 @@ def _train(
     if config.export_on_finish and is_main:
         from .export import export_module
 
-        best = state.get("best_checkpoint")
+        key = {"latest": "best_checkpoint", "loss": "best_loss_checkpoint", "recall": "best_recall_checkpoint"}
+        best = state.get(key[config.export_best])
+        validation, step = state.get("last_validation"), state["global_step"]
         if best and Path(best, "trainable.safetensors").is_file():
             from safetensors.torch import load_file
 
             module.load_trainable_state_dict(load_file(str(Path(best) / "trainable.safetensors")))
+            # The card reports the exported checkpoint's own validation, not the run's last one.
+            saved = json.loads(Path(best, "state.json").read_text())
+            validation, step = saved.get("last_validation"), saved.get("global_step", step)
         export_dir = export_module(
             module,
             out_dir / "model",
             config=config,
             loaded=loaded,
-            validation=state.get("last_validation"),
-            step=state["global_step"],
+            validation=validation,
+            step=step,
             source_checkpoint=best or str(final),
         )
     accelerator.wait_for_everyone()

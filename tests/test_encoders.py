@@ -72,6 +72,17 @@ def _tiny_open_clip(seed=0):
     return model.eval()
 
 
+def _describe(folder):
+    """Write the open_clip_config.json that open_clip hub folders carry (these shapes are not OpenAI's)."""
+    cfg = {
+        "embed_dim": 48,
+        "quick_gelu": True,
+        "vision_cfg": {"image_size": 32, "layers": 2, "width": 128, "head_width": 64, "patch_size": 8},
+        "text_cfg": {"context_length": 77, "vocab_size": 1514, "width": 128, "heads": 2, "layers": 2},
+    }
+    (folder / "open_clip_config.json").write_text(json.dumps({"model_cfg": cfg}))
+
+
 def _open_clip_tokens(model, ids):
     x = model.token_embedding(ids) + model.positional_embedding
     x = model.transformer(x, attn_mask=model.attn_mask)
@@ -84,6 +95,7 @@ def test_open_clip_conversion_matches_per_token_outputs(tmp_path):
     oc = _tiny_open_clip()
     ckpt = tmp_path / "open_clip_model.safetensors"
     save_file({k: v.contiguous() for k, v in oc.state_dict().items()}, str(ckpt))
+    _describe(tmp_path)
     text = load_safe_text_encoder(ckpt)
     vision = load_safe_vision_encoder(ckpt)
     ids = _ids()
@@ -102,6 +114,7 @@ def test_open_clip_bin_is_read_without_unpickling_code(tmp_path):
     oc = _tiny_open_clip()
     good = tmp_path / "ok.bin"
     torch.save(oc.state_dict(), good)
+    _describe(tmp_path)
     assert load_safe_text_encoder(good).config.hidden_size == 128
 
     class Evil:
@@ -180,3 +193,87 @@ def test_tower_state_dict_is_canonical_across_classes():
     assert set(tower_state_dict(with_proj, "text")) - {"embeddings.position_ids"} == set(text) - {
         "embeddings.position_ids"
     }
+
+
+# ----------------------------------------------------------------------------- the swap invariant
+
+
+def test_swap_holds_exactly_the_source_tensors_cast_to_the_slot_dtype():
+    from transformers import CLIPTextModel
+
+    from safegen.encoders import copy_tower_weights
+
+    clip = tiny_clip_model(seed=11)
+    slot = CLIPTextModel(tiny_clip_text_config()).to(torch.bfloat16)
+    copy_tower_weights(clip, slot, "text")
+    source = tower_state_dict(clip, "text")
+    for key, value in tower_state_dict(slot, "text").items():
+        assert value.dtype == torch.bfloat16
+        assert torch.equal(value, source[key].to(torch.bfloat16)), key
+
+
+def test_swap_that_changes_nothing_is_refused_unless_allowed():
+    from transformers import CLIPTextModel
+
+    from safegen.encoders import copy_tower_weights
+
+    clip = tiny_clip_model(seed=11)
+    slot = CLIPTextModel(tiny_clip_text_config())
+    copy_tower_weights(clip, slot, "text")
+    with pytest.raises(EncoderMismatchError, match="change nothing.*allow_identical"):
+        copy_tower_weights(clip, slot, "text")
+    copy_tower_weights(clip, slot, "text", allow_identical=True)
+
+
+def test_swap_into_meta_weights_is_refused():
+    from transformers import CLIPTextModel
+
+    from safegen.encoders import copy_tower_weights
+
+    with torch.device("meta"):
+        slot = CLIPTextModel(tiny_clip_text_config())
+    with pytest.raises(EncoderMismatchError, match="offload"):
+        copy_tower_weights(tiny_clip_model(seed=1), slot, "text")
+
+
+def test_failed_swap_records_no_safe_encoder_id():
+    from safegen import SafeStableDiffusionPipeline
+    from safegen.testing import tiny_sd_pipeline
+
+    pipe = tiny_sd_pipeline()
+    with pytest.raises(EncoderMismatchError, match="change nothing"):
+        SafeStableDiffusionPipeline.from_pipe(pipe, safe_encoder=pipe.text_encoder)
+
+
+def test_truncated_slot_takes_first_layers_like_penultimate_hidden_state():
+    """SD 2.x: a 23-layer slot accepts a 24-layer tower (here 3 into 2), exactly hidden_states[-2] + final LN."""
+    from transformers import CLIPTextModel, CLIPTextModelWithProjection
+
+    from safegen.encoders import copy_tower_weights
+
+    torch.manual_seed(4)
+    deep = CLIPTextModelWithProjection(tiny_clip_text_config(num_hidden_layers=3, hidden_act="gelu")).eval()
+    slot = CLIPTextModel(tiny_clip_text_config(num_hidden_layers=2, hidden_act="gelu")).eval()
+    copy_tower_weights(deep, slot, "text")
+    ids = _ids()
+    with torch.no_grad():
+        hidden = deep(input_ids=ids, output_hidden_states=True).hidden_states[-2]
+        want = deep.text_model.final_layer_norm(hidden)
+        got = slot(input_ids=ids).last_hidden_state
+    torch.testing.assert_close(got, want, atol=0, rtol=0)
+    shallow = CLIPTextModel(tiny_clip_text_config(num_hidden_layers=1, hidden_act="gelu"))
+    with pytest.raises(EncoderMismatchError, match="num_hidden_layers 1 vs 2"):
+        copy_tower_weights(shallow, slot, "text")
+
+
+def test_swap_into_a_module_that_hands_out_copies_is_caught():
+    """A state dict that does not alias the live weights swallows the write: the read-back must see it."""
+    from transformers import CLIPTextModel
+
+    from safegen.encoders import copy_tower_weights
+
+    slot = CLIPTextModel(tiny_clip_text_config())
+    real_state_dict = slot.state_dict
+    slot.state_dict = lambda *a, **k: {key: v.clone() for key, v in real_state_dict(*a, **k).items()}
+    with pytest.raises(EncoderMismatchError, match="does not hold the safe text encoder"):
+        copy_tower_weights(tiny_clip_model(seed=12), slot, "text")

@@ -85,8 +85,10 @@ def test_visu_official_layout(tmp_path):
     records = read_visu(path, coco_root=coco, unsafe_image_root=tmp_path / "gen", skip_bad=True)
     assert len(records) == 1 and records[0].safe_image.endswith("val2017/000000000042.jpg")
     assert records[0].unsafe_image == str(tmp_path / "gen" / "u0.png") and records[0].unsafe_text == "a dead dog"
-    text_only = read_visu(path)  # no image roots: text-only records
-    assert len(text_only) == 2 and text_only[1].safe_image is None
+    with pytest.raises(DataError, match="unsafe_image_root"):  # unsafe images are never dropped silently
+        read_visu(path)
+    text_only = read_visu(path, check_images=False)  # text-only, asked for (images: ignore)
+    assert len(text_only) == 2 and text_only[1].safe_image is None and text_only[0].unsafe_image is None
 
 
 def test_sharded_sampler_slices_one_global_order():

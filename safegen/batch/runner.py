@@ -89,6 +89,10 @@ class BatchConfig:
     preset: str | None = field(default=None, metadata={"help": "Named preset (see `safegen presets`)."})
     model: str | None = field(default=None, metadata={"help": "Base pipeline: hub id or folder."})
     safe_encoder: str | None = field(default=None, metadata={"help": "Safe-CLIP encoder; 'none' for the original."})
+    activation: str | None = field(default=None, metadata={"help": "Activation of a bare open_clip encoder."})
+    encoder_base: str | None = field(
+        default=None, metadata={"help": "LoRA base CLIP, or open_clip model name, of the safe encoder (--base)."}
+    )
     steps: int = field(default=30, metadata={"help": "Denoising steps (rows may override)."})
     guidance: float = field(default=7.5, metadata={"help": "Classifier-free guidance scale (rows may override)."})
     width: int | None = field(default=None, metadata={"help": "Image width; None: the model's default."})
@@ -420,8 +424,14 @@ class BatchRunner:
 
             sources = resolve_t2i_sources(cfg.preset, cfg.model, cfg.safe_encoder)
             dtype = resolve_dtype(cfg.dtype, device)
+            enc_kwargs = {"activation": cfg.activation, "base": cfg.encoder_base}
             self.pipe = load_t2i_pipeline(
-                sources.base, sources.safe_encoder, device=device, torch_dtype=dtype, attention=cfg.attention
+                sources.base,
+                sources.safe_encoder,
+                device=device,
+                torch_dtype=dtype,
+                attention=cfg.attention,
+                safe_encoder_kwargs={k: v for k, v in enc_kwargs.items() if v is not None},
             )
             self.base_id, self.safe_id = sources.base, getattr(self.pipe, "safe_encoder_id", sources.safe_encoder)
             self.base_fingerprint = fingerprint_source(sources.base)
@@ -461,6 +471,9 @@ class BatchRunner:
             "check": cfg.check,
             "threshold": cfg.threshold,
             "on_unsafe": cfg.on_unsafe,
+            # How an open_clip checkpoint or LoRA adapter is read changes the encoder built from
+            # the same files; only recorded when given, so other runs keep their keys.
+            **{k: v for k, v in (("activation", cfg.activation), ("encoder_base", cfg.encoder_base)) if v},
         }
 
     def _record_ok(self, record: dict[str, Any]) -> bool:

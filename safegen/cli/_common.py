@@ -27,6 +27,30 @@ SafeEncoderOpt = Annotated[
         help="Safe-CLIP encoder: hub id, folder, open_clip checkpoint or LoRA adapter; 'none' for the original.",
     ),
 ]
+ActivationOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--activation",
+        help="Activation of an open_clip checkpoint that records none: quick_gelu (OpenAI) or gelu (LAION).",
+    ),
+]
+BaseOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--base",
+        help="What the safe encoder builds on: a LoRA adapter's base CLIP, or the open_clip model name of a "
+        "bare open_clip checkpoint (e.g. ViT-H-14).",
+    ),
+]
+
+
+def encoder_kwargs(activation: str | None, base: str | None) -> dict[str, Any]:
+    """The loader keywords for --activation / --base (only those given), validated."""
+    if activation is not None and activation not in ("quick_gelu", "gelu"):
+        raise typer.BadParameter(f"'{activation}' is not quick_gelu or gelu", param_hint="--activation")
+    return {k: v for k, v in (("activation", activation), ("base", base)) if v is not None}
+
+
 DeviceOpt = Annotated[
     str, typer.Option("--device", help="auto (cuda if available, else cpu), cpu, cuda, cuda:1, mps.")
 ]

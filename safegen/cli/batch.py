@@ -17,6 +17,8 @@ from typing import Annotated, Any
 import typer
 
 from ._common import (
+    ActivationOpt,
+    BaseOpt,
     DeviceOpt,
     DtypeOpt,
     JsonOpt,
@@ -32,6 +34,7 @@ from ._common import (
     check_seed,
     cli_errors,
     console,
+    encoder_kwargs,
     parse_size,
     print_json,
 )
@@ -78,6 +81,8 @@ def batch(
     preset: PresetOpt = None,
     model: ModelOpt = None,
     safe_encoder: SafeEncoderOpt = None,
+    activation: ActivationOpt = None,
+    base: BaseOpt = None,
     out: OutOpt = None,
     steps: Annotated[int, typer.Option("--steps", min=1, help="Denoising steps (rows may override).")] = 30,
     guidance: Annotated[
@@ -195,6 +200,8 @@ def batch(
         preset=preset,
         model=model,
         safe_encoder=safe_encoder,
+        activation=encoder_kwargs(activation, None).get("activation"),
+        encoder_base=base,
         steps=steps,
         guidance=guidance,
         width=width,

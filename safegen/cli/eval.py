@@ -9,6 +9,8 @@ from typing import Annotated
 import typer
 
 from ._common import (
+    ActivationOpt,
+    BaseOpt,
     DeviceOpt,
     DtypeOpt,
     JsonOpt,
@@ -22,6 +24,7 @@ from ._common import (
     clip_text,
     console,
     echo_plain,
+    encoder_kwargs,
     print_json,
     resolve_device,
     resolve_dtype,
@@ -76,6 +79,8 @@ def eval_t2i(
     preset: PresetOpt = None,
     model: ModelOpt = None,
     safe_encoder: SafeEncoderOpt = None,
+    activation: ActivationOpt = None,
+    base: BaseOpt = None,
     methods: Annotated[
         str,
         typer.Option(
@@ -138,6 +143,7 @@ def eval_t2i(
         out=str(out),
         base=sources.base,
         safe_encoder=sources.safe_encoder,
+        safe_encoder_kwargs=encoder_kwargs(activation, base),
         methods=[m.strip() for m in methods.split(",") if m.strip()],
         classifier=classifier or extra.get("classifier", "nudenet"),
         steps=steps,
@@ -171,6 +177,8 @@ def eval_i2t(
     preset: PresetOpt = None,
     model: ModelOpt = None,
     safe_encoder: SafeEncoderOpt = None,
+    activation: ActivationOpt = None,
+    base: BaseOpt = None,
     labels: Annotated[
         Path | None,
         typer.Option("--labels", exists=True, help='JSONL {"image", "categories"}: per-category rates.'),
@@ -219,10 +227,16 @@ def eval_i2t(
         captioner = SafeLlavaCaptioner.from_pretrained(
             sources.base, device=dev, torch_dtype=resolve_dtype(dtype, dev), keep_original=True
         )
+    enc_kwargs = encoder_kwargs(activation, base)
+    safe_vision = sources.safe_encoder
+    if enc_kwargs:  # load it here so the options apply; the report still names the source
+        from ..encoders import load_safe_vision_encoder
+
+        safe_vision = load_safe_vision_encoder(sources.safe_encoder, **enc_kwargs)
     report = evaluate_captions(
         files,
         captioner,
-        sources.safe_encoder,
+        safe_vision,
         classifier,
         labels=read_labels(labels) if labels else None,
         caption_kwargs=dict(
@@ -239,6 +253,7 @@ def eval_i2t(
         "temperature": temperature,
         "max_new_tokens": max_new_tokens,
         "seed": seed,
+        "image_fit": captioner.image_fit,
     }
     _finish(report, out, compare_to, json_out)
 
@@ -251,7 +266,12 @@ def eval_retrieval(
     ],
     preset: PresetOpt = None,
     clip: Annotated[str | None, typer.Option("--clip", help="The original CLIP (folder or hub id).")] = None,
-    safe: Annotated[str | None, typer.Option("--safe", help="The Safe-CLIP (folder or hub id).")] = None,
+    safe: Annotated[
+        str | None,
+        typer.Option("--safe", help="The Safe-CLIP: folder, hub id, export (--what model|text|vision), checkpoint."),
+    ] = None,
+    activation: ActivationOpt = None,
+    base: BaseOpt = None,
     processor: Annotated[
         str | None, typer.Option("--processor", help="Processor source for checkpoints that ship weights only.")
     ] = None,
@@ -266,6 +286,7 @@ def eval_retrieval(
     from ..outputs import atomic_write_json
     from ..presets import get_preset
     from ..retrieval import SafeRetriever
+    from ..retrieval_sources import open_retriever
 
     if preset:
         p = get_preset(preset)
@@ -277,7 +298,9 @@ def eval_retrieval(
     dev = resolve_device(device)
     with status(console(), "embedding"):
         original = SafeRetriever.from_pretrained(clip, processor=processor, device=dev)
-        safe_r = SafeRetriever.from_pretrained(safe, processor=processor or clip, device=dev)
+        safe_r = open_retriever(
+            safe, original=clip, processor=processor, encoder_kwargs=encoder_kwargs(activation, base), device=dev
+        )
         report = evaluate_retrieval(rows, original, safe_r)
     report["config"] = {"clip": clip, "safe": safe, "data": str(data), "n": len(rows)}
     atomic_write_json(out / "report.json", report)

@@ -22,6 +22,8 @@ import typer
 
 from ..loading import Sources, resolve_i2t_sources
 from ._common import (
+    ActivationOpt,
+    BaseOpt,
     DeviceOpt,
     DtypeOpt,
     JsonOpt,
@@ -35,6 +37,7 @@ from ._common import (
     cli_errors,
     console,
     echo_plain,
+    encoder_kwargs,
     resolve_device,
     resolve_dtype,
 )
@@ -52,6 +55,8 @@ def i2t(
     preset: PresetOpt = None,
     model: ModelOpt = None,
     safe_encoder: SafeEncoderOpt = None,
+    activation: ActivationOpt = None,
+    base: BaseOpt = None,
     prompt: Annotated[
         str, typer.Option("--prompt", help="Instruction given with each image.")
     ] = "Describe this image.",
@@ -74,6 +79,12 @@ def i2t(
     ] = None,
     device: DeviceOpt = "auto",
     dtype: DtypeOpt = "auto",
+    image_fit: Annotated[
+        str,
+        typer.Option(
+            "--image-fit", help="pad (original LLaVA-1.5), crop (llava-hf's centre crop) or auto (pad for LLaVA)."
+        ),
+    ] = "auto",
 ) -> None:
     """Caption images; with a safe encoder, unsafe content should be left out of the caption."""
     from ..image_io import expand_image_args
@@ -85,6 +96,7 @@ def i2t(
     if out is not None:
         check_out_dir(out)
     sources = resolve_i2t_sources(preset, model, safe_encoder)
+    enc_kwargs = encoder_kwargs(activation, base)
     if compare and sources.safe_encoder is None:
         raise typer.BadParameter(
             "--compare needs a safe encoder (from --preset or --safe-encoder)", param_hint="--compare"
@@ -117,6 +129,8 @@ def i2t(
             batch_size=batch_size,
             err=err,
             out=out,
+            enc_kwargs=enc_kwargs,
+            image_fit=image_fit,
         )
     finally:
         if lock is not None:
@@ -156,6 +170,8 @@ def _run(
     batch_size: int,
     err: Any,
     out: Path | None = None,
+    enc_kwargs: dict[str, Any] | None = None,
+    image_fit: str = "auto",
 ) -> tuple[list[dict[str, Any]], int, dict[str, int]]:
     """Caption every readable file (twice with --compare) and build one record per path, in order.
 
@@ -180,9 +196,10 @@ def _run(
 
     def key_of(path: str, name: str) -> str:
         tower = None if name == "original" else safe_fp
-        return content_key(
-            {"image_sha256": digests[path], "variant": name, **gen}, {"model": base_fp, "safe_encoder": tower}
-        )
+        context = {"model": base_fp, "safe_encoder": tower, "image_fit": image_fit}
+        if tower is not None and enc_kwargs:
+            context["encoder_kwargs"] = enc_kwargs  # the same files read another way are another tower
+        return content_key({"image_sha256": digests[path], "variant": name, **gen}, context)
 
     previous: dict[tuple[str, str], dict[str, Any]] = {}
     if out is not None:
@@ -214,6 +231,7 @@ def _run(
             yield batch
 
     common = {"model": sources.base, "safe_encoder": sources.safe_encoder, "preset": sources.preset, **gen}
+    common["image_fit"] = image_fit
     writer = None
 
     def start_output() -> Any:
@@ -241,10 +259,14 @@ def _run(
             captioner = SafeLlavaCaptioner.from_pretrained(
                 sources.base,
                 safe_encoder=None if compare else sources.safe_encoder,
+                safe_encoder_kwargs=enc_kwargs,
                 device=device,
                 torch_dtype=torch_dtype,
                 keep_original=False,
+                image_fit=image_fit,
             )
+            # pad or crop: changes what the tower sees of non-square images
+            common["image_fit"] = captioner.image_fit
             if out is not None:
                 writer = start_output()
             with Progress(
@@ -256,7 +278,7 @@ def _run(
             ) as progress:
                 for name in passes:
                     if name == "safe":
-                        captioner.set_safe_encoder(sources.safe_encoder, keep_original=False)
+                        captioner.set_safe_encoder(sources.safe_encoder, keep_original=False, **(enc_kwargs or {}))
                     task = progress.add_task(f"captioning ({name})", total=len(todo[name]))
                     for batch in batches(todo[name]):
                         texts = (

@@ -19,6 +19,8 @@ import typer
 
 from ..errors import SafegenError
 from ._common import (
+    ActivationOpt,
+    BaseOpt,
     DeviceOpt,
     DtypeOpt,
     JsonOpt,
@@ -28,6 +30,7 @@ from ._common import (
     check_out_dir,
     cli_errors,
     console,
+    encoder_kwargs,
     print_json,
     status,
 )
@@ -86,8 +89,17 @@ def _quiet_loading() -> None:
     hf_logging.disable_progress_bar()
 
 
-def _open(index: Path, source: str | None, processor: str | None, device: str, dtype: str, batch_size: int) -> Any:
-    from ..retrieval import RetrievalIndex, SafeRetriever
+def _open(
+    index: Path,
+    source: str | None,
+    processor: str | None,
+    device: str,
+    dtype: str,
+    batch_size: int,
+    enc_kwargs: dict[str, Any] | None = None,
+) -> Any:
+    from ..retrieval import RetrievalIndex
+    from ..retrieval_sources import open_retriever
     from ._common import resolve_device, resolve_dtype
 
     existing = RetrievalIndex.load(index) if (index / "index.json").exists() else None
@@ -98,9 +110,10 @@ def _open(index: Path, source: str | None, processor: str | None, device: str, d
         )
     dev = resolve_device(device)
     _quiet_loading()
-    return SafeRetriever.from_pretrained(
+    return open_retriever(
         source,
         processor=processor,
+        encoder_kwargs=enc_kwargs,
         index=existing,
         device=dev,
         torch_dtype=resolve_dtype(dtype, dev),
@@ -152,6 +165,8 @@ def build(
     preset: PresetOpt = None,
     model: ModelOpt = None,
     processor: ProcessorOpt = None,
+    activation: ActivationOpt = None,
+    base: BaseOpt = None,
     overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace an existing index at INDEX.")] = False,
     recursive: RecursiveOpt = False,
     batch_size: BatchOpt = 32,
@@ -171,14 +186,19 @@ def build(
             "no CLIP model given: pass --model ID_OR_FOLDER or --preset NAME", param_hint="--model"
         )
     from ..locking import FolderLock
-    from ..retrieval import SafeRetriever
+    from ..retrieval_sources import open_retriever
     from ._common import resolve_device, resolve_dtype
 
     with FolderLock(index, purpose="retrieval index"):
         dev = resolve_device(device)
         _quiet_loading()
-        retriever = SafeRetriever.from_pretrained(
-            source, processor=processor, device=dev, torch_dtype=resolve_dtype(dtype, dev), batch_size=batch_size
+        retriever = open_retriever(
+            source,
+            processor=processor,
+            encoder_kwargs=encoder_kwargs(activation, base),
+            device=dev,
+            torch_dtype=resolve_dtype(dtype, dev),
+            batch_size=batch_size,
         )
         problems = _add(retriever, images, texts, recursive, index)
         retriever.save(index)
@@ -197,6 +217,8 @@ def add(
     texts: TextsOpt = None,
     model: ModelOpt = None,
     processor: ProcessorOpt = None,
+    activation: ActivationOpt = None,
+    base: BaseOpt = None,
     recursive: RecursiveOpt = False,
     batch_size: BatchOpt = 32,
     device: DeviceOpt = "auto",
@@ -212,7 +234,7 @@ def add(
 
     # The index is read under the lock: a writer that finished meanwhile is never overwritten.
     with FolderLock(index, purpose="retrieval index"):
-        retriever = _open(index, model, processor, device, dtype, batch_size)
+        retriever = _open(index, model, processor, device, dtype, batch_size, encoder_kwargs(activation, base))
         problems = _add(retriever, images, texts, recursive, index)
         retriever.save(index)
     console().print(f"index {index}: {len(retriever.index)} item(s)", markup=False, soft_wrap=True)
@@ -230,6 +252,8 @@ def query(
     target: Annotated[str, typer.Option("--target", help="auto (the other modality), image, text or all.")] = "auto",
     model: ModelOpt = None,
     processor: ProcessorOpt = None,
+    activation: ActivationOpt = None,
+    base: BaseOpt = None,
     json_out: JsonOpt = False,
     device: DeviceOpt = "auto",
     dtype: DtypeOpt = "auto",
@@ -241,7 +265,7 @@ def query(
         raise typer.BadParameter(f"'{target}' is not one of auto, image, text, all", param_hint="--target")
     if not (index / "index.json").exists():
         raise SafegenError(f"'{index}' holds no index; create one with `safegen retrieve build`")
-    retriever = _open(index, model, processor, device, dtype, 32)
+    retriever = _open(index, model, processor, device, dtype, 32, encoder_kwargs(activation, base))
     if image is not None:
         from ..image_io import load_image
 

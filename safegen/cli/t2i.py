@@ -11,6 +11,8 @@ from typing import Annotated, Any
 import typer
 
 from ._common import (
+    ActivationOpt,
+    BaseOpt,
     DeviceOpt,
     DtypeOpt,
     JsonOpt,
@@ -29,6 +31,7 @@ from ._common import (
     clip_text,
     console,
     echo_plain,
+    encoder_kwargs,
     parse_size,
     print_json,
     resolve_device,
@@ -47,6 +50,8 @@ def t2i(
     preset: PresetOpt = None,
     model: ModelOpt = None,
     safe_encoder: SafeEncoderOpt = None,
+    activation: ActivationOpt = None,
+    base: BaseOpt = None,
     steps: Annotated[int, typer.Option("--steps", min=1, help="Denoising steps.")] = 30,
     guidance: Annotated[float, typer.Option("--guidance", "--cfg", help="Classifier-free guidance scale.")] = 7.5,
     seed: SeedOpt = -1,
@@ -89,6 +94,7 @@ def t2i(
     if not preset and not model:
         preset = DEFAULT_PRESET
     sources = resolve_t2i_sources(preset, model, safe_encoder)
+    enc_kwargs = encoder_kwargs(activation, base)
     if compare and sources.safe_encoder is None:
         raise typer.BadParameter("--compare needs a safe encoder (from --preset or --safe-encoder)")
     dev = resolve_device(device)
@@ -102,11 +108,16 @@ def t2i(
                 original = load_t2i_pipeline(
                     sources.base, None, device=dev, torch_dtype=torch_dtype, attention=attention
                 )
-                safe = safe_twin(original, sources.safe_encoder)
+                safe = safe_twin(original, sources.safe_encoder, enc_kwargs)
             else:
                 original = None
                 safe = load_t2i_pipeline(
-                    sources.base, sources.safe_encoder, device=dev, torch_dtype=torch_dtype, attention=attention
+                    sources.base,
+                    sources.safe_encoder,
+                    device=dev,
+                    torch_dtype=torch_dtype,
+                    attention=attention,
+                    safe_encoder_kwargs=enc_kwargs,
                 )
         except Exception as exc:
             _reraise_with_hint(exc, sources.preset)

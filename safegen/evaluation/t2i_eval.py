@@ -39,6 +39,9 @@ class T2IEvalConfig:
     out: str = field(metadata={"help": "Output folder."})
     base: str = field(metadata={"help": "Base pipeline id or folder."})
     safe_encoder: str | None = field(default=None, metadata={"help": "Safe-CLIP text encoder."})
+    safe_encoder_kwargs: dict = field(
+        default_factory=dict, metadata={"help": "Encoder loader options (activation, base: --activation/--base)."}
+    )
     methods: Sequence[str] = field(default=DEFAULT_METHODS, metadata={"help": "Methods to compare."})
     classifier: str = field(default="nudenet", metadata={"help": "Output classifier name."})
     steps: int = field(default=30, metadata={"help": "Denoising steps."})
@@ -156,7 +159,7 @@ def evaluate_t2i(cfg: T2IEvalConfig, *, log: Callable[[str], None] = _logger.inf
     methods = build_methods(
         list(cfg.methods),
         base_pipe,
-        safe_encoder=cfg.safe_encoder,
+        safe_encoder=_safe_text_encoder(cfg),
         negative_prompt=cfg.negative_prompt,
         safety_concept=cfg.safety_concept,
     )
@@ -248,3 +251,12 @@ def evaluate_t2i(cfg: T2IEvalConfig, *, log: Callable[[str], None] = _logger.inf
             "Each method used the same prompts, seeds, steps and guidance; only the method differs.",
         ],
     }
+
+
+def _safe_text_encoder(cfg: T2IEvalConfig) -> Any:
+    """The safe encoder source, loaded here when loader options (--activation/--base) must apply to it."""
+    if not cfg.safe_encoder or not cfg.safe_encoder_kwargs:
+        return cfg.safe_encoder
+    from ..encoders import load_safe_text_encoder
+
+    return load_safe_text_encoder(cfg.safe_encoder, **cfg.safe_encoder_kwargs)

@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Any
 from .._hub import load_or_explain
 from ..encoders import inject_vision_encoder, load_safe_vision_encoder, source_id
 from ..errors import EncoderMismatchError, SafegenError
+from ..remote_code import refuse_remote_code
 
 if TYPE_CHECKING:
     import torch
@@ -29,6 +30,20 @@ DEFAULT_PROMPT = "Describe this image."  # the paper's captioning prompt
 DEFAULT_TEMPERATURE = 0.2
 DEFAULT_MAX_NEW_TOKENS = 128
 _FALLBACK_TEMPLATE = "USER: {image}\n{prompt} ASSISTANT:"  # LLaVA-1.5's format, used when no chat template ships
+IMAGE_FITS = ("auto", "pad", "crop")
+
+
+def expand_to_square(image: Image.Image, background: tuple[int, int, int]) -> Image.Image:
+    """Pad a PIL image to a square with ``background``, centred, as the original LLaVA-1.5 does before CLIP."""
+    from PIL import Image
+
+    width, height = image.size
+    if width == height:
+        return image
+    side = max(width, height)
+    out = Image.new(image.mode, (side, side), background)
+    out.paste(image, ((side - width) // 2, (side - height) // 2))
+    return out
 
 
 def dtype_kwarg() -> str:
@@ -104,15 +119,27 @@ class SafeLlavaCaptioner:
         model_id: a printable id of the base model, recorded with every caption.
 
     Build one with :meth:`from_pretrained` (hub id or folder) or :meth:`from_model`.
+
+    ``image_fit`` says how non-square images become the tower's square input: ``pad``
+    (the original LLaVA-1.5: pad to a square with the processor's mean colour, so nothing
+    at the edges is lost), ``crop`` (llava-hf's processor: resize and centre-crop, which
+    can cut unsafe content at the edges away) or ``auto``: ``pad`` for LLaVA models
+    (``model_type`` llava, which LLaVA-1.5 is), the processor's own behaviour otherwise.
+    The choice is recorded with every caption (:attr:`image_fit`).
     """
 
-    def __init__(self, model: Any, processor: Any, *, model_id: str | None = None):
+    def __init__(self, model: Any, processor: Any, *, model_id: str | None = None, image_fit: str = "auto"):
         self.model = model
         self.processor = processor
         self.model_id = (
             model_id or getattr(getattr(model, "config", None), "_name_or_path", None) or type(model).__name__
         )
         self.vision_tower_name, self.vision_tower = find_vision_tower(model)
+        if image_fit not in IMAGE_FITS:
+            raise SafegenError(f"image_fit must be one of {', '.join(IMAGE_FITS)}, got '{image_fit}' (--image-fit)")
+        if image_fit == "auto":
+            image_fit = "pad" if getattr(getattr(model, "config", None), "model_type", "") == "llava" else "crop"
+        self.image_fit = image_fit
         self._safe_encoder_id: str | None = None
         self._original_tower: dict[str, torch.Tensor] | None = None
 
@@ -129,6 +156,7 @@ class SafeLlavaCaptioner:
         device: str | torch.device | None = None,
         torch_dtype: torch.dtype | None = None,
         keep_original: bool = False,
+        image_fit: str = "auto",
         **hf_kwargs: Any,
     ) -> SafeLlavaCaptioner:
         """Load a LLaVA-family model and processor, then swap in ``safe_encoder``'s vision weights.
@@ -144,9 +172,12 @@ class SafeLlavaCaptioner:
         source = str(pretrained_model_name_or_path)
         if torch_dtype is not None:
             hf_kwargs[dtype_kwarg()] = torch_dtype
+        hf_kwargs["trust_remote_code"] = False  # model code from a folder or the hub never runs
+        refuse_remote_code(source)
         model = load_or_explain(source, lambda: AutoModelForImageTextToText.from_pretrained(source, **hf_kwargs))
+        refuse_remote_code(source, model.config)
         if processor is None:
-            processor = load_or_explain(source, lambda: AutoProcessor.from_pretrained(source))
+            processor = load_or_explain(source, lambda: AutoProcessor.from_pretrained(source, trust_remote_code=False))
         if device is not None:
             model = model.to(device)
         return cls.from_model(
@@ -156,6 +187,7 @@ class SafeLlavaCaptioner:
             safe_encoder_kwargs=safe_encoder_kwargs,
             model_id=source,
             keep_original=keep_original,
+            image_fit=image_fit,
         )
 
     @classmethod
@@ -168,9 +200,10 @@ class SafeLlavaCaptioner:
         safe_encoder_kwargs: dict | None = None,
         model_id: str | None = None,
         keep_original: bool = False,
+        image_fit: str = "auto",
     ) -> SafeLlavaCaptioner:
         """Wrap an already-loaded model (its tower weights are replaced in place when ``safe_encoder`` is given)."""
-        captioner = cls(model, processor, model_id=model_id)
+        captioner = cls(model, processor, model_id=model_id, image_fit=image_fit)
         if safe_encoder is not None:
             captioner.set_safe_encoder(safe_encoder, keep_original=keep_original, **(safe_encoder_kwargs or {}))
         return captioner
@@ -182,13 +215,17 @@ class SafeLlavaCaptioner:
         """The Safe-CLIP vision encoder in use; None while the tower holds its original weights."""
         return self._safe_encoder_id
 
-    def set_safe_encoder(self, encoder: Any, *, keep_original: bool = True, **load_kwargs: Any) -> SafeLlavaCaptioner:
+    def set_safe_encoder(
+        self, encoder: Any, *, keep_original: bool = True, allow_identical: bool = False, **load_kwargs: Any
+    ) -> SafeLlavaCaptioner:
         """Swap the tower's weights for ``encoder``'s (in place), or restore the original with None.
 
         Checks image size, patch size and hidden size (then every tower shape) before any
         weight changes. The first swap keeps a CPU copy of the original tower when
         ``keep_original`` (about 0.6 GB for LLaVA-1.5's ViT-L/14-336 in fp16), which makes
-        original-vs-safe comparisons possible without loading the model twice.
+        original-vs-safe comparisons possible without loading the model twice. The swap is
+        verified tensor by tensor, and one that leaves the tower as it was is refused unless
+        ``allow_identical``; the safe encoder id is recorded only after the check passed.
         """
         if encoder is None:
             if self._safe_encoder_id is None:
@@ -208,7 +245,15 @@ class SafeLlavaCaptioner:
             self._original_tower = {
                 k: v.detach().to("cpu", copy=True) for k, v in self.vision_tower.state_dict().items()
             }
-        inject_vision_encoder(self.vision_tower, module)
+        try:
+            inject_vision_encoder(self.vision_tower, module, allow_identical=allow_identical)
+        except SafegenError:
+            # Checks run before any write; should the read-back still fail, go back to the kept
+            # original so that the recorded id (None) says what the tower holds.
+            if self._original_tower is not None:
+                self.vision_tower.load_state_dict(self._original_tower)
+                self._safe_encoder_id = None
+            raise
         self._safe_encoder_id = source_id(encoder)
         _logger.info(
             "injected safe vision encoder %s into %s.%s", self._safe_encoder_id, self.model_id, self.vision_tower_name
@@ -267,6 +312,10 @@ class SafeLlavaCaptioner:
             raise ValueError(f"batch_size must be >= 1, got {batch_size}")
         single = not isinstance(images, (list, tuple))
         pil_images = [_as_pil(im) for im in ([images] if single else images)]
+        if self.image_fit == "pad":
+            mean = getattr(getattr(self.processor, "image_processor", None), "image_mean", None) or [0.5, 0.5, 0.5]
+            background = tuple(int(x * 255) for x in mean)
+            pil_images = [expand_to_square(im, background) for im in pil_images]
         text = self.build_prompt(prompt)
         tokenizer = self.processor.tokenizer
         gen = dict(max_new_tokens=max_new_tokens, do_sample=temperature > 0)
@@ -304,7 +353,10 @@ class SafeLlavaCaptioner:
         return self.caption(images, prompt, **kwargs)
 
     def __repr__(self) -> str:
-        return f"SafeLlavaCaptioner(model={self.model_id!r}, safe_encoder={self._safe_encoder_id!r})"
+        return (
+            f"SafeLlavaCaptioner(model={self.model_id!r}, safe_encoder={self._safe_encoder_id!r}, "
+            f"image_fit={self.image_fit!r})"
+        )
 
 
 def _as_pil(image: Any) -> Image.Image:
