@@ -226,8 +226,8 @@ def dataset_card(
     if render_info:
         r = render_info["renderer"]
         lines.append(
-            f"- renderer: {r.get('model')} (original text encoder, {r.get('steps')} steps, guidance {r.get('guidance')}),"
-            f" image classifier: {r.get('classifier', {}).get('name')}"
+            f"- renderer: {r.get('model')} (original text encoder, {r.get('steps')} steps, "
+            f"guidance {r.get('guidance')}), image classifier: {r.get('classifier', {}).get('name')}"
         )
     lines += ["", "## Rows per concept", "", "| concept | " + " | ".join(SPLITS) + " | all |", "|---|" + "---|" * 4]
     for concept in sorted(result.concepts):

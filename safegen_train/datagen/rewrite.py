@@ -80,7 +80,7 @@ class RewriteConfig:
             raise bad("limit", f"must be >= 1, got {self.limit}")
         if self.num_shards < 1 or not 0 <= self.shard_index < self.num_shards:
             raise bad("shard_index", f"must be in [0, {self.num_shards}), got {self.shard_index}")
-        self.sampling  # validates the sampling fields
+        SamplingConfig(self.temperature, self.top_p, self.top_k, self.max_new_tokens)  # raises on bad values
 
     @property
     def sampling(self) -> SamplingConfig:
