@@ -244,6 +244,16 @@ def config_help() -> None:
         sys.stdout.write(f"loss.{name:21s} {json.dumps(default):28s} {text}\n")
 
 
+def _register_subcommands() -> None:
+    """``safegen-train data ...``: the paper's data pipeline (safegen_train/datagen/cli.py)."""
+    from .datagen.cli import app as data_app
+
+    app.add_typer(data_app, name="data")
+
+
+_register_subcommands()
+
+
 def main() -> None:
     """Entry point: known errors as one line (exit 1), usage errors exit 2."""
     try:
