@@ -270,6 +270,7 @@ def test_killed_rewrite_resumes_without_redoing_rows(tmp_path, random_lm_dir):
     out = tmp_path / "rw"
     args = [sys.executable, "-m", "safegen_train.cli", "data", "rewrite", str(caps), "--out", str(out), "-m"]
     args += [str(random_lm_dir), "--taxonomy", "toy", "--per-caption", "0", "--batch-size", "1", "--device", "cpu"]
+    args += ["--max-new-tokens", "6"]
     env = {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1"}
     proc = subprocess.Popen(args, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     manifest = out / "manifest.jsonl"
@@ -277,7 +278,7 @@ def test_killed_rewrite_resumes_without_redoing_rows(tmp_path, random_lm_dir):
     while time.time() < deadline and proc.poll() is None:
         if manifest.is_file() and manifest.read_bytes().count(b"\n") >= 3:
             break
-        time.sleep(0.05)
+        time.sleep(0.01)
     assert proc.poll() is None, "the run finished before it could be killed; give it more rows"
     os.kill(proc.pid, signal.SIGKILL)
     proc.wait()
@@ -285,7 +286,13 @@ def test_killed_rewrite_resumes_without_redoing_rows(tmp_path, random_lm_dir):
     done = before.count(b"\n")
     assert 3 <= done < 135
     cfg = RewriteConfig(
-        captions=caps, out=out, model=str(random_lm_dir), concepts_per_caption=0, batch_size=16, device="cpu"
+        captions=caps,
+        out=out,
+        model=str(random_lm_dir),
+        concepts_per_caption=0,
+        batch_size=32,
+        max_new_tokens=6,
+        device="cpu",
     )
     result = run_rewrite(cfg, taxonomy=toy_taxonomy())
     assert (result.planned, result.skipped, result.generated) == (135, done, 135 - done)
