@@ -37,7 +37,7 @@ _logger = logging.getLogger(__name__)
 FILTERED = "filtered.jsonl"
 REJECTED = "rejected.jsonl"
 FILTER_JSON = "filter.json"
-FILTER_NAMES = ("concept", "similarity", "duplicate", "unchanged")
+FILTER_NAMES = ("unchanged", "concept", "similarity", "duplicate")  # the order they run in
 
 
 @dataclass
