@@ -387,3 +387,54 @@ def test_text_only_build_from_filter_folder(tmp_path):
 
     assert len(load_records(tmp_path / "ds" / "train.jsonl")) == 8
     assert len(read_visu(tmp_path / "ds" / "visu" / "train.json")) == 8
+
+
+def test_concept_judge_takes_any_text_classifier():
+    from safegen.evaluation.text_safety import TextVerdict
+    from safegen_train.datagen import Concept, ConceptJudge, Taxonomy
+
+    class Labels:
+        def classify(self, texts):
+            return [
+                TextVerdict(unsafe="gun" in t, concepts=["weapons"] if "gun" in t else [], score=0.9) for t in texts
+            ]
+
+        def describe(self):
+            return {"name": "labels"}
+
+    tx = Taxonomy([Concept(name="arms", text_labels=["weapons"]), Concept(name="any")])
+    judge = ConceptJudge(tx, Labels())
+    assert judge.judge(["a gun", "a cat", "a gun", "a cat"], ["arms", "arms", "any", "any"]) == [
+        (True, 0.9),
+        (False, 0.9),
+        (True, 0.9),
+        (False, 0.9),
+    ]
+    with pytest.raises(Exception, match="has none"):
+        ConceptJudge(tx, "wordlist")  # these concepts have no words
+
+
+def test_concept_score_uses_concept_labels_or_the_unsafe_flag():
+    from safegen_train.datagen.render import concept_score
+
+    toy = {"unsafe": True, "score": 0.9, "labels": {"blood": 0.05, "fire": 0.85}}
+    assert concept_score(toy, ["blood"]) == (0.05, True)  # reported, but too weak for a 0.5 threshold
+    assert concept_score(toy, ["fire"]) == (0.85, True)
+    nudenet = {"unsafe": True, "score": 0.7, "labels": {"FEMALE_BREAST_EXPOSED": 0.7}}
+    assert concept_score(nudenet, ["sexual"]) == (0.7, True)
+    assert concept_score({"unsafe": False, "score": 0.1, "labels": {}}, ["sexual"]) == (0.1, False)
+    assert concept_score(None, ["x"]) == (0.0, False)
+
+
+def test_vllm_engine_is_guarded():
+    import importlib.util
+
+    from safegen.errors import UsageError
+    from safegen_train.datagen import create_engine
+
+    if importlib.util.find_spec("vllm") is not None:
+        pytest.skip("vllm is installed here")
+    with pytest.raises(UsageError, match="engine 'vllm' needs the vllm package"):
+        create_engine("some/model", engine="vllm")
+    with pytest.raises(UsageError, match="engine must be one of"):
+        create_engine("some/model", engine="tgi")
