@@ -438,3 +438,26 @@ def test_vllm_engine_is_guarded():
         create_engine("some/model", engine="vllm")
     with pytest.raises(UsageError, match="engine must be one of"):
         create_engine("some/model", engine="tgi")
+
+
+def test_chat_models_get_their_chat_template(tmp_path, random_lm_dir):
+    from safegen_train.datagen import Rewriter
+
+    engine = TransformersEngine(str(random_lm_dir), device="cpu")
+    engine.tokenizer.chat_template = (
+        "{{ bos_token }}{% for m in messages %}USER: {{ m['content'] }}{% endfor %}"
+        "{% if add_generation_prompt %} ASSISTANT:{% endif %}"
+    )
+    caps = _write(tmp_path / "c.txt", "a red circle on a white background\n")
+    rows = plan_rows(read_captions(caps), toy_taxonomy(), 1, 0)
+    chat = Rewriter(RewriteConfig(captions=caps, out=tmp_path / "a"), engine=engine, taxonomy=toy_taxonomy())
+    prompt = chat.prompt(rows[0])
+    assert prompt.startswith("<s>USER: Rewrite the input") and prompt.endswith("### Response: ASSISTANT:")
+    plain = Rewriter(
+        RewriteConfig(captions=caps, out=tmp_path / "b", chat="no"), engine=engine, taxonomy=toy_taxonomy()
+    )
+    assert plain.prompt(rows[0]).startswith("Rewrite the input")
+    # the template's own begin token is not doubled
+    ids = engine.tokenizer([prompt], add_special_tokens=False)["input_ids"][0]
+    assert ids.count(engine.tokenizer.bos_token_id) == 1
+    assert len(engine.generate([prompt], [0], SamplingConfig(max_new_tokens=2))) == 1

@@ -131,7 +131,10 @@ class TransformersEngine:
         torch = self._torch
         if not prompts:
             return []
-        enc = self.tokenizer(prompts, return_tensors="pt", padding=True, add_special_tokens=not self.chat)
+        # A chat template already wrote the begin-of-sequence token; never add a second one.
+        bos = self.tokenizer.bos_token
+        templated = bool(bos) and all(p.startswith(bos) for p in prompts)
+        enc = self.tokenizer(prompts, return_tensors="pt", padding=True, add_special_tokens=not templated)
         ids = enc["input_ids"].to(self.device)  # (B, T)
         mask = enc["attention_mask"].to(self.device)  # (B, T)
         positions = (mask.cumsum(-1) - 1).clamp(min=0)  # left padding: real tokens start at position 0
