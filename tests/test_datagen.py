@@ -461,3 +461,43 @@ def test_chat_models_get_their_chat_template(tmp_path, random_lm_dir):
     ids = engine.tokenizer([prompt], add_special_tokens=False)["input_ids"][0]
     assert ids.count(engine.tokenizer.bos_token_id) == 1
     assert len(engine.generate([prompt], [0], SamplingConfig(max_new_tokens=2))) == 1
+
+
+@pytest.mark.parametrize("bias,kept", [((0.0, 6.0), 3), ((6.0, 0.0), 0)])
+def test_filter_with_a_transformers_text_classifier(tmp_path, bias, kept):
+    """Any text-classification folder can judge; here its head is pinned to say unsafe (or safe) for every text."""
+    import torch
+    from transformers import BertConfig, BertForSequenceClassification
+
+    tok = create_rewriter_tokenizer(CAPTIONS + ["with blood"])
+    config = BertConfig(
+        vocab_size=len(tok),
+        hidden_size=32,
+        num_hidden_layers=1,
+        num_attention_heads=2,
+        intermediate_size=37,
+        max_position_embeddings=64,
+        num_labels=2,
+        id2label={0: "safe", 1: "unsafe"},
+        label2id={"safe": 0, "unsafe": 1},
+        pad_token_id=tok.pad_token_id,
+    )
+    torch.manual_seed(0)
+    model = BertForSequenceClassification(config)
+    with torch.no_grad():
+        model.classifier.weight.zero_()
+        model.classifier.bias.copy_(torch.tensor(bias))
+    folder = tmp_path / "judge"
+    model.save_pretrained(folder)
+    tok.save_pretrained(folder)
+    caps = _write(tmp_path / "c.txt", "\n".join(CAPTIONS[:3]) + "\n")
+    run_rewrite(RewriteConfig(captions=caps, out=tmp_path / "rw"), engine=ScriptedEngine(), taxonomy=toy_taxonomy())
+    cfg = FilterConfig(
+        rewrites=tmp_path / "rw", out=tmp_path / "f", text_classifier=str(folder), unsafe_labels=["unsafe"]
+    )
+    res = run_filters(cfg)
+    assert res.kept == kept and res.rejected["concept"] == 3 - kept
+    info = json.loads((tmp_path / "f" / "filter.json").read_text())
+    assert info["judge"]["model"] == str(folder) and info["judge"]["unsafe_labels"] == ["unsafe"]
+    with pytest.raises(Exception, match="needs the labels that mean unsafe"):
+        run_filters(FilterConfig(rewrites=tmp_path / "rw", out=tmp_path / "g", text_classifier=str(folder)))
