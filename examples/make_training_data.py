@@ -1,4 +1,4 @@
-"""Make Safe-CLIP training data from safe captions, offline, in the toy world (about 2 minutes on a CPU).
+"""Make Safe-CLIP training data from safe captions, offline, in the toy world (about 45 s of CPU time).
 
     python examples/make_training_data.py [--out runs/make_data] [--captions 15]
 
@@ -31,7 +31,7 @@ def main() -> None:
 
     import torch
 
-    torch.set_num_threads(2)
+    torch.set_num_threads(1)  # tiny models: one thread is as fast and kinder to a shared machine
     from safegen.presets import get_preset
     from safegen_train.datagen import (
         BuildConfig,
