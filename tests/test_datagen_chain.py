@@ -81,11 +81,12 @@ def test_toy_chain_rewrite_filter_render_build_fit(tmp_path, toy_rewriter):
     assert flt["kept"] >= 4, flt
     assert flt["kept"] + sum(flt["rejected"].values()) == flt["candidates"] == rw["kept"]
 
-    rd = _invoke(
+    render_args = (
         ["data", "render", str(tmp_path / "flt"), "-o", str(tmp_path / "rd"), "--model", toy.base]
         + ["--classifier", "toy", "--clip", toy.clip, "--min-image-similarity", "0.0", "-n", "2"]
         + ["--steps", "20", "--guidance", "5", "--device", "cpu", "--batch-size", "8"]
     )
+    rd = _invoke(render_args)
     assert rd["images"] == 2 * flt["kept"] and rd["safe_images_rendered"] == flt["kept"]
     assert rd["kept"] >= 3, rd
     rows = [json.loads(x) for x in (tmp_path / "rd" / "rendered.jsonl").read_text().splitlines()]
@@ -95,6 +96,10 @@ def test_toy_chain_rewrite_filter_render_build_fit(tmp_path, toy_rewriter):
     # the renderer really used the original encoder: the batch run records no safe encoder
     run_json = json.loads((tmp_path / "rd" / "unsafe" / "run.json").read_text())
     assert run_json["config"]["safe_encoder"] is None
+    # a second run resumes: every image is already drawn, the same rows are kept
+    again = _invoke(render_args)
+    last = json.loads((tmp_path / "rd" / "unsafe" / "runs.jsonl").read_text().splitlines()[-1])
+    assert (last["skipped"], last["generated"]) == (rd["images"], 0) and again["kept"] == rd["kept"]
 
     ds = tmp_path / "ds"
     built = _invoke(["data", "build", str(tmp_path / "rd"), "-o", str(ds), "--val", "0", "--test", "0.2"])
