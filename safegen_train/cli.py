@@ -6,6 +6,7 @@
     safegen-train export runs/x/checkpoints/best out/safeclip [--what text]
     safegen-train eval data/val.jsonl --model base_clip --safe out/safeclip [--json]
     safegen-train config-help        # every config field with its default and meaning
+    safegen-train data rewrite|filter|render|build ...   # make training data (safegen_train/datagen)
 
 Multi-process: ``accelerate launch -m safegen_train.cli fit ...`` (GPUs) or
 ``torchrun --nproc_per_node N -m safegen_train.cli fit ...``.
@@ -355,6 +356,16 @@ def config_help() -> None:
         sys.stdout.write(f"{name:26s} {json.dumps(default, default=str):28s} {text}\n")
     for name, default, text in field_help(LossConfig):
         sys.stdout.write(f"loss.{name:21s} {json.dumps(default):28s} {text}\n")
+
+
+def _register_subcommands() -> None:
+    """``safegen-train data ...``: the paper's data pipeline (safegen_train/datagen/cli.py)."""
+    from .datagen.cli import app as data_app
+
+    app.add_typer(data_app, name="data")
+
+
+_register_subcommands()
 
 
 def run(argv: list[str] | None = None) -> int:

@@ -1,0 +1,115 @@
+"""Rewrite throughput (captions/s, batched vs one at a time) and filter pass rates, with the toy rewriter.
+
+    python benchmarks/datagen_throughput.py [--rewriter DIR] [--rounds 3] [--batch-size 16] [--device cpu]
+
+Without ``--rewriter`` the toy rewriter is trained first (about 30 s of CPU). Batched and
+one-at-a-time generation run in interleaved rounds over the same prompts and seeds (so
+drift of a shared machine hits both), and the medians are compared as a ratio. Then one
+rewrite -> filter pass over every toy caption and concept (toy CLIP closeness at
+``--min-similarity``) reports how many rewrites each filter lets through.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import tempfile
+import time
+from pathlib import Path
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--rewriter", help="a causal LM folder; default: train the toy rewriter")
+    p.add_argument("--rounds", type=int, default=3)
+    p.add_argument("--batch-size", type=int, default=16)
+    p.add_argument("--max-new-tokens", type=int, default=24)
+    p.add_argument("--min-similarity", type=float, default=0.5)
+    p.add_argument("--device", default="cpu")
+    p.add_argument("--threads", type=int, default=1, help="torch threads (the test machine is shared)")
+    args = p.parse_args()
+
+    import torch
+
+    torch.set_num_threads(args.threads)
+    from safegen.presets import get_preset
+    from safegen_train.datagen import (
+        FilterConfig,
+        RewriteConfig,
+        SamplingConfig,
+        TransformersEngine,
+        build_prompt,
+        run_filters,
+        run_rewrite,
+    )
+    from safegen_train.toy.rewriter import toy_taxonomy, train_toy_rewriter
+    from safegen_train.toy.world import CONCEPTS, all_combos, safe_caption
+
+    work = Path(tempfile.mkdtemp(prefix="datagen_bench_"))
+    rewriter = args.rewriter
+    if rewriter is None:
+        rewriter = str(work / "rewriter")
+        start = time.perf_counter()
+        _, _, report = train_toy_rewriter(rewriter)
+        print(f"toy rewriter trained in {time.perf_counter() - start:.1f}s (final loss {report['final_loss']:.3f})")
+    engine = TransformersEngine(rewriter, device=args.device)
+    tx = toy_taxonomy()
+    rows = [(c, safe_caption(*combo)) for combo in all_combos() for c in CONCEPTS]  # 135 prompts
+    prompts = [build_prompt(tx, tx.get(c), s) for c, s in rows]
+    seeds = list(range(len(prompts)))
+    sampling = SamplingConfig(max_new_tokens=args.max_new_tokens)
+
+    def batched() -> float:
+        start = time.perf_counter()
+        for i in range(0, len(prompts), args.batch_size):
+            engine.generate(prompts[i : i + args.batch_size], seeds[i : i + args.batch_size], sampling)
+        return len(prompts) / (time.perf_counter() - start)
+
+    def single() -> float:
+        start = time.perf_counter()
+        for prompt, seed in zip(prompts, seeds, strict=True):
+            engine.generate([prompt], [seed], sampling)
+        return len(prompts) / (time.perf_counter() - start)
+
+    batched()  # warm-up
+    rates: dict[str, list[float]] = {"batched": [], "single": []}
+    for _ in range(args.rounds):
+        rates["batched"].append(batched())
+        rates["single"].append(single())
+    med = {k: statistics.median(v) for k, v in rates.items()}
+    print(
+        f"\nrewrite throughput, toy rewriter, {len(prompts)} prompts, {args.rounds} interleaved rounds, {args.device}"
+    )
+    print(f"  batched (batch {args.batch_size}): {med['batched']:.1f} captions/s  rounds {rates['batched']}")
+    print(f"  one at a time:      {med['single']:.1f} captions/s  rounds {rates['single']}")
+    print(f"  batched / single:   {med['batched'] / med['single']:.2f}x")
+
+    captions = work / "captions.txt"
+    captions.write_text("\n".join(safe_caption(*c) for c in all_combos()) + "\n")
+    rw = run_rewrite(
+        RewriteConfig(
+            captions=captions,
+            out=work / "rw",
+            model=rewriter,
+            concepts_per_caption=0,
+            batch_size=args.batch_size,
+            max_new_tokens=args.max_new_tokens,
+            device=args.device,
+        ),
+        engine=engine,
+        taxonomy=tx,
+    )
+    flt = run_filters(
+        FilterConfig(
+            rewrites=work / "rw", out=work / "flt", clip=get_preset("toy").clip, min_similarity=args.min_similarity
+        )
+    )
+    print(f"\nfilter pass rates ({rw.generated} rewrites, {flt.candidates} with a caption, kept {flt.kept}):")
+    for name, rate in flt.pass_rates().items():
+        print(f"  {name:10s} {100 * rate:5.1f}%  (rejected {flt.rejected[name]})")
+    print(json.dumps({"captions_per_s": med, "pass_rates": flt.pass_rates(), "kept": flt.kept}))
+
+
+if __name__ == "__main__":
+    main()
