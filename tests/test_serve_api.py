@@ -47,11 +47,11 @@ class GatedEngine(ImageEngine):
         self.calls: list[int] = []
         self.entered = threading.Event()
 
-    def generate(self, jobs):
+    def render(self, jobs):
         self.entered.set()
         assert self.gate.wait(30), "test gate never opened"
         self.calls.append(len(jobs))
-        return super().generate(jobs)
+        return super().render(jobs)
 
 
 @pytest.fixture(scope="module")

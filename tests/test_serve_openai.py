@@ -100,13 +100,13 @@ def test_openai_client_unchanged_against_toy_server(toy_engines):
 def test_openai_client_sees_429_as_rate_limit(toy_engines):
     images, _ = toy_engines
     gate = threading.Event()
-    inner = images.generate
+    inner = images.render
 
     def gated(jobs):
         gate.wait(30)
         return inner(jobs)
 
-    images.generate = gated
+    images.render = gated
     try:
         config = ServeConfig(preset="toy", steps=2, max_wait_ms=0, queue_size=1, max_n=1)
         with LoopbackServer(create_app(config, image_engine=images)) as srv:
@@ -129,7 +129,7 @@ def test_openai_client_sees_429_as_rate_limit(toy_engines):
             assert len(results) == 2 and all(len(r.data) == 1 for r in results)
     finally:
         gate.set()
-        images.generate = inner
+        images.render = inner
 
 
 def test_cli_serve_toy_end_to_end(tmp_path):

@@ -97,12 +97,13 @@ class Service:
         self.image_batcher = self.caption_batcher = None
         if image_engine is not None:
             self.image_batcher = DynamicBatcher(
-                image_engine.generate,
+                image_engine.render,
                 max_batch=config.max_batch,
                 max_wait_s=wait,
                 queue_size=config.queue_size,
                 name="images",
                 on_batch=lambda n, s: self.metrics.observe_batch("images", n, s),
+                finish=image_engine.finish,
             )
             self.metrics.gauge('safegen_queue_depth{queue="images"}', lambda: self.image_batcher.depth)
             self.metrics.gauge('safegen_running{queue="images"}', lambda: self.image_batcher.running)

@@ -7,9 +7,12 @@ worker thread per model owns it; the loop only enqueues work and awaits futures.
 How a batch forms: the oldest waiting item opens a batch; items with the same key (the
 settings that must match to share a call) join it until ``max_batch`` items are in or
 ``max_wait_s`` has passed since the oldest arrived. Items with other keys keep their
-place for the next call. The queue is bounded in items: a submit that does not fit is
-refused whole (:class:`QueueFull`) with an estimate of when to retry, so an overloaded
-server answers quickly instead of piling up work it cannot finish in time.
+place for the next call. With a ``finish`` stage (classify, encode), a second thread
+finishes one batch while the model already runs the next, as the batch runner's writer
+does; at most two batches wait past the model, so memory stays bounded. The queue is
+bounded in items: a submit that does not fit is refused whole (:class:`QueueFull`) with
+an estimate of when to retry, so an overloaded server answers quickly instead of piling
+up work it cannot finish in time.
 """
 
 from __future__ import annotations
@@ -17,6 +20,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import math
+import queue
 import threading
 import time
 from collections import deque
@@ -57,6 +61,8 @@ class DynamicBatcher:
         queue_size: most items waiting (not yet running); beyond it submits are refused.
         name: for logs, metrics and the thread's name.
         on_batch: called after each call with ``(size, seconds)`` (metrics).
+        finish: optional second stage, ``finish(payloads, raw) -> results``, run on its own
+            thread while the next batch is in ``run_batch`` (whose output is then ``raw``).
     """
 
     def __init__(
@@ -68,6 +74,7 @@ class DynamicBatcher:
         queue_size: int,
         name: str = "batcher",
         on_batch: Callable[[int, float], None] | None = None,
+        finish: Callable[[list[Any], Any], Sequence[Any]] | None = None,
     ):
         if max_batch < 1 or queue_size < 1 or max_wait_s < 0:
             raise ValueError("max_batch and queue_size must be >= 1 and max_wait_s >= 0")
@@ -80,8 +87,15 @@ class DynamicBatcher:
         self._stopping = False
         self._running = 0
         self._batch_seconds = 0.0  # moving average of one call, for Retry-After
+        self.finish = finish
+        self._handoff: queue.Queue = queue.Queue(maxsize=1)
+        self._finishing = 0
         self._thread = threading.Thread(target=self._work, name=f"safegen-{name}", daemon=True)
         self._thread.start()
+        self._finisher = None
+        if finish is not None:
+            self._finisher = threading.Thread(target=self._finish_loop, name=f"safegen-{name}-finish", daemon=True)
+            self._finisher.start()
 
     # ------------------------------------------------------------------ loop side
     @property
@@ -92,13 +106,13 @@ class DynamicBatcher:
 
     @property
     def running(self) -> int:
-        """Items inside the model call now."""
-        return self._running
+        """Items inside the model call or its finish stage now."""
+        return self._running + self._finishing
 
     def retry_after(self, depth: int | None = None) -> int:
         """Whole seconds until the queue has likely drained enough to take new work (>= 1)."""
         depth = self.depth if depth is None else depth
-        calls = math.ceil((depth + self._running) / self.max_batch)
+        calls = math.ceil((depth + self.running) / self.max_batch)
         return max(1, math.ceil(calls * max(self._batch_seconds, 0.05)))
 
     def submit(self, work: Sequence[tuple[Hashable, Any]]) -> list[WorkItem]:
@@ -131,6 +145,8 @@ class DynamicBatcher:
             self._stopping = True
             self._cond.notify_all()
         self._thread.join(timeout)
+        if self._finisher is not None:
+            self._finisher.join(timeout)
 
     # ------------------------------------------------------------------ worker side
     def _next_batch(self) -> list[WorkItem] | None:
@@ -164,34 +180,67 @@ class DynamicBatcher:
             self._queue = deque(it for it in self._queue if not it.cancelled)
 
     def _work(self) -> None:
-        while True:
-            batch = self._next_batch()
-            if batch is None:
-                return
-            if not batch:
-                continue
-            start = time.perf_counter()
-            try:
-                results = list(self.run_batch([it.payload for it in batch]))
-                if len(results) != len(batch):
-                    raise RuntimeError(f"{self.name}: {len(results)} results for {len(batch)} items")
-                outcome: list[tuple[Any, BaseException | None]] = [(r, None) for r in results]
-            except Exception as exc:  # every item of the failed call gets the error
-                _logger.exception("%s: a batch of %d failed", self.name, len(batch))
-                outcome = [(None, exc)] * len(batch)
-            seconds = time.perf_counter() - start
-            self._batch_seconds = seconds if self._batch_seconds == 0 else 0.8 * self._batch_seconds + 0.2 * seconds
-            with self._cond:
-                self._running = 0
-            if self.on_batch is not None:
-                self.on_batch(len(batch), seconds)
-            for item, (result, error) in zip(batch, outcome, strict=True):
-                if item.cancelled:
+        try:
+            while True:
+                batch = self._next_batch()
+                if batch is None:
+                    return
+                if not batch:
                     continue
+                start = time.perf_counter()
                 try:
-                    item.loop.call_soon_threadsafe(_resolve, item.future, result, error)
-                except RuntimeError:  # the loop that asked has closed (server stopping)
-                    _logger.debug("%s: dropped a result for a closed event loop", self.name)
+                    raw: Any = self.run_batch([it.payload for it in batch])
+                    error: BaseException | None = None
+                except Exception as exc:  # every item of the failed call gets the error
+                    _logger.exception("%s: a batch of %d failed", self.name, len(batch))
+                    raw, error = None, exc
+                seconds = time.perf_counter() - start
+                self._batch_seconds = (
+                    seconds if self._batch_seconds == 0 else 0.8 * self._batch_seconds + 0.2 * seconds
+                )
+                if self.on_batch is not None:
+                    self.on_batch(len(batch), seconds)
+                if self.finish is not None and error is None:
+                    with self._cond:
+                        self._running, self._finishing = 0, self._finishing + len(batch)
+                    # Blocks while one finished batch already waits: at most two batches past the model.
+                    self._handoff.put((batch, raw))
+                    continue
+                with self._cond:
+                    self._running = 0
+                self._deliver(batch, raw, error)
+        finally:
+            if self.finish is not None:
+                self._handoff.put(None)
+
+    def _finish_loop(self) -> None:
+        while True:
+            item = self._handoff.get()
+            if item is None:
+                return
+            batch, raw = item
+            try:
+                results, error = self.finish([it.payload for it in batch], raw), None
+            except Exception as exc:
+                _logger.exception("%s: finishing a batch of %d failed", self.name, len(batch))
+                results, error = None, exc
+            with self._cond:
+                self._finishing -= len(batch)
+            self._deliver(batch, results, error)
+
+    def _deliver(self, batch: list[WorkItem], results: Any, error: BaseException | None) -> None:
+        if error is None:
+            results = list(results)
+            if len(results) != len(batch):
+                error = RuntimeError(f"{self.name}: {len(results)} results for {len(batch)} items")
+        outcome = [(None, error)] * len(batch) if error is not None else [(r, None) for r in results]
+        for item, (result, err) in zip(batch, outcome, strict=True):
+            if item.cancelled:
+                continue
+            try:
+                item.loop.call_soon_threadsafe(_resolve, item.future, result, err)
+            except RuntimeError:  # the loop that asked has closed (server stopping)
+                _logger.debug("%s: dropped a result for a closed event loop", self.name)
 
 
 def _resolve(future: asyncio.Future, result: Any, error: BaseException | None) -> None:

@@ -110,6 +110,10 @@ class ImageEngine:
 
     def generate(self, jobs: list[ImageJob]) -> list[ImageResult]:
         """Generate, classify and apply the policy to a batch of jobs with equal settings."""
+        return self.finish(jobs, self.render(jobs))
+
+    def render(self, jobs: list[ImageJob]) -> list[Any]:
+        """The pipeline call: PIL images for a batch of jobs with equal settings."""
         import torch
 
         s = jobs[0].settings
@@ -134,6 +138,12 @@ class ImageEngine:
                 output_type="pil",
                 **kwargs,
             ).images
+        return list(images)
+
+    def finish(self, jobs: list[ImageJob], images: list[Any]) -> list[ImageResult]:
+        """Classify, apply the output policy and encode PNGs (runs beside the next pipeline call)."""
+        s = jobs[0].settings
+        pipe = self.original if s.variant == "original" else self.pipe
         verdicts = self.classifier.classify(images) if self.classifier is not None else [None] * len(images)
         results = []
         safe_id = self.safe_encoder_id if s.variant == "safe" else None
