@@ -261,6 +261,7 @@ def load_caption_engine(config: Any) -> CaptionEngine:
     from ..cli._common import resolve_device, resolve_dtype
     from ..loading import resolve_i2t_sources
     from ..pipelines.image_to_text import SafeLlavaCaptioner
+    from ..presets import get_preset
 
     preset = config.caption_preset or (config.preset if not config.captioner else None)
     sources = resolve_i2t_sources(preset, config.captioner, config.safe_vision_encoder)
@@ -272,7 +273,7 @@ def load_caption_engine(config: Any) -> CaptionEngine:
         torch_dtype=resolve_dtype(config.dtype, device),
     )
     name = served_name(preset, sources.base)
-    if preset and preset == config.preset and config.model is None:
+    if preset and preset == config.preset and config.model is None and "t2i" in get_preset(preset).task:
         name = f"{name}-captioner"  # one preset serving both tasks: two model ids
     return CaptionEngine(captioner, model_id=name, safe_encoder_id=public_id(sources.safe_encoder, sources.preset))
 
