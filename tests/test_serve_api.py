@@ -18,7 +18,7 @@ from fastapi.testclient import TestClient  # noqa: E402
 
 from safegen.safety import OutputClassifier, SafetyResult  # noqa: E402
 from safegen.serve import ServeConfig, create_app, keys_from_env  # noqa: E402
-from safegen.serve.engines import CaptionEngine, ImageEngine  # noqa: E402
+from safegen.serve.engines import CaptionEngine, CaptionJob, ImageEngine  # noqa: E402
 
 FAST = {"steps": 2, "size": "32x32"}
 
@@ -460,3 +460,59 @@ def test_captions_match_the_captioner_and_check_uploads(caption_engine):
             assert resp.json()["error"]["message"], what
         r = client.post("/v1/images/generations", json={"prompt": "a cat"})
         assert r.status_code == 404
+
+
+def test_concurrent_greedy_captions_share_a_call(caption_engine):
+    calls: list[int] = []
+    gate = threading.Event()
+    inner = caption_engine.caption
+
+    def counted(jobs):
+        calls.append(len(jobs))
+        gate.wait(30)
+        return inner(jobs)
+
+    caption_engine.caption = counted
+    try:
+        app = create_app(config(max_new_tokens=6, max_wait_ms=50), caption_engine=caption_engine)
+        colours = ["red", "blue", "green"]
+
+        async def burst():
+            async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://t") as client:
+
+                def post(colour, **data):
+                    return client.post("/v1/captions", files={"file": ("i.png", _png(colour))}, data=data)
+
+                first = asyncio.create_task(post("white"))
+                while not calls:
+                    await asyncio.sleep(0.01)
+                pending = asyncio.gather(*(post(c) for c in colours), post("red", temperature="0.7", seed="1"))
+                await asyncio.sleep(0.3)
+                gate.set()
+                return await first, await pending
+
+        first, answers = asyncio.run(burst())
+    finally:
+        caption_engine.caption = inner
+    assert first.status_code == 200 and all(a.status_code == 200 for a in answers)
+    assert calls == [1, 3, 1]  # three greedy captions in one call; the sampled one alone
+    for colour, answer in zip(colours, answers, strict=False):
+        alone = inner([CaptionJob(Image.new("RGB", (32, 32), colour), "Describe this image.", 0.0, 6, 0)])[0]
+        assert answer.json()["caption"] == alone
+
+
+def test_a_failing_call_answers_500_and_the_server_goes_on(pipes):
+    class Flaky(ImageEngine):
+        fail = True
+
+        def render(self, jobs):
+            if self.fail:
+                self.fail = False
+                raise RuntimeError("out of memory (simulated)")
+            return super().render(jobs)
+
+    app = create_app(config(), image_engine=make_engine(pipes, cls=Flaky))
+    with TestClient(app) as client:
+        r = client.post("/v1/images/generations", json={"prompt": "a cat", **FAST})
+        assert r.status_code == 500 and "out of memory (simulated)" in r.json()["error"]["message"]
+        assert client.post("/v1/images/generations", json={"prompt": "a cat", **FAST}).status_code == 200

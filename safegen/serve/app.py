@@ -306,7 +306,8 @@ def create_app(
         await file.close()
         if len(data) > config.max_upload_bytes:
             raise ApiError(413, f"the upload exceeds {config.max_upload_bytes} bytes", param="file")
-        image = _decode_upload(data, config.max_upload_pixels)
+        # Decoding a large upload takes a while: keep the event loop free for other requests.
+        image = await asyncio.to_thread(_decode_upload, data, config.max_upload_pixels)
         seed = _seed(seed)
         job = CaptionJob(image=image, prompt=prompt, temperature=temperature, max_new_tokens=tokens, seed=seed)
         items = _submit(service.caption_batcher, [(caption_key(job, service.token()), job)])
