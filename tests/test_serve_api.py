@@ -112,6 +112,7 @@ def test_generation_answer_shape_seeds_and_png_parameters(pipes):
         assert r.status_code == 200, r.text
         body = r.json()
         assert body["safe_encoder"] == "tiny/safe" and body["model"] == "tiny" and body["size"] == "32x32"
+        assert body["prompt_truncated"] is None
         assert [d["seed"] for d in body["data"]] == [5, 6]
         for d in body["data"]:
             assert d["decision"] == "pass"
@@ -123,6 +124,9 @@ def test_generation_answer_shape_seeds_and_png_parameters(pipes):
         again = client.post("/v1/images/generations", json={"prompt": "a red car", "seed": 6, **FAST}).json()
         assert np.array_equal(pixels(again["data"][0]["b64_json"]), pixels(body["data"][1]["b64_json"]))
         assert not np.array_equal(pixels(body["data"][0]["b64_json"]), pixels(body["data"][1]["b64_json"]))
+        long = " ".join(f"word{i}" for i in range(120))
+        cut = client.post("/v1/images/generations", json={"prompt": long, **FAST}).json()["prompt_truncated"]
+        assert cut and cut.endswith("word119") and "word0 " not in cut
 
 
 def test_image_equals_plain_diffusers_call(pipes):
@@ -516,3 +520,21 @@ def test_a_failing_call_answers_500_and_the_server_goes_on(pipes):
         r = client.post("/v1/images/generations", json={"prompt": "a cat", **FAST})
         assert r.status_code == 500 and "out of memory (simulated)" in r.json()["error"]["message"]
         assert client.post("/v1/images/generations", json={"prompt": "a cat", **FAST}).status_code == 200
+
+
+def test_retry_after_counts_the_call_in_progress():
+    from safegen.serve.batching import DynamicBatcher
+
+    release = threading.Event()
+    batcher = DynamicBatcher(lambda xs: release.wait(30) and xs, max_batch=1, max_wait_s=0, queue_size=1)
+
+    async def scenario():
+        items = batcher.submit([("k", 1)])
+        await asyncio.sleep(1.3)  # the first call is still running: no finished call to average yet
+        estimate = batcher.retry_after()
+        release.set()
+        return estimate, await items[0].future
+
+    estimate, result = asyncio.run(scenario())
+    batcher.stop()
+    assert estimate >= 2 and result == 1

@@ -87,6 +87,7 @@ class DynamicBatcher:
         self._stopping = False
         self._running = 0
         self._batch_seconds = 0.0  # moving average of one call, for Retry-After
+        self._call_started: float | None = None  # monotonic start of the call in progress
         self.finish = finish
         self._handoff: queue.Queue = queue.Queue(maxsize=1)
         self._finishing = 0
@@ -113,7 +114,11 @@ class DynamicBatcher:
         """Whole seconds until the queue has likely drained enough to take new work (>= 1)."""
         depth = self.depth if depth is None else depth
         calls = math.ceil((depth + self.running) / self.max_batch)
-        return max(1, math.ceil(calls * max(self._batch_seconds, 0.05)))
+        per_call = self._batch_seconds
+        started = self._call_started
+        if started is not None:  # before the first call ends, the one in progress is the best guess
+            per_call = max(per_call, time.monotonic() - started)
+        return max(1, math.ceil(calls * max(per_call, 0.05)))
 
     def submit(self, work: Sequence[tuple[Hashable, Any]]) -> list[WorkItem]:
         """Enqueue ``(key, payload)`` pairs, all or none; await each item's ``future``.
@@ -173,6 +178,7 @@ class DynamicBatcher:
             taken = {id(it) for it in batch}
             self._queue = deque(it for it in self._queue if id(it) not in taken)
             self._running = len(batch)
+            self._call_started = time.monotonic()
             return batch
 
     def _drop_cancelled(self) -> None:
@@ -195,6 +201,7 @@ class DynamicBatcher:
                     _logger.exception("%s: a batch of %d failed", self.name, len(batch))
                     raw, error = None, exc
                 seconds = time.perf_counter() - start
+                self._call_started = None
                 self._batch_seconds = (
                     seconds if self._batch_seconds == 0 else 0.8 * self._batch_seconds + 0.2 * seconds
                 )
