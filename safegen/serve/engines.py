@@ -6,7 +6,7 @@ of `safegen batch` (:func:`safegen.batch.policy.apply_policy`). Every image gets
 CPU generator seeded with its own seed, so an image is the same whether it was generated
 alone or beside other requests' images. :class:`CaptionEngine` wraps a
 :class:`~safegen.SafeLlavaCaptioner`. Both are plain synchronous objects: the batcher calls
-them from its worker thread.
+them from its threads (``ImageEngine.render`` on the model thread, ``finish`` beside it).
 """
 
 from __future__ import annotations
