@@ -15,6 +15,7 @@ from . import eval as eval_cmd
 from . import i2t as i2t_cmd
 from . import presets as presets_cmd
 from . import retrieve as retrieve_cmd
+from . import serve as serve_cmd
 from . import t2i as t2i_cmd
 from ._common import debug_enabled
 
@@ -32,6 +33,7 @@ app.command("batch")(batch_cmd.batch)
 app.command("i2t")(i2t_cmd.i2t)
 app.add_typer(retrieve_cmd.app, name="retrieve")
 app.add_typer(eval_cmd.app, name="eval")
+app.command("serve")(serve_cmd.serve)
 
 
 def main() -> None:

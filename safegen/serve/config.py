@@ -1,0 +1,115 @@
+"""What an operator configures for `safegen serve`: models, batching, limits, policy, keys.
+
+Everything a request may change is bounded here; everything else (which model, which
+safe encoder, which classifier, which files) is the operator's choice alone.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import asdict, dataclass, field, fields
+from typing import Any
+
+from ..errors import UsageError
+
+#: What the service does with an image its classifier flags ("block" withholds it).
+SERVE_ON_UNSAFE = ("blur", "block", "black", "keep")
+#: --on-unsafe -> the batch policy's name (safegen/batch/policy.py).
+POLICY_NAME = {"blur": "blur", "block": "drop", "black": "black", "keep": "keep"}
+API_KEYS_ENV = "SAFEGEN_API_KEYS"
+LOOPBACK_HOSTS = ("127.0.0.1", "localhost", "::1")
+
+
+@dataclass
+class ServeConfig:
+    """The server's settings (the CLI flags of `safegen serve`, one field each)."""
+
+    preset: str | None = field(default=None, metadata={"help": "Named preset (t2i, i2t or both, e.g. toy)."})
+    model: str | None = field(default=None, metadata={"help": "Text-to-image base: hub id or folder."})
+    safe_encoder: str | None = field(default=None, metadata={"help": "Safe-CLIP text encoder; 'none': original."})
+    caption_preset: str | None = field(default=None, metadata={"help": "Preset of the captioner (LLaVA presets)."})
+    captioner: str | None = field(default=None, metadata={"help": "Captioner base: hub id or folder."})
+    safe_vision_encoder: str | None = field(
+        default=None, metadata={"help": "Safe-CLIP vision tower of the captioner."}
+    )
+    host: str = field(default="127.0.0.1", metadata={"help": "Address to bind; 0.0.0.0 exposes the server."})
+    port: int = field(default=8000, metadata={"help": "TCP port."})
+    device: str = field(default="auto", metadata={"help": "auto, cpu, cuda, cuda:1, mps."})
+    dtype: str = field(default="auto", metadata={"help": "auto, fp32, fp16, bf16."})
+    attention: str = field(default="auto", metadata={"help": "auto, sdpa, xformers, eager."})
+    steps: int = field(default=30, metadata={"help": "Denoising steps of requests that give none."})
+    guidance: float = field(default=7.5, metadata={"help": "Guidance scale of requests that give none."})
+    max_steps: int = field(default=50, metadata={"help": "Most denoising steps a request may ask for."})
+    max_batch: int = field(default=4, metadata={"help": "Most images in one pipeline call."})
+    max_wait_ms: float = field(default=20.0, metadata={"help": "How long the first request waits for company."})
+    queue_size: int = field(default=32, metadata={"help": "Images waiting beyond it are refused with 429."})
+    timeout_s: float = field(default=120.0, metadata={"help": "Seconds a request may take before a 504."})
+    max_prompt_chars: int = field(default=1000, metadata={"help": "Longest prompt (characters)."})
+    max_n: int = field(default=4, metadata={"help": "Most images per request."})
+    max_size: int | None = field(default=None, metadata={"help": "Largest side in pixels; None: the model's."})
+    max_upload_mb: float = field(default=10.0, metadata={"help": "Largest caption upload (MB)."})
+    max_upload_pixels: int = field(default=16_777_216, metadata={"help": "Largest decoded upload (pixels)."})
+    max_new_tokens: int = field(default=128, metadata={"help": "Longest caption a request may ask for."})
+    check: str | None = field(default="auto", metadata={"help": "Classifier; auto: the preset's or nudenet."})
+    threshold: float | None = field(default=None, metadata={"help": "Classifier threshold; None: its default."})
+    on_unsafe: str = field(default="blur", metadata={"help": "blur, block, black or keep flagged images."})
+    api_keys: list[str] = field(default_factory=list, metadata={"help": "Accepted bearer keys; empty: no auth."})
+    allow_compare: bool = field(default=False, metadata={"help": "Let the page show the original beside it."})
+
+    def __post_init__(self) -> None:
+        def bad(name: str, why: str) -> UsageError:
+            return UsageError(f"serve config: {name} {why}")
+
+        positive = ("port", "steps", "max_steps", "max_batch", "queue_size", "max_prompt_chars", "max_n")
+        for name in positive + ("max_upload_pixels", "max_new_tokens"):
+            if int(getattr(self, name)) < 1:
+                raise bad(name, f"must be >= 1, got {getattr(self, name)}")
+        if self.steps > self.max_steps:
+            raise bad("steps", f"({self.steps}) must not exceed max_steps ({self.max_steps})")
+        if self.guidance < 0:
+            raise bad("guidance", f"must be >= 0, got {self.guidance}")
+        if self.max_wait_ms < 0:
+            raise bad("max_wait_ms", f"must be >= 0, got {self.max_wait_ms}")
+        if self.timeout_s <= 0:
+            raise bad("timeout_s", f"must be > 0, got {self.timeout_s}")
+        if self.max_upload_mb <= 0:
+            raise bad("max_upload_mb", f"must be > 0, got {self.max_upload_mb}")
+        if self.max_size is not None and (self.max_size < 8 or self.max_size % 8):
+            raise bad("max_size", f"must be a multiple of 8 and >= 8, got {self.max_size}")
+        if self.on_unsafe not in SERVE_ON_UNSAFE:
+            raise bad("on_unsafe", f"must be one of {', '.join(SERVE_ON_UNSAFE)}, got '{self.on_unsafe}'")
+        if self.check is not None and self.check.strip().lower() in ("", "none", "off"):
+            self.check = None
+        per_request = self.max_n * (2 if self.allow_compare else 1)  # a comparison queues both variants
+        if self.queue_size < per_request:
+            raise bad("queue_size", f"({self.queue_size}) must hold one full request ({per_request} images)")
+        self.api_keys = [k.strip() for k in self.api_keys if k and k.strip()]
+
+    @property
+    def policy(self) -> str:
+        """The batch policy name that implements ``on_unsafe``."""
+        return POLICY_NAME[self.on_unsafe]
+
+    @property
+    def max_upload_bytes(self) -> int:
+        return int(self.max_upload_mb * 1024 * 1024)
+
+    @property
+    def is_loopback(self) -> bool:
+        return self.host in LOOPBACK_HOSTS
+
+    def public_dict(self) -> dict[str, Any]:
+        """The settings without the API keys (for logs and `/v1/info`)."""
+        d = asdict(self)
+        d["api_keys"] = len(self.api_keys)
+        return d
+
+    @classmethod
+    def field_help(cls) -> dict[str, str]:
+        return {f.name: f.metadata.get("help", "") for f in fields(cls)}
+
+
+def keys_from_env(environ: dict[str, str] | None = None) -> list[str]:
+    """API keys from ``SAFEGEN_API_KEYS`` (comma separated), so keys stay out of shell history and `ps`."""
+    raw = (environ if environ is not None else os.environ).get(API_KEYS_ENV, "")
+    return [k.strip() for k in raw.split(",") if k.strip()]

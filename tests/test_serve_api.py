@@ -1,0 +1,540 @@
+"""`safegen serve`'s HTTP API on tiny models: answers, batching, policy, limits, 429, timeouts, keys, metrics."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import io
+import json
+import threading
+
+import numpy as np
+import pytest
+from PIL import Image
+
+pytest.importorskip("fastapi")
+import httpx  # noqa: E402
+from fastapi.testclient import TestClient  # noqa: E402
+
+from safegen.safety import OutputClassifier, SafetyResult  # noqa: E402
+from safegen.serve import ServeConfig, create_app, keys_from_env  # noqa: E402
+from safegen.serve.engines import CaptionEngine, CaptionJob, ImageEngine  # noqa: E402
+
+FAST = {"steps": 2, "size": "32x32"}
+
+
+class FlagAll(OutputClassifier):
+    """Flags every image with score 0.9 (or none, with ``unsafe=False``)."""
+
+    name = "flag-all"
+
+    def __init__(self, unsafe: bool = True):
+        super().__init__(0.5)
+        self.unsafe = unsafe
+
+    def classify(self, images):
+        score = 0.9 if self.unsafe else 0.1
+        return [SafetyResult(unsafe=self.unsafe, score=score, labels={"TEST": score}) for _ in images]
+
+
+class GatedEngine(ImageEngine):
+    """An ImageEngine whose calls wait for ``gate`` and record their batch sizes."""
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.gate = threading.Event()
+        self.gate.set()
+        self.calls: list[int] = []
+        self.entered = threading.Event()
+
+    def render(self, jobs):
+        self.entered.set()
+        assert self.gate.wait(30), "test gate never opened"
+        self.calls.append(len(jobs))
+        return super().render(jobs)
+
+
+@pytest.fixture(scope="module")
+def pipes():
+    import torch
+
+    from safegen import SafeStableDiffusionPipeline
+    from safegen.testing import tiny_sd_pipeline
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # tiny matmuls on shared cores
+    safe = tiny_sd_pipeline(seed=0, cls=SafeStableDiffusionPipeline)
+    original = tiny_sd_pipeline(seed=0, cls=SafeStableDiffusionPipeline)
+    # A different text encoder stands in for "the original" so comparisons can tell them apart.
+    torch.manual_seed(7)
+    for p in original.text_encoder.parameters():
+        p.data.normal_(0, 0.2)
+    yield safe, original
+    torch.set_num_threads(threads)
+
+
+def make_engine(pipes, *, classifier=None, policy="blur", compare=False, cls=ImageEngine):
+    safe, original = pipes
+    return cls(
+        safe,
+        original=original if compare else None,
+        classifier=classifier,
+        policy=policy,
+        model_id="tiny",
+        safe_encoder_id="tiny/safe",
+        classifier_name=getattr(classifier, "name", None),
+    )
+
+
+def config(**kw):
+    base = dict(steps=2, max_wait_ms=0, check=None, max_size=64)
+    base.update(kw)
+    return ServeConfig(**base)
+
+
+def pixels(b64: str) -> np.ndarray:
+    with Image.open(io.BytesIO(base64.b64decode(b64))) as im:
+        return np.asarray(im.convert("RGB"), dtype=np.int16)
+
+
+def png_chunk(b64: str) -> dict:
+    with Image.open(io.BytesIO(base64.b64decode(b64))) as im:
+        return json.loads(im.text["safegen"])
+
+
+def test_generation_answer_shape_seeds_and_png_parameters(pipes):
+    app = create_app(config(), image_engine=make_engine(pipes, classifier=FlagAll(unsafe=False)))
+    with TestClient(app) as client:
+        r = client.post(
+            "/v1/images/generations",
+            json={"prompt": "a red car", "n": 2, "seed": 5, "response_format": "b64_json", "model": "tiny", **FAST},
+        )
+        assert r.status_code == 200, r.text
+        body = r.json()
+        assert body["safe_encoder"] == "tiny/safe" and body["model"] == "tiny" and body["size"] == "32x32"
+        assert body["prompt_truncated"] is None
+        assert [d["seed"] for d in body["data"]] == [5, 6]
+        for d in body["data"]:
+            assert d["decision"] == "pass"
+            assert d["safety"] == {"classifier": "flag-all", "unsafe": False, "score": 0.1, "labels": {"TEST": 0.1}}
+            assert pixels(d["b64_json"]).shape == (32, 32, 3)
+        chunk = png_chunk(body["data"][1]["b64_json"])
+        assert chunk["seed"] == 6 and chunk["prompt"] == "a red car" and chunk["safe_encoder"] == "tiny/safe"
+        # Same seed, same image; the second image of n=2 is the first of a request seeded 6.
+        again = client.post("/v1/images/generations", json={"prompt": "a red car", "seed": 6, **FAST}).json()
+        assert np.array_equal(pixels(again["data"][0]["b64_json"]), pixels(body["data"][1]["b64_json"]))
+        assert not np.array_equal(pixels(body["data"][0]["b64_json"]), pixels(body["data"][1]["b64_json"]))
+        long = " ".join(f"word{i}" for i in range(120))
+        cut = client.post("/v1/images/generations", json={"prompt": long, **FAST}).json()["prompt_truncated"]
+        assert cut and cut.endswith("word119") and "word0 " not in cut
+
+
+def test_image_equals_plain_diffusers_call(pipes):
+    import torch
+
+    app = create_app(config(), image_engine=make_engine(pipes))
+    with TestClient(app) as client:
+        body = client.post("/v1/images/generations", json={"prompt": "a dog", "seed": 11, **FAST}).json()
+    plain = pipes[0](
+        "a dog", num_inference_steps=2, height=32, width=32, generator=torch.Generator().manual_seed(11)
+    ).images[0]
+    assert np.array_equal(np.asarray(plain, dtype=np.int16), pixels(body["data"][0]["b64_json"]))
+
+
+def test_concurrent_requests_share_a_call_and_match_single_images(pipes):
+    engine = make_engine(pipes, cls=GatedEngine)
+    app = create_app(config(max_batch=4, max_wait_ms=50, queue_size=16), image_engine=engine)
+    prompts = ["a cat", "a dog", "a red car", "a blue sky"]
+
+    async def burst():
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://t") as client:
+            engine.gate.clear()
+            first = asyncio.create_task(
+                client.post("/v1/images/generations", json={"prompt": "warm up", "seed": 1, **FAST})
+            )
+            await asyncio.to_thread(engine.entered.wait, 10)  # the worker is busy: the next four queue up
+            tasks = [
+                client.post("/v1/images/generations", json={"prompt": p, "seed": 20 + i, **FAST})
+                for i, p in enumerate(prompts)
+            ]
+            pending = asyncio.gather(*tasks)
+            await asyncio.sleep(0.2)
+            engine.gate.set()
+            return await first, await pending
+
+    first, answers = asyncio.run(burst())
+    assert first.status_code == 200 and all(a.status_code == 200 for a in answers)
+    assert engine.calls == [1, 4]  # the four queued requests went through one pipeline call
+    with TestClient(app) as client:
+        metrics = client.get("/metrics").text
+        assert 'safegen_batch_size_bucket{queue="images",le="4"} 2' in metrics
+        assert 'safegen_batch_size_bucket{queue="images",le="2"} 1' in metrics
+        for i, (p, a) in enumerate(zip(prompts, answers, strict=True)):
+            alone = client.post("/v1/images/generations", json={"prompt": p, "seed": 20 + i, **FAST}).json()
+            x, y = pixels(alone["data"][0]["b64_json"]), pixels(a.json()["data"][0]["b64_json"])
+            # Same noise and embeddings; only float rounding of batched kernels may differ.
+            assert np.abs(x - y).max() <= 1 and (x != y).mean() < 0.01
+
+
+def test_incompatible_settings_do_not_share_a_call(pipes):
+    engine = make_engine(pipes, cls=GatedEngine)
+    app = create_app(config(max_batch=8, max_wait_ms=50), image_engine=engine)
+
+    async def burst():
+        async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://t") as client:
+            engine.gate.clear()
+            first = asyncio.create_task(client.post("/v1/images/generations", json={"prompt": "x", **FAST}))
+            await asyncio.to_thread(engine.entered.wait, 10)
+            tasks = [
+                client.post("/v1/images/generations", json={"prompt": "a", "steps": 2, "size": "32x32"}),
+                client.post("/v1/images/generations", json={"prompt": "b", "steps": 3, "size": "32x32"}),
+                client.post("/v1/images/generations", json={"prompt": "c", "steps": 2, "size": "32x32"}),
+                client.post("/v1/images/generations", json={"prompt": "d", "steps": 2, "size": "64x32"}),
+            ]
+            pending = asyncio.gather(*tasks)
+            await asyncio.sleep(0.2)
+            engine.gate.set()
+            return [await first, *await pending]
+
+    answers = asyncio.run(burst())
+    assert [a.status_code for a in answers] == [200] * 5
+    assert engine.calls == [1, 2, 1, 1]  # a+c together (oldest first), then b, then d
+    assert [a.json()["steps"] for a in answers[1:]] == [2, 3, 2, 2]
+
+
+@pytest.mark.parametrize("on_unsafe", ["blur", "block", "keep"])
+def test_output_policy_matches_batch(pipes, on_unsafe):
+    clean = create_app(config(), image_engine=make_engine(pipes))
+    flagged = create_app(config(on_unsafe=on_unsafe), image_engine=make_engine(pipes, policy=ServeConfig(
+        check=None, on_unsafe=on_unsafe).policy, classifier=FlagAll()))  # fmt: skip
+    req = {"prompt": "a cat", "seed": 3, **FAST}
+    with TestClient(clean) as a, TestClient(flagged) as b:
+        original = pixels(a.post("/v1/images/generations", json=req).json()["data"][0]["b64_json"])
+        body = b.post("/v1/images/generations", json=req).json()
+    item = body["data"][0]
+    assert item["decision"] == on_unsafe and item["safety"]["unsafe"] is True and item["safety"]["score"] == 0.9
+    if on_unsafe == "block":
+        assert item["b64_json"] is None
+    elif on_unsafe == "keep":
+        assert np.array_equal(pixels(item["b64_json"]), original)
+    else:
+        from safegen.batch.policy import blur
+
+        expected = np.asarray(blur(Image.fromarray(original.astype(np.uint8))), dtype=np.int16)
+        assert np.array_equal(pixels(item["b64_json"]), expected)
+        assert not np.array_equal(pixels(item["b64_json"]), original)
+
+
+def test_compare_only_when_allowed(pipes):
+    req = {"prompt": "a cat", "seed": 3, "compare": True, **FAST}
+    closed = create_app(config(), image_engine=make_engine(pipes))
+    with TestClient(closed) as client:
+        r = client.post("/v1/images/generations", json=req)
+        assert r.status_code == 403 and r.json()["error"]["param"] == "compare"
+        assert client.get("/v1/info").json()["allow_compare"] is False
+    engine = make_engine(pipes, compare=True, classifier=FlagAll())
+    open_ = create_app(config(allow_compare=True), image_engine=engine)
+    with TestClient(open_) as client:
+        assert client.get("/v1/info").json()["allow_compare"] is True
+        item = client.post("/v1/images/generations", json=req).json()["data"][0]
+    # The safe image follows the policy; the original is shown as is, with its own verdict.
+    assert item["decision"] == "blur" and item["original"]["decision"] == "keep"
+    assert item["original"]["seed"] == item["seed"] == 3
+    assert png_chunk(item["original"]["b64_json"])["safe_encoder"] is None
+    assert png_chunk(item["b64_json"])["safe_encoder"] == "tiny/safe"
+    import torch
+
+    plain = pipes[1]("a cat", num_inference_steps=2, height=32, width=32, generator=torch.Generator().manual_seed(3))
+    assert np.array_equal(np.asarray(plain.images[0], dtype=np.int16), pixels(item["original"]["b64_json"]))
+
+
+@pytest.mark.parametrize(
+    ("change", "status", "param"),
+    [
+        ({"prompt": "x" * 101}, 400, "prompt"),
+        ({"prompt": "   "}, 400, "prompt"),
+        ({"n": 3}, 400, "n"),
+        ({"n": 0}, 400, "n"),
+        ({"n": "many"}, 400, "n"),
+        ({"size": "72x72"}, 400, "size"),
+        ({"size": "30x32"}, 400, "size"),
+        ({"size": "big"}, 400, "size"),
+        ({"steps": 6}, 400, "steps"),
+        ({"guidance": -1}, 400, "guidance"),
+        ({"seed": 2**63}, 400, "seed"),
+        ({"response_format": "url"}, 400, "response_format"),
+        ({"model": "/etc/passwd"}, 404, "model"),
+        ({"model": "sd-1.4"}, 404, "model"),
+    ],
+)
+def test_limits_answer_openai_errors(pipes, change, status, param):
+    app = create_app(config(max_prompt_chars=100, max_n=2, max_steps=5), image_engine=make_engine(pipes))
+    with TestClient(app) as client:
+        r = client.post("/v1/images/generations", json={"prompt": "a cat", **FAST, **change})
+    assert r.status_code == status, r.text
+    error = r.json()["error"]
+    assert error["param"] == param and error["message"] and error["type"]
+
+
+def test_oversized_bodies_are_refused_before_reading(pipes):
+    app = create_app(config(max_upload_mb=0.01), image_engine=make_engine(pipes))
+    with TestClient(app) as client:
+        r = client.post("/v1/images/generations", content=b"{" + b" " * (1024 * 1024 + 10) + b"}")
+        assert r.status_code == 413
+        r = client.post("/v1/captions", files={"file": ("a.png", b"0" * 200_000, "image/png")})
+        assert r.status_code == 413 and "exceeds" in r.json()["error"]["message"]
+
+
+def test_full_queue_answers_429_with_retry_after_and_loses_nothing(pipes):
+    engine = make_engine(pipes, cls=GatedEngine)
+    app = create_app(config(max_batch=2, queue_size=4, max_n=4), image_engine=engine)
+
+    async def flood():
+        async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://t") as client:
+            engine.gate.clear()
+            running = asyncio.create_task(client.post("/v1/images/generations", json={"prompt": "r", **FAST}))
+            await asyncio.to_thread(engine.entered.wait, 10)
+            waiting = [
+                asyncio.create_task(client.post("/v1/images/generations", json={"prompt": f"w{i}", "seed": i, **FAST}))
+                for i in range(4)
+            ]
+            await asyncio.sleep(0.2)  # the four fill the queue
+            refused = [
+                await client.post("/v1/images/generations", json={"prompt": "late", **FAST}),
+                await client.post("/v1/images/generations", json={"prompt": "late", "n": 2, **FAST}),
+            ]
+            health = (await client.get("/healthz")).json()
+            engine.gate.set()
+            return await running, [await w for w in waiting], refused, health
+
+    running, waiting, refused, health = asyncio.run(flood())
+    assert health["queue"]["images"] == 4
+    for r in refused:
+        assert r.status_code == 429
+        assert int(r.headers["Retry-After"]) >= 1
+        assert r.json()["error"]["type"] == "rate_limit_error"
+    assert running.status_code == 200
+    assert [w.status_code for w in waiting] == [200] * 4  # every accepted request is answered
+    assert [w.json()["data"][0]["seed"] for w in waiting] == [0, 1, 2, 3]
+    with TestClient(app) as client:
+        metrics = client.get("/metrics").text
+    assert 'safegen_requests_total{endpoint="/v1/images/generations",code="429"} 2' in metrics
+    assert 'safegen_queue_depth{queue="images"} 0' in metrics
+
+
+def test_timeout_answers_504_and_skips_the_abandoned_work(pipes):
+    engine = make_engine(pipes, cls=GatedEngine)
+    app = create_app(config(timeout_s=0.3, queue_size=8), image_engine=engine)
+
+    async def slow():
+        async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://t") as client:
+            engine.gate.clear()
+            running = asyncio.create_task(client.post("/v1/images/generations", json={"prompt": "r", **FAST}))
+            await asyncio.to_thread(engine.entered.wait, 10)
+            waiting = await client.post("/v1/images/generations", json={"prompt": "w", **FAST})
+            engine.gate.set()
+            return await running, waiting
+
+    running, waiting = asyncio.run(slow())
+    assert running.status_code == 504 and waiting.status_code == 504
+    assert waiting.json()["error"]["code"] == "timeout"
+    app.state.service.image_batcher.stop()
+    # The running call finished (its answer dropped); the waiting request never reached the model.
+    assert engine.calls == [1]
+
+
+def test_api_keys(pipes, monkeypatch):
+    app = create_app(config(api_keys=["k-one", "k-two"]), image_engine=make_engine(pipes))
+    req = {"prompt": "a cat", **FAST}
+    with TestClient(app) as client:
+        r = client.post("/v1/images/generations", json=req)
+        assert r.status_code == 401 and r.json()["error"]["code"] == "invalid_api_key"
+        assert r.headers["WWW-Authenticate"] == "Bearer"
+        assert (
+            client.post("/v1/images/generations", json=req, headers={"Authorization": "Bearer nope"}).status_code
+            == 401
+        )
+        assert client.get("/v1/models", headers={"Authorization": "Basic k-one"}).status_code == 401
+        ok = client.post("/v1/images/generations", json=req, headers={"Authorization": "Bearer k-two"})
+        assert ok.status_code == 200
+        # The page, health, metrics and the page's settings stay open.
+        for path in ("/", "/healthz", "/metrics", "/v1/info", "/static/app.js"):
+            assert client.get(path).status_code == 200, path
+        assert client.get("/v1/info").json()["auth_required"] is True
+    monkeypatch.setenv("SAFEGEN_API_KEYS", " a1 , ,b2 ")
+    assert keys_from_env() == ["a1", "b2"]
+    assert "k-one" not in json.dumps(ServeConfig(api_keys=["k-one"]).public_dict())
+
+
+def test_models_health_metrics_and_page(pipes):
+    app = create_app(config(), image_engine=make_engine(pipes))
+    with TestClient(app) as client:
+        models = client.get("/v1/models").json()
+        assert models["object"] == "list"
+        assert [(m["id"], m["task"], m["safe_encoder"]) for m in models["data"]] == [
+            ("tiny", "text-to-image", "tiny/safe")
+        ]
+        assert client.get("/healthz").json() == {
+            "status": "ok",
+            "models": ["tiny"],
+            "queue": {"images": 0, "captions": None},
+        }
+        client.post("/v1/images/generations", json={"prompt": "a cat", **FAST})
+        text = client.get("/metrics")
+        assert text.headers["content-type"].startswith("text/plain")
+        body = text.text
+        assert 'safegen_requests_total{endpoint="/v1/images/generations",code="200"} 1' in body
+        assert 'safegen_request_seconds_count{endpoint="/v1/images/generations"} 1' in body
+        assert 'safegen_images_total{decision="pass"} 1' in body
+        assert "# TYPE safegen_queue_depth gauge" in body
+        page = client.get("/")
+        assert page.status_code == 200 and 'id="gen-form"' in page.text
+        info = client.get("/v1/info").json()
+        assert info["default_size"] == "64x64" and info["max_size"] == 64 and info["auth_required"] is False
+        r = client.post("/v1/captions", files={"file": ("a.png", b"x", "image/png")})
+        assert r.status_code == 404
+
+
+def test_config_validation_names_the_field():
+    from safegen.errors import UsageError
+
+    with pytest.raises(UsageError, match="on_unsafe"):
+        ServeConfig(on_unsafe="hide")
+    with pytest.raises(UsageError, match="queue_size"):
+        ServeConfig(queue_size=2, max_n=4)
+    with pytest.raises(UsageError, match="max_size"):
+        ServeConfig(max_size=100)
+    assert ServeConfig(check="none").check is None
+    assert ServeConfig(on_unsafe="block").policy == "drop"
+    assert ServeConfig().host == "127.0.0.1"
+
+
+# ------------------------------------------------------------------------------------------- captions
+
+
+@pytest.fixture(scope="module")
+def caption_engine():
+    from safegen import SafeLlavaCaptioner
+    from safegen.testing import tiny_llava
+
+    model, processor = tiny_llava(seed=0)
+    return CaptionEngine(SafeLlavaCaptioner.from_model(model, processor), model_id="tiny-cap")
+
+
+def _png(color, size=(32, 32)) -> bytes:
+    buf = io.BytesIO()
+    Image.new("RGB", size, color).save(buf, format="PNG")
+    return buf.getvalue()
+
+
+def test_captions_match_the_captioner_and_check_uploads(caption_engine):
+    app = create_app(
+        config(max_new_tokens=8, max_upload_mb=1, max_upload_pixels=64 * 64), caption_engine=caption_engine
+    )
+    with TestClient(app) as client:
+        r = client.post(
+            "/v1/captions", files={"file": ("red.png", _png("red"), "image/png")}, data={"model": "tiny-cap"}
+        )
+        assert r.status_code == 200, r.text
+        body = r.json()
+        expected = caption_engine.captioner.caption(
+            Image.new("RGB", (32, 32), "red"), temperature=0, max_new_tokens=8
+        )[0]
+        assert body["caption"] == expected and body["model"] == "tiny-cap" and body["max_new_tokens"] == 8
+        bad = {
+            "not an image": (client.post("/v1/captions", files={"file": ("x.png", b"hello", "image/png")}), 400),
+            "empty": (client.post("/v1/captions", files={"file": ("x.png", b"", "image/png")}), 400),
+            "too many pixels": (
+                client.post("/v1/captions", files={"file": ("big.png", _png("red", (128, 128)), "image/png")}),
+                413,
+            ),
+            "tokens": (
+                client.post("/v1/captions", files={"file": ("r.png", _png("red"))}, data={"max_new_tokens": 9}),
+                400,
+            ),
+            "model": (
+                client.post("/v1/captions", files={"file": ("r.png", _png("red"))}, data={"model": "other"}),
+                404,
+            ),
+            "no file": (client.post("/v1/captions", data={"prompt": "hi"}), 400),
+        }
+        for what, (resp, status) in bad.items():
+            assert resp.status_code == status, (what, resp.text)
+            assert resp.json()["error"]["message"], what
+        r = client.post("/v1/images/generations", json={"prompt": "a cat"})
+        assert r.status_code == 404
+
+
+def test_concurrent_greedy_captions_share_a_call(caption_engine):
+    calls: list[int] = []
+    gate = threading.Event()
+    inner = caption_engine.caption
+
+    def counted(jobs):
+        calls.append(len(jobs))
+        gate.wait(30)
+        return inner(jobs)
+
+    caption_engine.caption = counted
+    try:
+        app = create_app(config(max_new_tokens=6, max_wait_ms=50), caption_engine=caption_engine)
+        colours = ["red", "blue", "green"]
+
+        async def burst():
+            async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://t") as client:
+
+                def post(colour, **data):
+                    return client.post("/v1/captions", files={"file": ("i.png", _png(colour))}, data=data)
+
+                first = asyncio.create_task(post("white"))
+                while not calls:
+                    await asyncio.sleep(0.01)
+                pending = asyncio.gather(*(post(c) for c in colours), post("red", temperature="0.7", seed="1"))
+                await asyncio.sleep(0.3)
+                gate.set()
+                return await first, await pending
+
+        first, answers = asyncio.run(burst())
+    finally:
+        caption_engine.caption = inner
+    assert first.status_code == 200 and all(a.status_code == 200 for a in answers)
+    assert calls == [1, 3, 1]  # three greedy captions in one call; the sampled one alone
+    for colour, answer in zip(colours, answers, strict=False):
+        alone = inner([CaptionJob(Image.new("RGB", (32, 32), colour), "Describe this image.", 0.0, 6, 0)])[0]
+        assert answer.json()["caption"] == alone
+
+
+def test_a_failing_call_answers_500_and_the_server_goes_on(pipes):
+    class Flaky(ImageEngine):
+        fail = True
+
+        def render(self, jobs):
+            if self.fail:
+                self.fail = False
+                raise RuntimeError("out of memory (simulated)")
+            return super().render(jobs)
+
+    app = create_app(config(), image_engine=make_engine(pipes, cls=Flaky))
+    with TestClient(app) as client:
+        r = client.post("/v1/images/generations", json={"prompt": "a cat", **FAST})
+        assert r.status_code == 500 and "out of memory (simulated)" in r.json()["error"]["message"]
+        assert client.post("/v1/images/generations", json={"prompt": "a cat", **FAST}).status_code == 200
+
+
+def test_retry_after_counts_the_call_in_progress():
+    from safegen.serve.batching import DynamicBatcher
+
+    release = threading.Event()
+    batcher = DynamicBatcher(lambda xs: release.wait(30) and xs, max_batch=1, max_wait_s=0, queue_size=1)
+
+    async def scenario():
+        items = batcher.submit([("k", 1)])
+        await asyncio.sleep(1.3)  # the first call is still running: no finished call to average yet
+        estimate = batcher.retry_after()
+        release.set()
+        return estimate, await items[0].future
+
+    estimate, result = asyncio.run(scenario())
+    batcher.stop()
+    assert estimate >= 2 and result == 1
