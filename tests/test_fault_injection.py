@@ -498,3 +498,15 @@ def test_long_prompt_is_not_echoed_whole(tmp_path, tiny_sd_dir):
     assert res.exit_code == 0, res.output[-500:]
     assert "this part is cut" in res.stderr and len(res.stderr) < 5000
     assert len(res.stdout) < 1000
+
+
+def test_failed_i2t_load_leaves_no_output_folder(tmp_path):
+    from PIL import Image
+
+    Image.new("RGB", (8, 8)).save(tmp_path / "a.png")
+    out = tmp_path / "caps" / "run"
+    res = _cli(
+        "i2t", str(tmp_path / "a.png"), "--model", str(tmp_path / "no-model"), "-o", str(out), "--device", "cpu"
+    )
+    assert res.exit_code == 1 and "Traceback" not in res.output
+    assert not (tmp_path / "caps").exists()
