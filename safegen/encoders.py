@@ -112,7 +112,7 @@ def check_compatible(
         enc_name = getattr(encoder, "safegen_source", type(encoder).__name__)
         hint = "use a Safe-CLIP trained from the same CLIP as the target"
         if any(p.startswith("hidden_act") for p in problems):
-            hint = "pass --activation (activation=...) matching the CLIP the encoder was trained from, or " + hint
+            hint = "for an open_clip checkpoint pass --activation (activation=...) or --base MODEL_NAME; else " + hint
         raise EncoderMismatchError(
             f"safe {tower} encoder '{enc_name}' does not fit {target_name} ({type(target).__name__}): "
             + "; ".join(problems)
