@@ -123,7 +123,8 @@ def _read_adapter_tensors(adapter_dir: Path) -> dict[str, torch.Tensor]:
         )
     from safetensors.torch import load_file
 
-    return load_file(str(path))
+    # A garbage or truncated file is one line naming the adapter, not safetensors' own error.
+    return load_or_explain(str(adapter_dir), lambda: load_file(str(path)))
 
 
 def _adapter_tower(cfg: dict, tensors: dict, adapter_dir: Path, wanted: str | None) -> str | None:

@@ -50,7 +50,7 @@ def check_causal_lm(source: str) -> Any:
     from transformers import AutoConfig
     from transformers.models.auto.modeling_auto import MODEL_FOR_CAUSAL_LM_MAPPING_NAMES
 
-    from safegen._hub import load_or_explain
+    from safegen import load_or_explain
 
     try:
         config = load_or_explain(source, lambda: AutoConfig.from_pretrained(source, trust_remote_code=False))
@@ -81,7 +81,7 @@ class TransformersEngine:
         import torch
         from transformers import AutoModelForCausalLM, AutoTokenizer
 
-        from safegen._hub import load_or_explain
+        from safegen import load_or_explain
 
         if isinstance(model, str):
             self.model_id = model
