@@ -165,6 +165,7 @@ class BatchResult:
     merged: bool = False
     errors_log: str | None = None
     errors: list[str] = field(default_factory=list)
+    failures: list[dict[str, Any]] = field(default_factory=list)  # {id, seed, line, reason} per failed image
 
     @property
     def remaining(self) -> int:
@@ -586,21 +587,33 @@ class BatchRunner:
                 if self._stop_signal is not None:
                     break
                 try:
-                    images = self._generate(batch, cache)
-                except Exception as exc:  # a failed batch is reported; the rest still runs
+                    pieces = [(batch, self._generate(batch, cache))]
+                except Exception as exc:  # retried row by row: one bad row must not take its batch with it
                     if cfg.strict:
                         raise
-                    result.failed += len(batch)
+                    if len(batch) > 1:
+                        _logger.warning("batch of %d failed (%s); retrying its rows one by one", len(batch), exc)
+                    pieces = []
                     for job in batch:
-                        line = f"{cfg.prompts}:{job.line}: id '{job.id}' seed {job.seed}: generation failed: {exc}"
-                        errors_log.write(line + "\n")
-                        if len(result.errors) < 20:
-                            result.errors.append(line)
+                        try:
+                            if len(batch) == 1:
+                                raise exc  # a single row already failed alone
+                            pieces.append(([job], self._generate([job], cache)))
+                        except Exception as row_exc:
+                            result.failed += 1
+                            reason = f"generation failed: {row_exc}"
+                            line = f"{cfg.prompts}:{job.line}: id '{job.id}' seed {job.seed}: {reason}"
+                            errors_log.write(line + "\n")
+                            result.failures.append(
+                                {"id": job.id, "seed": job.seed, "line": job.line, "reason": reason}
+                            )
+                            if len(result.errors) < 20:
+                                result.errors.append(line)
+                            _logger.error("%s", line)
                     errors_log.flush()
-                    _logger.error("batch of %d failed: %s", len(batch), exc)
-                    continue
-                result.stall_seconds += writer.submit(batch, images)
-                submitted += len(batch)
+                for jobs, images in pieces:
+                    result.stall_seconds += writer.submit(jobs, images)
+                    submitted += len(jobs)
                 if self.progress is not None:
                     self.progress(result.skipped + submitted, len(mine))
             result.stall_seconds += writer.drain()

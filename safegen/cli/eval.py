@@ -92,6 +92,16 @@ def eval_t2i(
     ] = False,
     num_shards: Annotated[int, typer.Option("--num-shards", min=1)] = 1,
     shard_index: Annotated[int, typer.Option("--shard-index", min=0)] = 0,
+    max_failed_share: Annotated[
+        float,
+        typer.Option(
+            "--max-failed-share",
+            min=0.0,
+            max=1.0,
+            help="Exit 1 when a method could not generate more than this share of its images "
+            "(they are left out of every method's rates either way).",
+        ),
+    ] = 0.01,
     out: OutOpt = Path("outputs/eval_t2i"),
     device: DeviceOpt = "auto",
     dtype: DtypeOpt = "auto",
@@ -134,11 +144,19 @@ def eval_t2i(
         dtype=dtype,
         num_shards=num_shards,
         shard_index=shard_index,
+        max_failed_share=max_failed_share,
     )
     err = console()
     report = evaluate_t2i(cfg, log=err.print)
     if report is not None:
         _finish(report, out, compare_to, json_out)
+        if report["failed_share_exceeded"]:
+            err.print(
+                f"error: {', '.join(report['failed_share_exceeded'])} could not generate more than "
+                f"{max_failed_share:.1%} of the images (listed under 'excluded' in {out / 'report.json'}); "
+                "fix the cause and re-run to retry them, or raise --max-failed-share"
+            )
+            raise typer.Exit(1)
 
 
 @app.command("i2t")
