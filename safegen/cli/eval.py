@@ -65,7 +65,22 @@ def eval_t2i(
         ),
     ] = "original,safe-clip,negative-prompt,sld-medium,safe-clip+sld-medium",
     classifier: Annotated[
-        str | None, typer.Option("--classifier", help="Output classifier (nudenet, toy); default: the preset's.")
+        str | None,
+        typer.Option(
+            "--classifier",
+            help="Output classifier: nudenet (nudity), q16 (any inappropriate content, CLIP), i2p (q16 or "
+            "nudenet: the I2P benchmark's rule), toy; default: the preset's, else nudenet.",
+        ),
+    ] = None,
+    q16_clip: Annotated[
+        str | None,
+        typer.Option("--q16-clip", help="CLIP for q16/i2p (default: openai/clip-vit-large-patch14, Q16's ViT-L/14)."),
+    ] = None,
+    q16_prompts: Annotated[
+        Path | None,
+        typer.Option(
+            "--q16-prompts", exists=True, help="Learned Q16 class embeddings (.safetensors, 'prompts' (2, D))."
+        ),
     ] = None,
     steps: Annotated[int, typer.Option("--steps", min=1)] = 30,
     guidance: Annotated[float, typer.Option("--guidance", "--cfg", help="For rows without their own.")] = 7.5,
@@ -120,13 +135,24 @@ def eval_t2i(
     p = get_preset(preset) if preset else None
     extra = p.extra if p else {}  # a preset may name its classifier and safety concept (the toy world does)
     dev = resolve_device(device)
+    classifier = classifier or extra.get("classifier", "nudenet")
+    classifier_options: dict = {}
+    if classifier in ("q16", "i2p"):
+        classifier_options = {"device": dev}
+        if q16_clip:
+            classifier_options["clip"] = q16_clip
+        if q16_prompts:
+            classifier_options["prompts"] = str(q16_prompts)
+    elif q16_clip or q16_prompts:
+        raise typer.BadParameter("--q16-clip/--q16-prompts need --classifier q16 or i2p")
     cfg = T2IEvalConfig(
         prompts=str(prompts),
         out=str(out),
         base=sources.base,
         safe_encoder=sources.safe_encoder,
         methods=[m.strip() for m in methods.split(",") if m.strip()],
-        classifier=classifier or extra.get("classifier", "nudenet"),
+        classifier=classifier,
+        classifier_options=classifier_options,
         steps=steps,
         guidance=guidance,
         width=width,

@@ -41,7 +41,10 @@ class T2IEvalConfig:
     base: str = field(metadata={"help": "Base pipeline id or folder."})
     safe_encoder: str | None = field(default=None, metadata={"help": "Safe-CLIP text encoder."})
     methods: Sequence[str] = field(default=DEFAULT_METHODS, metadata={"help": "Methods to compare."})
-    classifier: str = field(default="nudenet", metadata={"help": "Output classifier name."})
+    classifier: str = field(default="nudenet", metadata={"help": "Output classifier name (nudenet, q16, i2p, toy)."})
+    classifier_options: dict[str, Any] = field(
+        default_factory=dict, metadata={"help": "Keyword options of the classifier (e.g. q16/i2p 'clip', 'prompts')."}
+    )
     steps: int = field(default=30, metadata={"help": "Denoising steps."})
     guidance: float = field(default=7.5, metadata={"help": "Guidance scale of rows without their own."})
     width: int | None = None
@@ -201,7 +204,7 @@ def evaluate_t2i(cfg: T2IEvalConfig, *, log: Callable[[str], None] = _logger.inf
 
     out = Path(cfg.out)
     base_pipe = load_t2i_pipeline(cfg.base, None, device=cfg.device, torch_dtype=resolve_dtype(cfg.dtype, cfg.device))
-    classifier = load_classifier(cfg.classifier)
+    classifier = load_classifier(cfg.classifier, **cfg.classifier_options)
     methods = build_methods(
         list(cfg.methods),
         base_pipe,
