@@ -561,6 +561,7 @@ class BatchRunner:
             )
         if num_shards == 1:
             merge_manifests(self.out)  # parts left by an earlier sharded run
+            merge_error_logs(self.out)
         mine = shard_jobs(all_jobs, num_shards, shard_index)
         result.planned = len(mine)
         done = {
@@ -702,11 +703,36 @@ class BatchRunner:
             flag = torch.tensor([int(result.interrupted)], device=self._state.device)
             torch.distributed.all_reduce(flag)
             self._state.wait_for_everyone()
-            if self._state.is_main_process and not int(flag.item()) and self.config.num_shards == 1:
+            merge = not int(flag.item()) and self.config.num_shards == 1  # the same on every rank
+            if merge and self._state.is_main_process:
                 merge_manifests(self.out)
+                merge_error_logs(self.out)
+            if merge:  # every rank waits for rank 0's merge, so none tells the user to merge
+                self._state.wait_for_everyone()
                 result.merged = True
         elif result.num_shards == 1:
             result.merged = True
+
+
+def merge_error_logs(out: str | Path) -> Path:
+    """Append every ``errors.shard-*.log`` to ``errors.log`` (atomically), then delete the shard logs.
+
+    Call with the manifests' merge, when no shard is still writing.
+    """
+    from ..outputs import atomic_write_text
+
+    out = Path(out)
+    target = out / ERRORS_LOG
+    parts = sorted(out.glob("errors.shard-*.log"))
+    if not parts:
+        return target
+    text = target.read_text(encoding="utf-8") if target.is_file() else ""
+    for part in parts:
+        text += f"# merged from {part.name}\n" + part.read_text(encoding="utf-8")
+    atomic_write_text(target, text)
+    for part in parts:
+        part.unlink(missing_ok=True)
+    return target
 
 
 def run_batch(config: BatchConfig | None = None, /, *, pipe: Any = None, classifier: Any = None, **options: Any):

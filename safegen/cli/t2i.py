@@ -120,11 +120,13 @@ def t2i(
                     elapsed / len(images),
                 )
             )
+    sheets = []  # results, so on stdout with the images (JSON: each safe record's "compare_file")
     if compare:
         for i in range(num_images):
             pair = [images_by_variant["original"][i], images_by_variant["safe"][i]]
-            path = _save_side_by_side(pair, out, prompt, seed + i)
-            err.print(f"side by side (original | safe): {path}")
+            sheets.append(str(_save_side_by_side(pair, out, prompt, seed + i)))
+        for i, rec in enumerate(records[num_images:]):
+            rec["compare_file"] = sheets[i]
 
     if json_out:
         print_json(records)
@@ -135,6 +137,8 @@ def t2i(
                 flag = "  FLAGGED" if rec["safety"]["unsafe"] else "  ok"
                 flag += f" ({rec['safety']['score']:.2f})"
             typer.echo(f"{rec['file']}{flag}")
+        for path in sheets:
+            typer.echo(f"side by side (original | safe): {path}")
 
 
 def _generate(pipe, prompt, negative_prompt, steps, guidance, seed, n, width, height) -> list[Any]:
