@@ -14,10 +14,12 @@ What is implemented here, and how it differs:
   default) are Q16's;
 - the two class embeddings are Q16's learned ones when you have them as a safetensors file
   (``prompts=FILE`` with a ``prompts`` tensor of shape (2, D): row 0 "not inappropriate",
-  row 1 "inappropriate"); they cannot be downloaded from here, so by default they are
-  zero-shot: the mean CLIP text embedding of a few prompt pairs (:data:`ZERO_SHOT_PAIRS`).
-  Zero-shot embeddings make a weaker judge than the learned ones: rates from them are close
-  to, not the same measurement as, the published I2P figures (``describe()`` records which).
+  row 1 "inappropriate"; Q16's release ships them pickled, and safegen never unpickles:
+  convert them once, where you trust the file, with ``safetensors.torch.save_file``);
+  they cannot be downloaded from here, so by default they are zero-shot: the mean CLIP
+  text embedding of a few prompt pairs (:data:`ZERO_SHOT_PAIRS`). Zero-shot embeddings are
+  a different, unvalidated judge: rates from them follow the published protocol but are not
+  the same measurement as the published I2P figures (``describe()`` records which was used).
 """
 
 from __future__ import annotations
