@@ -557,3 +557,13 @@ def test_toy_world_prints_the_documented_figures(tmp_path):
                 if figure not in printed:
                     missing.append(f"{name}: {figure}")
     assert missing == []
+
+
+def test_run_without_a_command_prints_its_usage():
+    res = subprocess.run(["bash", str(REPO / "run")], capture_output=True, text=True, timeout=30)
+    assert res.returncode == 0 and res.stdout.startswith("usage: ./run COMMAND")
+    assert "set -euo" not in res.stdout and "#" not in res.stdout  # the text, not the script's source
+    for name in ("demo", "test", "install"):
+        assert f"\n  {name} " in res.stdout
+    bad = subprocess.run(["bash", str(REPO / "run"), "nope"], capture_output=True, text=True, timeout=30)
+    assert bad.returncode == 2 and "unknown command 'nope'" in bad.stderr and bad.stdout == ""
