@@ -4,9 +4,11 @@
 
 Uses the shipped toy preset when its weights are installed (safegen/assets/toy/sd),
 otherwise a tiny Stable Diffusion built in code; both run offline in seconds. The same
-job from the shell is `safegen batch prompts.jsonl --preset toy --out OUT`; re-running
-either reuses the images whose inputs (prompt, settings, weights) are unchanged and
-regenerates the rows that changed.
+job from the shell, with the prompt file this script writes (same images, byte for byte;
+tests/test_docs.py checks it):
+`safegen batch OUT/prompts.jsonl --preset toy --steps 10 --batch-size 4 --device cpu --out OUT`.
+Re-running either reuses the images whose inputs (prompt, settings, weights) are unchanged
+and regenerates the rows that changed.
 """
 
 from __future__ import annotations

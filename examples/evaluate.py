@@ -4,7 +4,10 @@
 
 Writes a small prompt file, generates with the original and the safe text encoder (same
 seeds), judges every image with the toy world's classifier and prints the report table.
-The CLI equivalent: `safegen eval t2i --prompts FILE --preset toy --methods original,safe-clip`.
+The CLI equivalent, on the prompt file this script writes (same images and rates;
+tests/test_docs.py checks it):
+`safegen eval t2i --prompts OUT/prompts.jsonl --preset toy --methods original,safe-clip --steps 20 --guidance 5
+--device cpu --out OUT`.
 """
 
 from __future__ import annotations

@@ -102,7 +102,22 @@ def test_run_json_output_summary_and_resume(tmp_path, model_dir):
     assert (counts["done"], counts["planned"], counts["bad_rows"], counts["flagged"]) == (2, 2, 1, 0)
     assert counts["images_per_s"] > 0
     text = _invoke("--summary", out)
-    assert "2/2 images done" in text.stderr
+    assert "2/2 images done" in text.stdout  # the counts are the result: stdout
+
+
+def test_merge_folds_shard_manifests_and_error_logs(tmp_path, model_dir):
+    src = tmp_path / "p.txt"
+    src.write_text("a cat\na dog\na bird\n")
+    out = tmp_path / "out"
+    for k in range(2):
+        res = _invoke(src, "--model", model_dir, "--out", out, "--num-shards", "2", "--shard-index", str(k), *FAST)
+        assert res.exit_code == 0, res.output
+        assert f"safegen batch --merge {out}" in res.stderr  # a scheduler shard cannot merge by itself
+    assert len(list(out.glob("errors.shard-*.log"))) == 2
+    res = _invoke("--merge", out)
+    assert res.exit_code == 0 and "3/3 images done" in res.stdout
+    assert not list(out.glob("errors.shard-*.log")) and not list(out.glob("manifest.shard-*.jsonl"))
+    assert (out / "errors.log").read_text().count("# merged from errors.shard-") == 2
 
 
 def test_check_and_policy_by_classifier_name(tmp_path, model_dir):
@@ -211,6 +226,8 @@ def test_torchrun_two_processes_split_the_rows_and_merge(tmp_path, model_dir):
     assert sorted((r["shard_index"], r["num_shards"]) for r in results) == [(0, 2), (1, 2)]
     assert sorted(r["generated"] for r in results) == [4, 5]
     assert not list(out.glob("manifest.shard-*.jsonl"))  # merged by rank 0
+    assert not list(out.glob("errors.shard-*.log")) and (out / "errors.log").is_file()
+    assert all(r["merged"] for r in results) and "--merge" not in proc.stderr  # no rank asks for a merge
     records = [json.loads(x) for x in (out / "manifest.jsonl").read_text().splitlines()]
     assert sorted(int(r["id"]) for r in records) == list(range(1, 10))
     assert {r["shard"] for r in records} == {0, 1}

@@ -216,6 +216,9 @@ def test_scheduler_shards_cover_every_row_once_and_merge(tmp_path, pipe):
     final = run_batch(BatchConfig(prompts=src, out=tmp_path / "o", **FAST), pipe=pipe)
     assert (final.skipped, final.generated) == (10, 0)
     assert not list((tmp_path / "o").glob("manifest.shard-*.jsonl"))
+    assert not list((tmp_path / "o").glob("errors.shard-*.log"))  # shard error logs merged too
+    log = (tmp_path / "o/errors.log").read_text()
+    assert all(f"# merged from errors.shard-{k:05d}-of-00003.log" in log for k in range(3))
     lines = (tmp_path / "o/manifest.jsonl").read_text().splitlines()
     keys = [(json.loads(x)["id"], json.loads(x)["seed"]) for x in lines]
     assert len(keys) == 10 == len(set(keys))

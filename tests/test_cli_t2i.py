@@ -89,6 +89,7 @@ def test_compare_writes_original_safe_and_side_by_side(tiny_sd_dir, tiny_clip_di
     safe = Image.open(tmp_path / names[2])
     assert list(orig.getdata()) != list(safe.getdata())
     assert Image.open(tmp_path / "a_red_circle-1-compare.png").size == (128, 64)
+    assert f"side by side (original | safe): {tmp_path / 'a_red_circle-1-compare.png'}" in res.stdout
 
 
 def test_check_flags_with_scores(tiny_sd_dir, tmp_path):

@@ -100,7 +100,7 @@ def test_report_files_and_comparison(tmp_path):
     paths = write_report(tmp_path, report)
     assert json.loads(paths["json"].read_text())["methods"]["safe-clip"]["unsafe_rate"] == 0.25
     md = markdown_report(report)
-    assert "| safe-clip | 4 | 1 | 25.0%" in md and "unavailable: removed" in md
+    assert "| safe-clip | 4 | - | 1 | 25.0%" in md and "unavailable: removed" in md
     assert (tmp_path / "unsafe_rate_by_category.png").is_file() and (tmp_path / "quality_vs_safety.png").is_file()
     rows = compare_reports(report, {"methods": {"safe-clip": {"unsafe_rate": 0.5, "quality": {"clip_score": 28.0}}}})
     assert rows == [

@@ -20,6 +20,7 @@ def test_rebuild_at_reduced_scale(tmp_path):
     report = json.loads((out / "build.json").read_text())
     assert set(report["stages"]) == {"data", "classifier", "clip", "sd", "llava", "safe_clip"}
     assert not (out / "_work").exists()
+    assert str(tmp_path) not in json.dumps(report) and report["config"] == "configs/toy_safeclip.yaml"
 
     from diffusers import StableDiffusionPipeline
     from transformers import CLIPModel, CLIPProcessor
@@ -37,3 +38,42 @@ def test_rebuild_at_reduced_scale(tmp_path):
     captioner = SafeLlavaCaptioner.from_pretrained(str(out / "llava"), safe_encoder=str(out / "safe_clip"))
     assert captioner.safe_encoder_id is not None
     ToyClassifier(out / "classifier")
+
+
+def _absolute_paths(value, found):
+    if isinstance(value, dict):
+        for v in value.values():
+            _absolute_paths(v, found)
+    elif isinstance(value, list):
+        for v in value:
+            _absolute_paths(v, found)
+    elif isinstance(value, str) and value.startswith("/"):
+        found.append(value)
+    return found
+
+
+def test_shipped_build_record_names_no_path_of_the_building_machine():
+    from safegen.presets import ASSETS_DIR
+
+    report = json.loads((ASSETS_DIR / "toy" / "build.json").read_text())
+    assert _absolute_paths(report, []) == []
+    assert report["config"] == "configs/toy_safeclip.yaml"
+
+
+def test_portable_paths_relative_to_the_deepest_root(tmp_path):
+    from safegen_train.toy.build import REPO_ROOT, portable_paths
+
+    out, work = tmp_path / "toy", tmp_path / "toy" / "_work"
+    report = {
+        "config": str(REPO_ROOT / "configs" / "toy_safeclip.yaml"),
+        "stages": {"safe_clip": {"result": {"export_dir": str(work / "run" / "model"), "steps": 3}}},
+        "elsewhere": ["/opt/data/x.json", "relative/y"],
+        "weights": str(out / "clip"),
+    }
+    roots = {"": REPO_ROOT, "OUT/": out, "WORK/": work}
+    assert portable_paths(report, roots) == {
+        "config": "configs/toy_safeclip.yaml",
+        "stages": {"safe_clip": {"result": {"export_dir": "WORK/run/model", "steps": 3}}},
+        "elsewhere": ["/opt/data/x.json", "relative/y"],  # outside every root: kept as given
+        "weights": "OUT/clip",
+    }

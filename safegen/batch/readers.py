@@ -90,6 +90,8 @@ METADATA_COLUMNS = frozenset(
         "concept",
         "class",
         "label",
+        "source_line",  # written by safegen eval's prepared prompt files
+        "truncated_from",
     }
 )
 # pandas' unnamed index column (I2P starts with one)

@@ -190,6 +190,7 @@ class BatchResult:
     merged: bool = False
     errors_log: str | None = None
     errors: list[str] = field(default_factory=list)
+    failures: list[dict[str, Any]] = field(default_factory=list)  # {id, seed, line, reason} per failed image
 
     @property
     def remaining(self) -> int:
@@ -704,6 +705,7 @@ class BatchRunner:
         all_jobs = plan_jobs(rows, defaults, root=self.out, context=self.key_context())
         if num_shards == 1:
             merge_manifests(self.out)  # parts left by an earlier sharded run
+            merge_error_logs(self.out)
         mine = shard_jobs(all_jobs, num_shards, shard_index)
         self.jobs, self.all_jobs = mine, all_jobs
         result.planned = len(mine)
@@ -768,24 +770,33 @@ class BatchRunner:
                 if self._stop_signal is not None:
                     break
                 try:
-                    images = self._generate(batch, cache)
-                except Exception as exc:  # a failed batch is reported; the rest still runs
+                    pieces = [(batch, self._generate(batch, cache))]
+                except Exception as exc:  # retried row by row: one bad row must not take its batch with it
                     if cfg.strict:
                         raise
-                    result.failed += len(batch)
+                    if len(batch) > 1:
+                        _logger.warning("batch of %d failed (%s); retrying its rows one by one", len(batch), exc)
+                    pieces = []
                     for job in batch:
-                        line = (
-                            f"{cfg.prompts}:{job.line}: id '{clip_text(job.id, 60)}' seed {job.seed}: "
-                            f"generation failed: {clip_text(str(exc), 300)}"
-                        )
-                        errors_log.write(line + "\n")
-                        if len(result.errors) < 20:
-                            result.errors.append(line)
+                        try:
+                            if len(batch) == 1:
+                                raise exc  # a single row already failed alone
+                            pieces.append(([job], self._generate([job], cache)))
+                        except Exception as row_exc:
+                            result.failed += 1
+                            reason = f"generation failed: {clip_text(str(row_exc), 300)}"
+                            line = f"{cfg.prompts}:{job.line}: id '{clip_text(job.id, 60)}' seed {job.seed}: {reason}"
+                            errors_log.write(line + "\n")
+                            result.failures.append(
+                                {"id": job.id, "seed": job.seed, "line": job.line, "reason": reason}
+                            )
+                            if len(result.errors) < 20:
+                                result.errors.append(line)
+                            _logger.error("%s", line)
                     errors_log.flush()
-                    _logger.error("batch of %d failed: %s", len(batch), clip_text(str(exc), 300))
-                    continue
-                result.stall_seconds += writer.submit(batch, images)
-                submitted += len(batch)
+                for jobs, images in pieces:
+                    result.stall_seconds += writer.submit(jobs, images)
+                    submitted += len(jobs)
                 if self.progress is not None:
                     self.progress(result.skipped + submitted, len(mine))
             result.stall_seconds += writer.drain()
@@ -890,8 +901,12 @@ class BatchRunner:
             flag = torch.tensor([int(result.interrupted)], device=self._state.device)
             torch.distributed.all_reduce(flag)
             self._state.wait_for_everyone()
-            if self._state.is_main_process and not int(flag.item()) and self.config.num_shards == 1:
+            merge = not int(flag.item()) and self.config.num_shards == 1  # the same on every rank
+            if merge and self._state.is_main_process:
                 merge_manifests(self.out)
+                merge_error_logs(self.out)
+            if merge:  # every rank waits for rank 0's merge, so none tells the user to merge
+                self._state.wait_for_everyone()
                 result.merged = True
         elif result.num_shards == 1:
             result.merged = True
@@ -914,6 +929,27 @@ def lock_run_folder(out: str | Path) -> list[FolderLock]:
             lock.release()
         raise
     return locks
+
+
+def merge_error_logs(out: str | Path) -> Path:
+    """Append every ``errors.shard-*.log`` to ``errors.log`` (atomically), then delete the shard logs.
+
+    Call with the manifests' merge, when no shard is still writing.
+    """
+    from ..outputs import atomic_write_text
+
+    out = Path(out)
+    target = out / ERRORS_LOG
+    parts = sorted(out.glob("errors.shard-*.log"))
+    if not parts:
+        return target
+    text = target.read_text(encoding="utf-8") if target.is_file() else ""
+    for part in parts:
+        text += f"# merged from {part.name}\n" + part.read_text(encoding="utf-8")
+    atomic_write_text(target, text)
+    for part in parts:
+        part.unlink(missing_ok=True)
+    return target
 
 
 def run_batch(config: BatchConfig | None = None, /, *, pipe: Any = None, classifier: Any = None, **options: Any):

@@ -58,8 +58,7 @@ def _resume_command() -> str:
 
 
 def _print_summary(con: Any, summary: dict[str, Any]) -> None:
-    _say(
-        con,
+    typer.echo(  # the counts are the command's result: stdout; the merge hint below is a diagnostic
         f"{summary['out']}: {summary['done']}/{summary['planned']} images done, {summary['remaining']} remaining; "
         f"bad rows {summary['bad_rows']}, failed (last run) {summary['failed_last_run']}, "
         f"flagged {summary['flagged']}, dropped {summary['dropped']}; "
@@ -137,6 +136,7 @@ def batch(
     con = console()
     if summary is not None or merge is not None:
         from ..batch import merge_manifests, summarize
+        from ..batch.runner import merge_error_logs
 
         folder = summary if summary is not None else merge
         if merge is not None:
@@ -147,6 +147,7 @@ def batch(
             locks = lock_run_folder(merge)  # no shard may still be appending while parts are folded in
             try:
                 merge_manifests(merge)
+                merge_error_logs(merge)
             finally:
                 for lock in reversed(locks):
                     lock.release()

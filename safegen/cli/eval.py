@@ -90,7 +90,22 @@ def eval_t2i(
         ),
     ] = "original,safe-clip,negative-prompt,sld-medium,safe-clip+sld-medium",
     classifier: Annotated[
-        str | None, typer.Option("--classifier", help="Output classifier (nudenet, toy); default: the preset's.")
+        str | None,
+        typer.Option(
+            "--classifier",
+            help="Output classifier: nudenet (nudity), q16 (any inappropriate content, CLIP), i2p (q16 or "
+            "nudenet: the I2P benchmark's rule), toy; default: the preset's, else nudenet.",
+        ),
+    ] = None,
+    q16_clip: Annotated[
+        str | None,
+        typer.Option("--q16-clip", help="CLIP for q16/i2p (default: openai/clip-vit-large-patch14, Q16's ViT-L/14)."),
+    ] = None,
+    q16_prompts: Annotated[
+        Path | None,
+        typer.Option(
+            "--q16-prompts", exists=True, help="Learned Q16 class embeddings (.safetensors, 'prompts' (2, D))."
+        ),
     ] = None,
     steps: Annotated[int, typer.Option("--steps", min=1)] = 30,
     guidance: Annotated[float, typer.Option("--guidance", "--cfg", help="For rows without their own.")] = 7.5,
@@ -117,6 +132,16 @@ def eval_t2i(
     ] = False,
     num_shards: Annotated[int, typer.Option("--num-shards", min=1)] = 1,
     shard_index: Annotated[int, typer.Option("--shard-index", min=0)] = 0,
+    max_failed_share: Annotated[
+        float,
+        typer.Option(
+            "--max-failed-share",
+            min=0.0,
+            max=1.0,
+            help="Exit 1 when a method could not generate more than this share of its images "
+            "(they are left out of every method's rates either way).",
+        ),
+    ] = 0.01,
     out: OutOpt = Path("outputs/eval_t2i"),
     device: DeviceOpt = "auto",
     dtype: DtypeOpt = "auto",
@@ -138,6 +163,16 @@ def eval_t2i(
     p = get_preset(preset) if preset else None
     extra = p.extra if p else {}  # a preset may name its classifier and safety concept (the toy world does)
     dev = resolve_device(device)
+    classifier = classifier or extra.get("classifier", "nudenet")
+    classifier_options: dict = {}
+    if classifier in ("q16", "i2p"):
+        classifier_options = {"device": dev}
+        if q16_clip:
+            classifier_options["clip"] = q16_clip
+        if q16_prompts:
+            classifier_options["prompts"] = str(q16_prompts)
+    elif q16_clip or q16_prompts:
+        raise typer.BadParameter("--q16-clip/--q16-prompts need --classifier q16 or i2p")
     cfg = T2IEvalConfig(
         prompts=str(prompts),
         out=str(out),
@@ -145,7 +180,8 @@ def eval_t2i(
         safe_encoder=sources.safe_encoder,
         safe_encoder_kwargs=encoder_kwargs(activation, base),
         methods=[m.strip() for m in methods.split(",") if m.strip()],
-        classifier=classifier or extra.get("classifier", "nudenet"),
+        classifier=classifier,
+        classifier_options=classifier_options,
         steps=steps,
         guidance=guidance,
         width=width,
@@ -163,11 +199,19 @@ def eval_t2i(
         dtype=dtype,
         num_shards=num_shards,
         shard_index=shard_index,
+        max_failed_share=max_failed_share,
     )
     err = console()
     report = evaluate_t2i(cfg, log=lambda message: echo_plain(err, message))
     if report is not None:
         _finish(report, out, compare_to, json_out)
+        if report["failed_share_exceeded"]:
+            err.print(
+                f"error: {', '.join(report['failed_share_exceeded'])} could not generate more than "
+                f"{max_failed_share:.1%} of the images (listed under 'excluded' in {out / 'report.json'}); "
+                "fix the cause and re-run to retry them, or raise --max-failed-share"
+            )
+            raise typer.Exit(1)
 
 
 @app.command("i2t")

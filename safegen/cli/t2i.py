@@ -160,11 +160,13 @@ def t2i(
                     {"base": base_fp, "safe_encoder": safe_fp if variant == "safe" else None},
                 )
             )
+    sheets = []  # results, so on stdout with the images (JSON: each safe record's "compare_file")
     if compare:
         for i in range(num_images):
             pair = [images_by_variant["original"][i], images_by_variant["safe"][i]]
-            path = _save_side_by_side(pair, out, prompt, seed + i)
-            echo_plain(err, f"side by side (original | safe): {path}")
+            sheets.append(str(_save_side_by_side(pair, out, prompt, seed + i)))
+        for i, rec in enumerate(records[num_images:]):
+            rec["compare_file"] = sheets[i]
 
     if json_out:
         print_json(records)
@@ -175,6 +177,8 @@ def t2i(
                 flag = "  FLAGGED" if rec["safety"]["unsafe"] else "  ok"
                 flag += f" ({rec['safety']['score']:.2f})"
             typer.echo(f"{rec['file']}{flag}")
+        for path in sheets:
+            typer.echo(f"side by side (original | safe): {path}")
 
 
 def _generate(pipe, prompt, negative_prompt, steps, guidance, seed, n, width, height) -> list[Any]:

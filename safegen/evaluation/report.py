@@ -42,17 +42,18 @@ def markdown_report(report: dict[str, Any]) -> str:
         lines += [f"Classifier: `{json.dumps(report['classifier'], sort_keys=True)}`", ""]
     methods = report.get("methods", {})
     lines += [
-        "| method | images | unsafe | unsafe rate | 95% CI | mean score | quality | s/image |",
-        "|---|---|---|---|---|---|---|---|",
+        "| method | images | failed | unsafe | unsafe rate | 95% CI | mean score | quality | s/image |",
+        "|---|---|---|---|---|---|---|---|---|",
     ]
     for name, m in methods.items():
         if m.get("unavailable"):
-            lines.append(f"| {name} | - | - | unavailable: {m['unavailable']} | | | | |")
+            lines.append(f"| {name} | - | - | - | unavailable: {m['unavailable']} | | | | |")
             continue
         lo, hi = (m.get("ci95") or [None, None])[:2]
         quality = ", ".join(f"{k} {_num(v, '{:.2f}')}" for k, v in (m.get("quality") or {}).items()) or "-"
         lines.append(
-            f"| {name} | {m.get('n_images', 0)} | {m.get('n_unsafe', '-')} | {_pct(m.get('unsafe_rate'))} | "
+            f"| {name} | {m.get('n_images', 0)} | {m.get('n_failed', '-')} | {m.get('n_unsafe', '-')} | "
+            f"{_pct(m.get('unsafe_rate'))} | "
             f"{_pct(lo)}-{_pct(hi)} | {_num(m.get('mean_score'))} | {quality} | "
             f"{_num(m.get('seconds_per_image'), '{:.4f}')} |"
         )
@@ -63,6 +64,20 @@ def markdown_report(report: dict[str, Any]) -> str:
         for name, m in methods.items():
             by = m.get("by_category") or {}
             lines.append(f"| {name} | " + " | ".join(_pct(by.get(c, {}).get("unsafe_rate")) for c in cats) + " |")
+    for name, entry in (report.get("prompt_sets") or {}).items():
+        if entry.get("truncated"):
+            lines += [
+                "",
+                f"Long prompts ({name}): {entry['truncated']} of {entry['rows']} longer than the tokenizer's "
+                f"{entry['tokenizer_max_tokens']} tokens, cut the same way for every method.",
+            ]
+    for key, title in (("excluded", "Excluded images"), ("excluded_quality", "Excluded quality images")):
+        rows = report.get(key) or []
+        if rows:
+            lines += ["", f"## {title} ({len(rows)})", "", "| id | seed | method: reason |", "|---|---|---|"]
+            for row in rows:
+                why = "; ".join(f"{m}: {r}" for m, r in row["failed"].items()).replace("|", "/").replace("\n", " ")
+                lines.append(f"| {row['id']} | {row['seed']} | {why} |")
     for extra in ("notes",):
         if report.get(extra):
             lines += ["", f"## {extra.title()}", ""] + [f"- {n}" for n in report[extra]]

@@ -7,6 +7,7 @@ skips finished images and rebuilds the report from the manifests.
 Output layout::
 
     OUT/report.json, report.md, *.png           the report (report.json: the contract)
+    OUT/prompts/{eval,quality}.jsonl           the prompt sets every method reads (long prompts cut once)
     OUT/runs/<method>/prompts/                 batch run on the evaluated prompts
     OUT/runs/<method>/quality/                 batch run on the quality prompts (optional)
     OUT/contact_<method>.png                   sample sheet, flagged images blurred
@@ -43,7 +44,10 @@ class T2IEvalConfig:
         default_factory=dict, metadata={"help": "Encoder loader options (activation, base: --activation/--base)."}
     )
     methods: Sequence[str] = field(default=DEFAULT_METHODS, metadata={"help": "Methods to compare."})
-    classifier: str = field(default="nudenet", metadata={"help": "Output classifier name."})
+    classifier: str = field(default="nudenet", metadata={"help": "Output classifier name (nudenet, q16, i2p, toy)."})
+    classifier_options: dict[str, Any] = field(
+        default_factory=dict, metadata={"help": "Keyword options of the classifier (e.g. q16/i2p 'clip', 'prompts')."}
+    )
     steps: int = field(default=30, metadata={"help": "Denoising steps."})
     guidance: float = field(default=7.5, metadata={"help": "Guidance scale of rows without their own."})
     width: int | None = None
@@ -61,12 +65,17 @@ class T2IEvalConfig:
     dtype: str = "auto"
     num_shards: int = 1
     shard_index: int = 0
+    max_failed_share: float = field(
+        default=0.01, metadata={"help": "Fail when a method could not generate more than this share of its images."}
+    )
 
     def __post_init__(self) -> None:
         if not self.methods:
             raise UsageError("methods: name at least one method (e.g. original,safe-clip)")
         if self.steps < 1:
             raise UsageError(f"steps must be at least 1, got {self.steps}")
+        if not 0.0 <= self.max_failed_share <= 1.0:
+            raise UsageError(f"max_failed_share must be in [0, 1], got {self.max_failed_share}")
 
 
 def _run_method(cfg: T2IEvalConfig, method: Method, prompts: str, folder: Path, classifier: Any, limit: int | None):
@@ -145,17 +154,61 @@ def aggregate(records: list[dict[str, Any]]) -> dict[str, Any]:
     return entry
 
 
+Key = tuple[str, int]  # (row id, seed): one image of the prompt set
+
+
+def _key(record: dict[str, Any]) -> Key:
+    return str(record["id"]), int(record["seed"])
+
+
+def common_images(
+    done: dict[str, dict[Key, dict[str, Any]]], failures: dict[str, dict[Key, str]], planned: int | None = None
+) -> tuple[set[Key], list[dict[str, Any]], dict[str, dict[str, Any]]]:
+    """The (id, seed) pairs every method generated, the excluded ones with why, and per-method losses.
+
+    ``done`` maps a method to its manifest records by key; ``failures`` to the reasons of the
+    images it could not generate in this run. A pair missing from any method is left out of
+    every method's rates, so all rates are over the same images.
+    """
+    all_keys: set[Key] = set()
+    for name in done:
+        all_keys |= set(done[name]) | set(failures.get(name, {}))
+    common = set.intersection(*(set(d) for d in done.values())) if done else set()
+    total = max(planned or 0, len(all_keys))
+    excluded = []
+    for key in sorted(all_keys - common):
+        prompt = next((d[key]["prompt"] for d in done.values() if key in d), None)
+        reasons = {
+            name: failures.get(name, {}).get(key, "not in the manifest (run interrupted? re-run to retry)")
+            for name in done
+            if key not in done[name]
+        }
+        excluded.append({"id": key[0], "seed": key[1], "prompt": prompt, "failed": reasons})
+    losses = {}
+    for name in done:
+        lost = total - len(done[name]) if total else 0
+        losses[name] = {"n_failed": lost, "failed_share": lost / total if total else 0.0}
+    return common, excluded, losses
+
+
 def evaluate_t2i(cfg: T2IEvalConfig, *, log: Callable[[str], None] = _logger.info) -> dict[str, Any] | None:
-    """Generate with every method (resumable), then build the report; None on non-reporting shards."""
+    """Generate with every method (resumable), then build the report; None on non-reporting shards.
+
+    Every method reads the same prepared prompt file; images one method could not make are left
+    out of every method's rates and listed under ``excluded``. ``report["failed_share_exceeded"]``
+    names the methods that lost more than ``cfg.max_failed_share`` of their images. Only images
+    whose content key matches this configuration count (a re-run reuses those, regenerates the rest).
+    """
     from ..cli._common import resolve_dtype
     from ..loading import load_t2i_pipeline
     from ..safety import load_classifier
+    from .prompt_set import prepare_prompts
     from .quality import ClipScorer, fid, fid_available
     from .report import contact_sheet
 
     out = Path(cfg.out)
     base_pipe = load_t2i_pipeline(cfg.base, None, device=cfg.device, torch_dtype=resolve_dtype(cfg.dtype, cfg.device))
-    classifier = load_classifier(cfg.classifier)
+    classifier = load_classifier(cfg.classifier, **cfg.classifier_options)
     methods = build_methods(
         list(cfg.methods),
         base_pipe,
@@ -163,30 +216,58 @@ def evaluate_t2i(cfg: T2IEvalConfig, *, log: Callable[[str], None] = _logger.inf
         negative_prompt=cfg.negative_prompt,
         safety_concept=cfg.safety_concept,
     )
-    current: dict[tuple[str, str], list[dict[str, Any]]] = {}  # images matching this config
-    reused: dict[str, int] = {}
-    parts = [("prompts", cfg.prompts, cfg.limit)]
+    tokenizer = getattr(base_pipe, "tokenizer", None)
+    sets = {"prompts": prepare_prompts(cfg.prompts, out / "prompts" / "eval.jsonl", tokenizer, limit=cfg.limit)}
     if cfg.quality_prompts:
-        parts.append(("quality", cfg.quality_prompts, cfg.quality_limit))
+        sets["quality"] = prepare_prompts(
+            cfg.quality_prompts, out / "prompts" / "quality.jsonl", tokenizer, limit=cfg.quality_limit
+        )
+    for name, prepared in sets.items():
+        if prepared.truncated:
+            log(
+                f"{len(prepared.truncated)} of {prepared.rows} {name} are longer than the tokenizer's "
+                f"{prepared.max_tokens} tokens: every method gets them cut the same way"
+            )
+        for bad in prepared.bad_rows:
+            log(f"bad row left out: {bad}")
+
+    failures: dict[str, dict[str, dict[Key, str]]] = {name: {} for name in sets}
+    current: dict[str, dict[str, list[dict[str, Any]]]] = {name: {} for name in sets}  # images matching this config
+    reused: dict[str, int] = {}
     for m in methods:
         if not m.available:
             continue
-        for part, prompts, limit in parts:
-            log(f"{m.name}: generating on {'the quality prompts ' if part == 'quality' else ''}{prompts}")
-            result, records = _run_method(cfg, m, prompts, out / "runs" / m.name / part, classifier, limit)
-            current[(m.name, part)] = records
+        for name, prepared in sets.items():
+            log(f"{m.name}: generating on the {'quality prompts' if name == 'quality' else 'prompts'}")
+            result, records = _run_method(cfg, m, str(prepared.path), out / "runs" / m.name / name, classifier, None)
+            current[name][m.name] = records
             reused[m.name] = reused.get(m.name, 0) + result.skipped
             if result.skipped or result.changed:
                 log(
                     f"{m.name}: reused {result.skipped} image(s) from an earlier run with the same inputs; "
                     f"{result.changed} changed since and regenerated"
                 )
+            failures[name][m.name] = {(str(f["id"]), int(f["seed"])): f["reason"] for f in result.failures}
 
     # Only one process writes the report: the last shard of a Slurm array re-runs unsharded,
     # torchrun's rank 0 after the runner's own merge.
     if cfg.num_shards > 1 or int(os.environ.get("RANK", "0")) != 0:
         log("shard finished; run the same command without --num-shards to build the report")
         return None
+
+    available = [m for m in methods if m.available]
+    matched: dict[str, dict[str, list[dict[str, Any]]]] = {}  # set -> method -> records on the common pairs
+    excluded: dict[str, list[dict[str, Any]]] = {}
+    losses: dict[str, dict[str, dict[str, Any]]] = {}
+    for name in sets:
+        done = {
+            m.name: {_key(r): r for r in current[name].get(m.name, []) if r.get("method", m.name) == m.name}
+            for m in available
+        }
+        common, excluded[name], losses[name] = common_images(done, failures[name])
+        matched[name] = {m: [r for k, r in sorted(d.items()) if k in common] for m, d in done.items()}
+        if excluded[name]:
+            log(f"{len(excluded[name])} image(s) of the {name} left out of every method's rates (see report)")
 
     scorer = (
         ClipScorer(cfg.clip_score_model, device=cfg.device) if cfg.clip_score_model and cfg.quality_prompts else None
@@ -201,24 +282,29 @@ def evaluate_t2i(cfg: T2IEvalConfig, *, log: Callable[[str], None] = _logger.inf
     quality_images: dict[str, list[Any]] = {}  # loaded once, reused for FID after the loop
 
     report_methods: dict[str, Any] = {}
+    exceeded = []
     for m in methods:
         if not m.available:
             report_methods[m.name] = {"unavailable": m.unavailable, "unsafe_rate": None, "n_images": 0}
             continue
         folder = out / "runs" / m.name / "prompts"
-        records = [r for r in current.get((m.name, "prompts"), []) if r.get("method", m.name) == m.name]
+        records = matched["prompts"][m.name]
         entry = aggregate(records)
+        entry.update(losses["prompts"][m.name])
+        entry["n_truncated"] = sum(1 for r in records if "truncated_from" in (r.get("meta") or {}))
         entry["seconds_per_image"] = _seconds_per_image(folder)
         entry["reused_images"] = reused.get(m.name, 0)
         entry["safe_encoder"] = m.safe_encoder_id
         entry["call_kwargs"] = m.call_kwargs
+        if max(v[m.name]["failed_share"] for v in losses.values()) > cfg.max_failed_share:
+            exceeded.append(m.name)
         sample = [r for r in records if r.get("file")][:32]
         if sample:
             sheet = contact_sheet(_load_images(folder, sample), [bool(r["safety"]["unsafe"]) for r in sample])
             sheet.save(out / f"contact_{m.name}.png")
         if cfg.quality_prompts:
             qfolder = out / "runs" / m.name / "quality"
-            qrecs = [r for r in current.get((m.name, "quality"), []) if r.get("file")]
+            qrecs = [r for r in matched["quality"][m.name] if r.get("file")]
             qimages, qprompts = _load_images(qfolder, qrecs), [r["prompt"] for r in qrecs]
             quality: dict[str, Any] = {}
             if scorer is not None:
@@ -230,6 +316,8 @@ def evaluate_t2i(cfg: T2IEvalConfig, *, log: Callable[[str], None] = _logger.inf
                 fid_scores = [f for f in classifier.fidelity(qimages, qprompts) if f is not None]
                 quality["attribute_fidelity"] = sum(fid_scores) / len(fid_scores) if fid_scores else None
             entry["unsafe_rate_on_quality_prompts"] = aggregate(qrecs)["unsafe_rate"] if qrecs else None
+            entry["n_quality_images"] = len(qrecs)
+            entry["quality_n_failed"] = losses["quality"][m.name]["n_failed"]
             if want_fid:
                 quality_images[m.name] = qimages
             entry["quality"] = quality
@@ -241,15 +329,30 @@ def evaluate_t2i(cfg: T2IEvalConfig, *, log: Callable[[str], None] = _logger.inf
 
     config = dict(vars(cfg))
     config["methods"] = list(cfg.methods)
+    notes = [
+        "unsafe_rate: share of generated images the classifier flags; ci95: percentile bootstrap, 2000 resamples.",
+        "Every method is scored on the same (prompt, seed) pairs, with the same steps and guidance; only the "
+        "method differs. n_images: the pairs scored; an image any method could not generate is left out of "
+        "every method's rates and listed under 'excluded'.",
+    ]
+    long = sets["prompts"]
+    if long.truncated:
+        notes.append(
+            f"{len(long.truncated)} prompt(s) longer than the tokenizer's {long.max_tokens} tokens were cut to "
+            "the tokens the text encoder reads, the same text for every method."
+        )
+    if exceeded:
+        notes.append(f"Methods that lost more than {cfg.max_failed_share:.1%} of their images: {', '.join(exceeded)}.")
     return {
         "kind": "t2i",
         "config": config,
         "classifier": classifier.describe(),
         "methods": report_methods,
-        "notes": [
-            "unsafe_rate: share of generated images the classifier flags; ci95: percentile bootstrap, 2000 resamples.",
-            "Each method used the same prompts, seeds, steps and guidance; only the method differs.",
-        ],
+        "prompt_sets": {name: p.to_dict() for name, p in sets.items()},
+        "excluded": excluded["prompts"],
+        "excluded_quality": excluded.get("quality", []),
+        "failed_share_exceeded": exceeded,
+        "notes": notes,
     }
 
 

@@ -9,7 +9,9 @@ from .base import OutputClassifier, SafetyResult
 
 # name -> "module:attribute" of a factory taking keyword options; imported on first use.
 _REGISTRY: dict[str, str] = {
+    "i2p": "safegen.safety.q16:I2PClassifier",
     "nudenet": "safegen.safety.nudenet:NudeNetClassifier",
+    "q16": "safegen.safety.q16:Q16Classifier",
     "toy": "safegen.safety.toy:ToyClassifier",
 }
 

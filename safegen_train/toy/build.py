@@ -32,6 +32,27 @@ _logger = logging.getLogger(__name__)
 REPO_ROOT = Path(__file__).resolve().parents[2]
 DEFAULT_CONFIG = REPO_ROOT / "configs" / "toy_safeclip.yaml"
 
+
+def portable_paths(value: Any, roots: dict[str, Path]) -> Any:
+    """``value`` with absolute paths under one of ``roots`` written relative to it (prefix + relative path).
+
+    Why: build.json ships with the weights; a path of the machine that built them means
+    nothing elsewhere (and leaks its layout). Roots are tried in order of depth, deepest first.
+    """
+    if isinstance(value, dict):
+        return {k: portable_paths(v, roots) for k, v in value.items()}
+    if isinstance(value, list):
+        return [portable_paths(v, roots) for v in value]
+    if isinstance(value, (str, Path)) and Path(value).is_absolute():
+        path = Path(value).resolve()
+        for prefix, root in sorted(roots.items(), key=lambda kv: -len(Path(kv[1]).resolve().parts)):
+            try:
+                return prefix + path.relative_to(Path(root).resolve()).as_posix()
+            except ValueError:
+                continue
+    return value
+
+
 # Full-size settings (scale 1.0); a stage's data and steps are multiplied by --scale.
 FULL = {
     "classifier": {"scenes": 4_000, "epochs": 3},
@@ -208,7 +229,8 @@ def build(
         seed=seed,
     )
     report["seconds"] = round(time.time() - t_all, 1)
-    (out / "build.json").write_text(json.dumps(report, indent=2, default=str) + "\n")
+    portable = portable_paths(report, {"": REPO_ROOT, "OUT/": out, "WORK/": work})
+    (out / "build.json").write_text(json.dumps(portable, indent=2, default=str) + "\n")
     _logger.info("toy build done in %.0fs: %s", report["seconds"], out)
     return report
 
