@@ -39,6 +39,8 @@ def load_or_explain(source: str, loader: Callable[[], T]) -> T:
     """Run `loader`; turn "not found / offline" failures for a hub id into one clear sentence."""
     try:
         return loader()
+    except SafegenError:
+        raise  # already explained (MissingWeightsError is also an OSError)
     except (OSError, ValueError) as exc:  # transformers/diffusers raise OSError (or ValueError) for missing repos
         local = Path(source).expanduser()
         if local.exists():
@@ -46,3 +48,17 @@ def load_or_explain(source: str, loader: Callable[[], T]) -> T:
         if looks_like_hub_id(source):
             raise MissingWeightsError(source, detail=type(exc).__name__) from exc
         raise SafegenError(f"'{source}' is neither a local folder nor a hub id (owner/name)") from exc
+
+
+def missing_hub_weights(source: str, exc: BaseException) -> MissingWeightsError | None:
+    """A :class:`MissingWeightsError` when ``exc`` is an ``OSError`` for a hub id the local cache lacks.
+
+    Drop-in loaders use this instead of :func:`load_or_explain`: every other failure (a
+    wrong ``variant`` is a ``ValueError``, a cached repo missing one file an ``OSError``)
+    must reach the caller as the type diffusers raised, so the caller's fallbacks work.
+    """
+    if not isinstance(exc, OSError) or isinstance(exc, SafegenError):
+        return None
+    if looks_like_hub_id(source) and not is_cached(source):
+        return MissingWeightsError(source, detail=type(exc).__name__)
+    return None

@@ -387,7 +387,7 @@ class BatchRunner:
 
         cfg = self.config
         if self.pipe is None:
-            from ..cli._common import resolve_dtype
+            from ..devices import resolve_dtype
             from ..loading import load_t2i_pipeline
 
             sources = resolve_t2i_sources(cfg.preset, cfg.model, cfg.safe_encoder)
@@ -486,7 +486,7 @@ class BatchRunner:
     def run(self) -> BatchResult:
         """Generate everything not yet done for this process's shard; see :class:`BatchResult`."""
         cfg = self.config
-        from ..cli._common import resolve_device
+        from ..devices import resolve_device
 
         device = resolve_device(cfg.device)
         rank, world = self._distributed(device)

@@ -13,6 +13,7 @@ from typing import Annotated, Any
 
 import typer
 
+from ..devices import resolve_device, resolve_dtype  # noqa: F401  (re-exported for the commands)
 from ..errors import SafegenError
 
 PresetOpt = Annotated[str | None, typer.Option("--preset", "-p", help="Named preset (see `safegen presets`).")]
@@ -32,32 +33,6 @@ DtypeOpt = Annotated[str, typer.Option("--dtype", help="auto (fp16 on cuda, fp32
 SeedOpt = Annotated[int, typer.Option("--seed", "-s", help="Random seed; -1 picks one (always recorded).")]
 OutOpt = Annotated[Path, typer.Option("--out", "-o", help="Output folder.")]
 JsonOpt = Annotated[bool, typer.Option("--json", help="Machine-readable JSON on stdout.")]
-
-
-def resolve_device(device: str) -> str:
-    import torch
-
-    if device == "auto":
-        if torch.cuda.is_available():
-            return "cuda"
-        return "cpu"
-    if device.startswith("cuda") and not torch.cuda.is_available():
-        raise SafegenError(f"--device {device} asked for, but no CUDA device is visible; use --device cpu")
-    return device
-
-
-def resolve_dtype(dtype: str, device: str) -> Any:
-    import torch
-
-    table = {"fp32": torch.float32, "float32": torch.float32, "fp16": torch.float16, "float16": torch.float16}
-    table.update({"bf16": torch.bfloat16, "bfloat16": torch.bfloat16})
-    if dtype == "auto":
-        return torch.float16 if device.startswith("cuda") else torch.float32
-    if dtype not in table:
-        raise typer.BadParameter(f"unknown dtype '{dtype}'; choose auto, fp32, fp16 or bf16", param_hint="--dtype")
-    if table[dtype] == torch.float16 and device == "cpu":
-        raise SafegenError("fp16 is not supported on the CPU here; use --dtype fp32 (or bf16)")
-    return table[dtype]
 
 
 def console():

@@ -144,7 +144,7 @@ def aggregate(records: list[dict[str, Any]]) -> dict[str, Any]:
 def evaluate_t2i(cfg: T2IEvalConfig, *, log: Callable[[str], None] = _logger.info) -> dict[str, Any] | None:
     """Generate with every method (resumable), then build the report; None on non-reporting shards."""
     from ..batch import read_manifest
-    from ..cli._common import resolve_dtype
+    from ..devices import resolve_dtype
     from ..loading import load_t2i_pipeline
     from ..safety import load_classifier
     from .quality import ClipScorer, fid, fid_available
