@@ -22,14 +22,14 @@ def looks_like_hub_id(source: str) -> bool:
     return len(parts) == 2 and all(parts) and not source.startswith((".", "/", "~"))
 
 
-def is_cached(repo_id: str, filename: str = "config.json") -> bool:
+def is_cached(repo_id: str, filename: str = "config.json", cache_dir: str | None = None) -> bool:
     """Whether a hub repo has `filename` in the local cache (no network)."""
     try:
         from huggingface_hub import try_to_load_from_cache
     except ImportError:  # pragma: no cover - huggingface_hub is a hard dependency of transformers
         return False
     for name in (filename, "model_index.json"):
-        hit = try_to_load_from_cache(repo_id, name)
+        hit = try_to_load_from_cache(repo_id, name, cache_dir=cache_dir)
         if isinstance(hit, str):
             return True
     return False
@@ -50,7 +50,7 @@ def load_or_explain(source: str, loader: Callable[[], T]) -> T:
         raise SafegenError(f"'{source}' is neither a local folder nor a hub id (owner/name)") from exc
 
 
-def missing_hub_weights(source: str, exc: BaseException) -> MissingWeightsError | None:
+def missing_hub_weights(source: str, exc: BaseException, cache_dir: str | None = None) -> MissingWeightsError | None:
     """A :class:`MissingWeightsError` when ``exc`` is an ``OSError`` for a hub id the local cache lacks.
 
     Drop-in loaders use this instead of :func:`load_or_explain`: every other failure (a
@@ -59,6 +59,6 @@ def missing_hub_weights(source: str, exc: BaseException) -> MissingWeightsError 
     """
     if not isinstance(exc, OSError) or isinstance(exc, SafegenError):
         return None
-    if looks_like_hub_id(source) and not is_cached(source):
+    if looks_like_hub_id(source) and not is_cached(source, cache_dir=cache_dir):
         return MissingWeightsError(source, detail=type(exc).__name__)
     return None

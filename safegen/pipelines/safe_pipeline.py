@@ -236,7 +236,7 @@ class SafePipelineMixin:
         try:
             pipe = super().from_pretrained(pretrained_model_name_or_path, **kwargs)
         except OSError as exc:
-            missing = missing_hub_weights(str(pretrained_model_name_or_path), exc)
+            missing = missing_hub_weights(str(pretrained_model_name_or_path), exc, kwargs.get("cache_dir"))
             if missing is None:
                 raise
             raise missing from exc
@@ -269,6 +269,8 @@ class SafePipelineMixin:
         finally:
             _KEEP_DTYPES.reset(token)
         object.__setattr__(new, "_safe_encoder_ids", dict(getattr(pipeline, "_safe_encoder_ids", {})))
+        if hasattr(pipeline, "_progress_bar_config"):  # a quiet source pipeline gives a quiet twin
+            new.set_progress_bar_config(**pipeline._progress_bar_config)
         new._apply_safe_encoders(encoders, safe_encoder_kwargs)
         return new
 
