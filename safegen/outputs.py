@@ -57,6 +57,7 @@ def format_parameters(params: dict[str, Any]) -> str:
         "model": "Model",
         "safe_encoder": "Safe encoder",
         "scheduler": "Sampler",
+        "strength": "Denoising strength",
     }
     pairs = [f"{label}: {params[key]}" for key, label in names.items() if params.get(key) not in (None, "")]
     if "safe_encoder" in params and params["safe_encoder"] is None:

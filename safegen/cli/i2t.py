@@ -114,8 +114,6 @@ def _run(
     Images are read one batch at a time, so a folder of thousands never sits decoded in
     memory; with --compare the second pass reads the files again after the tower swap.
     """
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
-
     from ..image_io import iter_images
     from ..pipelines.image_to_text import SafeLlavaCaptioner
 
@@ -143,13 +141,14 @@ def _run(
     )
     passes = ["original", "safe"] if compare else ["caption"]
     captions: dict[str, dict[str, str]] = {name: {} for name in passes}
-    with Progress(
-        TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), console=err, transient=True
-    ) as progress:
+    from ..terminal import job_progress
+
+    with job_progress("captioning", total=len(paths) * len(passes)) as progress:
         for name in passes:
             if name == "safe":
                 captioner.set_safe_encoder(sources.safe_encoder, keep_original=False)
-            task = progress.add_task(f"captioning ({name})", total=len(paths))
+            progress.describe(f"captioning ({name})")
+            done = 0
             for batch in batches():
                 texts = (
                     captioner.caption(
@@ -164,7 +163,8 @@ def _run(
                     else []
                 )
                 captions[name].update((str(p), t) for (p, _), t in zip(batch, texts, strict=True))
-                progress.advance(task, batch_size)
+                done = min(done + batch_size, len(paths))
+                progress.update(passes.index(name) * len(paths) + done)
 
     common = {"model": sources.base, "safe_encoder": sources.safe_encoder, "preset": sources.preset, **gen}
     records = []

@@ -61,7 +61,7 @@ def t2i(
     if not prompt.strip():
         raise typer.BadParameter("the prompt is empty; pass the text to draw", param_hint="PROMPT")
     width, height = parse_size(size)
-    from ..loading import load_t2i_pipeline, prompt_overflow, resolve_t2i_sources, safe_twin
+    from ..loading import load_t2i_pipeline, resolve_t2i_sources, safe_twin
 
     err = console()
     if not preset and not model:
@@ -88,9 +88,7 @@ def t2i(
                 )
         except Exception as exc:
             _reraise_with_hint(exc, sources.preset)
-    cut = prompt_overflow(safe.tokenizer, prompt)
-    if cut:
-        err.print(f"warning: the prompt is longer than the text encoder reads; this part is cut: '{cut}'")
+    warn_long_prompt(safe.tokenizer, prompt)
 
     runs = [("safe" if sources.safe_encoder else "original", safe)]
     if original is not None:
@@ -124,7 +122,7 @@ def t2i(
         for i in range(num_images):
             pair = [images_by_variant["original"][i], images_by_variant["safe"][i]]
             path = _save_side_by_side(pair, out, prompt, seed + i)
-            err.print(f"side by side (original | safe): {path}")
+            typer.echo(f"side by side (original | safe): {path}", err=True)  # unwrapped, one a line
 
     if json_out:
         print_json(records)
@@ -135,6 +133,18 @@ def t2i(
                 flag = "  FLAGGED" if rec["safety"]["unsafe"] else "  ok"
                 flag += f" ({rec['safety']['score']:.2f})"
             typer.echo(f"{rec['file']}{flag}")
+
+
+def warn_long_prompt(tokenizer: Any, prompt: str) -> None:
+    """Say once, on stderr, which words the text encoder never reads (shortened in the middle)."""
+    from ..loading import prompt_overflow
+    from ..terminal import QUIET, shorten_middle, verbosity
+
+    cut = prompt_overflow(tokenizer, prompt)
+    if cut and verbosity() != QUIET:
+        typer.echo(
+            f"warning: the prompt is longer than the text encoder reads; cut: '{shorten_middle(cut, 60)}'", err=True
+        )
 
 
 def _generate(pipe, prompt, negative_prompt, steps, guidance, seed, n, width, height) -> list[Any]:

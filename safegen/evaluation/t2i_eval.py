@@ -87,14 +87,18 @@ def _run_method(cfg: T2IEvalConfig, method: Method, prompts: str, folder: Path, 
         num_shards=cfg.num_shards,
         shard_index=cfg.shard_index,
     )
-    runner = BatchRunner(
-        bcfg,
-        pipe=method.pipe,
-        classifier=classifier,
-        call_kwargs=method.call_kwargs,
-        record_extra={"method": method.name},
-    )
-    result = runner.run()
+    from ..terminal import job_progress
+
+    with job_progress(f"{method.name}: {Path(prompts).name}") as bar:
+        runner = BatchRunner(
+            bcfg,
+            pipe=method.pipe,
+            classifier=classifier,
+            call_kwargs=method.call_kwargs,
+            record_extra={"method": method.name},
+            progress=lambda done, total: bar.update(done, total),
+        )
+        result = runner.run()
     _record_timing(folder, result.generated, result.seconds)
     return result
 
