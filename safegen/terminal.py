@@ -31,6 +31,18 @@ _CHATTY_LIBRARIES = r"(diffusers|transformers|huggingface_hub|torch|open_clip|ti
 _state: dict[str, Any] = {"verbosity": None}  # None: no command configured the terminal (library use)
 
 
+class _StderrHandler(logging.StreamHandler):
+    """Writes to whatever ``sys.stderr`` is at emit time (test runners and CliRunner swap it)."""
+
+    @property
+    def stream(self) -> Any:
+        return sys.stderr
+
+    @stream.setter
+    def stream(self, value: Any) -> None:
+        pass
+
+
 class _SafegenFormatter(logging.Formatter):
     def format(self, record: logging.LogRecord) -> str:
         prefix = "" if record.levelno < logging.WARNING else f"{record.levelname.lower()}: "
@@ -64,7 +76,7 @@ def configure(verbosity: int = NORMAL) -> None:
         warnings.filterwarnings("ignore", category=UserWarning, module=_CHATTY_LIBRARIES)
     root = logging.getLogger("safegen")
     root.handlers = [h for h in root.handlers if not getattr(h, "_safegen_terminal", False)]
-    handler = logging.StreamHandler(sys.stderr)
+    handler = _StderrHandler()
     handler.setFormatter(_SafegenFormatter())
     handler._safegen_terminal = True  # type: ignore[attr-defined]
     root.addHandler(handler)

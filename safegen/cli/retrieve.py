@@ -103,8 +103,7 @@ def _add(retriever: Any, images: list[str] | None, texts: Path | None, recursive
         for problem in expanded.problems:
             typer.echo(f"error: {problem}", err=True)
         problems += len(expanded.problems)
-        with err.status(f"encoding {len(expanded.paths)} image(s) ..."):
-            report = retriever.add_images(expanded.paths)
+        report = _add_with_progress(retriever.add_images, list(expanded.paths), "images", retriever.batch_size)
         for error in report.errors:
             typer.echo(f"error: {error}", err=True)
         problems += len(report.errors)
@@ -115,10 +114,24 @@ def _add(retriever: Any, images: list[str] | None, texts: Path | None, recursive
         )
     if texts is not None:
         lines = _read_texts(texts)
-        with err.status(f"encoding {len(lines)} text(s) ..."):
-            report = retriever.add_texts(lines)
+        report = _add_with_progress(retriever.add_texts, lines, "texts", retriever.batch_size)
         err.print(f"texts: {report.added} added, {report.skipped} already indexed", markup=False, soft_wrap=True)
     return problems
+
+
+def _add_with_progress(add: Any, items: list, what: str, batch_size: int) -> Any:
+    """``add(items)`` a few batches at a time, under one progress display (counts, ETA)."""
+    from ..retrieval import AddReport
+    from ..terminal import job_progress
+
+    total, step = AddReport(), max(1, batch_size) * 4
+    with job_progress(f"encoding {what}", total=len(items)) as bar:
+        for start in range(0, len(items), step):
+            part = add(items[start : start + step])
+            total.added, total.skipped = total.added + part.added, total.skipped + part.skipped
+            total.errors.extend(part.errors)
+            bar.advance(len(items[start : start + step]))
+    return total
 
 
 @app.command("build")

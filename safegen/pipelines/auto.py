@@ -84,14 +84,28 @@ def task_class(pipeline_cls: type, task: str, *, controlnet: bool = False) -> ty
     raise SafegenError(f"diffusers has no {task} pipeline in the family of {pipeline_cls.__name__}")
 
 
-def _diffusers_class_of(pipe_or_source: Any, **config_kwargs: Any) -> type:
+def _diffusers_class_of(pipe_or_source: Any, *, explain: bool = True, **config_kwargs: Any) -> type:
+    """The diffusers class of a pipeline object, or the one a folder's / hub id's model_index.json names.
+
+    ``explain=True`` turns load failures into safegen's one-line errors (the CLI's way);
+    ``explain=False`` lets diffusers' exceptions through, as the drop-in loaders must.
+    """
     if isinstance(pipe_or_source, (str, Path)):
         from diffusers import DiffusionPipeline
 
-        from .._hub import load_or_explain
+        from .._hub import load_or_explain, missing_hub_weights
 
         src = str(pipe_or_source)
-        index = load_or_explain(src, lambda: DiffusionPipeline.load_config(src, **config_kwargs))
+        if explain:
+            index = load_or_explain(src, lambda: DiffusionPipeline.load_config(src, **config_kwargs))
+        else:
+            try:
+                index = DiffusionPipeline.load_config(src, **config_kwargs)
+            except OSError as exc:
+                missing = missing_hub_weights(src, exc, config_kwargs.get("cache_dir"))
+                if missing is None:
+                    raise
+                raise missing from exc
         return diffusers_class_named(index.get("_class_name", ""))
     return getattr(type(pipe_or_source), "_diffusers_class", type(pipe_or_source))
 
@@ -127,7 +141,7 @@ class _SafeAutoPipeline:
     ) -> Any:
         """Load the family's pipeline for this task with a Safe-CLIP encoder (diffusers' kwargs pass through)."""
         config_kwargs = {k: kwargs[k] for k in ("cache_dir", "revision", "token", "local_files_only") if k in kwargs}
-        base = _diffusers_class_of(pretrained_model_name_or_path, **config_kwargs)
+        base = _diffusers_class_of(pretrained_model_name_or_path, explain=False, **config_kwargs)
         target = task_class(base, cls.task, controlnet=kwargs.get("controlnet") is not None)
         return safe_pipeline_class(target).from_pretrained(
             pretrained_model_name_or_path, safe_encoder=safe_encoder, safe_encoder_kwargs=safe_encoder_kwargs, **kwargs
