@@ -66,7 +66,10 @@ def configure(verbosity: int = NORMAL) -> None:
     level = {QUIET: "error", NORMAL: "error", VERBOSE: "info"}[max(QUIET, min(VERBOSE, verbosity))]
     # Read by the libraries when they first configure their loggers (before any import here).
     for var in ("DIFFUSERS_VERBOSITY", "TRANSFORMERS_VERBOSITY"):
-        os.environ[var] = level
+        if verbosity >= VERBOSE:
+            os.environ[var] = level
+        else:
+            os.environ.setdefault(var, level)  # a user's own setting wins over the quiet default
     if verbosity < VERBOSE:
         os.environ["HF_HUB_DISABLE_PROGRESS_BARS"] = "1"
         os.environ["TRANSFORMERS_NO_ADVISORY_WARNINGS"] = "1"
