@@ -1,8 +1,10 @@
 """Inference overhead of Safe-CLIP vs plain diffusers vs Safe Latent Diffusion (SLD).
 
 Safe-CLIP only swaps text-encoder weights, so its promise is zero overhead; SLD adds a
-third UNet batch entry (the safety concept) every step. All three pipelines share the
-same tiny components built in code; runs are interleaved and the median is reported.
+third UNet batch entry (the safety concept) every step. All pipelines share the same tiny
+components built in code; runs are interleaved and the median is reported. Image-to-image
+and inpainting (strength 0.75, a fixed random photo and a centre mask) are compared with
+their own plain diffusers pipeline: ratio = safe / plain of the same task.
 
     python benchmarks/t2i_overhead.py [--steps 10] [--repeats 15] [--size 64]
 """
@@ -37,10 +39,12 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's choice)")
     args = parser.parse_args()
 
-    from diffusers import StableDiffusionPipeline
+    import numpy as np
+    from diffusers import StableDiffusionImg2ImgPipeline, StableDiffusionInpaintPipeline, StableDiffusionPipeline
     from diffusers.pipelines.deprecated.stable_diffusion_safe import SafetyConfig, StableDiffusionPipelineSafe
+    from PIL import Image
 
-    from safegen import SafeStableDiffusionPipeline
+    from safegen import SafeStableDiffusionPipeline, make_safe
     from safegen.testing import get_dummy_components, tiny_clip_model
 
     if args.threads:
@@ -52,7 +56,21 @@ def main() -> None:
     sld = StableDiffusionPipelineSafe(
         **sld_comps, safety_checker=None, feature_extractor=None, requires_safety_checker=False
     )
-    pipes = {"diffusers": plain, "safegen": safe, "sld-medium": sld}
+    plain_i2i = StableDiffusionImg2ImgPipeline.from_pipe(plain)
+    plain_inpaint = StableDiffusionInpaintPipeline.from_pipe(plain)
+    pipes = {
+        "diffusers": plain,
+        "safegen": safe,
+        "sld-medium": sld,
+        "diffusers-i2i": plain_i2i,
+        "safegen-i2i": make_safe(plain_i2i, safe_encoder=tiny_clip_model(seed=5)),
+        "diffusers-inpaint": plain_inpaint,
+        "safegen-inpaint": make_safe(plain_inpaint, safe_encoder=tiny_clip_model(seed=5)),
+    }
+    baseline = {name: "diffusers" + name[name.index("-") :] if "-i" in name else "diffusers" for name in pipes}
+    photo = Image.fromarray((np.random.RandomState(0).rand(args.size, args.size, 3) * 255).astype("uint8"))
+    mask = Image.new("L", (args.size, args.size), 0)
+    mask.paste(255, (args.size // 4, args.size // 4, 3 * args.size // 4, 3 * args.size // 4))
     for p in pipes.values():
         p.set_progress_bar_config(disable=True)
 
@@ -63,6 +81,10 @@ def main() -> None:
         kw = dict(num_inference_steps=args.steps, height=args.size, width=args.size, output_type="np")
         if name.startswith("sld"):
             kw.update(SafetyConfig.MEDIUM)
+        if name.endswith(("-i2i", "-inpaint")):
+            kw.update(image=photo, strength=0.75)
+        if name.endswith("-inpaint"):
+            kw.update(mask_image=mask)
         return lambda: pipe(prompt, generator=torch.Generator().manual_seed(0), **kw)
 
     batch = {name: unet_batch_sizes(pipes[name], caller(name)) for name in pipes}
@@ -73,14 +95,14 @@ def main() -> None:
             caller(name)()
             times[name].append(time.perf_counter() - t0)
 
-    base = statistics.median(times["diffusers"])
     threads = torch.get_num_threads()
     print(f"tiny SD, {args.size}x{args.size}, {args.steps} steps, {args.repeats} repeats, threads={threads}")
-    print(f"{'pipeline':<12} {'median s':>9} {'ratio':>7} {'UNet batch':>11} {'UNet calls':>11}")
+    print(f"{'pipeline':<18} {'median s':>9} {'ratio':>7} {'UNet batch':>11} {'UNet calls':>11}")
     for name in pipes:
         med = statistics.median(times[name])
+        base = statistics.median(times[baseline[name]])
         b = batch[name]
-        print(f"{name:<12} {med:9.4f} {med / base:7.3f} {max(b):>11} {len(b):>11}")
+        print(f"{name:<18} {med:9.4f} {med / base:7.3f} {max(b):>11} {len(b):>11}")
 
 
 if __name__ == "__main__":

@@ -22,14 +22,14 @@ def looks_like_hub_id(source: str) -> bool:
     return len(parts) == 2 and all(parts) and not source.startswith((".", "/", "~"))
 
 
-def is_cached(repo_id: str, filename: str = "config.json") -> bool:
+def is_cached(repo_id: str, filename: str = "config.json", cache_dir: str | None = None) -> bool:
     """Whether a hub repo has `filename` in the local cache (no network)."""
     try:
         from huggingface_hub import try_to_load_from_cache
     except ImportError:  # pragma: no cover - huggingface_hub is a hard dependency of transformers
         return False
     for name in (filename, "model_index.json"):
-        hit = try_to_load_from_cache(repo_id, name)
+        hit = try_to_load_from_cache(repo_id, name, cache_dir=cache_dir)
         if isinstance(hit, str):
             return True
     return False
@@ -47,6 +47,8 @@ def load_or_explain(source: str, loader: Callable[[], T]) -> T:
 
     try:
         return loader()
+    except SafegenError:
+        raise  # already explained (MissingWeightsError is also an OSError)
     except (OSError, ValueError) as exc:  # transformers/diffusers raise OSError (or ValueError) for missing repos
         local = Path(source).expanduser()
         if local.exists():
@@ -77,3 +79,17 @@ def _first_line(exc: BaseException, limit: int = 200) -> str:
     lines = str(exc).strip().splitlines()
     text = lines[0] if lines else type(exc).__name__
     return text if len(text) <= limit else text[:limit] + "..."
+
+
+def missing_hub_weights(source: str, exc: BaseException, cache_dir: str | None = None) -> MissingWeightsError | None:
+    """A :class:`MissingWeightsError` when ``exc`` is an ``OSError`` for a hub id the local cache lacks.
+
+    Drop-in loaders use this instead of :func:`load_or_explain`: every other failure (a
+    wrong ``variant`` is a ``ValueError``, a cached repo missing one file an ``OSError``)
+    must reach the caller as the type diffusers raised, so the caller's fallbacks work.
+    """
+    if not isinstance(exc, OSError) or isinstance(exc, SafegenError):
+        return None
+    if looks_like_hub_id(source) and not is_cached(source, cache_dir=cache_dir):
+        return MissingWeightsError(source, detail=type(exc).__name__)
+    return None

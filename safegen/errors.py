@@ -7,8 +7,12 @@ class SafegenError(Exception):
     """A known failure with a one-line, actionable message (the CLI prints it without a traceback)."""
 
 
-class MissingWeightsError(SafegenError):
-    """Weights for a hub id are neither in the local cache nor downloadable."""
+class MissingWeightsError(SafegenError, OSError):
+    """Weights for a hub id are neither in the local cache nor downloadable.
+
+    Also an ``OSError``: diffusers and transformers raise ``OSError`` for a missing repo, so
+    code written against them (``except OSError``) keeps working with safegen's loaders.
+    """
 
     def __init__(self, repo_id: str, detail: str | None = None):
         self.repo_id = repo_id

@@ -70,36 +70,48 @@ def load_t2i_pipeline(
     attention: str = "auto",
     safety_checker: bool = False,
     safe_encoder_kwargs: dict[str, Any] | None = None,
+    task: str = "text2image",
 ) -> Any:
-    """Load a safe SD/SDXL pipeline (original when ``safe_encoder`` is None) on ``device``.
+    """Load a safe pipeline of ``base``'s family for ``task`` (original when ``safe_encoder`` is None).
 
-    ``safe_encoder_kwargs`` go to the encoder loader (``activation``, ``base``: the CLI's
-    --activation and --base).
-
+    ``task`` is "text2image", "image2image" or "inpaint": an SD text-to-image folder loads as
+    its img2img or inpainting pipeline, sharing nothing to convert. ``safe_encoder_kwargs`` go
+    to the encoder loader (``activation``, ``base``: the CLI's --activation and --base).
     diffusers' built-in safety checker is off by default: safegen flags outputs with its own
     classifiers (``--check``) and never blacks images out silently.
     """
-    from .pipelines.attention import configure_attention
-    from .pipelines.text_to_image import pipeline_class_for
+    import inspect
 
-    cls = pipeline_class_for(base)
+    from .pipelines.attention import configure_attention
+    from .pipelines.auto import pipeline_class_for
+    from .terminal import pipeline_progress_bar, quiet_libraries
+
+    quiet_libraries()
+    cls = pipeline_class_for(base, task=None if task == "text2image" else task)
     kwargs: dict[str, Any] = {"trust_remote_code": False}  # never run code shipped with a model
     if torch_dtype is not None:
-        kwargs["torch_dtype"] = torch_dtype
-    if not safety_checker and cls.__name__ == "SafeStableDiffusionPipeline":
+        kwargs[dtype_argument()] = torch_dtype
+    if not safety_checker and "safety_checker" in inspect.signature(cls.__init__).parameters:
         kwargs.update(safety_checker=None, requires_safety_checker=False)
     pipe = cls.from_pretrained(base, safe_encoder=safe_encoder, safe_encoder_kwargs=safe_encoder_kwargs, **kwargs)
     pipe = pipe.to(device)
     configure_attention(pipe, attention, device=device)
+    pipeline_progress_bar(pipe)
     return pipe
+
+
+def dtype_argument() -> str:
+    """The name diffusers' loaders take a dtype under: ``dtype`` now, ``torch_dtype`` before (deprecated)."""
+    from diffusers.utils import deprecation_utils
+
+    return "dtype" if hasattr(deprecation_utils, "_resolve_dtype") else "torch_dtype"
 
 
 def safe_twin(pipe: Any, safe_encoder: Any, safe_encoder_kwargs: dict[str, Any] | None = None) -> Any:
     """A safe pipeline sharing ``pipe``'s UNet/VAE (for side-by-side comparisons)."""
-    from .pipelines.text_to_image import pipeline_class_for
+    from .pipelines.auto import make_safe
 
-    twin = pipeline_class_for(pipe).from_pipe(pipe, safe_encoder=safe_encoder, safe_encoder_kwargs=safe_encoder_kwargs)
-    return twin
+    return make_safe(pipe, safe_encoder=safe_encoder, safe_encoder_kwargs=safe_encoder_kwargs)
 
 
 def prompt_overflow(tokenizer: Any, prompt: str) -> str | None:

@@ -15,6 +15,8 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
+from .errors import UsageError
+
 _UNSAFE_CHARS = re.compile(r"[^A-Za-z0-9._-]+")
 MAX_STEM = 80
 
@@ -115,6 +117,7 @@ def format_parameters(params: dict[str, Any]) -> str:
         "model": "Model",
         "safe_encoder": "Safe encoder",
         "scheduler": "Sampler",
+        "strength": "Denoising strength",
     }
     pairs = [f"{label}: {params[key]}" for key, label in names.items() if params.get(key) not in (None, "")]
     if "safe_encoder" in params and params["safe_encoder"] is None:
@@ -164,3 +167,18 @@ def path_inside(root: str | Path, name: str) -> Path:
     if candidate != root and root not in candidate.parents:
         raise ValueError(f"refusing to write '{name}': it resolves outside the output folder {root}")
     return candidate
+
+
+def check_out_dir(path: str | Path, flag: str = "--out") -> Path:
+    """An output folder path that is not a file (checked before any work, so nothing is lost at the end)."""
+    path = Path(path)
+    if path.exists() and not path.is_dir():
+        raise UsageError(f"{flag} {clip_text(str(path), 200)} is a file; pass a folder (it is created if missing)")
+    for parent in path.parents:
+        if parent.exists():
+            if not parent.is_dir():
+                raise UsageError(f"{flag} {clip_text(str(path), 200)}: {parent} is a file, not a folder")
+            if not os.access(parent, os.W_OK | os.X_OK):
+                raise UsageError(f"{flag} {clip_text(str(path), 200)}: cannot write in {parent}")
+            break
+    return path

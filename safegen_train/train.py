@@ -591,9 +591,9 @@ def _train(
             )
 
     # ---- the loop
-    from tqdm.auto import tqdm
+    from safegen.terminal import open_progress
 
-    progress = tqdm(total=total_steps, initial=state["global_step"], disable=not is_main, desc="fit", unit="step")
+    progress = open_progress("training", total=total_steps, done=state["global_step"], enabled=is_main)
     accum = config.grad_accum_steps
     model.train()
     window_t, window_samples = time.perf_counter(), 0
@@ -617,7 +617,7 @@ def _train(
             state["global_step"] += 1
             state["step_in_epoch"] += 1
             window_samples += config.batch_size
-            progress.update(1)
+            progress.advance(1)
 
             step = state["global_step"]
             if step % config.log_every == 0 or step == total_steps:
@@ -636,7 +636,7 @@ def _train(
                 if term_samples is not None:  # once per run (and per resume): records feeding each term
                     record["term_samples"], term_samples = term_samples, None
                 log(record)
-                progress.set_postfix(loss=f"{record['loss']:.4f}")
+                progress.describe(f"training (loss {record['loss']:.4f})")
                 window_t, window_samples = time.perf_counter(), 0
             if config.eval_every_steps and step % config.eval_every_steps == 0:
                 run_validation()

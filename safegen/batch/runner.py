@@ -420,7 +420,7 @@ class BatchRunner:
         from ..fingerprint import fingerprint_pipeline, fingerprint_source
 
         if self.pipe is None:
-            from ..cli._common import resolve_dtype
+            from ..devices import resolve_dtype
             from ..loading import load_t2i_pipeline
 
             sources = resolve_t2i_sources(cfg.preset, cfg.model, cfg.safe_encoder)
@@ -631,7 +631,8 @@ class BatchRunner:
         device, prompt file, the folder lock), so a mistake costs no model load.
         """
         cfg = self.config
-        from ..cli._common import check_out_dir, resolve_device
+        from ..devices import resolve_device
+        from ..outputs import check_out_dir
 
         check_out_dir(self.out)
         device = resolve_device(cfg.device)

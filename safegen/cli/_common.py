@@ -8,14 +8,15 @@ from __future__ import annotations
 import json
 import math
 import os
-import re
 import sys
 from pathlib import Path
 from typing import Annotated, Any
 
 import typer
 
+from ..devices import check_device, resolve_device, resolve_dtype  # noqa: F401  (re-exported for the commands)
 from ..errors import SafegenError, UsageError
+from ..outputs import check_out_dir  # noqa: F401  (re-exported for the commands)
 
 PresetOpt = Annotated[str | None, typer.Option("--preset", "-p", help="Named preset (see `safegen presets`).")]
 ModelOpt = Annotated[str | None, typer.Option("--model", "-m", help="Base model: hub id or local folder.")]
@@ -60,18 +61,10 @@ OutOpt = Annotated[Path, typer.Option("--out", "-o", help="Output folder.")]
 JsonOpt = Annotated[bool, typer.Option("--json", help="Machine-readable JSON on stdout.")]
 
 
-_DEVICE = re.compile(r"^(auto|cpu|mps|xpu|cuda(:\d{1,3})?)$")
 ATTENTION_CHOICES = ("auto", "sdpa", "xformers", "eager")
 MAX_SEED = 2**63 - 1
 MAX_STEPS = 10_000
 MAX_IMAGES = 10_000
-
-
-def check_device(device: str) -> str:
-    """``device`` if it names a device kind safegen can use, else a usage error (before any model loads)."""
-    if not _DEVICE.match(str(device)):
-        raise UsageError(f"--device '{clip_text(device, 40)}' is not a device; use auto, cpu, cuda, cuda:N or mps")
-    return device
 
 
 def check_attention(mode: str) -> str:
@@ -100,21 +93,6 @@ def check_count(value: int | None, flag: str, maximum: int) -> None:
         raise UsageError(f"{flag} must be between 1 and {maximum}, got {clip_text(str(value), 40)}")
 
 
-def check_out_dir(path: str | Path, flag: str = "--out") -> Path:
-    """An output folder path that is not a file (checked before any work, so nothing is lost at the end)."""
-    path = Path(path)
-    if path.exists() and not path.is_dir():
-        raise UsageError(f"{flag} {clip_text(str(path), 200)} is a file; pass a folder (it is created if missing)")
-    for parent in path.parents:
-        if parent.exists():
-            if not parent.is_dir():
-                raise UsageError(f"{flag} {clip_text(str(path), 200)}: {parent} is a file, not a folder")
-            if not os.access(parent, os.W_OK | os.X_OK):
-                raise UsageError(f"{flag} {clip_text(str(path), 200)}: cannot write in {parent}")
-            break
-    return path
-
-
 def clip_text(text: str, limit: int = 200) -> str:
     from ..outputs import clip_text as _clip
 
@@ -131,34 +109,6 @@ def status(console_obj: Any, text: str) -> Any:
 def echo_plain(console_obj: Any, text: str) -> None:
     """Print user text (prompts, paths) on a rich console with no markup parsing: `[/bold]` stays text."""
     console_obj.print(text, markup=False, highlight=False, soft_wrap=True)
-
-
-def resolve_device(device: str) -> str:
-    import torch
-
-    check_device(device)
-
-    if device == "auto":
-        if torch.cuda.is_available():
-            return "cuda"
-        return "cpu"
-    if device.startswith("cuda") and not torch.cuda.is_available():
-        raise SafegenError(f"--device {device} asked for, but no CUDA device is visible; use --device cpu")
-    return device
-
-
-def resolve_dtype(dtype: str, device: str) -> Any:
-    import torch
-
-    table = {"fp32": torch.float32, "float32": torch.float32, "fp16": torch.float16, "float16": torch.float16}
-    table.update({"bf16": torch.bfloat16, "bfloat16": torch.bfloat16})
-    if dtype == "auto":
-        return torch.float16 if device.startswith("cuda") else torch.float32
-    if dtype not in table:
-        raise typer.BadParameter(f"unknown dtype '{dtype}'; choose auto, fp32, fp16 or bf16", param_hint="--dtype")
-    if table[dtype] == torch.float16 and device == "cpu":
-        raise SafegenError("fp16 is not supported on the CPU here; use --dtype fp32 (or bf16)")
-    return table[dtype]
 
 
 def console():

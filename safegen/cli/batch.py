@@ -156,6 +156,9 @@ def batch(
         return
     if file is None:
         raise typer.BadParameter("give a prompt file (or --summary OUT / --merge OUT)", param_hint="FILE")
+    from ..prompt_sets import resolve_prompt_file
+
+    file = resolve_prompt_file(file, "FILE")  # a path, or a shipped set by name: i2p, coco
     if on_unsafe not in ON_UNSAFE_CHOICES:
         raise typer.BadParameter(f"choose one of {', '.join(ON_UNSAFE_CHOICES)}", param_hint="--on-unsafe")
     if (on_unsafe != "keep" or keep_flagged) and not check:
@@ -243,24 +246,15 @@ class _WarningsToConsole(logging.Handler):
 
 
 def _run(config: Any, con: Any) -> Any:
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
-
     from ..batch import BatchRunner
+    from ..terminal import job_progress
 
     handler = _WarningsToConsole(con)
     pkg_logger = logging.getLogger("safegen.batch")
     pkg_logger.addHandler(handler)
-    progress = Progress(
-        TextColumn("batch"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(), console=con, transient=True
-    )
-    task = progress.add_task("batch", total=None)
-
-    def on_progress(done: int, total: int) -> None:
-        progress.update(task, completed=done, total=total)
-
     try:
-        with progress:
-            return BatchRunner(config, progress=on_progress).run()
+        with job_progress("batch") as bar:
+            return BatchRunner(config, progress=lambda done, total: bar.update(done, total)).run()
     finally:
         pkg_logger.removeHandler(handler)
 

@@ -74,7 +74,7 @@ def _finish(report: dict, out: Path, compare_to: Path | None, json_out: bool) ->
 @cli_errors
 def eval_t2i(
     prompts: Annotated[
-        Path, typer.Option("--prompts", exists=True, help="Prompt file: I2P/research CSV, txt, jsonl.")
+        Path, typer.Option("--prompts", help="Prompt file (I2P/research CSV, txt, jsonl) or a shipped set: i2p, coco.")
     ],
     preset: PresetOpt = None,
     model: ModelOpt = None,
@@ -121,7 +121,8 @@ def eval_t2i(
         str | None, typer.Option("--safety-concept", help="SLD's safety concept (default: the preset's, else SLD's).")
     ] = None,
     quality_prompts: Annotated[
-        Path | None, typer.Option("--quality-prompts", exists=True, help="Safe prompts for quality retention.")
+        Path | None,
+        typer.Option("--quality-prompts", help="Safe prompts for quality retention: a file or the shipped set coco."),
     ] = None,
     quality_limit: Annotated[int | None, typer.Option("--quality-limit", min=1)] = None,
     clip_score_model: Annotated[
@@ -153,6 +154,7 @@ def eval_t2i(
     from ..evaluation.t2i_eval import T2IEvalConfig, evaluate_t2i
     from ..loading import resolve_t2i_sources
     from ..presets import get_preset
+    from ..prompt_sets import resolve_prompt_file
     from ._common import parse_size
 
     width, height = parse_size(size)
@@ -174,7 +176,7 @@ def eval_t2i(
     elif q16_clip or q16_prompts:
         raise typer.BadParameter("--q16-clip/--q16-prompts need --classifier q16 or i2p")
     cfg = T2IEvalConfig(
-        prompts=str(prompts),
+        prompts=str(resolve_prompt_file(prompts, "--prompts")),
         out=str(out),
         base=sources.base,
         safe_encoder=sources.safe_encoder,
@@ -191,7 +193,7 @@ def eval_t2i(
         limit=limit,
         negative_prompt=negative_prompt or extra.get("safety_concept", DEFAULT_SAFETY_CONCEPT),
         safety_concept=safety_concept or extra.get("safety_concept", DEFAULT_SAFETY_CONCEPT),
-        quality_prompts=str(quality_prompts) if quality_prompts else None,
+        quality_prompts=str(resolve_prompt_file(quality_prompts, "--quality-prompts")) if quality_prompts else None,
         quality_limit=quality_limit,
         clip_score_model=clip_score_model or (p.clip if p else None),
         fid=fid,
@@ -277,18 +279,21 @@ def eval_i2t(
         from ..encoders import load_safe_vision_encoder
 
         safe_vision = load_safe_vision_encoder(sources.safe_encoder, **enc_kwargs)
-    report = evaluate_captions(
-        files,
-        captioner,
-        safe_vision,
-        classifier,
-        labels=read_labels(labels) if labels else None,
-        caption_kwargs=dict(
-            prompt=prompt, temperature=temperature, max_new_tokens=max_new_tokens, batch_size=batch_size, seed=seed
-        ),
-        out=out,
-        progress=lambda m, d, t: err.print(f"{m}: {d}/{t}", end="\r"),
-    )
+    from ..terminal import job_progress
+
+    with job_progress("captioning") as bar:
+        report = evaluate_captions(
+            files,
+            captioner,
+            safe_vision,
+            classifier,
+            labels=read_labels(labels) if labels else None,
+            caption_kwargs=dict(
+                prompt=prompt, temperature=temperature, max_new_tokens=max_new_tokens, batch_size=batch_size, seed=seed
+            ),
+            out=out,
+            progress=lambda m, d, t: (bar.describe(f"captioning ({m})"), bar.update(d, t)),
+        )
     report["config"] = {
         "captioner": sources.base,
         "safe_encoder": sources.safe_encoder,

@@ -1,17 +1,20 @@
 """Entry point of the `safegen` command: registers one command module each.
 
 Known errors print one line and exit 1; usage errors exit 2 (typer); tracebacks only
-with SAFEGEN_DEBUG=1.
+with SAFEGEN_DEBUG=1. ``-v`` / ``-q`` before the command set how loud the terminal is
+(see :mod:`safegen.terminal`).
 """
 
 from __future__ import annotations
 
 import sys
+from typing import Annotated
 
 import typer
 
 from . import batch as batch_cmd
 from . import eval as eval_cmd
+from . import i2i as i2i_cmd
 from . import i2t as i2t_cmd
 from . import presets as presets_cmd
 from . import retrieve as retrieve_cmd
@@ -27,7 +30,23 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
     rich_markup_mode=None,
 )
+
+
+@app.callback()
+def _terminal(
+    verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Also show the libraries' logs and bars.")] = False,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="Only results (stdout) and errors (stderr).")] = False,
+) -> None:
+    """Safe-CLIP for generative models: safe text-to-image, image-to-text and retrieval."""
+    from ..terminal import NORMAL, QUIET, VERBOSE, configure
+
+    if verbose and quiet:
+        raise typer.BadParameter("choose one of -v and -q", param_hint="-v/-q")
+    configure(VERBOSE if verbose else QUIET if quiet else NORMAL)
+
+
 app.command("t2i")(t2i_cmd.t2i)
+app.command("i2i")(i2i_cmd.i2i)
 app.command("presets")(presets_cmd.presets)
 app.command("batch")(batch_cmd.batch)
 app.command("i2t")(i2t_cmd.i2t)

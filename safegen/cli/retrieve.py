@@ -32,7 +32,6 @@ from ._common import (
     console,
     encoder_kwargs,
     print_json,
-    status,
 )
 
 _logger = logging.getLogger(__name__)
@@ -135,10 +134,13 @@ def _add(retriever: Any, images: list[str] | None, texts: Path | None, recursive
         for problem in expanded.problems:
             typer.echo(f"error: {problem}", err=True)
         problems += len(expanded.problems)
-        with status(err, f"encoding {len(expanded.paths)} image(s) ..."):
-            report = retriever.add_images(
-                expanded.paths, on_chunk=lambda: retriever.save(index), chunk_size=SAVE_EVERY
-            )
+        report = _add_with_progress(
+            retriever.add_images,
+            list(expanded.paths),
+            "images",
+            retriever.batch_size,
+            save=lambda: retriever.save(index),
+        )
         for error in report.errors:
             typer.echo(f"error: {error}", err=True)
         problems += len(report.errors)
@@ -150,10 +152,33 @@ def _add(retriever: Any, images: list[str] | None, texts: Path | None, recursive
         )
     if texts is not None:
         lines = _read_texts(texts)
-        with status(err, f"encoding {len(lines)} text(s) ..."):
-            report = retriever.add_texts(lines)
+        report = _add_with_progress(retriever.add_texts, lines, "texts", retriever.batch_size)
         err.print(f"texts: {report.added} added, {report.skipped} already indexed", markup=False, soft_wrap=True)
     return problems
+
+
+def _add_with_progress(add: Any, items: list, what: str, batch_size: int, save: Any = None) -> Any:
+    """``add(items)`` a few batches at a time, under one progress display (counts, ETA).
+
+    ``save`` (the index's incremental save) runs every ``SAVE_EVERY`` items, so a killed
+    ``build``/``add`` loses at most the chunk in flight.
+    """
+    from ..retrieval import AddReport
+    from ..terminal import job_progress
+
+    total, step, unsaved = AddReport(), max(1, batch_size) * 4, 0
+    with job_progress(f"encoding {what}", total=len(items)) as bar:
+        for start in range(0, len(items), step):
+            part = add(items[start : start + step])
+            total.added, total.skipped = total.added + part.added, total.skipped + part.skipped
+            total.changed += part.changed
+            total.errors.extend(part.errors)
+            unsaved += part.added + part.changed
+            if save is not None and unsaved >= SAVE_EVERY:
+                save()
+                unsaved = 0
+            bar.advance(len(items[start : start + step]))
+    return total
 
 
 @app.command("build")

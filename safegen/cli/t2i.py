@@ -28,9 +28,7 @@ from ._common import (
     check_out_dir,
     check_seed,
     cli_errors,
-    clip_text,
     console,
-    echo_plain,
     encoder_kwargs,
     parse_size,
     print_json,
@@ -88,7 +86,7 @@ def t2i(
     check_attention(attention)
     check_out_dir(out)
     width, height = parse_size(size)
-    from ..loading import load_t2i_pipeline, prompt_overflow, resolve_t2i_sources, safe_twin
+    from ..loading import load_t2i_pipeline, resolve_t2i_sources, safe_twin
 
     err = console()
     if not preset and not model:
@@ -121,11 +119,7 @@ def t2i(
                 )
         except Exception as exc:
             _reraise_with_hint(exc, sources.preset)
-    cut = prompt_overflow(safe.tokenizer, prompt)
-    if cut:
-        echo_plain(
-            err, f"warning: the prompt is longer than the text encoder reads; this part is cut: '{clip_text(cut)}'"
-        )
+    warn_long_prompt(safe.tokenizer, prompt)
     from ..fingerprint import fingerprint_source
 
     base_fp = fingerprint_source(sources.base)
@@ -179,6 +173,18 @@ def t2i(
             typer.echo(f"{rec['file']}{flag}")
         for path in sheets:
             typer.echo(f"side by side (original | safe): {path}")
+
+
+def warn_long_prompt(tokenizer: Any, prompt: str) -> None:
+    """Say once, on stderr, which words the text encoder never reads (shortened in the middle)."""
+    from ..loading import prompt_overflow
+    from ..terminal import QUIET, shorten_middle, verbosity
+
+    cut = prompt_overflow(tokenizer, prompt)
+    if cut and verbosity() != QUIET:
+        typer.echo(
+            f"warning: the prompt is longer than the text encoder reads; cut: '{shorten_middle(cut, 60)}'", err=True
+        )
 
 
 def _generate(pipe, prompt, negative_prompt, steps, guidance, seed, n, width, height) -> list[Any]:

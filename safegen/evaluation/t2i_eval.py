@@ -99,14 +99,18 @@ def _run_method(cfg: T2IEvalConfig, method: Method, prompts: str, folder: Path, 
         num_shards=cfg.num_shards,
         shard_index=cfg.shard_index,
     )
-    runner = BatchRunner(
-        bcfg,
-        pipe=method.pipe,
-        classifier=classifier,
-        call_kwargs=method.call_kwargs,
-        record_extra={"method": method.name},
-    )
-    result = runner.run()
+    from ..terminal import job_progress
+
+    with job_progress(f"{method.name}: {Path(prompts).name}") as bar:
+        runner = BatchRunner(
+            bcfg,
+            pipe=method.pipe,
+            classifier=classifier,
+            call_kwargs=method.call_kwargs,
+            record_extra={"method": method.name},
+            progress=lambda done, total: bar.update(done, total),
+        )
+        result = runner.run()
     _record_timing(folder, result.generated, result.seconds)
     # Only images whose content key matches this configuration count in the report.
     return result, runner.current_records()
@@ -199,7 +203,7 @@ def evaluate_t2i(cfg: T2IEvalConfig, *, log: Callable[[str], None] = _logger.inf
     names the methods that lost more than ``cfg.max_failed_share`` of their images. Only images
     whose content key matches this configuration count (a re-run reuses those, regenerates the rest).
     """
-    from ..cli._common import resolve_dtype
+    from ..devices import resolve_dtype
     from ..loading import load_t2i_pipeline
     from ..safety import load_classifier
     from .prompt_set import prepare_prompts

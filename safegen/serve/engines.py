@@ -225,7 +225,7 @@ def caption_key(job: CaptionJob, token: int) -> tuple:
 
 def load_image_engine(config: Any) -> ImageEngine:
     """Load the pipelines and the classifier a :class:`~safegen.serve.config.ServeConfig` names."""
-    from ..cli._common import resolve_device, resolve_dtype
+    from ..devices import resolve_device, resolve_dtype
     from ..loading import load_t2i_pipeline, resolve_t2i_sources, safe_twin
 
     sources = resolve_t2i_sources(config.preset, config.model, config.safe_encoder)
@@ -258,7 +258,7 @@ def load_image_engine(config: Any) -> ImageEngine:
 
 def load_caption_engine(config: Any) -> CaptionEngine:
     """Load the captioner a config names (``--caption-preset``/``--captioner``, or a preset with one)."""
-    from ..cli._common import resolve_device, resolve_dtype
+    from ..devices import resolve_device, resolve_dtype
     from ..loading import resolve_i2t_sources
     from ..pipelines.image_to_text import SafeLlavaCaptioner
     from ..presets import get_preset

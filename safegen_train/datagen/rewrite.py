@@ -203,7 +203,7 @@ class Rewriter:
         if self.engine is None:
             if not cfg.model:
                 raise UsageError("no rewriter given: pass --model (a causal or chat LM hub id or folder)")
-            from safegen.cli._common import resolve_device
+            from safegen.devices import resolve_device
 
             self.engine = create_engine(
                 cfg.model, engine=cfg.engine, device=resolve_device(cfg.device), dtype=cfg.dtype

@@ -1,0 +1,199 @@
+"""`safegen i2i`: edit a photo from a prompt (image-to-image, or inpainting with --mask) with a Safe-CLIP.
+
+The model is the text-to-image model of ``safegen t2i`` (a preset or --model) switched to its
+family's image-to-image or inpainting pipeline; PNGs carry the same ``parameters`` metadata
+as ``safegen t2i`` plus the source image, mask and strength.
+"""
+
+from __future__ import annotations
+
+import random
+import time
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+
+from ._common import (
+    DeviceOpt,
+    DtypeOpt,
+    JsonOpt,
+    ModelOpt,
+    OutOpt,
+    PresetOpt,
+    SafeEncoderOpt,
+    SeedOpt,
+    cli_errors,
+    parse_size,
+    print_json,
+    resolve_device,
+    resolve_dtype,
+)
+
+
+@cli_errors
+def i2i(
+    prompt: Annotated[str, typer.Argument(help="What the edited image should show.")],
+    image: Annotated[Path, typer.Option("--image", "-i", help="The photo to edit (PNG, JPEG, WebP).")],
+    mask: Annotated[
+        Path | None, typer.Option("--mask", help="Inpainting mask: white is repainted, black is kept.")
+    ] = None,
+    strength: Annotated[
+        float,
+        typer.Option("--strength", min=0.0, max=1.0, help="How far from the photo to go: 0 keeps it, 1 redraws."),
+    ] = 0.75,
+    preset: PresetOpt = None,
+    model: ModelOpt = None,
+    safe_encoder: SafeEncoderOpt = None,
+    steps: Annotated[int, typer.Option("--steps", min=1, help="Denoising steps (scaled by --strength).")] = 30,
+    guidance: Annotated[float, typer.Option("--guidance", "--cfg", help="Classifier-free guidance scale.")] = 7.5,
+    seed: SeedOpt = -1,
+    size: Annotated[str | None, typer.Option("--size", help="WIDTHxHEIGHT to resize the photo to.")] = None,
+    num_images: Annotated[int, typer.Option("--num-images", "-n", min=1, help="Images to generate.")] = 1,
+    negative_prompt: Annotated[str | None, typer.Option("--negative-prompt", help="What to steer away from.")] = None,
+    out: OutOpt = Path("outputs"),
+    device: DeviceOpt = "auto",
+    dtype: DtypeOpt = "auto",
+    attention: Annotated[str, typer.Option("--attention", help="auto, sdpa, xformers or eager.")] = "auto",
+    compare: Annotated[
+        bool, typer.Option("--compare", help="Also edit with the original encoder, same seed, side by side.")
+    ] = False,
+    check: Annotated[
+        str | None, typer.Option("--check", help="Score outputs with a classifier (nudenet, toy); flags, never hides.")
+    ] = None,
+    json_out: JsonOpt = False,
+) -> None:
+    """Edit IMAGE towards PROMPT (inpaint the white part of --mask); the safe encoder reads the prompt.
+
+    Without --preset/--model the paper's setting is used (preset sd-1.4).
+    """
+    if not prompt.strip():
+        raise typer.BadParameter("the prompt is empty; pass the text to draw", param_hint="PROMPT")
+    width, height = parse_size(size)
+    photo = _open_image(image, "--image", "RGB", (width, height))
+    mask_image = _open_image(mask, "--mask", "L", photo.size) if mask is not None else None
+    from ..loading import load_t2i_pipeline, resolve_t2i_sources, safe_twin
+    from .t2i import DEFAULT_PRESET, _load_checker, _reraise_with_hint, _save_side_by_side, warn_long_prompt
+
+    sources = resolve_t2i_sources(preset or (None if model else DEFAULT_PRESET), model, safe_encoder)
+    if compare and sources.safe_encoder is None:
+        raise typer.BadParameter("--compare needs a safe encoder (from --preset or --safe-encoder)")
+    dev = resolve_device(device)
+    torch_dtype = resolve_dtype(dtype, dev)
+    seed = random.randrange(2**31) if seed < 0 else seed
+    task = "inpaint" if mask_image is not None else "image2image"
+    classifier = _load_checker(check)
+
+    try:
+        load = dict(device=dev, torch_dtype=torch_dtype, attention=attention, task=task)
+        if compare:
+            original = load_t2i_pipeline(sources.base, None, **load)
+            safe = safe_twin(original, sources.safe_encoder)
+        else:
+            original = None
+            safe = load_t2i_pipeline(sources.base, sources.safe_encoder, **load)
+    except Exception as exc:
+        _reraise_with_hint(exc, sources.preset)
+    warn_long_prompt(safe.tokenizer, prompt)
+
+    runs = [("original", original)] if original is not None else []
+    runs.append(("safe" if sources.safe_encoder else "original", safe))
+    inputs = {"image": photo, "mask_image": mask_image, "strength": strength}
+    source = {"image": str(image), "mask": str(mask) if mask else None, "strength": strength, "task": task}
+    records: list[dict[str, Any]] = []
+    by_variant: dict[str, list[Any]] = {}
+    for variant, pipe in runs:
+        t0 = time.perf_counter()
+        images = _edit(pipe, prompt, negative_prompt, steps, guidance, seed, num_images, inputs)
+        per_image = (time.perf_counter() - t0) / len(images)
+        by_variant[variant] = images
+        verdicts = classifier.classify(images) if classifier else [None] * len(images)
+        for i, (edited, verdict) in enumerate(zip(images, verdicts, strict=True)):
+            params = _params(prompt, negative_prompt, seed + i, steps, guidance, sources.base, pipe, variant, edited)
+            records.append(_save(edited, out, {**params, **source}, verdict, per_image))
+    sheets = []
+    if compare:
+        for i in range(num_images):
+            pair = [by_variant["original"][i], by_variant["safe"][i]]
+            sheets.append(str(_save_side_by_side(pair, out, prompt, seed + i)))
+    if json_out:
+        print_json(records)
+        return
+    for rec in records:
+        flag = ""
+        if rec.get("safety"):
+            flag = ("  FLAGGED" if rec["safety"]["unsafe"] else "  ok") + f" ({rec['safety']['score']:.2f})"
+        typer.echo(f"{rec['file']}{flag}")
+    for sheet in sheets:
+        typer.echo(sheet)  # the side-by-side sheet is a result too: stdout, one path a line
+
+
+def _open_image(path: Path, flag: str, mode: str, size: tuple[int | None, int | None]) -> Any:
+    from PIL import Image, UnidentifiedImageError
+
+    try:
+        with Image.open(path) as im:
+            img = im.convert(mode)
+    except FileNotFoundError:
+        raise typer.BadParameter(f"'{path}' does not exist", param_hint=flag) from None
+    except (UnidentifiedImageError, OSError) as exc:
+        raise typer.BadParameter(
+            f"'{path}' is not a readable image ({exc.__class__.__name__})", param_hint=flag
+        ) from None
+    if size[0] and tuple(size) != img.size:
+        img = img.resize(size, Image.Resampling.LANCZOS if mode == "RGB" else Image.Resampling.NEAREST)
+    # Latents are 1/8 of the pixels: crop to a multiple of 8 instead of letting diffusers resize.
+    w, h = img.width - img.width % 8, img.height - img.height % 8
+    if (w, h) != img.size:
+        if w == 0 or h == 0:
+            raise typer.BadParameter(f"'{path}' is {img.width}x{img.height}; it needs at least 8x8", param_hint=flag)
+        img = img.crop((0, 0, w, h))
+    return img
+
+
+def _edit(pipe, prompt, negative_prompt, steps, guidance, seed, n, inputs) -> list[Any]:
+    import torch
+
+    # One CPU generator per image, seeded seed+i, as `safegen t2i` does: image i reproduces alone.
+    generators = [torch.Generator("cpu").manual_seed(seed + i) for i in range(n)]
+    kwargs: dict[str, Any] = dict(
+        prompt=prompt,
+        negative_prompt=negative_prompt,
+        num_inference_steps=steps,
+        guidance_scale=guidance,
+        num_images_per_prompt=n,
+        generator=generators,
+        image=inputs["image"],
+        strength=inputs["strength"],
+    )
+    if inputs["mask_image"] is not None:
+        kwargs.update(mask_image=inputs["mask_image"], width=inputs["image"].width, height=inputs["image"].height)
+    return list(pipe(**kwargs).images)
+
+
+def _params(prompt, negative_prompt, seed, steps, guidance, base, pipe, variant, image) -> dict[str, Any]:
+    return {
+        "prompt": prompt,
+        "negative_prompt": negative_prompt,
+        "seed": seed,
+        "steps": steps,
+        "guidance": guidance,
+        "size": f"{image.width}x{image.height}",
+        "model": base,
+        "safe_encoder": getattr(pipe, "safe_encoder_id", None),
+        "scheduler": type(pipe.scheduler).__name__,
+        "variant": variant,
+    }
+
+
+def _save(image, out, params, verdict, seconds) -> dict[str, Any]:
+    from ..outputs import path_inside, sanitize_stem, save_png
+
+    stem = sanitize_stem(params["prompt"][:48], fallback="image")
+    kind = "inpaint" if params["task"] == "inpaint" else "i2i"
+    path = path_inside(out, f"{stem}-{params['seed']}-{kind}-{params['variant']}.png")
+    save_png(image, path, params)
+    record = {"file": str(path), **params, "seconds": round(seconds, 4)}
+    if verdict is not None:
+        record["safety"] = verdict.to_dict()
+    return record

@@ -1,0 +1,53 @@
+"""Device and dtype resolution shared by the library (batch runner, evaluation) and the CLI.
+
+Lives below both so library modules never import from ``safegen.cli``. Torch is imported
+only inside the functions: importing this module stays instant.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+from .errors import SafegenError, UsageError
+
+DTYPE_NAMES = ("auto", "fp32", "fp16", "bf16")
+_DEVICE = re.compile(r"^(auto|cpu|mps|xpu|cuda(:\d{1,3})?)$")
+
+
+def check_device(device: str) -> str:
+    """``device`` if it names a device kind safegen can use, else a usage error (before any model loads)."""
+    if not _DEVICE.match(str(device)):
+        shown = str(device) if len(str(device)) <= 40 else str(device)[:40] + "..."
+        raise UsageError(f"--device '{shown}' is not a device; use auto, cpu, cuda, cuda:N or mps")
+    return device
+
+
+def resolve_device(device: str) -> str:
+    """'auto' -> 'cuda' when a GPU is visible, else 'cpu'; an unusable CUDA request is refused."""
+    import torch
+
+    check_device(device)
+    if device == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        raise SafegenError(f"--device {device} asked for, but no CUDA device is visible; use --device cpu")
+    return device
+
+
+def resolve_dtype(dtype: str, device: str) -> Any:
+    """A dtype name ('auto', 'fp32', 'fp16', 'bf16' or torch's long names) -> ``torch.dtype`` for ``device``.
+
+    'auto' is fp16 on CUDA (what SD checkpoints are published in) and fp32 elsewhere.
+    """
+    import torch
+
+    table = {"fp32": torch.float32, "float32": torch.float32, "fp16": torch.float16, "float16": torch.float16}
+    table.update({"bf16": torch.bfloat16, "bfloat16": torch.bfloat16})
+    if dtype == "auto":
+        return torch.float16 if device.startswith("cuda") else torch.float32
+    if dtype not in table:
+        raise UsageError(f"unknown dtype '{dtype}' (--dtype); choose auto, fp32, fp16 or bf16")
+    if table[dtype] == torch.float16 and device == "cpu":
+        raise SafegenError("fp16 is not supported on the CPU here; use --dtype fp32 (or bf16)")
+    return table[dtype]
