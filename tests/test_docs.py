@@ -181,8 +181,14 @@ def _is_option(param: object) -> bool:
 
 def _click_accepts(root, args: list[str]) -> tuple[Accepts, list[str]]:
     cmd, rest = root, list(args)
-    while hasattr(cmd, "commands") and rest and rest[0] in cmd.commands:
-        cmd, rest = cmd.commands[rest[0]], rest[1:]
+    while hasattr(cmd, "commands") and rest:
+        group_flags = {n for p in cmd.params if _is_option(p) for n in (*p.opts, *p.secondary_opts)}
+        if rest[0] in group_flags:  # a group's own flag before the subcommand (`safegen -q t2i ...`)
+            rest = rest[1:]
+        elif rest[0] in cmd.commands:
+            cmd, rest = cmd.commands[rest[0]], rest[1:]
+        else:
+            break
     if hasattr(cmd, "commands"):
         raise AssertionError(f"no such subcommand: {rest[:1]} (choose from {sorted(cmd.commands)})")
     opts: dict[str, object] = {"--help": None}
