@@ -42,7 +42,7 @@ import torch
 
 from .checkpoint import load_checkpoint, prune_checkpoints, resolve_resume, save_checkpoint
 from .config import TrainConfig
-from .data import Collator, PairDataset, ShardedBatchSampler, load_records
+from .data import Collator, PairDataset, ShardedBatchSampler, add_extra_unsafe_texts, load_records
 from .io import append_line, atomic_write_text
 from .losses import SafeCLIPLoss
 from .model import SafeCLIPModule, create_module, load_clip
@@ -226,6 +226,13 @@ def fit(config: TrainConfig, *, accelerator: Any = None) -> FitResult:
         skip_bad=config.skip_bad_records,
         images=images,
     )
+    if config.extra_unsafe_texts:
+        train_records = add_extra_unsafe_texts(
+            train_records,
+            config.extra_unsafe_texts,
+            repeat=config.extra_unsafe_repeat,
+            skip_bad=config.skip_bad_records,
+        )
     val_records = None
     if config.val_data:
         val_records = load_records(
