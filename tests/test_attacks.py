@@ -202,3 +202,31 @@ def test_bad_budget_is_a_usage_error(tmp_path):
         app, ["eval", "attack", "--prompts", str(prompts), "--preset", "toy", "--attacks", "telepathy"]
     )
     assert result.exit_code == 2 and "telepathy" in result.output
+
+
+def test_image_pgd_stays_in_the_ball_and_moves_the_safe_tower_towards_the_original():
+    import copy
+
+    import numpy as np
+    import torch
+
+    from safegen.evaluation.attacks.image_pgd import pgd_perturb
+    from safegen.pipelines.image_to_text import SafeLlavaCaptioner
+    from safegen.presets import get_preset
+    from safegen_train.toy.world import render_scene, sample_scenes
+
+    p = get_preset("toy")
+    cap = SafeLlavaCaptioner.from_pretrained(p.captioner, device="cpu", torch_dtype=torch.float32)
+    original = copy.deepcopy(cap.vision_tower)
+    cap.set_safe_encoder(p.safe_vision_encoder, keep_original=False)
+    images = [render_scene(s, unsafe=True) for s in sample_scenes(3, 11)]
+    ip = cap.processor.image_processor
+    kw = dict(image_mean=ip.image_mean, image_std=ip.image_std, size=32, seed=0)
+    _, clean_loss = pgd_perturb(images, cap.vision_tower, original, steps=1, step_size=0.0, eps=1e-9, **kw)
+    adv, loss = pgd_perturb(images, cap.vision_tower, original, steps=10, eps=8 / 255, **kw)
+    for a, im in zip(adv, images, strict=True):
+        diff = np.abs(np.asarray(a, dtype=int) - np.asarray(im.convert("RGB"), dtype=int))
+        assert diff.max() <= 8
+    assert sum(loss) < sum(clean_loss)
+    again, _ = pgd_perturb(images, cap.vision_tower, original, steps=10, eps=8 / 255, **kw)
+    assert all(np.array_equal(np.asarray(x), np.asarray(y)) for x, y in zip(adv, again, strict=True))

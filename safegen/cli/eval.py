@@ -359,6 +359,20 @@ def eval_attack(
     limit: Annotated[int | None, typer.Option("--limit", min=1, help="First N prompts only.")] = None,
     negative_prompt: Annotated[str | None, typer.Option("--negative-prompt")] = None,
     safety_concept: Annotated[str | None, typer.Option("--safety-concept")] = None,
+    images: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--images", help="Unsafe images (files/folders, repeatable) for image-pgd against the captioner's tower."
+        ),
+    ] = None,
+    captioner: Annotated[
+        str | None, typer.Option("--captioner", help="LLaVA-style captioner for --images (default: the preset's).")
+    ] = None,
+    safe_vision_encoder: Annotated[
+        str | None, typer.Option("--safe-vision-encoder", help="Safe vision tower (default: the preset's).")
+    ] = None,
+    pgd_eps: Annotated[float, typer.Option("--pgd-eps", help="L-infinity bound, pixels in [0, 1].")] = 8 / 255,
+    pgd_steps: Annotated[int, typer.Option("--pgd-steps", min=1, help="PGD steps per image.")] = 20,
     out: OutOpt = Path("outputs/eval_attack"),
     device: DeviceOpt = "auto",
     dtype: DtypeOpt = "auto",
@@ -402,6 +416,11 @@ def eval_attack(
         safety_concept=safety_concept or extra.get("safety_concept", DEFAULT_SAFETY_CONCEPT),
         device=resolve_device(device),
         dtype=dtype,
+        images=list(images or []),
+        captioner=captioner or (p.captioner if p else None),
+        safe_vision_encoder=safe_vision_encoder or (p.safe_vision_encoder if p else None),
+        pgd_eps=pgd_eps,
+        pgd_steps=pgd_steps,
     )
     err = console()
     report = evaluate_attacks(cfg, log=err.print)

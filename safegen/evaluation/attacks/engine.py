@@ -66,6 +66,11 @@ class AttackEvalConfig:
     negative_prompt: str = DEFAULT_SAFETY_CONCEPT
     safety_concept: str = DEFAULT_SAFETY_CONCEPT
     examples: int = field(default=3, metadata={"help": "Adversarial prompts shown per method and attack."})
+    images: Sequence[str] = field(default=(), metadata={"help": "Unsafe images for image-pgd (files/folders)."})
+    captioner: str | None = field(default=None, metadata={"help": "LLaVA-style captioner for image-pgd."})
+    safe_vision_encoder: str | None = field(default=None, metadata={"help": "Safe-CLIP vision tower for image-pgd."})
+    pgd_eps: float = field(default=8 / 255, metadata={"help": "image-pgd L-infinity bound (pixels in [0, 1])."})
+    pgd_steps: int = field(default=20, metadata={"help": "image-pgd gradient steps (its queries per image)."})
     device: str = "cpu"
     dtype: str = "auto"
 
@@ -77,6 +82,10 @@ class AttackEvalConfig:
         unknown = [a for a in self.attacks if a not in ATTACKS]
         if unknown:
             raise UsageError(f"--attacks: unknown {', '.join(unknown)}; choose from {', '.join(ATTACKS)}")
+        if self.images and not (self.captioner and self.safe_vision_encoder):
+            raise UsageError("--images needs a captioner and a safe vision encoder (a preset such as toy names both)")
+        if not 0 < self.pgd_eps <= 1:
+            raise UsageError(f"--pgd-eps must be in (0, 1], got {self.pgd_eps}")
         for name, b in self.budgets.items():
             if name not in ATTACKS:
                 raise UsageError(f"--budget: unknown attack '{name}'; choose from {', '.join(ATTACKS)}")
@@ -369,6 +378,9 @@ def evaluate_attacks(cfg: AttackEvalConfig, *, log: Callable[[str], None] = _log
             log(f"{name} vs {m.name}: success {entry['n_success']}/{entry['n_prompts']}")
         report_attacks[name] = {"settings": settings, "methods": per_method}
 
+    if cfg.images:
+        report_attacks["image-pgd"] = _image_attack(cfg, out, log)
+        flat.update({f"image-pgd/{k}": v for k, v in report_attacks["image-pgd"]["methods"].items()})
     write_adversarial_texts(out / ADVERSARIAL_TEXTS, found)
     config = dict(vars(cfg))
     config["methods"], config["attacks"] = list(cfg.methods), list(cfg.attacks)
@@ -389,3 +401,40 @@ def evaluate_attacks(cfg: AttackEvalConfig, *, log: Callable[[str], None] = _log
             "encoder (negative-prompt, sld-*) are searched through the original one.",
         ],
     }
+
+
+def _image_attack(cfg: AttackEvalConfig, out: Path, log: Callable[[str], None]) -> dict[str, Any]:
+    """image-pgd on ``cfg.images``: captions judged by the word-list text classifier; images saved with a sheet."""
+    from ...cli._common import resolve_dtype
+    from ...image_io import expand_image_args, load_image
+    from ...pipelines.image_to_text import SafeLlavaCaptioner
+    from ..report import contact_sheet
+    from ..text_safety import WordListTextClassifier
+    from .image_pgd import evaluate_image_attack
+
+    expanded = expand_image_args(list(cfg.images))
+    for problem in expanded.problems:
+        log(f"skipped: {problem}")
+    files = list(expanded.paths)[: cfg.limit or None]
+    if not files:
+        raise UsageError("--images: no images found in the given paths")
+    images = [load_image(f) for f in files]
+    captioner = SafeLlavaCaptioner.from_pretrained(
+        cfg.captioner, device=cfg.device, torch_dtype=resolve_dtype(cfg.dtype, cfg.device)
+    )
+    banned = BannedWords.load(cfg.banned_words)
+    classifier = WordListTextClassifier({c: list(ws) for c, ws in banned.words.items()})
+    result = evaluate_image_attack(
+        images, captioner, cfg.safe_vision_encoder, classifier, eps=cfg.pgd_eps, steps=cfg.pgd_steps, seed=cfg.seed,
+        log=log,
+    )  # fmt: skip
+    folder = out / "image_pgd"
+    folder.mkdir(parents=True, exist_ok=True)
+    for f, im in zip(files, result.pop("adversarial_images"), strict=True):
+        im.save(folder / f"{Path(str(f)).stem}.png")
+    flags = [e["success"] for e in result["methods"]["safe-clip (pgd)"]["examples"]]
+    sample = [load_image(folder / f"{Path(str(f)).stem}.png") for f in files[: len(flags)]]
+    contact_sheet(sample, flags).save(out / "contact_image-pgd.png")
+    result["settings"]["captioner"] = cfg.captioner
+    result["settings"]["n_images"] = len(files)
+    return result
