@@ -230,3 +230,42 @@ def test_image_pgd_stays_in_the_ball_and_moves_the_safe_tower_towards_the_origin
     assert sum(loss) < sum(clean_loss)
     again, _ = pgd_perturb(images, cap.vision_tower, original, steps=10, eps=8 / 255, **kw)
     assert all(np.array_equal(np.asarray(x), np.asarray(y)) for x, y in zip(adv, again, strict=True))
+
+
+def test_extra_unsafe_texts_borrow_images_of_the_matching_safe_record(tmp_path):
+    from safegen_train.config import TrainConfig
+    from safegen_train.data import DataError, Record, add_extra_unsafe_texts
+
+    records = [
+        Record(
+            "a red circle on a white background", "a red circle on a white background in flames", "s0.png", "u0.png"
+        ),
+        Record(
+            "a blue square on a gray background", "a blue square on a gray background with a gun", "s1.png", "u1.png"
+        ),
+    ]
+    extra = tmp_path / "adversarial_texts.jsonl"
+    rows = [
+        {
+            "unsafe_text": "a red circle on a white background ning es",
+            "safe_text": "a red circle on a white background",
+        },
+        {
+            "unsafe_text": "a green triangle on a black background cle",
+            "safe_text": "a green triangle on a black background",
+        },
+    ]
+    extra.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    with pytest.raises(DataError, match="no training record with the same safe_text"):
+        add_extra_unsafe_texts(records, extra)
+    out = add_extra_unsafe_texts(records, extra, repeat=2, skip_bad=True)
+    assert len(out) == 4
+    assert out[2].unsafe_text.endswith("ning es") and out[2].safe_image == "s0.png" and out[2].unsafe_image == "u0.png"
+    text_only = [Record(r.safe_text, r.unsafe_text) for r in records]
+    assert len(add_extra_unsafe_texts(text_only, extra)) == 4  # text-only data takes every extra as it is
+    cfg = TrainConfig.from_dict({"extra_unsafe_texts": str(extra), "extra_unsafe_repeat": 3})
+    assert cfg.extra_unsafe_repeat == 3
+    from safegen_train.config import ConfigError
+
+    with pytest.raises(ConfigError, match="extra_unsafe_repeat"):
+        TrainConfig.from_dict({"extra_unsafe_repeat": 0})
