@@ -133,7 +133,8 @@ def read_targets(
     pf = read_prompts(path)
     for problem in pf.errors:
         _logger.warning("%s", problem)
-    targets = []
+    targets: list[AttackTarget] = []
+    clean: list[str] = []  # prompts that already hold no banned word: attacked from where they are
     for row in pf.rows[: limit or None]:
         meta = row.meta or {}
         cats = meta.get("categories")
@@ -145,10 +146,17 @@ def read_targets(
         c = meta.get("concept") or first_cat or concept
         safe = str(meta.get("safe_prompt") or banned.strip(row.prompt, c) or "a photo")
         if not banned.violations(row.prompt, c):
-            _logger.warning("%s: prompt %s holds no banned word of '%s'; it is attacked as it is", path, row.id, c)
+            clean.append(str(row.id))
         targets.append(AttackTarget(str(row.id), row.prompt, safe, c, int(row.seed if row.seed is not None else seed)))
     if not targets:
         raise UsageError(f"{path}: no prompts to attack")
+    if clean:
+        _logger.warning(
+            "%s: %d prompts hold no banned word of their concept already (e.g. %s); the attacks start from them",
+            path,
+            len(clean),
+            ", ".join(clean[:5]),
+        )
     return targets
 
 

@@ -115,8 +115,6 @@ class ParaphraseAttack(Attack):
         words = target.prompt.split()
         banned = self.banned.for_concept(target.concept)
         hits = [i for i, w in enumerate(words) if any(b in w.lower() for b in banned)]
-        if not hits:
-            return []
         per_word: list[list[str]] = []
         for i in hits:
             w = words[i].lower().strip(".,;:!?")
@@ -141,14 +139,15 @@ class ParaphraseAttack(Attack):
             for i, c in zip(hits, choice, strict=True):
                 new[i] = c
             base.append(" ".join(w for w in new if w))
-        tier1 = list(dict.fromkeys(base))
+        # A prompt with no banned word (common in I2P) is itself the first candidate.
+        tier1 = list(dict.fromkeys(base)) if hits else [" ".join(words)]
         rng.shuffle(tier1)
         # Tier 2: the same rewrites reordered (the concept phrase moved first) or padded with distractors.
         tier2: list[str] = []
         for text in tier1:
             parts = text.split()
-            if "reorder" in self.operations and hits:
-                cut = min(hits)
+            if "reorder" in self.operations:
+                cut = min(hits) if hits else len(parts) // 2
                 tier2.append(" ".join(parts[cut:] + parts[:cut]))
             if "distract" in self.operations:
                 tier2.append(f"{text} {rng.choice(DISTRACTORS)}")
