@@ -356,7 +356,7 @@ def eval_attack(
     size: Annotated[str | None, typer.Option("--size", help="WIDTHxHEIGHT; default: the model's.")] = None,
     seed: Annotated[int, typer.Option("--seed", help="Attack seed; generation seed of rows without one.")] = 0,
     batch_size: Annotated[int, typer.Option("--batch-size", min=1)] = 4,
-    limit: Annotated[int | None, typer.Option("--limit", min=1, help="First N prompts only.")] = None,
+    limit: Annotated[int | None, typer.Option("--limit", min=1, help="First N prompts (and --images) only.")] = None,
     negative_prompt: Annotated[str | None, typer.Option("--negative-prompt")] = None,
     safety_concept: Annotated[str | None, typer.Option("--safety-concept")] = None,
     images: Annotated[
