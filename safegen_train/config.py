@@ -200,6 +200,15 @@ class TrainConfig(_ConfigMixin):
     max_text_length: int | None = field(
         default=None, metadata=_help("Pad/truncate captions to this many tokens (default: the model's, 77).")
     )
+    extra_unsafe_texts: str | None = field(
+        default=None,
+        metadata=_help(
+            "Adversarial rounds: JSONL of attack-found {unsafe_text, safe_text} (safegen eval attack's "
+            "adversarial_texts.jsonl) trained on as extra unsafe texts; image terms reuse the images of the "
+            "training record with the same safe_text."
+        ),
+    )
+    extra_unsafe_repeat: int = field(default=1, metadata=_help("Times each extra unsafe text is added per epoch."))
     num_workers: int = field(default=0, metadata=_help("DataLoader worker processes."))
     embed_batch_size: int = field(
         default=64, metadata=_help("Batch of the no-grad passes: reference cache, validation embeddings.")
@@ -252,6 +261,7 @@ class TrainConfig(_ConfigMixin):
         _check_literals(self, "")
         _check_numbers(self, "")
         positive = ["lora_r", "batch_size", "grad_accum_steps", "epochs", "log_every", "embed_batch_size"]
+        positive.append("extra_unsafe_repeat")
         for name in positive:
             if getattr(self, name) < 1:
                 raise ConfigError(f"{name} must be >= 1, got {getattr(self, name)}")

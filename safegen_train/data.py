@@ -310,6 +310,55 @@ def load_records(
     return check_modalities(records, str(source), skip_bad=skip_bad)
 
 
+def add_extra_unsafe_texts(
+    records: list[Record], path: str | Path, *, repeat: int = 1, skip_bad: bool = False
+) -> list[Record]:
+    """Adversarial rounds: ``records`` plus attack-found unsafe texts paired with their safe texts.
+
+    ``path`` is a JSONL of ``{unsafe_text, safe_text, tag?}`` (``safegen eval attack`` writes one,
+    ``adversarial_texts.jsonl``). When the training records carry images, each extra text
+    borrows the images of a record with the same ``safe_text`` (so the image terms see the
+    right scene); a text with no such record is refused (or dropped with ``skip_bad``).
+    Text-only records get text-only extras. Each extra is added ``repeat`` times.
+    """
+    import dataclasses
+
+    path = Path(path)
+    extras = read_jsonl(path, skip_bad=skip_bad, check_images=False)
+    with_images = bool(records) and (records[0].safe_image is not None or records[0].unsafe_image is not None)
+    by_safe: dict[str, Record] = {}
+    for rec in records:
+        by_safe.setdefault(rec.safe_text.strip().lower(), rec)
+    added, missing = [], []
+    for extra in extras:
+        twin = by_safe.get(extra.safe_text.strip().lower())
+        if with_images and twin is None:
+            missing.append(extra.where)
+            continue
+        new = dataclasses.replace(
+            twin if twin is not None else extra,
+            unsafe_text=extra.unsafe_text,
+            safe_text=twin.safe_text if twin is not None else extra.safe_text,
+            tag=extra.tag or (twin.tag if twin is not None else None),
+            where=extra.where,
+        )
+        added += [new] * repeat
+    if missing:
+        listed = ", ".join(missing[:MAX_LISTED])
+        if not skip_bad:
+            raise DataError(
+                f"'{path}': {len(missing)} extra unsafe texts have no training record with the same safe_text to "
+                f"take images from ({listed}); add those records, set skip_bad_records, or train text-only"
+            )
+        _logger.warning(
+            "dropping %d extra unsafe texts of '%s' without a matching record (%s)", len(missing), path, listed
+        )
+    _logger.info(
+        "adversarial rounds: %d extra unsafe texts from '%s' (x%d)", len(added) // max(1, repeat), path, repeat
+    )
+    return list(records) + added
+
+
 def check_modalities(records: list[Record], source: str, *, skip_bad: bool = False) -> list[Record]:
     """Every record must agree on having a safe image and on having an unsafe one.
 

@@ -60,6 +60,7 @@ from .data import (
     Collator,
     PairDataset,
     ShardedBatchSampler,
+    add_extra_unsafe_texts,
     check_term_coverage,
     load_records,
     term_sample_counts,
@@ -378,6 +379,13 @@ def _train(
         skip_bad=config.skip_bad_records,
         images=images,
     )
+    if config.extra_unsafe_texts:
+        train_records = add_extra_unsafe_texts(
+            train_records,
+            config.extra_unsafe_texts,
+            repeat=config.extra_unsafe_repeat,
+            skip_bad=config.skip_bad_records,
+        )
     val_records = None
     if config.val_data:
         val_records = load_records(

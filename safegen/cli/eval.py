@@ -364,3 +364,167 @@ def eval_retrieval(
                 old = prev.get("redirection", {}).get(name, {}).get(key)
                 if old is not None:
                     typer.echo(f"{name} {key}: {value:.1f} (was {old:.1f}, {value - old:+.1f})")
+
+
+def _parse_budgets(items: list[str] | None) -> dict[str, int]:
+    out = {}
+    for item in items or []:
+        name, sep, value = item.partition("=")
+        if not sep or not value.strip().isdigit():
+            raise typer.BadParameter(f"'{item}' must look like ATTACK=N (e.g. adaptive=1024)", param_hint="--budget")
+        out[name.strip()] = int(value)
+    return out
+
+
+def _parse_attack_options(items: list[str] | None) -> dict[str, dict]:
+    out: dict[str, dict] = {}
+    for item in items or []:
+        key, sep, raw = item.partition("=")
+        attack, dot, knob = key.partition(".")
+        if not sep or not dot or not knob:
+            raise typer.BadParameter(
+                f"'{item}' must look like ATTACK.KNOB=VALUE (adaptive.length=8)", "--attack-option"
+            )
+        try:
+            value = json.loads(raw)
+        except json.JSONDecodeError:
+            value = raw
+        out.setdefault(attack.strip(), {})[knob.strip()] = value
+    return out
+
+
+@app.command("attack")
+@cli_errors
+def eval_attack(
+    prompts: Annotated[
+        Path,
+        typer.Option(
+            "--prompts",
+            exists=True,
+            help="Unsafe prompts: jsonl with optional safe_prompt and concept keys, txt, or I2P CSV (categories).",
+        ),
+    ],
+    preset: PresetOpt = None,
+    model: ModelOpt = None,
+    safe_encoder: SafeEncoderOpt = None,
+    methods: Annotated[
+        str, typer.Option("--methods", help="Comma-separated, as for eval t2i (original, safe-clip, sld-*, ...).")
+    ] = "original,safe-clip,negative-prompt",
+    attacks: Annotated[
+        str, typer.Option("--attacks", help="Comma-separated: paraphrase, ring-a-bell, adaptive.")
+    ] = "paraphrase,ring-a-bell,adaptive",
+    budget: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--budget",
+            help="ATTACK=N queries per prompt (repeatable); defaults paraphrase=32 generations, "
+            "ring-a-bell=4096 and adaptive=2048 text-encoder passes.",
+        ),
+    ] = None,
+    attack_option: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--attack-option",
+            help="ATTACK.KNOB=VALUE (repeatable): adaptive.length=8, adaptive.restarts=2, ring-a-bell.eta=2, ...",
+        ),
+    ] = None,
+    concept: Annotated[
+        str | None, typer.Option("--concept", help="Concept of rows without a concept/categories column.")
+    ] = None,
+    banned_words: Annotated[
+        str | None,
+        typer.Option(
+            "--banned-words", help='Extra banned words: a JSON file {"concept": [words]} or concept=w1,w2;...'
+        ),
+    ] = None,
+    strict: Annotated[
+        bool, typer.Option("--strict", help="Also refuse banned words spelt across spaces or punctuation.")
+    ] = False,
+    synonyms: Annotated[
+        Path | None, typer.Option("--synonyms", exists=True, help="JSON word -> [rewrites] for paraphrase.")
+    ] = None,
+    classifier: Annotated[
+        str | None, typer.Option("--classifier", help="Output classifier (nudenet, toy); default: the preset's.")
+    ] = None,
+    steps: Annotated[int, typer.Option("--steps", min=1)] = 30,
+    guidance: Annotated[float, typer.Option("--guidance", "--cfg")] = 7.5,
+    size: Annotated[str | None, typer.Option("--size", help="WIDTHxHEIGHT; default: the model's.")] = None,
+    seed: Annotated[int, typer.Option("--seed", help="Attack seed; generation seed of rows without one.")] = 0,
+    batch_size: Annotated[int, typer.Option("--batch-size", min=1)] = 4,
+    limit: Annotated[int | None, typer.Option("--limit", min=1, help="First N prompts (and --images) only.")] = None,
+    negative_prompt: Annotated[str | None, typer.Option("--negative-prompt")] = None,
+    safety_concept: Annotated[str | None, typer.Option("--safety-concept")] = None,
+    images: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--images", help="Unsafe images (files/folders, repeatable) for image-pgd against the captioner's tower."
+        ),
+    ] = None,
+    captioner: Annotated[
+        str | None, typer.Option("--captioner", help="LLaVA-style captioner for --images (default: the preset's).")
+    ] = None,
+    safe_vision_encoder: Annotated[
+        str | None, typer.Option("--safe-vision-encoder", help="Safe vision tower (default: the preset's).")
+    ] = None,
+    pgd_eps: Annotated[float, typer.Option("--pgd-eps", help="L-infinity bound, pixels in [0, 1].")] = 8 / 255,
+    pgd_steps: Annotated[int, typer.Option("--pgd-steps", min=1, help="PGD steps per image.")] = 20,
+    out: OutOpt = Path("outputs/eval_attack"),
+    device: DeviceOpt = "auto",
+    dtype: DtypeOpt = "auto",
+    compare_to: CompareOpt = None,
+    json_out: JsonOpt = False,
+) -> None:
+    """Attack every method with prompts that hold no banned word; attack success rate, queries and examples."""
+    from ..evaluation.attacks import AttackEvalConfig, evaluate_attacks, markdown_attack_report, write_attack_report
+    from ..evaluation.methods import DEFAULT_SAFETY_CONCEPT
+    from ..evaluation.report import compare_reports, format_comparison
+    from ..loading import resolve_t2i_sources
+    from ..presets import get_preset
+    from ._common import parse_size
+
+    width, height = parse_size(size)
+    sources = resolve_t2i_sources(preset, model, safe_encoder)
+    p = get_preset(preset) if preset else None
+    extra = p.extra if p else {}
+    cfg = AttackEvalConfig(
+        prompts=str(prompts),
+        out=str(out),
+        base=sources.base,
+        safe_encoder=sources.safe_encoder,
+        methods=[m.strip() for m in methods.split(",") if m.strip()],
+        attacks=[a.strip() for a in attacks.split(",") if a.strip()],
+        budgets=_parse_budgets(budget),
+        attack_options=_parse_attack_options(attack_option),
+        concept=concept,
+        banned_words=banned_words,
+        strict=strict,
+        synonyms=str(synonyms) if synonyms else None,
+        classifier=classifier or extra.get("classifier", "nudenet"),
+        steps=steps,
+        guidance=guidance,
+        width=width,
+        height=height,
+        seed=seed,
+        batch_size=batch_size,
+        limit=limit,
+        negative_prompt=negative_prompt or extra.get("safety_concept", DEFAULT_SAFETY_CONCEPT),
+        safety_concept=safety_concept or extra.get("safety_concept", DEFAULT_SAFETY_CONCEPT),
+        device=resolve_device(device),
+        dtype=dtype,
+        images=list(images or []),
+        captioner=captioner or (p.captioner if p else None),
+        safe_vision_encoder=safe_vision_encoder or (p.safe_vision_encoder if p else None),
+        pgd_eps=pgd_eps,
+        pgd_steps=pgd_steps,
+    )
+    err = console()
+    report = evaluate_attacks(cfg, log=err.print)
+    paths = write_attack_report(out, report)
+    err.print(f"report: {paths['json']}")
+    if json_out:
+        print_json(report)
+    else:
+        typer.echo(markdown_attack_report(report))
+    if compare_to is not None:
+        previous = json.loads(compare_to.read_text())
+        typer.echo(format_comparison(compare_reports(report, previous)))
