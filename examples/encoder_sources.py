@@ -6,7 +6,7 @@ Every source kind below is built in a temporary folder from tiny models (so this
 offline in seconds); with real weights the calls and CLI flags are the same:
 
     transformers folder / hub id   safegen t2i "..." --safe-encoder aimagelab/safeclip_vit-l_14
-    safegen-train export (a tower)  safegen t2i "..." --safe-encoder out/safe-clip-text
+    an export (one tower)          safegen t2i "..." --safe-encoder out/safe-clip-text
     open_clip hub folder           safegen t2i "..." --safe-encoder path/with/open_clip_config.json
     bare open_clip checkpoint      safegen t2i "..." --safe-encoder vit-h.safetensors --base ViT-H-14
     LoRA adapter                   safegen t2i "..." --safe-encoder adapter/ [--base openai/clip-vit-large-patch14]

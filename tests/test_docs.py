@@ -189,7 +189,7 @@ def _click_accepts(root, args: list[str]) -> tuple[Accepts, list[str]]:
             cmd, rest = cmd.commands[rest[0]], rest[1:]
         else:
             break
-    if hasattr(cmd, "commands"):
+    if hasattr(cmd, "commands") and rest not in ([], ["--help"]):  # a bare group prints its commands
         raise AssertionError(f"no such subcommand: {rest[:1]} (choose from {sorted(cmd.commands)})")
     opts: dict[str, object] = {"--help": None}
     for param in cmd.params:
