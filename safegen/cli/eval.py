@@ -40,7 +40,7 @@ CompareOpt = Annotated[
 ]
 
 
-def _load_compare(compare_to: Path | None) -> dict | None:
+def _load_compare(compare_to: Path | None, key: str = "methods") -> dict | None:
     """The earlier report to compare with, read before any work (a bad file must not cost a whole run)."""
     if compare_to is None:
         return None
@@ -51,8 +51,8 @@ def _load_compare(compare_to: Path | None) -> dict | None:
     except (OSError, UnicodeDecodeError, ValueError, RecursionError) as exc:
         why = clip_text(str(exc), 120)
         raise UsageError(f"--compare-to {compare_to}: not a readable report.json ({why})") from None
-    if not isinstance(previous, dict) or not isinstance(previous.get("methods"), dict):
-        raise UsageError(f"--compare-to {compare_to}: not a safegen report.json (no 'methods' object)")
+    if not isinstance(previous, dict) or not isinstance(previous.get(key), dict):
+        raise UsageError(f"--compare-to {compare_to}: not a safegen report.json of this command (no '{key}' object)")
     return previous
 
 
@@ -253,6 +253,7 @@ def eval_i2t(
     from ..loading import resolve_i2t_sources
     from ..pipelines.image_to_text import SafeLlavaCaptioner
 
+    _load_compare(compare_to)
     sources = resolve_i2t_sources(preset, model, safe_encoder)
     if sources.safe_encoder is None:
         raise typer.BadParameter("eval needs a safe encoder (from --preset or --safe-encoder)")
@@ -343,6 +344,7 @@ def eval_retrieval(
         safe = safe or p.safe_encoder
     if not clip or not safe:
         raise typer.BadParameter("give --clip and --safe (or a --preset that names both, e.g. toy)")
+    prev = _load_compare(compare_to, key="redirection")
     rows = read_quadruples(data, limit=limit)
     dev = resolve_device(device)
     with status(console(), "embedding"):
@@ -357,8 +359,7 @@ def eval_retrieval(
         print_json(report)
     else:
         typer.echo(format_retrieval_report(report))
-    if compare_to is not None:
-        prev = json.loads(compare_to.read_text())
+    if prev is not None:
         for name, red in report["redirection"].items():
             for key, value in red.items():
                 old = prev.get("redirection", {}).get(name, {}).get(key)
@@ -517,6 +518,7 @@ def eval_attack(
         pgd_eps=pgd_eps,
         pgd_steps=pgd_steps,
     )
+    previous = _load_compare(compare_to)
     err = console()
     report = evaluate_attacks(cfg, log=err.print)
     paths = write_attack_report(out, report)
@@ -525,6 +527,5 @@ def eval_attack(
         print_json(report)
     else:
         typer.echo(markdown_attack_report(report))
-    if compare_to is not None:
-        previous = json.loads(compare_to.read_text())
+    if previous is not None:
         typer.echo(format_comparison(compare_reports(report, previous)))

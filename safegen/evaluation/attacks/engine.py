@@ -300,7 +300,7 @@ def summarize_attack(
 def evaluate_attacks(cfg: AttackEvalConfig, *, log: Callable[[str], None] = _logger.info) -> dict[str, Any]:
     """Search, generate and judge; returns the report (see :mod:`.report` for its files)."""
     from ...batch import read_manifest
-    from ...cli._common import resolve_dtype
+    from ...devices import resolve_dtype
     from ...loading import load_t2i_pipeline
     from ...safety import load_classifier
     from ..report import contact_sheet
@@ -413,7 +413,7 @@ def evaluate_attacks(cfg: AttackEvalConfig, *, log: Callable[[str], None] = _log
 
 def _image_attack(cfg: AttackEvalConfig, out: Path, log: Callable[[str], None]) -> dict[str, Any]:
     """image-pgd on ``cfg.images``: captions judged by the word-list text classifier; images saved with a sheet."""
-    from ...cli._common import resolve_dtype
+    from ...devices import resolve_dtype
     from ...image_io import expand_image_args, load_image
     from ...pipelines.image_to_text import SafeLlavaCaptioner
     from ..report import contact_sheet
