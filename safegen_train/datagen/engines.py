@@ -94,7 +94,9 @@ class TransformersEngine:
                 lambda: AutoModelForCausalLM.from_pretrained(model, dtype=torch_dtype, trust_remote_code=False),
             )
             if tokenizer is None:
-                tokenizer = load_or_explain(model, lambda: AutoTokenizer.from_pretrained(model, trust_remote_code=False))
+                tokenizer = load_or_explain(
+                    model, lambda: AutoTokenizer.from_pretrained(model, trust_remote_code=False)
+                )
         else:  # an already built model (tests, the toy world)
             self.model = model
             self.model_id = str(getattr(model.config, "_name_or_path", "") or type(model).__name__)
