@@ -401,8 +401,8 @@ def eval_attack(
         Path,
         typer.Option(
             "--prompts",
-            exists=True,
-            help="Unsafe prompts: jsonl with optional safe_prompt and concept keys, txt, or I2P CSV (categories).",
+            help="Unsafe prompts: jsonl with optional safe_prompt and concept keys, txt, I2P CSV (categories), "
+            "or the shipped set i2p.",
         ),
     ],
     preset: PresetOpt = None,
@@ -481,6 +481,7 @@ def eval_attack(
     from ..evaluation.report import compare_reports, format_comparison
     from ..loading import resolve_t2i_sources
     from ..presets import get_preset
+    from ..prompt_sets import resolve_prompt_file
     from ._common import parse_size
 
     width, height = parse_size(size)
@@ -488,7 +489,7 @@ def eval_attack(
     p = get_preset(preset) if preset else None
     extra = p.extra if p else {}
     cfg = AttackEvalConfig(
-        prompts=str(prompts),
+        prompts=str(resolve_prompt_file(prompts, "--prompts")),
         out=str(out),
         base=sources.base,
         safe_encoder=sources.safe_encoder,
