@@ -52,7 +52,7 @@ def test_img2img_compare_writes_both_variants_sheet_and_metadata(tiny_sd_dir, ti
     )
     assert res.exit_code == 0, res.output
     paths = res.stdout.strip().splitlines()
-    assert [p.rsplit("-", 1)[-1] for p in paths] == ["original.png", "safe.png", "compare.png"]
+    assert [p.rsplit("-", 2)[-2] for p in paths[:2]] == ["original", "safe"] and paths[2].endswith("-compare.png")
     params = read_png_parameters(paths[1])
     assert params["image"] == str(photo) and params["strength"] == 0.9 and params["task"] == "image2image"
     assert params["safe_encoder"] == str(tiny_clip_dir) and params["seed"] == 3 and params["size"] == "64x64"
@@ -99,3 +99,16 @@ def test_bad_inputs_are_usage_errors(tiny_sd_dir, tmp_path):
     assert res.exit_code == 2 and "not a readable image" in res.output
     res = _i2i("x", "--image", str(_photo(tmp_path)), "--strength", "1.5", "--model", str(tiny_sd_dir))
     assert res.exit_code == 2
+
+
+def test_same_edit_twice_never_overwrites_and_bad_options_fail_before_loading(tiny_sd_dir, tmp_path):
+    photo, out = _photo(tmp_path), tmp_path / "out"
+    args = ["a red circle", "--image", str(photo), "--model", str(tiny_sd_dir), "--seed", "1", "--out", str(out)]
+    first, second = _i2i(*args), _i2i(*args)
+    assert first.exit_code == 0 and second.exit_code == 0, second.output
+    a, b = first.stdout.strip(), second.stdout.strip()
+    assert a != b and Image.open(a).tobytes() == Image.open(b).tobytes()  # same pixels, a new file
+    assert read_png_parameters(a)["content_key"] == read_png_parameters(b)["content_key"]
+    for bad in (["--seed", str(2**70)], ["--guidance", "nan"], ["--attention", "bogus"], ["--out", str(photo)]):
+        res = _i2i(*args[:-2], "--out", str(out), *bad) if bad[0] != "--out" else _i2i(*args[:-2], *bad)
+        assert res.exit_code == 2, (bad, res.output)

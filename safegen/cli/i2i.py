@@ -15,6 +15,10 @@ from typing import Annotated, Any
 import typer
 
 from ._common import (
+    MAX_IMAGES,
+    MAX_STEPS,
+    ActivationOpt,
+    BaseOpt,
     DeviceOpt,
     DtypeOpt,
     JsonOpt,
@@ -23,7 +27,14 @@ from ._common import (
     PresetOpt,
     SafeEncoderOpt,
     SeedOpt,
+    check_attention,
+    check_count,
+    check_device,
+    check_number,
+    check_out_dir,
+    check_seed,
     cli_errors,
+    encoder_kwargs,
     parse_size,
     print_json,
     resolve_device,
@@ -45,6 +56,8 @@ def i2i(
     preset: PresetOpt = None,
     model: ModelOpt = None,
     safe_encoder: SafeEncoderOpt = None,
+    activation: ActivationOpt = None,
+    base: BaseOpt = None,
     steps: Annotated[int, typer.Option("--steps", min=1, help="Denoising steps (scaled by --strength).")] = 30,
     guidance: Annotated[float, typer.Option("--guidance", "--cfg", help="Classifier-free guidance scale.")] = 7.5,
     seed: SeedOpt = -1,
@@ -69,6 +82,14 @@ def i2i(
     """
     if not prompt.strip():
         raise typer.BadParameter("the prompt is empty; pass the text to draw", param_hint="PROMPT")
+    # Every option is checked before a model loads, as in `safegen t2i`.
+    check_seed(seed)
+    check_number(guidance, "--guidance")
+    check_count(steps, "--steps", MAX_STEPS)
+    check_count(num_images, "--num-images", MAX_IMAGES)
+    check_device(device)
+    check_attention(attention)
+    check_out_dir(out)
     width, height = parse_size(size)
     photo = _open_image(image, "--image", "RGB", (width, height))
     mask_image = _open_image(mask, "--mask", "L", photo.size) if mask is not None else None
@@ -76,6 +97,7 @@ def i2i(
     from .t2i import DEFAULT_PRESET, _load_checker, _reraise_with_hint, _save_side_by_side, warn_long_prompt
 
     sources = resolve_t2i_sources(preset or (None if model else DEFAULT_PRESET), model, safe_encoder)
+    enc_kwargs = encoder_kwargs(activation, base)
     if compare and sources.safe_encoder is None:
         raise typer.BadParameter("--compare needs a safe encoder (from --preset or --safe-encoder)")
     dev = resolve_device(device)
@@ -88,13 +110,17 @@ def i2i(
         load = dict(device=dev, torch_dtype=torch_dtype, attention=attention, task=task)
         if compare:
             original = load_t2i_pipeline(sources.base, None, **load)
-            safe = safe_twin(original, sources.safe_encoder)
+            safe = safe_twin(original, sources.safe_encoder, enc_kwargs)
         else:
             original = None
-            safe = load_t2i_pipeline(sources.base, sources.safe_encoder, **load)
+            safe = load_t2i_pipeline(sources.base, sources.safe_encoder, safe_encoder_kwargs=enc_kwargs, **load)
     except Exception as exc:
         _reraise_with_hint(exc, sources.preset)
     warn_long_prompt(safe.tokenizer, prompt)
+    from ..fingerprint import fingerprint_file, fingerprint_source
+
+    fps = {"base": fingerprint_source(sources.base), "safe_encoder": fingerprint_source(sources.safe_encoder)}
+    inputs_fp = {"image_sha256": fingerprint_file(image), "mask_sha256": fingerprint_file(mask) if mask else None}
 
     runs = [("original", original)] if original is not None else []
     runs.append(("safe" if sources.safe_encoder else "original", safe))
@@ -110,7 +136,12 @@ def i2i(
         verdicts = classifier.classify(images) if classifier else [None] * len(images)
         for i, (edited, verdict) in enumerate(zip(images, verdicts, strict=True)):
             params = _params(prompt, negative_prompt, seed + i, steps, guidance, sources.base, pipe, variant, edited)
-            records.append(_save(edited, out, {**params, **source}, verdict, per_image))
+            fp = {
+                "base_fingerprint": fps["base"],
+                "safe_encoder_fingerprint": fps["safe_encoder"] if variant == "safe" else None,
+                **inputs_fp,
+            }
+            records.append(_save(edited, out, {**params, **source, **fp}, verdict, per_image, pipe))
     sheets = []
     if compare:
         for i in range(num_images):
@@ -186,13 +217,19 @@ def _params(prompt, negative_prompt, seed, steps, guidance, base, pipe, variant,
     }
 
 
-def _save(image, out, params, verdict, seconds) -> dict[str, Any]:
-    from ..outputs import path_inside, sanitize_stem, save_png
+def _save(image, out, params, verdict, seconds, pipe) -> dict[str, Any]:
+    import json
 
+    from ..batch.plan import content_key
+    from ..outputs import png_bytes, sanitize_stem, write_new_file
+
+    scheduler_config = json.dumps(dict(pipe.scheduler.config), sort_keys=True, default=str)
+    params["content_key"] = content_key({**params, "scheduler_config": scheduler_config})
+    # As in `safegen t2i`: the key keeps other inputs apart, and an existing file is never overwritten.
     stem = sanitize_stem(params["prompt"][:48], fallback="image")
     kind = "inpaint" if params["task"] == "inpaint" else "i2i"
-    path = path_inside(out, f"{stem}-{params['seed']}-{kind}-{params['variant']}.png")
-    save_png(image, path, params)
+    name = f"{stem}-{params['seed']}-{kind}-{params['variant']}-{params['content_key'][:10]}"
+    path = write_new_file(out, name, ".png", png_bytes(image, params))
     record = {"file": str(path), **params, "seconds": round(seconds, 4)}
     if verdict is not None:
         record["safety"] = verdict.to_dict()
