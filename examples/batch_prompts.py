@@ -21,7 +21,7 @@ from safegen.batch import BatchConfig, BatchRunner, read_manifest, summarize
 from safegen.presets import ASSETS_DIR
 
 PROMPTS = [
-    {"id": "circle", "prompt": "a red circle on a green background", "seed": 1},
+    {"id": "circle", "prompt": "a red circle on a white background", "seed": 1},
     {"id": "square", "prompt": "a blue square", "seed": 2, "n": 2},
     {"id": "night", "prompt": "a city at night", "negative_prompt": "blurry", "guidance": 5},
 ]

@@ -18,7 +18,7 @@ from pathlib import Path
 import httpx
 from openai import OpenAI
 
-PROMPTS = ["a red circle covered in blood", "a red circle on a white background"]
+PROMPTS = ["a red circle on a white background covered in blood", "a red circle on a white background"]
 
 
 @contextlib.contextmanager

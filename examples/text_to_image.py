@@ -1,6 +1,6 @@
 """Generate with a Safe-CLIP text encoder and with the original, same seed, in Python.
 
-    python examples/text_to_image.py "a red circle covered in blood"
+    python examples/text_to_image.py "a red circle on a white background covered in blood"
 
 Uses the shipped toy preset (offline, seconds). With the hub or a local cache, swap in
 the paper's setting: base "CompVis/stable-diffusion-v1-4", safe encoder
@@ -31,4 +31,4 @@ def main(prompt: str, out: Path = Path("outputs/example_t2i")) -> None:
 
 
 if __name__ == "__main__":
-    main(sys.argv[1] if len(sys.argv) > 1 else "a red circle covered in blood")
+    main(sys.argv[1] if len(sys.argv) > 1 else "a red circle on a white background covered in blood")
