@@ -117,7 +117,13 @@ def safe_twin(pipe: Any, safe_encoder: Any, safe_encoder_kwargs: dict[str, Any] 
 def prompt_overflow(tokenizer: Any, prompt: str) -> str | None:
     """The part of ``prompt`` the tokenizer cuts off at its model_max_length, or None."""
     limit = getattr(tokenizer, "model_max_length", 77)
-    ids = tokenizer(prompt, truncation=False, add_special_tokens=True).input_ids
+    # Tokenize a head long enough to hold more than `limit` tokens of ordinary text: a 10 MB
+    # prompt then costs what a short one does. Only a head of unusually long tokens falls back
+    # to the whole prompt.
+    head = prompt[: max(limit, 1) * 32]
+    ids = tokenizer(head, truncation=False, add_special_tokens=True).input_ids
+    if len(ids) <= limit and len(head) < len(prompt):
+        ids = tokenizer(prompt, truncation=False, add_special_tokens=True).input_ids
     if len(ids) <= limit:
         return None
     kept = tokenizer.decode(ids[1 : limit - 1], skip_special_tokens=True)

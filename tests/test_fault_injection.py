@@ -510,3 +510,18 @@ def test_failed_i2t_load_leaves_no_output_folder(tmp_path):
     )
     assert res.exit_code == 1 and "Traceback" not in res.output
     assert not (tmp_path / "caps").exists()
+
+
+def test_prompt_overflow_reads_a_head_yet_cuts_exactly_like_the_whole_prompt():
+    """A huge prompt is measured on a head of it; the cut part equals what tokenizing it all gives."""
+    from safegen.loading import prompt_overflow
+    from safegen.testing import tiny_tokenizer
+
+    tok = tiny_tokenizer()
+    prompt = " ".join(f"red{i % 7} circle" for i in range(3000))
+    ids = tok(prompt, truncation=False).input_ids
+    kept = tok.decode(ids[1 : tok.model_max_length - 1], skip_special_tokens=True)
+    assert prompt_overflow(tok, prompt) == " ".join(prompt.split()[len(kept.split()) :])
+    assert prompt_overflow(tok, "a red circle") is None
+    long_word = "x" * (tok.model_max_length * 40)  # a head of one long token run: falls back to the whole text
+    assert prompt_overflow(tok, long_word) is not None

@@ -394,6 +394,10 @@ def test_models_health_metrics_and_page(pipes):
         assert info["default_size"] == "64x64" and info["max_size"] == 64 and info["auth_required"] is False
         r = client.post("/v1/captions", files={"file": ("a.png", b"x", "image/png")})
         assert r.status_code == 404
+        # unknown paths and wrong methods answer in OpenAI's error shape too
+        missing, wrong = client.get("/v1/nothing-here"), client.get("/v1/images/generations")
+        assert missing.status_code == 404 and set(missing.json()["error"]) == {"message", "type", "param", "code"}
+        assert wrong.status_code == 405 and "message" in wrong.json()["error"] and "allow" in wrong.headers
 
 
 def test_config_validation_names_the_field():

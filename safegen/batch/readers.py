@@ -92,6 +92,7 @@ METADATA_COLUMNS = frozenset(
         "label",
         "source_line",  # written by safegen eval's prepared prompt files
         "truncated_from",
+        "safe_prompt",  # safegen eval attack: the safe twin of an unsafe prompt
     }
 )
 # pandas' unnamed index column (I2P starts with one)
