@@ -124,6 +124,19 @@ def test_resume_skips_done_work_and_regenerates_or_refuses_changed_settings(tmp_
     assert {r["steps"] for r in read_manifest(tmp_path / "o")} == {3}
 
 
+def test_refusing_shards_decide_on_the_whole_plan(tmp_path, pipe):
+    """With --on-change refuse, a shard whose own rows are unchanged refuses too: no shard waits for a stopped one."""
+    rows = [{"prompt": f"prompt {i}"} for i in range(4)]
+    src = _jsonl(tmp_path / "p.jsonl", rows)
+    run_batch(BatchConfig(prompts=src, out=tmp_path / "o", **FAST), pipe=pipe)
+    rows[3]["prompt"] = "an edited prompt"  # row 3 belongs to one shard only
+    src = _jsonl(tmp_path / "p.jsonl", rows)
+    for index in (0, 1):
+        with pytest.raises(SafegenError, match=r"1 row\(s\) changed since the last run"):
+            cfg = BatchConfig(prompts=src, out=tmp_path / "o", on_change="refuse", num_shards=2, shard_index=index)
+            run_batch(BatchConfig(**{**cfg.to_dict(), **FAST}), pipe=pipe)
+
+
 def test_random_seed_is_recorded_and_reused_on_resume(tmp_path, pipe):
     src = _jsonl(tmp_path / "p.jsonl", [{"prompt": "a"}, {"prompt": "b"}])
     run_batch(BatchConfig(prompts=src, out=tmp_path / "o", seed=-1, limit=1, **FAST), pipe=pipe)

@@ -711,6 +711,10 @@ class BatchRunner:
         self.jobs, self.all_jobs = mine, all_jobs
         result.planned = len(mine)
         todo, result.skipped, changed = self._resume_plan(mine)
+        if cfg.on_change == "refuse" and num_shards > 1:
+            # Every shard decides on the whole plan, so they refuse together: none is left
+            # waiting at the final barrier for a shard that stopped.
+            changed = self._resume_plan(all_jobs)[2]
         self._report_changes(changed, result)  # raises before any write with on_change="refuse"
 
         prompt_sha = hashlib.sha256(Path(cfg.prompts).read_bytes()).hexdigest()
