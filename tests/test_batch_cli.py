@@ -70,7 +70,7 @@ def _start(args: list[str]) -> subprocess.Popen:
     return subprocess.Popen(cmd, env=_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
 
 
-def _wait_for_images(proc: subprocess.Popen, out: Path, at_least: int, timeout: float = 120.0) -> None:
+def _wait_for_images(proc: subprocess.Popen, out: Path, at_least: int, timeout: float = 600.0) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if proc.poll() is not None:
