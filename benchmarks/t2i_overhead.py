@@ -2,7 +2,8 @@
 
 Safe-CLIP only swaps text-encoder weights, so its promise is zero overhead; SLD adds a
 third UNet batch entry (the safety concept) every step. All pipelines share the same tiny
-components built in code; runs are interleaved and the median is reported. Image-to-image
+components built in code; runs are interleaved in rounds and the median, min-max and
+per-round ratio with its range are reported (the shared method of ``_bench.py``). Image-to-image
 and inpainting (strength 0.75, a fixed random photo and a centre mask) are compared with
 their own plain diffusers pipeline: ratio = safe / plain of the same task.
 
@@ -12,10 +13,10 @@ their own plain diffusers pipeline: ratio = safe / plain of the same task.
 from __future__ import annotations
 
 import argparse
-import statistics
 import time
 
 import torch
+from _bench import header, measure, summarize
 
 
 def unet_batch_sizes(pipe, call) -> list[int]:
@@ -34,7 +35,7 @@ def unet_batch_sizes(pipe, call) -> list[int]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--steps", type=int, default=10)
-    parser.add_argument("--repeats", type=int, default=15)
+    parser.add_argument("--repeats", type=int, default=15, help="interleaved rounds (>= 5)")
     parser.add_argument("--size", type=int, default=64)
     parser.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's choice)")
     args = parser.parse_args()
@@ -88,21 +89,33 @@ def main() -> None:
         return lambda: pipe(prompt, generator=torch.Generator().manual_seed(0), **kw)
 
     batch = {name: unet_batch_sizes(pipes[name], caller(name)) for name in pipes}
-    times: dict[str, list[float]] = {name: [] for name in pipes}
-    for _ in range(args.repeats):
-        for name in pipes:  # interleaved: drifts in machine load hit every pipeline alike
-            t0 = time.perf_counter()
-            caller(name)()
-            times[name].append(time.perf_counter() - t0)
 
-    threads = torch.get_num_threads()
-    print(f"tiny SD, {args.size}x{args.size}, {args.steps} steps, {args.repeats} repeats, threads={threads}")
-    print(f"{'pipeline':<18} {'median s':>9} {'ratio':>7} {'UNet batch':>11} {'UNet calls':>11}")
+    def timed(name):
+        call = caller(name)
+
+        def run() -> float:
+            t0 = time.perf_counter()
+            call()
+            return time.perf_counter() - t0
+
+        return run
+
+    # Interleaved rounds (benchmarks/_bench.py); each safe pipeline's ratio is taken per round
+    # against the plain pipeline of its own task.
+    result = measure({name: timed(name) for name in pipes}, baseline="diffusers", rounds=args.repeats)
+    per_task = {name: summarize(result.values, baseline[name])[name] for name in pipes}
+    print(f"tiny SD, {args.size}x{args.size}, {args.steps} steps")
+    print(header(result))
+    print(
+        f"{'pipeline':<18} {'median s':>9} {'min-max':>15} {'ratio':>7} {'ratio min-max':>14} "
+        f"{'UNet batch':>11} {'UNet calls':>11}"
+    )
     for name in pipes:
-        med = statistics.median(times[name])
-        base = statistics.median(times[baseline[name]])
-        b = batch[name]
-        print(f"{name:<18} {med:9.4f} {med / base:7.3f} {max(b):>11} {len(b):>11}")
+        s, b = per_task[name], batch[name]
+        print(
+            f"{name:<18} {s.median:9.4f} {f'{s.lo:.3f}-{s.hi:.3f}':>15} {s.ratio:7.3f} "
+            f"{f'{s.ratio_lo:.3f}-{s.ratio_hi:.3f}':>14} {max(b):>11} {len(b):>11}"
+        )
 
 
 if __name__ == "__main__":

@@ -3,10 +3,11 @@ embeddings, LoRA vs full fine-tuning.
 
 Each configuration runs in its own subprocess (so peak memory is its own: max RSS on the
 CPU, ``torch.cuda.max_memory_allocated`` on a GPU) over the same synthetic batches, using
-the real training module, loss and gradient step of ``safegen_train``. Ratios are printed
-against LoRA with cached references (the default configuration).
+the real training module, loss and gradient step of ``safegen_train``. Configurations run
+interleaved in rounds with the shared method of ``_bench.py`` (a fresh process per call);
+ratios are per round against LoRA with cached references (the default configuration).
 
-    python benchmarks/train_throughput.py                         # tiny CLIP, CPU
+    python benchmarks/train_throughput.py --threads 1 --rounds 5  # tiny CLIP, CPU
     python benchmarks/train_throughput.py --size vit-l --device cuda --dtype bf16 --batch-size 64
 
 ``--size vit-l`` builds openai/clip-vit-large-patch14's public architecture with random
@@ -19,9 +20,12 @@ import argparse
 import json
 import os
 import resource
+import statistics
 import subprocess
 import sys
 import time
+
+from _bench import header, measure, table
 
 CONFIGS = {
     "lora-cached": dict(finetune="lora", cache=True),
@@ -135,6 +139,16 @@ def run_one(name: str, args: argparse.Namespace) -> dict:
     }
 
 
+def run_subprocess(name: str) -> dict:
+    """One configuration in a fresh process (its own peak memory), same flags as this run."""
+    cmd = [sys.executable, __file__, "--only", name] + sys.argv[1:]
+    out = subprocess.run(cmd, capture_output=True, text=True, env=dict(os.environ, TQDM_DISABLE="1"))
+    if out.returncode != 0:
+        sys.stderr.write(out.stderr[-3000:])
+        raise SystemExit(f"{name} failed")
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--size", choices=["tiny", "vit-l"], default="tiny")
@@ -143,41 +157,43 @@ def main() -> None:
     parser.add_argument("--batch-size", type=int, default=16, help="paper's job scripts: 16")
     parser.add_argument("--steps", type=int, default=30)
     parser.add_argument("--warmup", type=int, default=3)
+    parser.add_argument("--rounds", type=int, default=5, help="interleaved rounds (>= 5 for a published figure)")
     parser.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch's default)")
     parser.add_argument("--only", choices=list(CONFIGS), help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.only:
         print(json.dumps(run_one(args.only, args)))
         return
-    results = {}
-    for name in CONFIGS:
-        cmd = [sys.executable, __file__, "--only", name] + [a for a in sys.argv[1:]]
-        out = subprocess.run(cmd, capture_output=True, text=True, env=dict(os.environ, TQDM_DISABLE="1"))
-        if out.returncode != 0:
-            sys.stderr.write(out.stderr[-3000:])
-            raise SystemExit(f"{name} failed")
-        results[name] = json.loads(out.stdout.strip().splitlines()[-1])
-    base = results["lora-cached"]
+    import torch
+
+    if args.threads:
+        torch.set_num_threads(args.threads)  # so the header records the children's thread count
+    runs: dict[str, list[dict]] = {name: [] for name in CONFIGS}
+
+    def call(name: str):
+        def run() -> float:
+            runs[name].append(run_subprocess(name))
+            return runs[name][-1]["samples_per_s"]
+
+        return run
+
+    result = measure({name: call(name) for name in CONFIGS}, baseline="lora-cached", rounds=args.rounds)
     print(f"size={args.size} device={args.device} dtype={args.dtype} batch={args.batch_size} steps={args.steps}")
-    head = ["samples/s".rjust(10), "s/step".rjust(8), "peak MB".rjust(9), "trainable".rjust(11)]
-    print(f"{'config':15s} " + " ".join(head) + "  speed vs lora-cached")
-    for name, r in results.items():
-        ratio = r["samples_per_s"] / base["samples_per_s"]
-        print(
-            f"{name:15s} {r['samples_per_s']:10.1f} {r['step_s']:8.4f} {r['peak_mb']:9.1f} "
-            f"{r['trainable_params']:11d} {ratio:21.2f}"
-        )
+    print(header(result))
+    print(table(result, "samples/s", ".1f", ratio_label="x lora-cached"))
+    for name, rs in runs.items():
+        print(f"{name:<18} peak MB {max(r['peak_mb'] for r in rs):.1f}, trainable params {rs[0]['trainable_params']}")
+    values = result.values
     for ft in ("lora", "full"):
-        c, u = results[f"{ft}-cached"], results[f"{ft}-uncached"]
+        c, u = values[f"{ft}-cached"], values[f"{ft}-uncached"]
+        gains = sorted(100 * (cs / us - 1) for cs, us in zip(c, u, strict=True))  # per round
         print(
-            f"{ft}: caching references is {100 * (u['step_s'] / c['step_s'] - 1):.0f}% faster per step "
-            f"(uncached/cached step time {u['step_s'] / c['step_s']:.2f}), peak memory ratio "
-            f"{c['peak_mb'] / u['peak_mb']:.2f}"
+            f"{ft}: caching references is {statistics.median(gains):.0f}% faster per step "
+            f"(per-round range {gains[0]:.0f}% to {gains[-1]:.0f}%)"
         )
-    lc, fc = results["lora-cached"], results["full-cached"]
+    ratios = sorted(lc / fc for lc, fc in zip(values["lora-cached"], values["full-cached"], strict=True))
     print(
-        f"LoRA vs full (cached): speed {lc['samples_per_s'] / fc['samples_per_s']:.2f}x, "
-        f"peak memory {lc['peak_mb'] / fc['peak_mb']:.2f}x"
+        f"LoRA vs full (cached): speed {statistics.median(ratios):.2f}x (per-round {ratios[0]:.2f}-{ratios[-1]:.2f})"
     )
 
 
