@@ -77,6 +77,11 @@ def test_save_load_round_trip_readable_by_plain_diffusers(tmp_path, tiny_clip_di
     assert again.safe_encoder_id == str(tiny_clip_dir)
     np.testing.assert_array_equal(_run(again).images, want)
 
+    # A folder whose safe text encoder was replaced after saving never claims the safe id.
+    pipe.text_encoder.save_pretrained(tmp_path / "text_encoder")
+    with pytest.raises(SafegenError, match=r"text_encoder holds the safe encoder .* its files changed"):
+        SafeStableDiffusionPipeline.from_pretrained(tmp_path)
+
 
 def test_mismatched_encoder_is_refused_with_both_sides():
     from transformers import CLIPTextModel

@@ -242,8 +242,11 @@ class SafePipelineMixin:
             raise missing from exc
         saved = _saved_safegen_config(str(pretrained_model_name_or_path))
         if saved:
-            # Weights are already baked in; remember where they came from.
-            object.__setattr__(pipe, "_safe_encoder_ids", dict(saved.get("safe_encoder_ids", {})))
+            # Weights are already baked in; the ids are claimed only for slots whose files are
+            # still the ones saved (a folder edited after saving is refused, never trusted).
+            object.__setattr__(
+                pipe, "_safe_encoder_ids", _verified_saved_ids(str(pretrained_model_name_or_path), saved)
+            )
         pipe._apply_safe_encoders(encoders, safe_encoder_kwargs)
         return pipe
 
@@ -297,7 +300,16 @@ class SafePipelineMixin:
         index = json.loads(index_path.read_text())
         index["_class_name"] = self._diffusers_class.__name__
         atomic_write_text(index_path, json.dumps(index, indent=2, sort_keys=True) + "\n")
-        meta = {"safe_encoder_ids": self.safe_encoder_ids, "safegen_class": type(self).__name__}
+        from ..fingerprint import fingerprint_folder
+
+        meta = {
+            "safe_encoder_ids": self.safe_encoder_ids,
+            "safegen_class": type(self).__name__,
+            # What the safe slots' files were, so a load can tell an edited folder from this one.
+            "slot_fingerprints": {
+                slot: fingerprint_folder(folder / slot) for slot in self.safe_encoder_ids if (folder / slot).is_dir()
+            },
+        }
         atomic_write_json(folder / SAFEGEN_CONFIG, meta)
         if push_to_hub:
             self._push_folder(folder, **hub)
@@ -314,7 +326,10 @@ class SafePipelineMixin:
 
 
 def _saved_safegen_config(source: str) -> dict[str, Any] | None:
-    """safegen.json of a saved safe pipeline (local folder, or a cached hub repo), else None."""
+    """safegen.json of a saved safe pipeline (local folder, or a cached hub repo), else None.
+
+    The folder it was found in is returned under ``"_folder"``.
+    """
     path = Path(source).expanduser() / SAFEGEN_CONFIG
     if not path.is_file() and looks_like_hub_id(source):
         with contextlib.suppress(Exception):  # absent from the cache is the common case, not an error
@@ -322,7 +337,27 @@ def _saved_safegen_config(source: str) -> dict[str, Any] | None:
 
             hit = try_to_load_from_cache(source, SAFEGEN_CONFIG)
             path = Path(hit) if isinstance(hit, str) else path
-    return json.loads(path.read_text()) if path.is_file() else None
+    if not path.is_file():
+        return None
+    return {**json.loads(path.read_text()), "_folder": str(path.parent)}
+
+
+def _verified_saved_ids(source: str, saved: dict[str, Any]) -> dict[str, str]:
+    """The safe-encoder ids of a saved pipeline, each checked against the fingerprint saved with it."""
+    from ..fingerprint import fingerprint_folder
+
+    folder, recorded = Path(saved["_folder"]), saved.get("slot_fingerprints") or {}
+    ids = dict(saved.get("safe_encoder_ids", {}))
+    for slot, encoder_id in ids.items():
+        want = recorded.get(slot)
+        have = fingerprint_folder(folder / slot) if (folder / slot).is_dir() else None
+        if want is None or have != want:
+            why = "records no fingerprint for it" if want is None else "its files changed since it was saved"
+            raise SafegenError(
+                f"'{source}': {SAFEGEN_CONFIG} says {slot} holds the safe encoder '{encoder_id}', but {why}; "
+                f"re-save the pipeline with safegen, or delete {SAFEGEN_CONFIG} to load it as a plain pipeline"
+            )
+    return ids
 
 
 # ----------------------------------------------------------------------------- factories
