@@ -93,6 +93,25 @@ def check_count(value: int | None, flag: str, maximum: int) -> None:
         raise UsageError(f"{flag} must be between 1 and {maximum}, got {clip_text(str(value), 40)}")
 
 
+def check_generation_options(
+    *,
+    seed: int,
+    guidance: float,
+    steps: int,
+    num_images: int,
+    device: str,
+    attention: str,
+    max_images: int = MAX_IMAGES,
+) -> None:
+    """The checks every generating command runs before a model loads (t2i, i2i, batch)."""
+    check_seed(seed)
+    check_number(guidance, "--guidance")
+    check_count(steps, "--steps", MAX_STEPS)
+    check_count(num_images, "--num-images", max_images)
+    check_device(device)
+    check_attention(attention)
+
+
 def clip_text(text: str, limit: int = 200) -> str:
     from ..outputs import clip_text as _clip
 

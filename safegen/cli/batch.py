@@ -26,12 +26,9 @@ from ._common import (
     OutOpt,
     PresetOpt,
     SafeEncoderOpt,
-    check_attention,
-    check_count,
-    check_device,
+    check_generation_options,
     check_number,
     check_out_dir,
-    check_seed,
     cli_errors,
     console,
     encoder_kwargs,
@@ -170,13 +167,10 @@ def batch(
     if on_change not in ON_CHANGE_CHOICES:
         raise typer.BadParameter(f"choose one of {', '.join(ON_CHANGE_CHOICES)}", param_hint="--on-change")
     # Every option is checked here, before a prompt is read or a model loaded.
-    check_seed(seed)
-    check_number(guidance, "--guidance")
+    check_generation_options(
+        seed=seed, guidance=guidance, steps=steps, num_images=num_images, device=device, attention=attention
+    )
     check_number(threshold, "--threshold", maximum=1.0)
-    check_count(steps, "--steps", 10_000)
-    check_count(num_images, "--num-images", 10_000)
-    check_device(device)
-    check_attention(attention)
     width, height = parse_size(size)
     out = out if out is not None else Path("outputs") / "batch" / file.stem
     check_out_dir(out)

@@ -15,8 +15,6 @@ from typing import Annotated, Any
 import typer
 
 from ._common import (
-    MAX_IMAGES,
-    MAX_STEPS,
     ActivationOpt,
     BaseOpt,
     DeviceOpt,
@@ -27,12 +25,8 @@ from ._common import (
     PresetOpt,
     SafeEncoderOpt,
     SeedOpt,
-    check_attention,
-    check_count,
-    check_device,
-    check_number,
+    check_generation_options,
     check_out_dir,
-    check_seed,
     cli_errors,
     encoder_kwargs,
     parse_size,
@@ -83,12 +77,9 @@ def i2i(
     if not prompt.strip():
         raise typer.BadParameter("the prompt is empty; pass the text to draw", param_hint="PROMPT")
     # Every option is checked before a model loads, as in `safegen t2i`.
-    check_seed(seed)
-    check_number(guidance, "--guidance")
-    check_count(steps, "--steps", MAX_STEPS)
-    check_count(num_images, "--num-images", MAX_IMAGES)
-    check_device(device)
-    check_attention(attention)
+    check_generation_options(
+        seed=seed, guidance=guidance, steps=steps, num_images=num_images, device=device, attention=attention
+    )
     check_out_dir(out)
     width, height = parse_size(size)
     photo = _open_image(image, "--image", "RGB", (width, height))

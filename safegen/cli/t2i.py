@@ -21,12 +21,8 @@ from ._common import (
     PresetOpt,
     SafeEncoderOpt,
     SeedOpt,
-    check_attention,
-    check_count,
-    check_device,
-    check_number,
+    check_generation_options,
     check_out_dir,
-    check_seed,
     cli_errors,
     console,
     encoder_kwargs,
@@ -38,7 +34,6 @@ from ._common import (
 )
 
 DEFAULT_PRESET = "sd-1.4"
-MAX_STEPS = 10_000
 MAX_IMAGES = 64
 
 
@@ -78,12 +73,15 @@ def t2i(
     if not prompt.strip():
         raise typer.BadParameter("the prompt is empty; pass the text to draw", param_hint="PROMPT")
     # Every option is checked before a model loads: a typo costs nothing.
-    check_seed(seed)
-    check_number(guidance, "--guidance")
-    check_count(steps, "--steps", MAX_STEPS)
-    check_count(num_images, "--num-images", MAX_IMAGES)
-    check_device(device)
-    check_attention(attention)
+    check_generation_options(
+        seed=seed,
+        guidance=guidance,
+        steps=steps,
+        num_images=num_images,
+        device=device,
+        attention=attention,
+        max_images=MAX_IMAGES,  # one call holds every image in memory
+    )
     check_out_dir(out)
     width, height = parse_size(size)
     from ..loading import load_t2i_pipeline, resolve_t2i_sources, safe_twin
