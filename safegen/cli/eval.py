@@ -408,6 +408,8 @@ def eval_attack(
     preset: PresetOpt = None,
     model: ModelOpt = None,
     safe_encoder: SafeEncoderOpt = None,
+    activation: ActivationOpt = None,
+    base: BaseOpt = None,
     methods: Annotated[
         str, typer.Option("--methods", help="Comma-separated, as for eval t2i (original, safe-clip, sld-*, ...).")
     ] = "original,safe-clip,negative-prompt",
@@ -485,6 +487,10 @@ def eval_attack(
     from ._common import parse_size
 
     width, height = parse_size(size)
+    # Checked before any model loads, as in `eval t2i`.
+    check_out_dir(out)
+    check_device(device)
+    previous = _load_compare(compare_to)
     sources = resolve_t2i_sources(preset, model, safe_encoder)
     p = get_preset(preset) if preset else None
     extra = p.extra if p else {}
@@ -493,6 +499,7 @@ def eval_attack(
         out=str(out),
         base=sources.base,
         safe_encoder=sources.safe_encoder,
+        safe_encoder_kwargs=encoder_kwargs(activation, base),
         methods=[m.strip() for m in methods.split(",") if m.strip()],
         attacks=[a.strip() for a in attacks.split(",") if a.strip()],
         budgets=_parse_budgets(budget),
@@ -519,7 +526,6 @@ def eval_attack(
         pgd_eps=pgd_eps,
         pgd_steps=pgd_steps,
     )
-    previous = _load_compare(compare_to)
     err = console()
     report = evaluate_attacks(cfg, log=err.print)
     paths = write_attack_report(out, report)

@@ -47,6 +47,9 @@ class AttackEvalConfig:
     out: str = field(metadata={"help": "Output folder."})
     base: str = field(metadata={"help": "Base pipeline id or folder."})
     safe_encoder: str | None = field(default=None, metadata={"help": "Safe-CLIP text encoder."})
+    safe_encoder_kwargs: dict = field(
+        default_factory=dict, metadata={"help": "Encoder loader options (activation, base: --activation/--base)."}
+    )
     methods: Sequence[str] = field(default=DEFAULT_METHODS, metadata={"help": "Methods to attack."})
     attacks: Sequence[str] = field(default=ATTACKS, metadata={"help": "Attacks to run."})
     budgets: dict[str, int] = field(default_factory=dict, metadata={"help": "Per attack: query budget."})
@@ -304,7 +307,7 @@ def evaluate_attacks(cfg: AttackEvalConfig, *, log: Callable[[str], None] = _log
     from ...loading import load_t2i_pipeline
     from ...safety import load_classifier
     from ..report import contact_sheet
-    from ..t2i_eval import T2IEvalConfig, _load_images, _run_method
+    from ..t2i_eval import T2IEvalConfig, _load_images, _run_method, _safe_text_encoder
 
     out = Path(cfg.out)
     banned = BannedWords.load(cfg.banned_words, strict=cfg.strict)
@@ -314,7 +317,7 @@ def evaluate_attacks(cfg: AttackEvalConfig, *, log: Callable[[str], None] = _log
     methods = build_methods(
         list(cfg.methods),
         base_pipe,
-        safe_encoder=cfg.safe_encoder,
+        safe_encoder=_safe_text_encoder(cfg),
         negative_prompt=cfg.negative_prompt,
         safety_concept=cfg.safety_concept,
     )
