@@ -8,7 +8,16 @@ Stages (each logged with its wall time, all recorded in ``DIR/build.json``):
 4. toy Stable Diffusion: VAE, then a UNet conditioned on the toy CLIP's text tokens -> ``DIR/sd``;
 5. toy LLaVA captioner on the toy CLIP's vision tower -> ``DIR/llava``;
 6. Safe-CLIP through the product's own path: ``safegen-train fit --config configs/toy_safeclip.yaml``
-   then ``safegen-train export`` -> ``DIR/safe_clip``.
+   then ``safegen-train export`` -> ``DIR/safe_clip`` (trained on the world's template pairs);
+7. the toy rewriter (a tiny LlamaForCausalLM, safe caption -> unsafe caption) -> ``DIR/rewriter``;
+8. the paper's data chain (rewrite -> filter -> render with the toy SD -> classifier -> build,
+   :mod:`safegen_train.toy.chain`) and the same fit on its quadruples -> ``DIR/safe_clip_chain``;
+9. the generalisation figures (:mod:`safegen_train.toy.generalisation`: in-distribution vs
+   held-out wording, original vs both Safe-CLIPs, same seeds) -> ``build.json``.
+
+The original CLIP and SD are pretrained on every phrasing of the concepts, including
+:data:`~safegen_train.toy.world.HELDOUT_PHRASES`; the Safe-CLIP data and the rewriter never
+see those.
 
 ``--scale`` shrinks data and steps (the slow test runs the whole chain at a small scale).
 Weights are stored as fp16 safetensors; every folder loads with ``from_pretrained``.
@@ -53,6 +62,40 @@ def portable_paths(value: Any, roots: dict[str, Path]) -> Any:
     return value
 
 
+def scrub_saved_paths(out: Path, roots: dict[str, Path]) -> list[Path]:
+    """Rewrite the build machine's absolute paths in every JSON and model card under ``out``.
+
+    Why: ``save_pretrained`` records where a model was loaded from (``_name_or_path``), and
+    the training config and model card record the data files and run folder; shipped weights
+    must not carry the layout of the machine that built them. Paths become ``OUT/...``,
+    ``WORK/...`` or repo-relative, as in build.json. The scratch folder is skipped. Returns
+    the files changed.
+    """
+    ordered = sorted(roots.items(), key=lambda kv: -len(Path(kv[1]).resolve().parts))
+    changed = []
+    for path in sorted([*out.rglob("*.json"), *out.rglob("*.md")]):
+        if "_work" in path.relative_to(out).parts:
+            continue
+        text = path.read_text(encoding="utf-8")
+        if path.suffix == ".json":
+            try:
+                clean = json.dumps(portable_paths(json.loads(text), roots), indent=2, sort_keys=True) + "\n"
+            except ValueError:
+                continue
+            if json.loads(clean) == json.loads(text):
+                continue
+        else:
+            clean = text
+            for prefix, root in ordered:
+                for form in {str(Path(root).resolve()), str(root)}:
+                    clean = clean.replace(form + "/", prefix).replace(form, prefix.rstrip("/") or ".")
+            if clean == text:
+                continue
+        path.write_text(clean, encoding="utf-8")
+        changed.append(path)
+    return changed
+
+
 # Full-size settings (scale 1.0); a stage's data and steps are multiplied by --scale.
 FULL = {
     "classifier": {"scenes": 4_000, "epochs": 3},
@@ -61,7 +104,11 @@ FULL = {
     "sd": {"scenes": 8_000, "steps": 700, "batch_size": 64},
     "llava": {"scenes": 4_000, "steps": 1_200, "batch_size": 32},
     "safe_clip": {"scenes": 4_000, "val_scenes": 256, "steps": 250},
+    "rewriter": {"steps": 300},
+    "chain": {"repeats": 4},
+    "eval": {"per_concept": 15},
 }
+STAGES = ("data", "classifier", "clip", "sd", "llava", "safe_clip", "rewriter", "chain", "eval")
 
 
 def _scaled(value: int, scale: float, minimum: int) -> int:
@@ -126,6 +173,26 @@ def finalize_clip_folder(src: Path, dst: Path, *, processor_from: Path) -> None:
             shutil.copy(src / name, dst / name)
 
 
+def _previous_stages(
+    record: Path, *, scale: float, seed: int, config: str | Path, stages: list[str]
+) -> dict[str, Any]:
+    """The stage records of an earlier build of ``out`` that this one does not redo, if it was the same build.
+
+    Same scale, seed and config only: a record of another build would mix figures that do not belong together.
+    """
+    if set(stages) == set(STAGES) or not record.is_file():
+        return {}
+    try:
+        old = json.loads(record.read_text())
+    except ValueError:
+        return {}
+    same_config = portable_paths(str(config), {"": REPO_ROOT}) == old.get("config")
+    if old.get("scale") != scale or old.get("seed") != seed or not same_config:
+        _logger.warning("%s records another build (scale/seed/config differ): not merged", record)
+        return {}
+    return {k: v for k, v in old.get("stages", {}).items() if k not in stages}
+
+
 def build(
     out: str | Path,
     *,
@@ -146,8 +213,12 @@ def build(
     out.mkdir(parents=True, exist_ok=True)
     work = Path(work) if work is not None else out / "_work"
     work.mkdir(parents=True, exist_ok=True)
-    stages = stages or ["data", "classifier", "clip", "sd", "llava", "safe_clip"]
+    stages = stages or list(STAGES)
+    unknown = sorted(set(stages) - set(STAGES))
+    if unknown:
+        raise ValueError(f"unknown build stage(s) {', '.join(unknown)}; choose from {', '.join(STAGES)}")
     report: dict[str, Any] = {"scale": scale, "seed": seed, "config": str(config), "stages": {}}
+    previous = _previous_stages(out / "build.json", scale=scale, seed=seed, config=config, stages=stages)
     t_all = time.time()
 
     def stage(name: str, fn, *args, **kwargs) -> Any:
@@ -228,8 +299,61 @@ def build(
         max_steps=_scaled(s["safe_clip"]["steps"], scale, 4),
         seed=seed,
     )
+    from .rewriter import train_toy_rewriter
+
+    stage(
+        "rewriter",
+        lambda: train_toy_rewriter(out / "rewriter", steps=_scaled(s["rewriter"]["steps"], scale, 20), seed=seed)[2],
+    )
+
+    def make_chain() -> dict[str, Any]:
+        from .chain import run_toy_chain
+
+        chain = run_toy_chain(
+            work / "chain",
+            rewriter=out / "rewriter",
+            sd=out / "sd",
+            clip=out / "clip",
+            repeats=_scaled(s["chain"]["repeats"], scale, 1),
+            seed=seed,
+        )
+        chain["fit"] = run_safeclip_fit(
+            out / "clip",
+            Path(chain["dataset"]),
+            work / "chain_run",
+            out / "safe_clip_chain",
+            config=Path(config),
+            max_steps=_scaled(s["safe_clip"]["steps"], scale, 4),
+            seed=seed,
+        )
+        return chain
+
+    stage("chain", make_chain)
+
+    def make_eval() -> dict[str, Any]:
+        from .generalisation import measure_generalisation
+
+        encoders = {"safe_clip": out / "safe_clip"}
+        if (out / "safe_clip_chain").is_dir():
+            encoders["safe_clip_chain"] = out / "safe_clip_chain"
+        return measure_generalisation(
+            work / "eval",
+            base=out / "sd",
+            safe_encoders=encoders,
+            clip=out / "clip",
+            per_concept=_scaled(s["eval"]["per_concept"], scale, 3),
+        )
+
+    stage("eval", make_eval)
     report["seconds"] = round(time.time() - t_all, 1)
-    portable = portable_paths(report, {"": REPO_ROOT, "OUT/": out, "WORK/": work})
+    if previous:
+        # A partial rebuild: the stages it did not run keep their record, and the total is the sum.
+        report["stages"] = {**previous, **report["stages"]}
+        report["stages"] = {k: report["stages"][k] for k in STAGES if k in report["stages"]}
+        report["seconds"] = round(sum(v["seconds"] for v in report["stages"].values()), 1)
+    roots = {"": REPO_ROOT, "OUT/": out, "WORK/": work}
+    scrub_saved_paths(out, roots)
+    portable = portable_paths(report, roots)
     (out / "build.json").write_text(json.dumps(portable, indent=2, default=str) + "\n")
     _logger.info("toy build done in %.0fs: %s", report["seconds"], out)
     return report
@@ -243,7 +367,7 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--scale", type=float, default=1.0, help="multiply data and steps (0.05: a smoke build)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--config", default=str(DEFAULT_CONFIG), help="the safegen-train fit config of the Safe-CLIP")
-    p.add_argument("--stages", default=None, help="comma list: data,classifier,clip,sd,llava,safe_clip")
+    p.add_argument("--stages", default=None, help="comma list of " + ",".join(STAGES) + " (default: all)")
     p.add_argument("--keep-work", action="store_true", help="keep the scratch folder")
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")

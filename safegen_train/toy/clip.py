@@ -26,7 +26,7 @@ from .common import (
     seed_everything,
     tokenize,
 )
-from .world import IMAGE_SIZE, all_combos, make_quadruples, safe_caption, unsafe_caption
+from .world import IMAGE_SIZE, PRETRAINING_PHRASES, all_combos, make_quadruples, safe_caption, unsafe_caption
 
 _logger = logging.getLogger(__name__)
 
@@ -126,7 +126,8 @@ def train_toy_clip(
     seed_everything(seed)
     t0 = time.time()
     tokenizer = create_toy_tokenizer()
-    records = make_quadruples(num_scenes, seed)
+    # Like web CLIP, the original knows every wording of the concepts, held-out ones included.
+    records = make_quadruples(num_scenes, seed, phrases=PRETRAINING_PHRASES)
     texts, images, keys = _pairs(records)
     unique_texts = sorted(set(texts))
     text_index = {t: i for i, t in enumerate(unique_texts)}
