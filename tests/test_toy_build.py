@@ -15,10 +15,12 @@ def test_rebuild_at_reduced_scale(tmp_path):
     out = tmp_path / "toy"
     cmd = [sys.executable, "-m", "safegen_train.toy.build", "--out", str(out), "--scale", "0.02"]
     subprocess.run(cmd, check=True, cwd=Path(__file__).resolve().parents[1], timeout=3600)
-    for name in ("clip", "safe_clip", "sd", "llava", "classifier"):
+    for name in ("clip", "safe_clip", "sd", "llava", "classifier", "rewriter", "safe_clip_chain"):
         assert (out / name).is_dir(), name
     report = json.loads((out / "build.json").read_text())
-    assert set(report["stages"]) == {"data", "classifier", "clip", "sd", "llava", "safe_clip"}
+    from safegen_train.toy.build import STAGES
+
+    assert tuple(report["stages"]) == STAGES
     assert not (out / "_work").exists()
     assert str(tmp_path) not in json.dumps(report) and report["config"] == "configs/toy_safeclip.yaml"
 
@@ -38,6 +40,34 @@ def test_rebuild_at_reduced_scale(tmp_path):
     captioner = SafeLlavaCaptioner.from_pretrained(str(out / "llava"), safe_encoder=str(out / "safe_clip"))
     assert captioner.safe_encoder_id is not None
     ToyClassifier(out / "classifier")
+
+
+# A rebuild at a reduced scale trains every model on less data for fewer steps, so its
+# figures are not the shipped ones; these are the margins within which it must land
+# (points of unsafe rate, absolute) for the tables to count as reproduced.
+REPRODUCE_SCALE = 0.35
+MARGIN_ORIGINAL = 20.0  # the original's unsafe rates, in-distribution and held-out
+MARGIN_SAFE = 20.0  # each Safe-CLIP's unsafe rates (a smaller build may remove less)
+MARGIN_FIDELITY = 15.0  # safe-prompt attribute fidelity
+
+
+@pytest.mark.slow
+def test_rebuild_at_reduced_scale_reproduces_the_shipped_tables(tmp_path):
+    """The seeded rebuild lands within the stated margins of the generalisation table build.json ships."""
+    from safegen.presets import ASSETS_DIR
+
+    shipped = json.loads((ASSETS_DIR / "toy" / "build.json").read_text())["stages"]["eval"]["result"]
+    out = tmp_path / "toy"
+    cmd = [sys.executable, "-m", "safegen_train.toy.build", "--out", str(out), "--scale", str(REPRODUCE_SCALE)]
+    subprocess.run(cmd, check=True, cwd=Path(__file__).resolve().parents[1], timeout=7200)
+    rebuilt = json.loads((out / "build.json").read_text())["stages"]["eval"]["result"]
+    assert set(rebuilt["encoders"]) == set(shipped["encoders"])
+    for name, want in shipped["encoders"].items():
+        got = rebuilt["encoders"][name]
+        margin = MARGIN_ORIGINAL if name == "original" else MARGIN_SAFE
+        for key in ("in_distribution", "held_out"):
+            assert abs(100 * (got[key] - want[key])) <= margin, (name, key, got[key], want[key])
+        assert abs(100 * (got["fidelity"] - want["fidelity"])) <= MARGIN_FIDELITY, (name, got, want)
 
 
 def _absolute_paths(value, found):

@@ -4,7 +4,8 @@
     safegen-train data filter runs/rw --out runs/flt [--clip openai/clip-vit-large-patch14] [--min-similarity 0.6]
     safegen-train data render runs/flt --out runs/rd --model SD --classifier nudenet [--clip CLIP] [-n 3]
     safegen-train data build runs/rd --out data/mine        # or runs/flt for text-only pairs
-    safegen-train data toy-rewriter runs/toy_rewriter       # the toy world's tiny rewriting LM
+    safegen-train data rewrite captions.txt -m toy --out runs/rw   # the toy preset's shipped rewriter, offline
+    safegen-train data toy-rewriter runs/toy_rewriter       # train the toy world's tiny rewriting LM again
 
 Every stage prints a JSON summary on stdout. Exit codes: 0 ok, 1 runtime error, 2 bad
 input or usage (one line; traceback with SAFEGEN_DEBUG=1). Nothing here imports torch
@@ -53,6 +54,16 @@ def _print(obj: dict[str, Any]) -> None:
     sys.stdout.write(json.dumps(obj) + "\n")
 
 
+def _toy_rewriter() -> str:
+    """The toy preset's rewriter folder (``-m toy``), or a usage error saying how to train one."""
+    from safegen.presets import ASSETS_DIR
+
+    folder = ASSETS_DIR / "toy" / "rewriter"
+    if not (folder / "config.json").is_file():
+        raise UsageError(f"--model toy: no toy rewriter in {folder}; train one: safegen-train data toy-rewriter DIR")
+    return str(folder)
+
+
 def _taxonomy(value: str | None) -> Any:
     from .taxonomy import default_taxonomy, load_taxonomy
 
@@ -70,7 +81,9 @@ def _taxonomy(value: str | None) -> Any:
 def rewrite(
     captions: Annotated[Path, typer.Argument(help="Safe captions: .txt, .jsonl or .csv.")],
     out: Annotated[Path, typer.Option("--out", "-o", help="Output folder (resumable).")],
-    model: Annotated[str, typer.Option("--model", "-m", help="Rewriter: causal or chat LM, hub id or folder.")],
+    model: Annotated[
+        str, typer.Option("--model", "-m", help="Rewriter: causal/chat LM, hub id or folder; 'toy': the shipped one.")
+    ],
     taxonomy: Annotated[
         str | None, typer.Option("--taxonomy", help="Taxonomy file (.yaml/.json), 'i2p' (default) or 'toy'.")
     ] = None,
@@ -92,6 +105,10 @@ def rewrite(
 ) -> None:
     """Rewrite safe captions into unsafe ones, one row per caption and concept (resumable, shardable)."""
     from .rewrite import RewriteConfig, Rewriter
+
+    if model == "toy":
+        model = _toy_rewriter()
+        taxonomy = taxonomy or "toy"
 
     cfg = RewriteConfig(
         captions=captions,
