@@ -124,19 +124,35 @@ def measure(
             values[name].append(this_round[name])
         if on_round:
             on_round(r, this_round)
+    return Result(baseline, values, summarize(values, baseline), finish(machine))
+
+
+def finish(machine: dict[str, object]) -> dict[str, object]:
+    """Record the load average after the run in ``machine`` (from :func:`machine_info`) and return it."""
     machine["load_after"] = round(os.getloadavg()[0], 2)
-    return Result(baseline, values, summarize(values, baseline), machine)
+    return machine
+
+
+def machine_line(machine: dict[str, object], rounds: int | None = None) -> str:
+    """The header for ``machine``; ``rounds`` None says the figures are single runs, not interleaved rounds.
+
+    Eval harnesses (toy_eval, toy_world, attack_cost) time whole evaluations inside the
+    library, one method after another; they print this line so their seconds carry the
+    machine and load they were taken under, and say that they are not interleaved.
+    """
+    m = machine
+    gpu = f", GPU {m['gpu']}" if m.get("gpu") else ""
+    after = m.get("load_after", "?")
+    how = f"{rounds} interleaved rounds" if rounds else "one run, configurations in sequence (not interleaved)"
+    return (
+        f"machine: {m['cpu']}, {m['cores']} cores{gpu}; torch {m['torch']}, {m['torch_threads']} thread(s); "
+        f"load average {m['load_before']} before, {after} after; {how}"
+    )
 
 
 def header(result: Result) -> str:
     """One line naming the machine, threads and load, to print above every table."""
-    m = result.machine
-    gpu = f", GPU {m['gpu']}" if m.get("gpu") else ""
-    return (
-        f"machine: {m['cpu']}, {m['cores']} cores{gpu}; torch {m['torch']}, {m['torch_threads']} thread(s); "
-        f"load average {m['load_before']} before, {m['load_after']} after; "
-        f"{len(result.values[result.baseline])} interleaved rounds"
-    )
+    return machine_line(result.machine, len(result.values[result.baseline]))
 
 
 def table(result: Result, unit: str, fmt: str = ".3f", ratio_label: str | None = None) -> str:

@@ -2,18 +2,21 @@
 
 Uses the tiny LLaVA built in code by default (CPU, seconds), or any LLaVA folder / hub id
 with --model. Every caption is forced to the same length (min_new_tokens), so the ratio
-measures batching alone, not early stops. Runs are interleaved and the median is kept.
+measures batching alone, not early stops. The two modes run interleaved in rounds with the
+shared method of ``_bench.py`` (median, min-max, per-round ratio with its range).
 
-    python benchmarks/caption_throughput.py [--images 16] [--batch-size 8] [--tokens 16] [--model ID]
+    python benchmarks/caption_throughput.py [--images 16] [--batch-size 8] [--tokens 16] [--rounds 7] [--threads 1]
+    python benchmarks/caption_throughput.py --model ID --device cuda
 """
 
 from __future__ import annotations
 
 import argparse
-import statistics
+import json
 import time
 
 import torch
+from _bench import header, measure, table
 from PIL import Image
 
 
@@ -22,10 +25,13 @@ def main() -> None:
     parser.add_argument("--images", type=int, default=16)
     parser.add_argument("--batch-size", type=int, default=8)
     parser.add_argument("--tokens", type=int, default=16, help="new tokens per caption (forced)")
-    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--rounds", type=int, default=7, help="interleaved rounds (>= 5 for a published figure)")
+    parser.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
     parser.add_argument("--model", default=None, help="LLaVA folder or hub id (default: tiny LLaVA built in code)")
     parser.add_argument("--device", default="cpu")
     args = parser.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
 
     from safegen import SafeLlavaCaptioner
     from safegen.testing import tiny_llava
@@ -39,25 +45,22 @@ def main() -> None:
     gen = dict(temperature=0.0, max_new_tokens=args.tokens, min_new_tokens=args.tokens)
     captioner.caption(images[:2], batch_size=2, **gen)  # warm-up: first-call allocations and kernel selection
 
-    modes = {"one at a time": 1, f"batch {args.batch_size}": args.batch_size}
-    times: dict[str, list[float]] = {name: [] for name in modes}
-    for _ in range(args.repeats):
-        for name, bs in modes.items():  # interleaved: machine-load drift hits both alike
+    def rate(batch_size: int):
+        def call() -> float:
             t0 = time.perf_counter()
-            captioner.caption(images, batch_size=bs, **gen)
+            captioner.caption(images, batch_size=batch_size, **gen)
             if args.device.startswith("cuda"):
                 torch.cuda.synchronize()
-            times[name].append(time.perf_counter() - t0)
+            return len(images) / (time.perf_counter() - t0)
 
-    print(
-        f"{captioner.model_id}, {args.images} images, {args.tokens} new tokens each, device {args.device}, "
-        f"threads={torch.get_num_threads()}, median of {args.repeats}"
-    )
-    base = len(images) / statistics.median(times["one at a time"])
-    print(f"{'mode':<14} {'captions/s':>11} {'ratio':>7}")
-    for name in modes:
-        rate = len(images) / statistics.median(times[name])
-        print(f"{name:<14} {rate:11.2f} {rate / base:7.2f}")
+        return call
+
+    calls = {"one at a time": rate(1), f"batch {args.batch_size}": rate(args.batch_size)}
+    result = measure(calls, baseline="one at a time", rounds=args.rounds)
+    print(f"{captioner.model_id}, {args.images} images, {args.tokens} new tokens each, device {args.device}")
+    print(header(result))
+    print(table(result, "captions/s", ".2f", ratio_label="x one at a time"))
+    print(json.dumps(result.to_json()))
 
 
 if __name__ == "__main__":

@@ -1,10 +1,10 @@
 """Rewrite throughput (captions/s, batched vs one at a time) and filter pass rates, with the toy rewriter.
 
-    python benchmarks/datagen_throughput.py [--rewriter DIR] [--rounds 3] [--batch-size 16] [--device cpu]
+    python benchmarks/datagen_throughput.py [--rewriter DIR] [--rounds 5] [--batch-size 16] [--device cpu]
 
 Without ``--rewriter`` the toy rewriter is trained first (about 30 s of CPU). Batched and
-one-at-a-time generation run in interleaved rounds over the same prompts and seeds (so
-drift of a shared machine hits both), and the medians are compared as a ratio. Then one
+one-at-a-time generation run interleaved in rounds over the same prompts and seeds with
+the shared method of ``_bench.py`` (median, min-max, per-round ratio with its range). Then one
 rewrite -> filter pass over every toy caption and concept (toy CLIP closeness at
 ``--min-similarity``) reports how many rewrites each filter lets through.
 """
@@ -13,16 +13,17 @@ from __future__ import annotations
 
 import argparse
 import json
-import statistics
 import tempfile
 import time
 from pathlib import Path
+
+from _bench import header, measure, table
 
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--rewriter", help="a causal LM folder; default: train the toy rewriter")
-    p.add_argument("--rounds", type=int, default=3)
+    p.add_argument("--rounds", type=int, default=5, help="interleaved rounds (>= 5 for a published figure)")
     p.add_argument("--batch-size", type=int, default=16)
     p.add_argument("--max-new-tokens", type=int, default=24)
     p.add_argument("--min-similarity", type=float, default=0.5)
@@ -73,17 +74,12 @@ def main() -> None:
         return len(prompts) / (time.perf_counter() - start)
 
     batched()  # warm-up
-    rates: dict[str, list[float]] = {"batched": [], "single": []}
-    for _ in range(args.rounds):
-        rates["batched"].append(batched())
-        rates["single"].append(single())
-    med = {k: statistics.median(v) for k, v in rates.items()}
-    print(
-        f"\nrewrite throughput, toy rewriter, {len(prompts)} prompts, {args.rounds} interleaved rounds, {args.device}"
+    result = measure(
+        {"one at a time": single, f"batch {args.batch_size}": batched}, baseline="one at a time", rounds=args.rounds
     )
-    print(f"  batched (batch {args.batch_size}): {med['batched']:.1f} captions/s  rounds {rates['batched']}")
-    print(f"  one at a time:      {med['single']:.1f} captions/s  rounds {rates['single']}")
-    print(f"  batched / single:   {med['batched'] / med['single']:.2f}x")
+    print(f"\nrewrite throughput, toy rewriter, {len(prompts)} prompts, {args.device}")
+    print(header(result))
+    print(table(result, "captions/s", ".1f", ratio_label="x one at a time"))
 
     captions = work / "captions.txt"
     captions.write_text("\n".join(safe_caption(*c) for c in all_combos()) + "\n")
@@ -108,7 +104,7 @@ def main() -> None:
     print(f"\nfilter pass rates ({rw.generated} rewrites, {flt.candidates} with a caption, kept {flt.kept}):")
     for name, rate in flt.pass_rates().items():
         print(f"  {name:10s} {100 * rate:5.1f}%  (rejected {flt.rejected[name]})")
-    print(json.dumps({"captions_per_s": med, "pass_rates": flt.pass_rates(), "kept": flt.kept}))
+    print(json.dumps({"captions_per_s": result.to_json(), "pass_rates": flt.pass_rates(), "kept": flt.kept}))
 
 
 if __name__ == "__main__":

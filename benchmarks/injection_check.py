@@ -9,18 +9,23 @@ text tower by default, 123 M parameters, saved as safetensors the way exports ar
 - plain copy: the copy alone, without any comparison (what safegen did before);
 - verified swap: ``copy_tower_weights`` (shape checks, the change check, the read-back).
 
-    python benchmarks/injection_check.py [--arch vit-l-text|vit-h-text|tiny] [--repeats 3] [--threads 1]
+    python benchmarks/injection_check.py [--arch vit-l-text|vit-h-text|tiny] [--rounds 9] [--threads 1]
+
+The three run interleaved in rounds with the shared method of ``_bench.py``; the check's
+cost is verified swap minus plain copy of the same round, and its share of loading is
+taken round by round too.
 """
 
 from __future__ import annotations
 
 import argparse
-import statistics
+import json
 import tempfile
 import time
 from pathlib import Path
 
 import torch
+from _bench import header, measure, summarize, table
 
 ARCHS = {
     # OpenAI ViT-L/14 text tower (SD 1.x's text encoder)
@@ -40,7 +45,7 @@ def _config(arch: str):
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--arch", choices=sorted(ARCHS), default="vit-l-text")
-    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--rounds", type=int, default=9, help="interleaved rounds (>= 5 for a published figure)")
     parser.add_argument("--threads", type=int, default=None)
     args = parser.parse_args()
     if args.threads:
@@ -55,39 +60,59 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         CLIPTextModelWithProjection(cfg).save_pretrained(tmp)
         slot = CLIPTextModel(cfg).eval()  # the pipeline's text encoder (random: differs from the source)
-        loads, plain, verified = [], [], []
-        for _ in range(args.repeats):
-            t0 = time.perf_counter()
-            encoder = load_safe_text_encoder(Path(tmp))
-            loads.append(time.perf_counter() - t0)
+        encoder = load_safe_text_encoder(Path(tmp))  # the source of the copies; also the warm-up
+        source = tower_state_dict(encoder, "text")
 
-            source, target = tower_state_dict(encoder, "text"), slot.state_dict()
+        def load() -> float:
+            t0 = time.perf_counter()
+            load_safe_text_encoder(Path(tmp))
+            return time.perf_counter() - t0
+
+        def plain_copy() -> float:
+            target = slot.state_dict()
             t0 = time.perf_counter()
             with torch.no_grad():
                 for key, dst in target.items():
                     canon = key[len("text_model.") :] if key.startswith("text_model.") else key
                     if canon in source and not canon.endswith("position_ids"):
                         dst.copy_(source[canon].to(dtype=dst.dtype))
-            plain.append(time.perf_counter() - t0)
+            elapsed = time.perf_counter() - t0
+            shift_slot()
+            return elapsed
 
-            with torch.no_grad():  # put the slot back to different weights, so the swap is a real one
-                for p in slot.parameters():
-                    p.add_(1.0)
+        def verified_swap() -> float:
             t0 = time.perf_counter()
             copy_tower_weights(encoder, slot, "text")
-            verified.append(time.perf_counter() - t0)
+            elapsed = time.perf_counter() - t0
+            shift_slot()
+            return elapsed
+
+        def shift_slot() -> None:
+            """Move the slot's weights away from the source, so the next swap is a real one."""
             with torch.no_grad():
                 for p in slot.parameters():
                     p.add_(1.0)
+
+        shift_slot()
+        result = measure(
+            {"load": load, "plain copy": plain_copy, "verified swap": verified_swap},
+            baseline="load",
+            rounds=args.rounds,
+        )
     n_params = sum(p.numel() for p in encoder.parameters())
-    load_s, plain_s, verified_s = (statistics.median(x) for x in (loads, plain, verified))
-    check_s = verified_s - plain_s
-    print("| tower | params | load s | plain copy s | verified swap s | check cost s | check / load |")
-    print("|---|---|---|---|---|---|---|")
+    values = dict(result.values)
+    values["check cost"] = [v - p for v, p in zip(values["verified swap"], values["plain copy"], strict=True)]
+    check = summarize(values, "load")["check cost"]
+    over_copy = summarize(values, "plain copy")["verified swap"]
+    print(f"{args.arch} text tower, {n_params / 1e6:.0f} M parameters")
+    print(header(result))
+    print(table(result, "s", ".4f", ratio_label="x load"))
     print(
-        f"| {args.arch} | {n_params / 1e6:.0f} M | {load_s:.3f} | {plain_s:.3f} | {verified_s:.3f} | "
-        f"{check_s:.3f} | {check_s / load_s:.1%} |"
+        f"check cost (verified - plain, per round): median {check.median:.4f} s ({check.lo:.4f}-{check.hi:.4f}), "
+        f"{check.ratio:.1%} of load ({check.ratio_lo:.1%}-{check.ratio_hi:.1%}); "
+        f"verified swap x plain copy {over_copy.ratio:.2f} ({over_copy.ratio_lo:.2f}-{over_copy.ratio_hi:.2f})"
     )
+    print(json.dumps({"arch": args.arch, "params": n_params, **result.to_json(), "check_cost": check.__dict__}))
 
 
 if __name__ == "__main__":

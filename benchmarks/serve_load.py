@@ -6,9 +6,10 @@ base64-encodes and answers over HTTP). The server runs uvicorn on 127.0.0.1 in t
 process; clients are asyncio httpx connections on loopback only.
 
 1. Throughput and p50/p95 latency at concurrency 1, 4 and 16 (one image per request),
-   server ``--max-batch B`` vs ``safegen batch --batch-size B``, in interleaved rounds so
-   both sides see the same machine load; medians over rounds. Goal (issue 16): the server
-   at concurrency 16 reaches >= 90% of the runner's images/s.
+   server ``--max-batch B`` vs ``safegen batch --batch-size B``, interleaved in rounds with
+   the shared method of ``_bench.py`` so both sides see the same machine load: median,
+   min-max, and each side's ratio to the runner taken round by round. Goal (issue 16): the
+   server at concurrency 16 reaches >= 90% of the runner's images/s.
 2. 10x overload: ten times as many clients as the server can hold (queue + one batch),
    each re-sending at once whenever refused, for a fixed time. Checked: the server stays
    up, every accepted request is answered with its image (none lost, none timed out), the
@@ -16,19 +17,22 @@ process; clients are asyncio httpx connections on loopback only.
 
 Bounded in count and time: ``--requests`` per point, ``--rounds``, ``--overload-seconds``.
 
-    HF_HUB_OFFLINE=1 python benchmarks/serve_load.py [--batch 4 --steps 20 --rounds 3]
+    HF_HUB_OFFLINE=1 python benchmarks/serve_load.py [--batch 4 --steps 10 --requests 16 --rounds 5]
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import itertools
 import json
 import statistics
 import tempfile
 import threading
 import time
 from pathlib import Path
+
+from _bench import header, measure, table
 
 COLOURS = ("red", "green", "blue", "yellow", "purple")
 SHAPES = ("circle", "square", "triangle")
@@ -166,13 +170,13 @@ class MemorySampler(threading.Thread):
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--batch", type=int, default=4, help="server --max-batch and runner --batch-size")
-    parser.add_argument("--steps", type=int, default=20)
+    parser.add_argument("--steps", type=int, default=10)
     parser.add_argument("--guidance", type=float, default=5.0)
-    parser.add_argument("--requests", type=int, default=32, help="requests per point (concurrency 1: half)")
-    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--requests", type=int, default=16, help="requests per point (concurrency 1: half)")
+    parser.add_argument("--rounds", type=int, default=5, help="interleaved rounds (>= 5 for a published figure)")
     parser.add_argument("--max-wait-ms", type=float, default=20.0)
     parser.add_argument("--queue-size", type=int, default=8, help="server queue in the overload check")
-    parser.add_argument("--overload-seconds", type=float, default=20.0)
+    parser.add_argument("--overload-seconds", type=float, default=15.0)
     parser.add_argument("--threads", type=int, default=1, help="torch threads (0: torch's default)")
     args = parser.parse_args()
 
@@ -187,37 +191,51 @@ def main() -> None:
     engine = load_image_engine(ServeConfig(**base))
     concurrencies = (1, 4, 16)
     served: dict[int, list[dict]] = {c: [] for c in concurrencies}
-    runner: list[dict] = []
+    offsets = itertools.count(1000, 1000)  # fresh prompts and seeds for every call
     # Warm up both paths once (first calls allocate).
     cfg = ServeConfig(**base, max_batch=args.batch, max_wait_ms=args.max_wait_ms, queue_size=64, timeout_s=600)
     with tempfile.TemporaryDirectory() as tmp, BackgroundServer(create_app(cfg, image_engine=engine)) as srv:
         asyncio.run(drive(srv.url, prompts(args.batch), args.batch, args.steps, 0))
         run_runner(engine, prompts(args.batch), args.batch, args.steps, args.guidance, 0, Path(tmp) / "warm")
-        for r in range(args.rounds):
-            offset = 1000 * (r + 1)
-            for c in concurrencies:
+
+        def server_at(c: int):
+            def call() -> float:
+                offset = next(offsets)
                 n = args.requests // 2 if c == 1 else args.requests
                 res = asyncio.run(drive(srv.url, prompts(n, offset), c, args.steps, offset))
                 served[c].append(res)
-                print(f"round {r} server c={c}: {res['images_per_s']:.2f} img/s p50 {res['p50']:.2f}s "
-                      f"p95 {res['p95']:.2f}s {res['statuses']}", flush=True)  # fmt: skip
-            texts = prompts(args.requests, offset)
-            res = run_runner(engine, texts, args.batch, args.steps, args.guidance, offset, Path(tmp) / str(r))
-            runner.append(res)
-            print(f"round {r} runner b={args.batch}: {res['images_per_s']:.2f} img/s", flush=True)
+                return res["images_per_s"]
 
-    runner_ips = statistics.median(x["images_per_s"] for x in runner)
-    print(f"\nthroughput (median of {args.rounds} interleaved rounds; batch {args.batch}, {args.steps} steps, 32x32)")
-    print("| side | images/s | x runner | p50 s | p95 s |")
-    print("|---|---|---|---|---|")
-    print(f"| batch runner, --batch-size {args.batch} | {runner_ips:.2f} | 1.00 | - | - |")
-    table = {}
+            return call
+
+        def runner() -> float:
+            offset = next(offsets)
+            texts = prompts(args.requests, offset)
+            out = Path(tmp) / str(offset)
+            return run_runner(engine, texts, args.batch, args.steps, args.guidance, offset, out)["images_per_s"]
+
+        calls = {f"runner b={args.batch}": runner} | {f"server c={c}": server_at(c) for c in concurrencies}
+        result = measure(
+            calls,
+            baseline=f"runner b={args.batch}",
+            rounds=args.rounds,
+            on_round=lambda r, v: print(f"round {r}: " + ", ".join(f"{k} {x:.2f}" for k, x in v.items()), flush=True),
+        )
+
+    print(f"\nthroughput (batch {args.batch}, {args.steps} steps, 32x32, images/s)")
+    print(header(result))
+    print(table(result, "images/s", ".2f", ratio_label="x runner"))
+    latency = {}
     for c in concurrencies:
-        ips = statistics.median(x["images_per_s"] for x in served[c])
-        p50 = statistics.median(x["p50"] for x in served[c])
-        p95 = statistics.median(x["p95"] for x in served[c])
-        table[c] = {"images_per_s": ips, "ratio": ips / runner_ips, "p50": p50, "p95": p95}
-        print(f"| server, concurrency {c} | {ips:.2f} | {ips / runner_ips:.2f} | {p50:.2f} | {p95:.2f} |")
+        p50s, p95s = [x["p50"] for x in served[c]], [x["p95"] for x in served[c]]
+        latency[c] = {"p50": statistics.median(p50s), "p95": statistics.median(p95s)}
+        print(
+            f"server c={c}: latency p50 {latency[c]['p50']:.2f} s ({min(p50s):.2f}-{max(p50s):.2f}), "
+            f"p95 {latency[c]['p95']:.2f} s ({min(p95s):.2f}-{max(p95s):.2f}); statuses "
+            f"{[x['statuses'] for x in served[c]]}"
+        )
+    c16 = result.stats["server c=16"]
+    print(f"server c=16 / runner: {c16.ratio:.2f} (rounds {c16.ratio_lo:.2f}-{c16.ratio_hi:.2f}); goal >= 0.90")
 
     # ---- 10x overload
     capacity = args.queue_size + args.batch
@@ -258,7 +276,7 @@ def main() -> None:
         and "missing" not in over["retry_after_values"]
     )
     print("overload check:", "PASS" if ok else "FAIL")
-    print(json.dumps({"throughput": table, "runner_images_per_s": runner_ips, "overload": over}, default=str))
+    print(json.dumps({"throughput": result.to_json(), "latency": latency, "overload": over}, default=str))
 
 
 if __name__ == "__main__":

@@ -50,3 +50,11 @@ def test_mismatched_rounds_and_unknown_baseline_are_refused():
         _bench.summarize({"a": [1.0, 2.0], "b": [1.0]}, "a")
     with pytest.raises(ValueError, match="baseline 'z'"):
         _bench.measure({"a": lambda: 1.0}, baseline="z")
+
+
+def test_machine_line_says_whether_figures_were_interleaved():
+    machine = _bench.finish(_bench.machine_info())
+    assert isinstance(machine["load_after"], float)
+    single = _bench.machine_line(machine)
+    assert "not interleaved" in single and f"load average {machine['load_before']} before" in single
+    assert _bench.machine_line(machine, rounds=7).endswith("7 interleaved rounds")
