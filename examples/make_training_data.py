@@ -1,10 +1,11 @@
-"""Make Safe-CLIP training data from safe captions, offline, in the toy world (about 45 s of CPU time).
+"""Make Safe-CLIP training data from safe captions, offline, in the toy world (about 30 s of CPU time).
 
     python examples/make_training_data.py [--out runs/make_data] [--captions 15]
 
 The paper's data pipeline with the Python API, one stage a call:
 
-1. train the toy world's tiny rewriting LM (any causal or chat LM folder or hub id works the same);
+1. the toy preset's tiny rewriting LM (shipped in ``safegen/assets/toy/rewriter``; any causal or chat
+   LM folder or hub id works the same; ``--train-rewriter`` trains a fresh one, about 30 s);
 2. ``rewrite``: safe captions -> unsafe captions, one concept per caption, per-row seeds;
 3. ``filter``: keep rewrites that name their concept (word list) and stay close to their caption
    (toy CLIP text cosine), drop repeats;
@@ -27,12 +28,13 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--out", default="runs/make_data", help="working folder (every stage resumes there)")
     p.add_argument("--captions", type=int, default=15, help="how many toy captions to start from")
+    p.add_argument("--train-rewriter", action="store_true", help="train the toy rewriter instead of the shipped one")
     args = p.parse_args()
 
     import torch
 
     torch.set_num_threads(1)  # tiny models: one thread is as fast and kinder to a shared machine
-    from safegen.presets import get_preset
+    from safegen.presets import ASSETS_DIR, get_preset
     from safegen_train.datagen import (
         BuildConfig,
         FilterConfig,
@@ -48,10 +50,13 @@ def main() -> None:
 
     out = Path(args.out)
     toy = get_preset("toy")
-    rewriter = out / "rewriter"
-    if not (rewriter / "config.json").is_file():
+    rewriter = ASSETS_DIR / "toy" / "rewriter"
+    if args.train_rewriter or not (rewriter / "config.json").is_file():
+        rewriter = out / "rewriter"
         _, _, report = train_toy_rewriter(rewriter)
         print(f"1. toy rewriter trained in {report['seconds']:.0f}s -> {rewriter}")
+    else:
+        print(f"1. the shipped toy rewriter: {rewriter}")
     captions = out / "captions.txt"
     combos = all_combos()
     step = max(1, len(combos) // args.captions)
