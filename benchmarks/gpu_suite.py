@@ -802,6 +802,49 @@ def section_llava(ctx: Context) -> tuple[dict, str]:
     return data, text
 
 
+# Parameter counts of the released models (their model cards / a load of their weights):
+# the real-size configs above must give exactly these.
+PUBLISHED_PARAMS = {
+    "sd15-unet": 859_520_964,
+    "sd-vae": 83_653_863,
+    "clip-l-text": 123_060_480,
+    "sdxl-unet": 2_567_463_684,
+    "bigg-text": 694_659_840,
+    "clip-vit-l-14": 427_616_513,
+    "llava-1.5-7b": 7_063_427_072,
+}
+
+
+def real_size_params() -> dict[str, int]:
+    """Build every real-size model on the meta device (no memory, no compute) and count parameters."""
+    import torch
+    from diffusers import AutoencoderKL, UNet2DConditionModel
+    from train_throughput import _clip
+    from transformers import CLIPTextModel, CLIPTextModelWithProjection, LlavaConfig, LlavaForConditionalGeneration
+
+    def count(module: Any) -> int:
+        return sum(p.numel() for p in module.parameters())
+
+    vision, text = llava_configs(False)
+    llava = LlavaConfig(
+        vision_config=vision.to_dict() | {"model_type": "clip_vision_model"},
+        text_config=text.to_dict() | {"model_type": "llama"},
+        image_token_id=32000,
+        vision_feature_layer=-2,
+        projector_hidden_act="gelu",
+    )
+    with torch.device("meta"):
+        return {
+            "sd15-unet": count(UNet2DConditionModel(**sd15_unet_config(False))),
+            "sd-vae": count(AutoencoderKL(**vae_config(False))),
+            "clip-l-text": count(CLIPTextModel(clip_l_text_config(False))),
+            "sdxl-unet": count(UNet2DConditionModel(**sdxl_unet_config(False))),
+            "bigg-text": count(CLIPTextModelWithProjection(bigg_text_config(False))),
+            "clip-vit-l-14": count(_clip("vit-l", "meta")),
+            "llava-1.5-7b": count(LlavaForConditionalGeneration(llava)),
+        }
+
+
 RUNNERS: dict[str, Callable[[Context], tuple[dict, str]]] = {
     "sd15": section_sd15,
     "batch": section_batch,
@@ -836,6 +879,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--compile", action="store_true", help="batch section: also time torch.compile of the UNet")
     parser.add_argument("--json-out", default=None, help="also write the JSON document to this file")
     parser.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch's default)")
+    parser.add_argument(
+        "--check",
+        action="store_true",
+        help="only build the real-size models on the meta device and compare parameter counts with the releases",
+    )
     args = parser.parse_args(argv)
     only = args.only.split(",") if args.only else list(SECTIONS)
     unknown = [s for s in only if s not in SECTIONS]
@@ -855,6 +903,12 @@ def main(argv: list[str] | None = None) -> int:
 
     if args.threads:
         torch.set_num_threads(args.threads)
+    if args.check:
+        counts = real_size_params()
+        for name, n in counts.items():
+            verdict = "ok" if n == PUBLISHED_PARAMS[name] else f"MISMATCH (release: {PUBLISHED_PARAMS[name]:,})"
+            print(f"{name:<14} {n:>15,} parameters  {verdict}")
+        return 0 if counts == PUBLISHED_PARAMS else 1
     device = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
     if device.type == "cuda" and not torch.cuda.is_available():
         print(
@@ -865,9 +919,6 @@ def main(argv: list[str] | None = None) -> int:
     if args.rounds:
         plan = dataclasses.replace(plan, rounds=args.rounds)
     dtype = torch.float16 if device.type == "cuda" else torch.float32  # fp16 kernels are GPU kernels
-    if device.type == "cuda":
-        torch.backends.cuda.matmul.allow_tf32 = True
-        torch.backends.cudnn.allow_tf32 = True
     started = time.perf_counter()
     doc: dict[str, Any] = {
         "suite": "benchmarks/gpu_suite.py",
