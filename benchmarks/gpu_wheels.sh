@@ -10,7 +10,7 @@
 #   benchmarks/gpu_wheels.sh [DIR]          # DIR defaults to .whl (git-ignored, in the repo root)
 #
 # Then on the GPU machine, from the repo root (DIR carried along with the checkout):
-#   python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --target /tmp/site .whl/*.whl \
+#   python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl \
 #     && PYTHONPATH=$PWD:/tmp/site python3 benchmarks/gpu_suite.py --device cuda --json-out gpu_suite.json
 #
 # --no-deps: everything else the wheels need is already installed there (see
