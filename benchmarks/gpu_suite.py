@@ -880,6 +880,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--json-out", default=None, help="also write the JSON document to this file")
     parser.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch's default)")
     parser.add_argument(
+        "--dtype",
+        choices=["auto", "fp16", "bf16", "fp32"],
+        default="auto",
+        help="inference weights (auto: fp16 on a GPU, fp32 on a CPU); training always uses bf16 autocast",
+    )
+    parser.add_argument(
         "--check",
         action="store_true",
         help="only build the real-size models on the meta device and compare parameter counts with the releases",
@@ -918,7 +924,9 @@ def main(argv: list[str] | None = None) -> int:
     plan = TINY if args.tiny else REAL
     if args.rounds:
         plan = dataclasses.replace(plan, rounds=args.rounds)
-    dtype = torch.float16 if device.type == "cuda" else torch.float32  # fp16 kernels are GPU kernels
+    dtypes = {"fp16": torch.float16, "bf16": torch.bfloat16, "fp32": torch.float32}
+    # fp16 is what users run on a GPU; a CPU runs fp32 by default (its fp16 kernels are slow)
+    dtype = dtypes.get(args.dtype) or (torch.float16 if device.type == "cuda" else torch.float32)
     started = time.perf_counter()
     doc: dict[str, Any] = {
         "suite": "benchmarks/gpu_suite.py",
