@@ -35,7 +35,9 @@ CONFIGS = {
 }
 
 
-def _clip(size: str):
+def _clip(size: str, device: str = "cpu"):
+    """CLIP at ``size``; ViT-L/14 is built on ``device`` (random init of 428 M parameters is slow on a CPU)."""
+    import torch
     from transformers import CLIPConfig, CLIPModel
 
     from safegen.testing import tiny_clip_model
@@ -63,7 +65,8 @@ def _clip(size: str):
         projection_dim=768,
         hidden_act="quick_gelu",
     )
-    return CLIPModel(CLIPConfig(text_config=text, vision_config=vision, projection_dim=768))
+    with torch.device(device):
+        return CLIPModel(CLIPConfig(text_config=text, vision_config=vision, projection_dim=768))
 
 
 def run_one(name: str, args: argparse.Namespace) -> dict:
@@ -79,7 +82,7 @@ def run_one(name: str, args: argparse.Namespace) -> dict:
     if args.threads:
         torch.set_num_threads(args.threads)
     spec = CONFIGS[name]
-    clip = _clip(args.size)
+    clip = _clip(args.size, args.device)
     module = SafeCLIPModule(
         clip,
         towers=["text", "vision"],
