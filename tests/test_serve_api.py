@@ -542,3 +542,32 @@ def test_retry_after_counts_the_call_in_progress():
     estimate, result = asyncio.run(scenario())
     batcher.stop()
     assert estimate >= 2 and result == 1
+
+
+def test_prompt_length_check_never_shares_the_generating_tokenizer(pipes):
+    """Request threads check prompt length while the batcher tokenizes: a shared fast tokenizer raised
+    "Already borrowed" (HTTP 500) under load. The check owns a copy, one request at a time."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from safegen.serve.app import Service
+
+    engine = make_engine(pipes)
+    service = Service(config(), engine, None)
+    try:
+        assert service._check_tokenizer is not None and service._check_tokenizer is not engine.pipe.tokenizer
+        long = " ".join(f"word{i}" for i in range(120))
+        stop = threading.Event()
+
+        def generate_side():
+            while not stop.is_set():
+                engine.pipe.tokenizer([long] * 4, padding="max_length", truncation=True, max_length=77)
+
+        worker = threading.Thread(target=generate_side, daemon=True)
+        worker.start()
+        with ThreadPoolExecutor(8) as pool:
+            cuts = list(pool.map(service.prompt_overflow, [long, "a red car"] * 100))
+        stop.set()
+        worker.join(10)
+        assert cuts[1::2] == [None] * 100 and all(c and c.endswith("word119") for c in cuts[::2])
+    finally:
+        service.close()
