@@ -458,12 +458,8 @@ def _plan_images(body: ImageRequest, service: Service) -> tuple[list[ImageJob], 
         for i in range(n)
     ]
     meta = {"seed": seed, "steps": steps, "guidance": guidance, "size": f"{width}x{height}"}
-    tokenizer = getattr(service.images.pipe, "tokenizer", None)
-    if tokenizer is not None:
-        from ..loading import prompt_overflow
-
-        # The text encoder reads a fixed number of tokens; say what it did not read, as `safegen t2i` does.
-        meta["prompt_truncated"] = prompt_overflow(tokenizer, body.prompt)
+    # The text encoder reads a fixed number of tokens; say what it did not read, as `safegen t2i` does.
+    meta["prompt_truncated"] = service.images.prompt_overflow(body.prompt)
     return jobs, meta
 
 
