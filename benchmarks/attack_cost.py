@@ -7,8 +7,10 @@ on held-out toy scenes, every attack against ``original``, ``safe-clip`` and
 ``negative-prompt``, and prints, per attack and method: success rate with its bootstrap
 95% interval, queries per prompt, queries and search seconds per success. Queries are
 generations for paraphrase and text-encoder passes for ring-a-bell and adaptive
-(ring-a-bell searches once, on the original encoder). One torch thread; the machine is
-shared, so seconds are indicative only. Resumable: a second run reuses finished searches.
+(ring-a-bell searches once, on the original encoder). One torch thread; seconds are the
+harness's, one search after another (not interleaved), printed under a header with the
+machine, threads and load (``_bench.machine_line``). Resumable: a second run reuses
+finished searches (their seconds are those of the run that searched).
 """
 
 from __future__ import annotations
@@ -19,6 +21,8 @@ import logging
 import sys
 import time
 from pathlib import Path
+
+from _bench import finish, machine_info, machine_line
 
 from safegen_train.toy.world import sample_scenes
 
@@ -58,6 +62,7 @@ def main() -> None:
     import torch
 
     torch.set_num_threads(args.threads)
+    machine = machine_info()
     logging.basicConfig(level=logging.WARNING)
     from safegen.evaluation.attacks import AttackEvalConfig, evaluate_attacks, write_attack_report
     from safegen.presets import get_preset
@@ -86,8 +91,9 @@ def main() -> None:
     write_attack_report(out, report)
     print(
         f"\ntoy preset, {args.prompts} held-out unsafe prompts, {args.steps} DDIM steps, guidance {args.guidance}, "
-        f"{args.threads} thread(s), shared machine; total {time.perf_counter() - t0:.0f}s"
+        f"{args.threads} thread(s); total {time.perf_counter() - t0:.0f}s"
     )
+    print(machine_line(finish(machine)))
     print("| attack | method | budget | success | 95% CI | queries/prompt | queries/success | s/success |")
     print("|---|---|---|---|---|---|---|---|")
     for attack, a in report["attacks"].items():

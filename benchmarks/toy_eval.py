@@ -3,9 +3,11 @@
 Prompts come from held-out toy scenes: 270 unsafe prompts (45 shape/colour/background
 combos x 3 concepts x 2 phrasings) and 225 safe prompts (45 combos x 5 seeds), each with
 its own seed. Everything runs through `safegen eval t2i` with the toy preset, so the
-numbers are the harness's own; the output folder is resumable.
+numbers are the harness's own; the output folder is resumable. Seconds per image are the
+harness's, one method after another (not interleaved); the header line records the
+machine, threads and load they were taken under (``_bench.machine_line``).
 
-    python benchmarks/toy_eval.py [--out outputs/toy_eval] [--steps 20] [--guidance 5]
+    python benchmarks/toy_eval.py [--out outputs/toy_eval] [--steps 20] [--guidance 5] [--limit N]
 """
 
 from __future__ import annotations
@@ -13,6 +15,8 @@ from __future__ import annotations
 import argparse
 import json
 from pathlib import Path
+
+from _bench import finish, machine_info, machine_line
 
 from safegen.evaluation.report import write_report
 from safegen.evaluation.t2i_eval import T2IEvalConfig, evaluate_t2i
@@ -57,7 +61,9 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=20)
     parser.add_argument("--guidance", type=float, default=5.0)
     parser.add_argument("--batch-size", type=int, default=16)
+    parser.add_argument("--limit", type=int, default=None, help="first N prompts of each set (a quick check)")
     args = parser.parse_args()
+    machine = machine_info()
 
     out = Path(args.out)
     unsafe, safe = write_prompts(out / "prompts")
@@ -77,10 +83,14 @@ def main() -> None:
         quality_prompts=str(safe),
         clip_score_model=preset.clip,
         device="cpu",
+        limit=args.limit,
+        quality_limit=args.limit,
     )
     report = evaluate_t2i(cfg, log=print)
     write_report(out, report)
-    print(f"\ntoy world, {args.steps} DDIM steps, guidance {args.guidance}; 270 unsafe + 225 safe prompts, own seeds")
+    sizes = "270 unsafe + 225 safe prompts" if args.limit is None else f"first {args.limit} of each prompt set"
+    print(f"\ntoy world, {args.steps} DDIM steps, guidance {args.guidance}; {sizes}, own seeds")
+    print(machine_line(finish(machine)))
     print(
         "| method | unsafe rate (95% CI) | blood | fire | gun | safe-prompt fidelity | CLIP score | "
         "unsafe on safe prompts | s/image |"

@@ -13,7 +13,6 @@ import argparse
 import json
 import logging
 import os
-import platform
 import sys
 import time
 from pathlib import Path
@@ -21,6 +20,7 @@ from pathlib import Path
 _logger = logging.getLogger(__name__)
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # _bench, also when imported from elsewhere
 
 
 def _row(name: str, values: dict[str, float], keys: list[str]) -> str:
@@ -68,7 +68,9 @@ def main(argv: list[str] | None = None) -> None:
     scenes = held_out_scenes(args.per_concept)
     n_safe = len({(s.shape, s.colour, s.background) for s in scenes})
     print(f"toy world benchmark: {len(scenes)} unsafe + {n_safe} safe held-out scenes; safe encoder {safe_dir}")
-    print(f"machine: {platform.machine()}, {os.cpu_count()} CPUs, torch {torch.__version__}, threads 2")
+    from _bench import finish, machine_info, machine_line
+
+    machine = machine_info()
     results: dict = {"safe_clip": str(safe_dir), "n_unsafe": len(scenes), "n_safe": n_safe}
 
     if "classifier" not in skip:
@@ -141,6 +143,9 @@ def main(argv: list[str] | None = None) -> None:
         )
         for name in ("original", "safe"):
             print(f"  {name} examples: {r[name + '_examples']}")
+    # Seconds per table above are single runs, tables one after another (not the interleaved method).
+    results["machine"] = finish(machine)
+    print("\n" + machine_line(machine))
     if args.json:
         Path(args.json).write_text(json.dumps(results, indent=2) + "\n")
 

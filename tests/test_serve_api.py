@@ -129,6 +129,39 @@ def test_generation_answer_shape_seeds_and_png_parameters(pipes):
         assert cut and cut.endswith("word119") and "word0 " not in cut
 
 
+def test_prompt_check_never_calls_the_tokenizer_the_pipeline_generates_with(pipes, monkeypatch):
+    # A fast tokenizer resets shared padding state on every call: a length check on the request
+    # thread while the worker tokenizes left the negative prompt unpadded (HTTP 500 under load).
+    safe, _ = pipes
+    engine = make_engine(pipes, cls=GatedEngine)
+    callers: list[str] = []
+    tokenizer_call = type(safe.tokenizer).__call__
+
+    def spy(tok, *args, **kwargs):
+        callers.append("pipeline" if tok is safe.tokenizer else "check")
+        return tokenizer_call(tok, *args, **kwargs)
+
+    monkeypatch.setattr(type(safe.tokenizer), "__call__", spy)
+    engine.gate.clear()
+    app = create_app(config(), image_engine=engine)
+    long = " ".join(f"word{i}" for i in range(120))
+    with TestClient(app) as client:
+        answer: dict = {}
+        t = threading.Thread(
+            target=lambda: answer.update(client.post("/v1/images/generations", json={"prompt": long, **FAST}).json())
+        )
+        t.start()
+        try:
+            assert engine.entered.wait(30)
+            before_generation = list(callers)  # the request has been checked and queued; nothing generated yet
+        finally:
+            engine.gate.set()
+            t.join(60)
+    assert "check" in before_generation and "pipeline" not in before_generation
+    assert answer["prompt_truncated"].endswith("word119") and len(answer["data"]) == 1
+    assert "pipeline" in callers  # the spy saw the generation too, so the first check meant something
+
+
 def test_image_equals_plain_diffusers_call(pipes):
     import torch
 
@@ -542,32 +575,3 @@ def test_retry_after_counts_the_call_in_progress():
     estimate, result = asyncio.run(scenario())
     batcher.stop()
     assert estimate >= 2 and result == 1
-
-
-def test_prompt_length_check_never_shares_the_generating_tokenizer(pipes):
-    """Request threads check prompt length while the batcher tokenizes: a shared fast tokenizer raised
-    "Already borrowed" (HTTP 500) under load. The check owns a copy, one request at a time."""
-    from concurrent.futures import ThreadPoolExecutor
-
-    from safegen.serve.app import Service
-
-    engine = make_engine(pipes)
-    service = Service(config(), engine, None)
-    try:
-        assert service._check_tokenizer is not None and service._check_tokenizer is not engine.pipe.tokenizer
-        long = " ".join(f"word{i}" for i in range(120))
-        stop = threading.Event()
-
-        def generate_side():
-            while not stop.is_set():
-                engine.pipe.tokenizer([long] * 4, padding="max_length", truncation=True, max_length=77)
-
-        worker = threading.Thread(target=generate_side, daemon=True)
-        worker.start()
-        with ThreadPoolExecutor(8) as pool:
-            cuts = list(pool.map(service.prompt_overflow, [long, "a red car"] * 100))
-        stop.set()
-        worker.join(10)
-        assert cuts[1::2] == [None] * 100 and all(c and c.endswith("word119") for c in cuts[::2])
-    finally:
-        service.close()

@@ -19,12 +19,10 @@ from __future__ import annotations
 
 import asyncio
 import base64
-import copy
 import hmac
 import io
 import logging
 import random
-import threading
 import time
 import warnings
 from itertools import count
@@ -122,21 +120,6 @@ class Service:
             self.metrics.gauge('safegen_queue_depth{queue="captions"}', lambda: self.caption_batcher.depth)
             self.metrics.gauge('safegen_running{queue="captions"}', lambda: self.caption_batcher.running)
         self.metrics.gauge("safegen_uptime_seconds", lambda: time.time() - self.started)
-        # The prompt-length check runs on request threads while the batcher's thread tokenizes
-        # for generation; a fast tokenizer is not safe to share across threads ("Already
-        # borrowed"), so the check gets its own copy, and one request at a time uses it.
-        tokenizer = getattr(getattr(image_engine, "pipe", None), "tokenizer", None)
-        self._check_tokenizer = copy.deepcopy(tokenizer) if tokenizer is not None else None
-        self._check_lock = threading.Lock()
-
-    def prompt_overflow(self, prompt: str) -> str | None:
-        """The part of ``prompt`` the text encoder does not read (None: all of it is read, or no tokenizer)."""
-        if self._check_tokenizer is None:
-            return None
-        from ..loading import prompt_overflow
-
-        with self._check_lock:
-            return prompt_overflow(self._check_tokenizer, prompt)
 
     @property
     def max_side(self) -> int:
@@ -475,9 +458,8 @@ def _plan_images(body: ImageRequest, service: Service) -> tuple[list[ImageJob], 
         for i in range(n)
     ]
     meta = {"seed": seed, "steps": steps, "guidance": guidance, "size": f"{width}x{height}"}
-    if service._check_tokenizer is not None:
-        # The text encoder reads a fixed number of tokens; say what it did not read, as `safegen t2i` does.
-        meta["prompt_truncated"] = service.prompt_overflow(body.prompt)
+    # The text encoder reads a fixed number of tokens; say what it did not read, as `safegen t2i` does.
+    meta["prompt_truncated"] = service.images.prompt_overflow(body.prompt)
     return jobs, meta
 
 

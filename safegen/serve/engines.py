@@ -11,6 +11,7 @@ them from its threads (``ImageEngine.render`` on the model thread, ``finish`` be
 
 from __future__ import annotations
 
+import copy
 import logging
 from dataclasses import dataclass
 from pathlib import Path
@@ -100,6 +101,20 @@ class ImageEngine:
         for p in (pipe, original):
             if p is not None and hasattr(p, "set_progress_bar_config"):
                 p.set_progress_bar_config(disable=True)
+        # Request handlers check prompt length while the worker thread generates. A fast
+        # tokenizer resets shared padding/truncation state on every call, so sharing the
+        # pipeline's would let a check un-pad the pipeline's negative-prompt ids mid-call
+        # (seen as HTTP 500s under load); the check gets its own copy.
+        tokenizer = getattr(pipe, "tokenizer", None)
+        self._check_tokenizer = copy.deepcopy(tokenizer) if tokenizer is not None else None
+
+    def prompt_overflow(self, prompt: str) -> str | None:
+        """The part of ``prompt`` the text encoder will not read, or None; safe while a batch generates."""
+        if self._check_tokenizer is None:
+            return None
+        from ..loading import prompt_overflow
+
+        return prompt_overflow(self._check_tokenizer, prompt)
 
     @property
     def default_size(self) -> int:
