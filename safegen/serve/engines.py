@@ -12,6 +12,7 @@ them from its threads (``ImageEngine.render`` on the model thread, ``finish`` be
 from __future__ import annotations
 
 import copy
+import threading
 import logging
 from dataclasses import dataclass
 from pathlib import Path
@@ -107,6 +108,7 @@ class ImageEngine:
         # (seen as HTTP 500s under load); the check gets its own copy.
         tokenizer = getattr(pipe, "tokenizer", None)
         self._check_tokenizer = copy.deepcopy(tokenizer) if tokenizer is not None else None
+        self._check_lock = threading.Lock()  # request handlers may run on several threads too
 
     def prompt_overflow(self, prompt: str) -> str | None:
         """The part of ``prompt`` the text encoder will not read, or None; safe while a batch generates."""
@@ -114,7 +116,8 @@ class ImageEngine:
             return None
         from ..loading import prompt_overflow
 
-        return prompt_overflow(self._check_tokenizer, prompt)
+        with self._check_lock:
+            return prompt_overflow(self._check_tokenizer, prompt)
 
     @property
     def default_size(self) -> int:
