@@ -12,8 +12,8 @@ them from its threads (``ImageEngine.render`` on the model thread, ``finish`` be
 from __future__ import annotations
 
 import copy
-import threading
 import logging
+import threading
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
