@@ -209,6 +209,25 @@ class TrainConfig(_ConfigMixin):
         ),
     )
     extra_unsafe_repeat: int = field(default=1, metadata=_help("Times each extra unsafe text is added per epoch."))
+    adversarial_images_eps: float = field(
+        default=0.0,
+        metadata=_help(
+            "Adversarial image rounds (off at 0): L-infinity bound of a PGD perturbation of unsafe images, as a "
+            "fraction of the pixel range [0, 1] (8/255 = 0.0314, the image-pgd attack's default). The chosen "
+            "unsafe images are perturbed against the current vision tower so that its patch tokens at "
+            "loss.vision_hidden_layer match the original tower's tokens of the clean image, then trained on in "
+            "place of the clean ones (needs reference: frozen and the vision tower)."
+        ),
+    )
+    adversarial_images_steps: int = field(
+        default=3, metadata=_help("PGD steps per adversarial image (step size 2.5 * eps / steps; 3-5 is typical).")
+    )
+    adversarial_images_fraction: float = field(
+        default=1.0, metadata=_help("Share of each micro-batch's unsafe images perturbed, in (0, 1].")
+    )
+    adversarial_images_every: int = field(
+        default=1, metadata=_help("Perturb unsafe images at every Nth optimizer step (1: every step).")
+    )
     num_workers: int = field(default=0, metadata=_help("DataLoader worker processes."))
     embed_batch_size: int = field(
         default=64, metadata=_help("Batch of the no-grad passes: reference cache, validation embeddings.")
@@ -296,6 +315,35 @@ class TrainConfig(_ConfigMixin):
             )
         if not self.lora_target_modules:
             raise ConfigError("lora_target_modules must name at least one module")
+        self._check_adversarial_images()
+
+    def _check_adversarial_images(self) -> None:
+        if not 0.0 <= self.adversarial_images_eps <= 1.0:
+            raise ConfigError(
+                f"adversarial_images_eps must be in [0, 1] (a fraction of the pixel range; 8/255 = 0.0314), "
+                f"got {self.adversarial_images_eps}"
+            )
+        if self.adversarial_images_every < 1:
+            raise ConfigError(f"adversarial_images_every must be >= 1, got {self.adversarial_images_every}")
+        if not 0.0 < self.adversarial_images_fraction <= 1.0:
+            raise ConfigError(f"adversarial_images_fraction must be in (0, 1], got {self.adversarial_images_fraction}")
+        if not self.adversarial_images_eps:
+            return
+        if self.adversarial_images_steps < 1:
+            raise ConfigError(
+                f"adversarial_images_steps must be >= 1 when adversarial_images_eps > 0, "
+                f"got {self.adversarial_images_steps}"
+            )
+        if self.towers == "text":
+            raise ConfigError(
+                "adversarial_images_eps > 0 perturbs images for the vision tower, but towers is 'text'; "
+                "set towers: both or vision, or adversarial_images_eps: 0"
+            )
+        if self.reference == "detached":
+            raise ConfigError(
+                "adversarial_images_eps > 0 needs reference: frozen (the attack matches the original tower's "
+                "features, which a detached reference does not keep)"
+            )
 
     def require_sources(self) -> None:
         """Refuse a config that cannot train (called by fit, not by --dry-run of a partial config)."""

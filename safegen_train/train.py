@@ -48,6 +48,7 @@ import torch
 
 from safegen.errors import SafegenError
 
+from .adversarial import ImageAdversary
 from .checkpoint import (
     CheckpointError,
     copy_checkpoint,
@@ -202,12 +203,16 @@ def accumulate_gradients(
     micro_batches: list[dict[str, torch.Tensor]],
     *,
     cache: dict[str, torch.Tensor] | None = None,
+    adversary: ImageAdversary | None = None,
+    step: int = 0,
 ) -> dict[str, float]:
     """Backpropagate the mean loss of ``micro_batches`` into ``.grad``; return the mean loss parts.
 
     Each micro-batch loss is scaled by 1/len and backpropagated on its own (DDP syncs
     gradients on the last one only), so the gradients add up to the mean of the
-    micro-batch gradients: nothing is discarded.
+    micro-batch gradients: nothing is discarded. With an ``adversary`` active at optimizer
+    step ``step``, each micro-batch's chosen unsafe images are replaced by their PGD
+    perturbation against the current tower first (:mod:`safegen_train.adversarial`).
     """
     parts_sum: dict[str, float] = {}
     n = len(micro_batches)
@@ -216,6 +221,9 @@ def accumulate_gradients(
         if cache is not None:
             for key, table in cache.items():
                 batch[key] = table[batch["index"]]  # (b, D) cached T0(t) / V0(v)
+        if adversary is not None and adversary.active(step):
+            gen = adversary.generator(step, i, accelerator.process_index)
+            batch = adversary.apply(accelerator.unwrap_model(model), batch, gen, autocast=accelerator.autocast)
         sync = contextlib.nullcontext() if i == n - 1 else accelerator.no_sync(model)
         with sync, accelerator.autocast():
             parts = loss_fn(**model(batch))
@@ -418,6 +426,13 @@ def _train(
         allow_empty=config.allow_empty_loss_terms,
     )
     _logger.info("samples per loss term: %s", term_samples)
+    adversary = ImageAdversary.from_config(config, loaded.image_processor)
+    if adversary is not None and ("vision" not in module.towers or not train_ds.has_unsafe_image):
+        raise ConfigError(
+            f"adversarial_images_eps > 0 needs unsafe images and the vision tower trained; '{config.train_data}' "
+            f"{'has no unsafe images' if not train_ds.has_unsafe_image else 'trains the text tower only'} "
+            "(set adversarial_images_eps: 0)"
+        )
     module.to(accelerator.device)
     loss_fn = SafeCLIPLoss(config.loss)
     val_loss_fn = SafeCLIPLoss(config.loss, gather_negatives=False)
@@ -434,8 +449,6 @@ def _train(
 
     micro_global = config.batch_size // config.grad_accum_steps
     if micro_global % world:
-        from .config import ConfigError
-
         raise ConfigError(f"batch_size / grad_accum_steps = {micro_global} must be divisible by the {world} processes")
     sampler = ShardedBatchSampler(len(train_ds), micro_global, rank=rank, world=world, seed=config.seed)
     # Own generator: creating a DataLoader iterator must not draw from the global RNG (dropout), or a
@@ -614,7 +627,9 @@ def _train(
             and not state["stopped_early"]
         ):
             micro_batches = [next(batches) for _ in range(accum)]
-            step_parts = accumulate_gradients(accelerator, model, loss_fn, micro_batches, cache=cache)
+            step_parts = accumulate_gradients(
+                accelerator, model, loss_fn, micro_batches, cache=cache, adversary=adversary, step=state["global_step"]
+            )
             if config.max_grad_norm is not None:
                 accelerator.clip_grad_norm_(model.parameters(), config.max_grad_norm)
             lr = lr_at(state["global_step"], config, total_steps)
@@ -641,6 +656,10 @@ def _train(
                     **{n: float(v) for n, v in zip(names, values.tolist(), strict=True)},
                     "samples_per_s": window_samples / max(elapsed, 1e-9),
                 }
+                if adversary is not None:  # images perturbed since the last line and the attack's objective
+                    adv = adversary.take_metrics(accelerator)
+                    state["adversarial_images"] = state.get("adversarial_images", 0) + adv["adv/images"]
+                    record.update(adv, **{"adv/images_total": state["adversarial_images"]})
                 if term_samples is not None:  # once per run (and per resume): records feeding each term
                     record["term_samples"], term_samples = term_samples, None
                 log(record)
