@@ -210,6 +210,13 @@ class TrainConfig(_ConfigMixin):
     )
     extra_unsafe_repeat: int = field(default=1, metadata=_help("Times each extra unsafe text is added per epoch."))
     num_workers: int = field(default=0, metadata=_help("DataLoader worker processes."))
+    preprocessed_cache: str | None = field(
+        default=None,
+        metadata=_help(
+            "Folder of `safegen-train data preprocess`: images read as cached 224 px uint8 crops (identical "
+            "tensors, no decoding); new or edited images are decoded as usual."
+        ),
+    )
     embed_batch_size: int = field(
         default=64, metadata=_help("Batch of the no-grad passes: reference cache, validation embeddings.")
     )
@@ -480,6 +487,7 @@ RESUME_MAY_CHANGE = frozenset(
         "keep_checkpoints",
         "patience",
         "num_workers",
+        "preprocessed_cache",
         "embed_batch_size",
         "report_to",
         "export_on_finish",
