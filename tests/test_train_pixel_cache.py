@@ -98,6 +98,7 @@ def test_cached_tensors_equal_decoded_ones_at_vit_l_preprocessing(tmp_path):
         assert cached[key].shape == plain[key].shape == (4, 3, 224, 224)
         assert cached[key].dtype == plain[key].dtype == torch.float32
         torch.testing.assert_close(cached[key], plain[key], rtol=0, atol=1e-6)
+        assert torch.equal(cached[key], plain[key])  # in fact bit for bit: the same arithmetic
     # resumable: a second run finds everything and writes nothing
     again = preprocess_images(_paths(records), tmp_path / "cache", processor)
     assert (again.already_cached, again.processed, again.shards_written) == (8, 0, 0)
