@@ -10,15 +10,16 @@ integers, exactly what the processor computes in between), so normalising on the
 same tensors as the uncached path. Layout, one folder per processor setting::
 
     CACHE/<settings key>/settings.json         the resize/crop settings the key stands for
-    CACHE/<settings key>/shard-00000.npy       uint8 (n, 3, H, W), numpy format (never pickle)
-    CACHE/<settings key>/shard-00000.json      its images: [real path, size, mtime_ns, sha256] per row
+    CACHE/<settings key>/shard-00000-1a2b3c4d.npy    uint8 (n, 3, H, W), numpy format (never pickle)
+    CACHE/<settings key>/shard-00000-1a2b3c4d.json   its images: [real path, size, mtime_ns, sha256] per row
 
 A shard's ``.json`` is written after its ``.npy`` (each through a temporary file and a rename), so
 a killed run leaves either a complete shard or none, and ``preprocess`` resumes where it stopped.
 An image counts as cached when its size and mtime match its row, or else when its bytes still have
 the recorded SHA-256 (the results-bound-to-inputs rule of :mod:`safegen.fingerprint`): an edited
 image is decoded again, never served stale. A later shard's row for the same path supersedes an
-earlier one.
+earlier one. Each shard's name carries a random token, so two ``preprocess`` runs on the same
+folder at once never pair one run's pixels with the other's index.
 """
 
 from __future__ import annotations
@@ -42,7 +43,7 @@ FORMAT = 1
 # Applied on the fly from the live processor, so they are not part of what a cached crop depends on.
 _ON_THE_FLY = {"do_rescale", "rescale_factor", "do_normalize", "image_mean", "image_std"}
 _NOT_SETTINGS = {"processor_class", "_processor_class"}
-_SHARD_RE = re.compile(r"^shard-(\d{5,})\.(npy|json)$")
+_SHARD_RE = re.compile(r"^shard-(\d{5,})-[0-9a-f]{8}\.(npy|json)$")
 
 
 def processor_settings(processor: Any) -> dict[str, Any]:
@@ -252,8 +253,8 @@ def _atomic_save(path: Path, write: Callable[[Any], None]) -> None:
 
 
 def write_shard(folder: Path, number: int, crops: list[np.ndarray], images: list[list[Any]]) -> Path:
-    """Write ``shard-<number>.npy`` then its ``.json`` (the commit marker), each atomically."""
-    npy = folder / f"shard-{number:05d}.npy"
+    """Write ``shard-<number>-<token>.npy`` then its ``.json`` (the commit marker), each atomically."""
+    npy = folder / f"shard-{number:05d}-{os.urandom(4).hex()}.npy"
     stacked = np.stack(crops)
     _atomic_save(npy, lambda fh: np.save(fh, stacked, allow_pickle=False))
     meta = {"format": FORMAT, "shape": list(stacked.shape[1:]), "images": images}

@@ -84,24 +84,24 @@ def _paths(records):
 
 
 def test_cached_tensors_equal_decoded_ones_at_vit_l_preprocessing(tmp_path):
-    records = load_records(_data(tmp_path / "d"))
+    records = load_records(_data(tmp_path / "d", 6))  # 6: same-shape images share a batch too
     processor = _vit_l_processor()
-    summary = preprocess_images(_paths(records), tmp_path / "cache", processor, shard_size=3)
-    assert (summary.images, summary.processed, summary.shards_written) == (8, 8, 3)
+    summary = preprocess_images(_paths(records), tmp_path / "cache", processor, shard_size=5)
+    assert (summary.images, summary.processed, summary.shards_written) == (12, 12, 3)
     cache = PreprocessedImages(tmp_path / "cache", processor)
     ds = PairDataset(records)
-    assert ds.use_preprocessed(cache) == (8, 8)
+    assert ds.use_preprocessed(cache) == (12, 12)
     assert isinstance(ds[0]["safe_image"], np.ndarray) and ds[0]["safe_image"].dtype == np.uint8
     plain, cached = _pixels(records, processor), _pixels(records, processor, cache)
     assert set(plain) == {"safe_image_pixels", "unsafe_image_pixels"}
     for key in plain:
-        assert cached[key].shape == plain[key].shape == (4, 3, 224, 224)
+        assert cached[key].shape == plain[key].shape == (6, 3, 224, 224)
         assert cached[key].dtype == plain[key].dtype == torch.float32
         torch.testing.assert_close(cached[key], plain[key], rtol=0, atol=1e-6)
         assert torch.equal(cached[key], plain[key])  # in fact bit for bit: the same arithmetic
     # resumable: a second run finds everything and writes nothing
     again = preprocess_images(_paths(records), tmp_path / "cache", processor)
-    assert (again.already_cached, again.processed, again.shards_written) == (8, 0, 0)
+    assert (again.already_cached, again.processed, again.shards_written) == (12, 0, 0)
 
 
 def test_other_processor_settings_do_not_see_the_cache(tmp_path):
@@ -145,7 +145,7 @@ def test_damaged_shard_is_named_in_one_line_and_rebuilt_by_preprocess(tmp_path):
     records = load_records(_data(tmp_path / "d"))
     processor = _vit_l_processor()
     preprocess_images(_paths(records), tmp_path / "cache", processor, shard_size=4)
-    shard = tmp_path / "cache" / settings_key(processor) / "shard-00001.npy"
+    shard = sorted((tmp_path / "cache" / settings_key(processor)).glob("shard-00001-*.npy"))[0]
     shard.write_bytes(shard.read_bytes()[:4096])  # truncated, as by a full disk
     with pytest.raises(DataError) as err:
         PreprocessedImages(tmp_path / "cache", processor)
@@ -159,6 +159,19 @@ def test_damaged_shard_is_named_in_one_line_and_rebuilt_by_preprocess(tmp_path):
         torch.testing.assert_close(_pixels(records, processor, cache)[key], value, rtol=0, atol=1e-6)
 
 
+def test_unreadable_image_is_reported_not_cached_and_training_still_names_it(tmp_path):
+    records = load_records(_data(tmp_path / "d", 2))
+    broken = Path(records[1].safe_image)
+    broken.write_bytes(b"not an image")
+    processor = _vit_l_processor()
+    summary = preprocess_images(_paths(records), tmp_path / "cache", processor)
+    assert (summary.processed, len(summary.unreadable)) == (3, 1) and str(broken) in summary.unreadable[0]
+    ds = PairDataset(records)
+    assert ds.use_preprocessed(PreprocessedImages(tmp_path / "cache", processor)) == (3, 4)
+    with pytest.raises(DataError, match=f"cannot read image '{broken}'"):
+        ds[1]
+
+
 def test_cli_preprocess_and_its_usage_errors(tmp_path):
     from typer.testing import CliRunner
 
@@ -167,10 +180,12 @@ def test_cli_preprocess_and_its_usage_errors(tmp_path):
     clip = make_clip_folder(tmp_path / "clip")
     data = _data(tmp_path / "d", 2)
     runner = CliRunner()
-    ok = runner.invoke(app, ["data", "preprocess", str(data), "--model", str(clip), "--out", str(tmp_path / "c")])
+    args = ["data", "preprocess", str(data), "--model", str(clip), "--out", str(tmp_path / "c")]
+    ok = runner.invoke(app, [*args, "--workers", "1", "--shard-size", "3"])
     assert ok.exit_code == 0, ok.output
     report = json.loads(ok.stdout.strip().splitlines()[-1])
-    assert report["images"] == 4 and report["processed"] == 4 and report["unreadable"] == 0
+    assert report["images"] == 4 and report["processed"] == 4 and report["shards_written"] == 2
+    assert report["unreadable"] == 0
     bad = [
         ([str(tmp_path / "nope.jsonl")], "does not exist"),
         ([str(data), "--shard-size", "0"], "--shard-size"),
@@ -196,10 +211,14 @@ def test_training_reads_the_cache_and_trains_the_same(tmp_path):
     data = _data(tmp_path / "d", 4)
 
     preprocess_images(_paths(load_records(data)), tmp_path / "cache", load_image_processor(str(clip)))
-    losses = []
-    for name, extra in (("plain", {}), ("cached", {"preprocessed_cache": str(tmp_path / "cache")})):
-        cfg = base_config(tmp_path / name, clip, data, max_steps=1, epochs=1, **extra)
-        fit(cfg)
-        rows = [json.loads(x) for x in (tmp_path / name / "run" / "metrics.jsonl").read_text().splitlines()]
-        losses.append([r["loss"] for r in rows if "loss" in r])
+    losses, threads = [], torch.get_num_threads()
+    torch.set_num_threads(1)  # the tiny model gains nothing from more; a shared machine loses time to them
+    try:
+        for name, extra in (("plain", {}), ("cached", {"preprocessed_cache": str(tmp_path / "cache")})):
+            cfg = base_config(tmp_path / name, clip, data, max_steps=1, epochs=1, **extra)
+            fit(cfg)
+            rows = [json.loads(x) for x in (tmp_path / name / "run" / "metrics.jsonl").read_text().splitlines()]
+            losses.append([r["loss"] for r in rows if "loss" in r])
+    finally:
+        torch.set_num_threads(threads)
     assert losses[0] and losses[0] == pytest.approx(losses[1], abs=1e-6)
