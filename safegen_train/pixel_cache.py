@@ -9,7 +9,7 @@ What is stored: the image processor's output *before* rescaling and normalisatio
 integers, exactly what the processor computes in between), so normalising on the fly gives the
 same tensors as the uncached path. Layout, one folder per processor setting::
 
-    CACHE/<settings key>/settings.json         the resize/crop settings the key stands for
+    CACHE/<settings key>/settings.json               the resize/crop settings the key stands for
     CACHE/<settings key>/shard-00000-1a2b3c4d.npy    uint8 (n, 3, H, W), numpy format (never pickle)
     CACHE/<settings key>/shard-00000-1a2b3c4d.json   its images: [real path, size, mtime_ns, sha256] per row
 
@@ -17,9 +17,11 @@ A shard's ``.json`` is written after its ``.npy`` (each through a temporary file
 a killed run leaves either a complete shard or none, and ``preprocess`` resumes where it stopped.
 An image counts as cached when its size and mtime match its row, or else when its bytes still have
 the recorded SHA-256 (the results-bound-to-inputs rule of :mod:`safegen.fingerprint`): an edited
-image is decoded again, never served stale. A later shard's row for the same path supersedes an
-earlier one. Each shard's name carries a random token, so two ``preprocess`` runs on the same
-folder at once never pair one run's pixels with the other's index.
+image is decoded again, never served stale. Entries are found by the image's real path (hashing
+every image at each start would cost as much as reading the whole dataset), so images moved to
+another folder are decoded until ``preprocess`` runs again. A later shard's row for the same
+path supersedes an earlier one. Each shard's name carries a random token, so two ``preprocess``
+runs on the same folder at once never pair one run's pixels with the other's index.
 """
 
 from __future__ import annotations
