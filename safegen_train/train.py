@@ -425,6 +425,13 @@ def _train(
         from .data import DataError
 
         raise DataError(f"{len(train_ds)} training records are fewer than batch_size {config.batch_size}")
+    if config.preprocessed_cache and not Path(config.preprocessed_cache).expanduser().is_dir():
+        from .data import DataError
+
+        raise DataError(  # said before the model loads; whether it fits the model's processor is checked after
+            f"preprocessed_cache '{config.preprocessed_cache}' is not a folder; make it with `safegen-train data "
+            f"preprocess DATA --model {config.model} --out {config.preprocessed_cache}` or unset it"
+        )
 
     # ---- model
     loaded = load_clip(config.model, activation=config.activation, tokenizer=config.tokenizer)

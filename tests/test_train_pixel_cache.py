@@ -222,3 +222,6 @@ def test_training_reads_the_cache_and_trains_the_same(tmp_path):
     finally:
         torch.set_num_threads(threads)
     assert losses[0] and losses[0] == pytest.approx(losses[1], abs=1e-6)
+    missing = base_config(tmp_path / "x", clip, data, preprocessed_cache=str(tmp_path / "nope"))
+    with pytest.raises(DataError, match=r"preprocessed_cache '.*nope' is not a folder; make it with"):
+        fit(missing)
