@@ -404,7 +404,11 @@ class PairDataset:
         for attr in ("safe_image", "unsafe_image"):
             if not getattr(self, f"has_{attr}"):
                 continue
-            where = [cache.locate(getattr(r, attr)) for r in self.records]
+            seen: dict[str, Any] = {}  # an image shared by several records is checked once
+            for path in (getattr(r, attr) for r in self.records):
+                if path not in seen:
+                    seen[path] = cache.locate(path)
+            where = [seen[getattr(r, attr)] for r in self.records]
             self._cached[attr] = where
             found += sum(w is not None for w in where)
             total += len(where)
@@ -466,11 +470,11 @@ class Collator:
             if key in items[0]:
                 if self.image_processor is None:
                     raise DataError("records have images but no image processor was found for the model")
-                batch[f"{key}_pixels"] = preprocess_images([it[key] for it in items], self.image_processor)
+                batch[f"{key}_pixels"] = pixel_values([it[key] for it in items], self.image_processor)
         return batch
 
 
-def preprocess_images(images: list[Any], processor: Any) -> Any:
+def pixel_values(images: list[Any], processor: Any) -> Any:
     """Float (B, 3, H, W) pixels for decoded images and cached uint8 crops alike, in their order.
 
     Decoded (PIL) images go through the processor; cached crops (numpy uint8, already resized

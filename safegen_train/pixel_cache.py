@@ -148,6 +148,10 @@ def read_shard_index(meta: Path) -> dict[str, Any]:
         shape = tuple(int(d) for d in data["shape"])
         if data.get("format") != FORMAT or not isinstance(rows, list) or len(shape) != 3:
             raise ValueError("unexpected layout")
+        for row in rows:  # [real path, size, mtime_ns, sha256]
+            if not (isinstance(row, list) and len(row) == 4 and isinstance(row[0], str) and isinstance(row[3], str)):
+                raise ValueError(f"bad row {str(row)[:80]}")
+            int(row[1]), int(row[2])
     except (OSError, ValueError, KeyError, TypeError) as exc:
         raise DataError(f"preprocessed shard index '{meta}' is damaged ({exc})") from None
     return {"images": rows, "shape": shape}

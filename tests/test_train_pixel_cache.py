@@ -157,6 +157,14 @@ def test_damaged_shard_is_named_in_one_line_and_rebuilt_by_preprocess(tmp_path):
     cache = PreprocessedImages(tmp_path / "cache", processor)
     for key, value in _pixels(records, processor).items():
         torch.testing.assert_close(_pixels(records, processor, cache)[key], value, rtol=0, atol=1e-6)
+    # an index whose rows are not [path, size, mtime, sha256] is damaged too, not a traceback
+    index = sorted((tmp_path / "cache" / settings_key(processor)).glob("shard-*.json"))[0]
+    meta = json.loads(index.read_text())
+    meta["images"][0] = ["only a path"]
+    index.write_text(json.dumps(meta))
+    with pytest.raises(DataError, match=f"shard index '{index}' is damaged"):
+        PreprocessedImages(tmp_path / "cache", processor)
+    assert preprocess_images(_paths(records), tmp_path / "cache", processor).processed == 4
 
 
 def test_unreadable_image_is_reported_not_cached_and_training_still_names_it(tmp_path):
