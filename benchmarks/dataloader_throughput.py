@@ -90,8 +90,13 @@ def vit_l_processor():
     )
 
 
-def one_pass(dataset, collate, batch_size: int, workers: int) -> float:
-    """Quadruples/s of one pass over ``dataset`` as training's DataLoader feeds it (first batch untimed)."""
+def one_pass(dataset, collate, batch_size: int, workers: int, cpu_ms: list[float] | None = None) -> float:
+    """Quadruples/s of one pass over ``dataset`` as training's DataLoader feeds it (first batch untimed).
+
+    With ``workers == 0`` the work is this process's, so its CPU time per image is appended to
+    ``cpu_ms``: a figure load does not inflate the way wall time is, from which the cores a
+    target needs follow.
+    """
     import torch
     from torch.utils.data import DataLoader
 
@@ -105,15 +110,18 @@ def one_pass(dataset, collate, batch_size: int, workers: int) -> float:
         num_workers=workers,
         generator=torch.Generator().manual_seed(0),
     )
-    n, t0 = 0, None
+    n, t0, c0 = 0, None, 0.0
     for batch in loader:
         if t0 is None:
-            t0 = time.perf_counter()  # workers started, first batch in hand
+            t0, c0 = time.perf_counter(), time.process_time()  # workers started, first batch in hand
             continue
         n += batch["safe_image_pixels"].shape[0]
     if t0 is None or n == 0:
         raise SystemExit("need at least two batches: raise --quadruples or lower --batch-size")
-    return n / (time.perf_counter() - t0)
+    rate = n / (time.perf_counter() - t0)
+    if workers == 0 and cpu_ms is not None:
+        cpu_ms.append(1000 * (time.process_time() - c0) / (2 * n))
+    return rate
 
 
 def main() -> None:
@@ -152,11 +160,11 @@ def main() -> None:
         found, total = cached_ds.use_preprocessed(PreprocessedImages(tmp / "cache", processor))
         assert found == total, "every image should be in the cache"
 
-        calls = {}
+        calls, cpu = {}, {"decode": [], "cached": []}
         for w in workers:
-            calls[f"decode-w{w}"] = lambda w=w: one_pass(decode_ds, collate, args.batch_size, w)
+            calls[f"decode-w{w}"] = lambda w=w: one_pass(decode_ds, collate, args.batch_size, w, cpu["decode"])
         for w in workers:
-            calls[f"cached-w{w}"] = lambda w=w: one_pass(cached_ds, collate, args.batch_size, w)
+            calls[f"cached-w{w}"] = lambda w=w: one_pass(cached_ds, collate, args.batch_size, w, cpu["cached"])
         baseline = f"decode-w{workers[0]}"
         result = measure(calls, baseline=baseline, rounds=args.rounds)
 
@@ -181,6 +189,14 @@ def main() -> None:
             f"cache vs decoding, {w} worker(s): {statistics.median(ratios):.1f}x "
             f"(per-round {ratios[0]:.1f}-{ratios[-1]:.1f})"
         )
+    for kind, ms in cpu.items():
+        if ms:
+            med = statistics.median(ms)
+            print(
+                f"{kind}: {med:.2f} CPU ms per image in the main process (rounds {min(ms):.2f}-{max(ms):.2f}); "
+                f"{2 * TARGET_QUADRUPLES_PER_S:.0f} images/s need {2 * TARGET_QUADRUPLES_PER_S * med / 1000:.1f} "
+                "such cores"
+            )
     rate = pre.processed / max(pre.seconds, 1e-9)
     print(
         f"one-time `data preprocess` ({max(workers)} worker(s)): {rate:.0f} images/s, "
@@ -189,6 +205,7 @@ def main() -> None:
     if args.json:
         out = result.to_json()
         out["preprocess_images_per_s"] = rate
+        out["cpu_ms_per_image"] = cpu
         sys.stdout.write(json.dumps(out) + "\n")
 
 
