@@ -56,9 +56,17 @@ def processor_settings(processor: Any) -> dict[str, Any]:
 
 
 def settings_key(processor: Any) -> str:
-    """Short content key of :func:`processor_settings` (the cache subfolder's name)."""
+    """Short key of what decides a crop (the cache subfolder's name): :func:`processor_settings` and
+    the crop the processor makes of a fixed probe picture. The probe binds the cache to the resize
+    code as well as its settings: a library upgrade that resizes differently (transformers 5 moved
+    CLIP from PIL to torchvision) gets a new key instead of serving crops the new code would not make.
+    """
+    probe = np.random.default_rng(0).integers(0, 256, size=(257, 300, 3), dtype=np.uint8)
+    probe_crop = crop_uint8(processor, probe)
     text = json.dumps({"format": FORMAT, **processor_settings(processor)}, sort_keys=True)
-    return hashlib.sha256(text.encode()).hexdigest()[:16]
+    h = hashlib.sha256(text.encode())
+    h.update(str(probe_crop.shape).encode() + probe_crop.tobytes())
+    return h.hexdigest()[:16]
 
 
 def crop_uint8(processor: Any, image: Any) -> np.ndarray:

@@ -12,7 +12,7 @@ import torch
 from test_train_fixtures import make_clip_folder
 
 from safegen_train.data import Collator, DataError, PairDataset, load_records
-from safegen_train.pixel_cache import PreprocessedImages, settings_key
+from safegen_train.pixel_cache import PreprocessedImages, processor_settings, settings_key
 from safegen_train.preprocess import preprocess_images
 
 
@@ -118,6 +118,17 @@ def test_other_processor_settings_do_not_see_the_cache(tmp_path):
     shifted = _vit_l_processor()
     shifted.image_mean = [0.5, 0.5, 0.5]
     assert settings_key(shifted) == settings_key(processor)
+
+
+def test_resize_code_that_changes_gets_a_new_key(monkeypatch):
+    """Same settings, different resize results (as after a library upgrade): not the same cache."""
+    processor = _vit_l_processor()
+    before = settings_key(processor)
+    cls = type(processor)
+    original = cls.resize
+    monkeypatch.setattr(cls, "resize", lambda self, *a, **k: torch.flip(original(self, *a, **k), dims=[-1]))
+    assert processor_settings(processor) == processor_settings(_vit_l_processor())
+    assert settings_key(processor) != before
 
 
 def test_edited_image_is_decoded_again_not_served_stale(tmp_path):
