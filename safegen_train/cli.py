@@ -6,7 +6,7 @@
     safegen-train export runs/x/checkpoints/best out/safeclip [--what text]
     safegen-train eval data/val.jsonl --model base_clip --safe out/safeclip [--json]
     safegen-train config-help        # every config field with its default and meaning
-    safegen-train data rewrite|filter|render|build ...   # make training data (safegen_train/datagen)
+    safegen-train data rewrite|filter|render|build|preprocess ...   # make (or pre-decode) training data
 
 Multi-process: ``accelerate launch -m safegen_train.cli fit ...`` (GPUs) or
 ``torchrun --nproc_per_node N -m safegen_train.cli fit ...``.

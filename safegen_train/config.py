@@ -229,6 +229,13 @@ class TrainConfig(_ConfigMixin):
         default=1, metadata=_help("Perturb unsafe images at every Nth optimizer step (1: every step).")
     )
     num_workers: int = field(default=0, metadata=_help("DataLoader worker processes."))
+    preprocessed_cache: str | None = field(
+        default=None,
+        metadata=_help(
+            "Folder of `safegen-train data preprocess`: images read as cached 224 px uint8 crops (identical "
+            "tensors, no decoding); new or edited images are decoded as usual."
+        ),
+    )
     embed_batch_size: int = field(
         default=64, metadata=_help("Batch of the no-grad passes: reference cache, validation embeddings.")
     )
@@ -528,6 +535,7 @@ RESUME_MAY_CHANGE = frozenset(
         "keep_checkpoints",
         "patience",
         "num_workers",
+        "preprocessed_cache",
         "embed_batch_size",
         "report_to",
         "export_on_finish",

@@ -394,17 +394,43 @@ class PairDataset:
         self.records = list(records)
         self.has_safe_image = bool(self.records) and self.records[0].safe_image is not None
         self.has_unsafe_image = bool(self.records) and self.records[0].unsafe_image is not None
+        self.preprocessed: Any = None  # a pixel_cache.PreprocessedImages, see use_preprocessed
+        self._cached: dict[str, list[Any]] = {}
+
+    def use_preprocessed(self, cache: Any) -> tuple[int, int]:
+        """Read images from ``cache`` (a :class:`~safegen_train.pixel_cache.PreprocessedImages`) where it
+        holds them unchanged; the rest are decoded as before. Returns (images found, images in the data)."""
+        self.preprocessed, self._cached, found, total = cache, {}, 0, 0
+        for attr in ("safe_image", "unsafe_image"):
+            if not getattr(self, f"has_{attr}"):
+                continue
+            seen: dict[str, Any] = {}  # an image shared by several records is checked once
+            for path in (getattr(r, attr) for r in self.records):
+                if path not in seen:
+                    seen[path] = cache.locate(path)
+            where = [seen[getattr(r, attr)] for r in self.records]
+            self._cached[attr] = where
+            found += sum(w is not None for w in where)
+            total += len(where)
+        return found, total
 
     def __len__(self) -> int:
         return len(self.records)
+
+    def _image(self, attr: str, index: int) -> Any:
+        rec = self.records[index]
+        where = self._cached[attr][index] if attr in self._cached else None
+        if where is not None:
+            return self.preprocessed.read(where)  # uint8 (3, H, W): the Collator only normalises it
+        return _open_image(getattr(rec, attr), rec.where)
 
     def __getitem__(self, index: int) -> dict[str, Any]:
         rec = self.records[index]
         item: dict[str, Any] = {"index": index, "safe_text": rec.safe_text, "unsafe_text": rec.unsafe_text}
         if self.has_safe_image:
-            item["safe_image"] = _open_image(rec.safe_image, rec.where)
+            item["safe_image"] = self._image("safe_image", index)
         if self.has_unsafe_image:
-            item["unsafe_image"] = _open_image(rec.unsafe_image, rec.where)
+            item["unsafe_image"] = self._image("unsafe_image", index)
         return item
 
 
@@ -444,9 +470,34 @@ class Collator:
             if key in items[0]:
                 if self.image_processor is None:
                     raise DataError("records have images but no image processor was found for the model")
-                pixels = self.image_processor(images=[it[key] for it in items], return_tensors="pt")["pixel_values"]
-                batch[f"{key}_pixels"] = pixels  # (B, 3, H, W)
+                batch[f"{key}_pixels"] = pixel_values([it[key] for it in items], self.image_processor)
         return batch
+
+
+def pixel_values(images: list[Any], processor: Any) -> Any:
+    """Float (B, 3, H, W) pixels for decoded images and cached uint8 crops alike, in their order.
+
+    Decoded (PIL) images go through the processor; cached crops (numpy uint8, already resized
+    and cropped by the same processor) are only rescaled and normalised, which gives the same
+    tensors (see :mod:`safegen_train.pixel_cache`).
+    """
+    import numpy as np
+    import torch
+
+    cached = [i for i, im in enumerate(images) if isinstance(im, np.ndarray)]
+    if not cached:
+        return processor(images=images, return_tensors="pt")["pixel_values"]
+    from .pixel_cache import normalise
+
+    fast = normalise(np.stack([images[i] for i in cached]), processor)
+    if len(cached) == len(images):
+        return fast
+    done = set(cached)
+    rest = [i for i in range(len(images)) if i not in done]
+    slow = processor(images=[images[i] for i in rest], return_tensors="pt")["pixel_values"]
+    out = torch.empty((len(images), *fast.shape[1:]), dtype=fast.dtype)
+    out[cached], out[rest] = fast, slow.to(fast.dtype)
+    return out
 
 
 class ShardedBatchSampler:

@@ -90,6 +90,25 @@ def load_clip(
     return LoadedCLIP(model, tok, proc, str(source), tok_src, proc_src)
 
 
+def load_image_processor(source: str, *, activation: str | None = None) -> Any:
+    """The image processor training would use for ``source``, without loading the weights when a
+    config.json says the vision tower's size (open_clip checkpoints are loaded to learn it)."""
+    from types import SimpleNamespace
+
+    from transformers import AutoConfig
+
+    path = Path(source).expanduser()
+    if path.is_file() or (path.is_dir() and not (path / "config.json").exists()):
+        return load_clip(source, activation=activation).image_processor
+    config = load_or_explain(source, lambda: AutoConfig.from_pretrained(source, trust_remote_code=False))
+    refuse_remote_code(source, config)
+    if getattr(config, "model_type", "") != "clip":
+        from .config import ConfigError
+
+        raise ConfigError(f"model '{source}' is a '{getattr(config, 'model_type', '?')}' model, not a CLIPModel")
+    return _load_image_processor(source, SimpleNamespace(config=config))[0]
+
+
 def load_safe_clip(
     source: str, *, original: LoadedCLIP, activation: str | None = None, base: str | None = None
 ) -> LoadedCLIP:

@@ -349,6 +349,29 @@ def fit(
             lock.release()
 
 
+def _use_preprocessed(folder: str, processor: Any, *datasets: PairDataset | None) -> None:
+    """Point the datasets at the pre-processed image cache, saying how much of the data it covers."""
+    from .pixel_cache import PreprocessedImages
+
+    cache = PreprocessedImages(folder, processor)
+    for name, ds in zip(("training", "validation"), datasets, strict=False):
+        if ds is None:
+            continue
+        found, total = ds.use_preprocessed(cache)
+        if found < total:
+            _logger.warning(
+                "preprocessed cache '%s' holds %d of %d %s images; the other %d (new or edited since) are decoded "
+                "as usual; run `safegen-train data preprocess` to add them",
+                folder,
+                found,
+                total,
+                name,
+                total - found,
+            )
+        else:
+            _logger.info("preprocessed cache '%s': all %d %s images read from it", folder, total, name)
+
+
 def check_resume(saved: TrainConfig, given: TrainConfig, checkpoint: Path) -> None:
     """Refuse a resume whose settings would train something else than the run it continues."""
     diffs = resume_differences(saved, given)
@@ -410,11 +433,20 @@ def _train(
         from .data import DataError
 
         raise DataError(f"{len(train_ds)} training records are fewer than batch_size {config.batch_size}")
+    if config.preprocessed_cache and not Path(config.preprocessed_cache).expanduser().is_dir():
+        from .data import DataError
+
+        raise DataError(  # said before the model loads; whether it fits the model's processor is checked after
+            f"preprocessed_cache '{config.preprocessed_cache}' is not a folder; make it with `safegen-train data "
+            f"preprocess DATA --model {config.model} --out {config.preprocessed_cache}` or unset it"
+        )
 
     # ---- model
     loaded = load_clip(config.model, activation=config.activation, tokenizer=config.tokenizer)
     max_len = config.max_text_length or loaded.model.config.text_config.max_position_embeddings
     collate = Collator(loaded.tokenizer, loaded.image_processor, max_len)
+    if config.preprocessed_cache and (train_ds.has_safe_image or train_ds.has_unsafe_image):
+        _use_preprocessed(config.preprocessed_cache, loaded.image_processor, train_ds, val_ds)
     module = create_module(config, loaded, has_images=train_ds.has_safe_image)
     term_samples = term_sample_counts(train_records, config.loss, module.towers)
     check_term_coverage(

@@ -10,6 +10,9 @@ One module per stage, each a config dataclass plus a ``run_*`` function, and a C
   keep those an output classifier says show the concept.
 - :mod:`.build`: quadruples JSONL with provenance, splits by source caption, ViSU export, card.
 
+``safegen-train data preprocess`` also lives in this CLI but not in this package: it decodes a
+dataset's images once for training (:mod:`safegen_train.preprocess`, :mod:`safegen_train.pixel_cache`).
+
 Importing this package does not import torch.
 """
 

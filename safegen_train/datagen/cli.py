@@ -6,6 +6,7 @@
     safegen-train data build runs/rd --out data/mine        # or runs/flt for text-only pairs
     safegen-train data rewrite captions.txt -m toy --out runs/rw   # the toy preset's shipped rewriter, offline
     safegen-train data toy-rewriter runs/toy_rewriter       # train the toy world's tiny rewriting LM again
+    safegen-train data preprocess data/mine/train.jsonl data/mine/val.jsonl --model CLIP --out cache/px
 
 Every stage prints a JSON summary on stdout. Exit codes: 0 ok, 1 runtime error, 2 bad
 input or usage (one line; traceback with SAFEGEN_DEBUG=1). Nothing here imports torch
@@ -237,6 +238,40 @@ def build(
         source=source, out=out, val_fraction=val_fraction, test_fraction=test_fraction, seed=seed, name=name
     )
     _print(run_build(cfg).to_dict())
+
+
+@app.command()
+@_one_line
+def preprocess(
+    data: Annotated[list[str], typer.Argument(help="Training/validation data: .jsonl, ViSU .json or folder.")],
+    out: Annotated[Path, typer.Option("--out", "-o", help="Cache folder (resumable; set preprocessed_cache to it).")],
+    model: Annotated[str, typer.Option("--model", "-m", help="The CLIP you will train (its image processor).")],
+    split: Annotated[str, typer.Option("--split", help="Split of dataset folders.")] = "train",
+    coco_root: Annotated[str | None, typer.Option("--coco-root", help="ViSU JSON: COCO root.")] = None,
+    unsafe_image_root: Annotated[
+        str | None, typer.Option("--unsafe-image-root", help="ViSU JSON: folder of the unsafe images.")
+    ] = None,
+    shard_size: Annotated[int, typer.Option("--shard-size", help="Images per shard file.")] = 1024,
+    workers: Annotated[int, typer.Option("--workers", help="Decoding processes (0: this one).")] = 0,
+    activation: Annotated[
+        str | None, typer.Option("--activation", help="open_clip checkpoints: the towers' activation.")
+    ] = None,
+) -> None:
+    """Decode, resize and crop every image once into uint8 shards that training reads instead (resumable)."""
+    from ..model import load_image_processor
+    from ..preprocess import images_of_sources, preprocess_images
+
+    if shard_size < 1 or workers < 0:
+        raise UsageError(f"--shard-size must be >= 1 and --workers >= 0 (got {shard_size}, {workers})")
+    from ..config import ConfigError
+    from ..data import DataError
+
+    try:  # the data and the model are this command's input: a problem with either is a usage error
+        paths = images_of_sources(data, split=split, coco_root=coco_root, unsafe_image_root=unsafe_image_root)
+        processor = load_image_processor(model, activation=activation)
+    except (ConfigError, DataError) as exc:
+        raise UsageError(str(exc)) from None
+    _print(preprocess_images(paths, out, processor, shard_size=shard_size, workers=workers).to_dict())
 
 
 @app.command("toy-rewriter")
