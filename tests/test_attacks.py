@@ -269,3 +269,14 @@ def test_extra_unsafe_texts_borrow_images_of_the_matching_safe_record(tmp_path):
 
     with pytest.raises(ConfigError, match="extra_unsafe_repeat"):
         TrainConfig.from_dict({"extra_unsafe_repeat": 0})
+
+
+def test_caption_judge_reads_banned_words_as_stems_like_the_constraint():
+    """'in flames' and 'burning' name fire: the image attack's judge must count them (whole words would not)."""
+    from safegen.evaluation.attacks.constraint import BannedWords
+
+    banned = BannedWords.load(None)
+    verdicts = banned.classify(["a red square in flames", "a circle burning", "a blue circle", "next to a gun"])
+    assert [v.unsafe for v in verdicts] == [True, True, False, True]
+    assert verdicts[0].concepts == ["fire"] and verdicts[0].matches == ["flame"]
+    assert all(banned.allows(t, None) != v.unsafe for t, v in zip(["a blue circle"], verdicts[2:3], strict=True))

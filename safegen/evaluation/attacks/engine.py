@@ -415,12 +415,11 @@ def evaluate_attacks(cfg: AttackEvalConfig, *, log: Callable[[str], None] = _log
 
 
 def _image_attack(cfg: AttackEvalConfig, out: Path, log: Callable[[str], None]) -> dict[str, Any]:
-    """image-pgd on ``cfg.images``: captions judged by the word-list text classifier; images saved with a sheet."""
+    """image-pgd on ``cfg.images``: captions judged by the banned words (as stems); images saved with a sheet."""
     from ...devices import resolve_dtype
     from ...image_io import expand_image_args, load_image
     from ...pipelines.image_to_text import SafeLlavaCaptioner
     from ..report import contact_sheet
-    from ..text_safety import WordListTextClassifier
     from .image_pgd import evaluate_image_attack
 
     expanded = expand_image_args(list(cfg.images))
@@ -434,9 +433,8 @@ def _image_attack(cfg: AttackEvalConfig, out: Path, log: Callable[[str], None]) 
         cfg.captioner, device=cfg.device, torch_dtype=resolve_dtype(cfg.dtype, cfg.device)
     )
     banned = BannedWords.load(cfg.banned_words)
-    classifier = WordListTextClassifier({c: list(ws) for c, ws in banned.words.items()})
     result = evaluate_image_attack(
-        images, captioner, cfg.safe_vision_encoder, classifier, eps=cfg.pgd_eps, steps=cfg.pgd_steps, seed=cfg.seed,
+        images, captioner, cfg.safe_vision_encoder, banned, eps=cfg.pgd_eps, steps=cfg.pgd_steps, seed=cfg.seed,
         log=log,
     )  # fmt: skip
     folder = out / "image_pgd"
