@@ -200,22 +200,9 @@ def sd15_unet_config(tiny: bool) -> dict[str, Any]:
 def sdxl_unet_config(tiny: bool) -> dict[str, Any]:
     """stabilityai/stable-diffusion-xl-base-1.0's UNet (2.6 B parameters)."""
     if tiny:
-        return dict(
-            block_out_channels=(32, 64),
-            layers_per_block=2,
-            sample_size=32,
-            in_channels=4,
-            out_channels=4,
-            down_block_types=("DownBlock2D", "CrossAttnDownBlock2D"),
-            up_block_types=("CrossAttnUpBlock2D", "UpBlock2D"),
-            attention_head_dim=(2, 4),
-            use_linear_projection=True,
-            addition_embed_type="text_time",
-            addition_time_embed_dim=8,
-            transformer_layers_per_block=(1, 2),
-            projection_class_embeddings_input_dim=80,  # 6 * 8 + the second encoder's 32
-            cross_attention_dim=64,  # 32 + 32: both text encoders' hidden states side by side
-        )
+        from safegen.testing import TINY_SDXL_UNET
+
+        return dict(TINY_SDXL_UNET)
     return dict(
         sample_size=128,
         in_channels=4,

@@ -141,6 +141,26 @@ def tiny_sd_pipeline(seed: int = 0, cls: Any = None) -> Any:
     return pipe
 
 
+# A tiny SDXL UNet: the added text/time embedding takes 6 size ids x 8 + the second encoder's
+# 32-d pooled output, and cross-attention reads both encoders' 32-d hidden states side by side.
+TINY_SDXL_UNET: dict[str, Any] = dict(
+    block_out_channels=(32, 64),
+    layers_per_block=2,
+    sample_size=32,
+    in_channels=4,
+    out_channels=4,
+    down_block_types=("DownBlock2D", "CrossAttnDownBlock2D"),
+    up_block_types=("CrossAttnUpBlock2D", "UpBlock2D"),
+    attention_head_dim=(2, 4),
+    use_linear_projection=True,
+    addition_embed_type="text_time",
+    addition_time_embed_dim=8,
+    transformer_layers_per_block=(1, 2),
+    projection_class_embeddings_input_dim=80,
+    cross_attention_dim=64,
+)
+
+
 def get_dummy_sdxl_components(seed: int = 0) -> dict[str, Any]:
     """Components of a tiny StableDiffusionXLPipeline: two CLIP text encoders of different widths."""
     import torch
@@ -148,22 +168,7 @@ def get_dummy_sdxl_components(seed: int = 0) -> dict[str, Any]:
     from transformers import CLIPTextModel, CLIPTextModelWithProjection
 
     torch.manual_seed(seed)
-    unet = UNet2DConditionModel(
-        block_out_channels=(32, 64),
-        layers_per_block=2,
-        sample_size=32,
-        in_channels=4,
-        out_channels=4,
-        down_block_types=("DownBlock2D", "CrossAttnDownBlock2D"),
-        up_block_types=("CrossAttnUpBlock2D", "UpBlock2D"),
-        attention_head_dim=(2, 4),
-        use_linear_projection=True,
-        addition_embed_type="text_time",
-        addition_time_embed_dim=8,
-        transformer_layers_per_block=(1, 2),
-        projection_class_embeddings_input_dim=80,  # 6 * 8 + 32
-        cross_attention_dim=64,
-    )
+    unet = UNet2DConditionModel(**TINY_SDXL_UNET)
     scheduler = EulerDiscreteScheduler(
         beta_start=0.00085, beta_end=0.012, steps_offset=1, beta_schedule="scaled_linear", timestep_spacing="leading"
     )
