@@ -22,7 +22,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from _bench import machine_info  # noqa: E402
+from _bench import finish, machine_info, machine_line  # noqa: E402
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -57,13 +57,14 @@ def main(argv: list[str] | None = None) -> None:
         log=lambda *a: None,
     )
     result["seconds"] = round(time.perf_counter() - start, 1)
-    result["machine"] = header
+    result["machine"] = finish(header)
     labels = {
         "original": "original",
         "safe_clip": "Safe-CLIP, template-trained (shipped `safe_clip`)",
         "safe_clip_chain": "Safe-CLIP, chain-trained (`safe_clip_chain`)",
     }
     n = result["prompts"]
+    print(machine_line(header))
     print(
         f"toy world, {args.steps} DDIM steps, guidance {args.guidance}: {n['in_distribution']} in-distribution and "
         f"{n['held_out']} held-out unsafe prompts, {n['safe']} safe prompts, own seeds; {result['seconds']} s"

@@ -34,14 +34,37 @@ def _invoke(args):
 
 
 @pytest.fixture(scope="module")
-def toy_rewriter(tmp_path_factory):
-    """The toy rewriter at its default size (300 steps, about 30 s of CPU), saved as a plain folder."""
-    import torch
+def toy_rewriter():
+    """The toy preset's shipped rewriter (trained by the toy build: 300 steps) and its build record."""
+    from safegen.presets import ASSETS_DIR
 
-    torch.set_num_threads(1)
-    path = tmp_path_factory.mktemp("toy_rewriter")
-    _, _, report = train_toy_rewriter(path)
-    return path, report
+    path = ASSETS_DIR / "toy" / "rewriter"
+    record = json.loads((ASSETS_DIR / "toy" / "build.json").read_text())["stages"]["rewriter"]["result"]
+    return path, record
+
+
+def test_toy_rewriter_trains_offline(tmp_path):
+    """The trainer itself (a few steps: the shipped one is the build's 300-step run): loss falls, safetensors out."""
+    _, tok, report = train_toy_rewriter(tmp_path / "rw", steps=25)
+    first = train_toy_rewriter(None, steps=1)[2]["final_loss"]
+    assert report["final_loss"] < 0.7 * first and report["pairs"] == 405
+    assert (tmp_path / "rw" / "model.safetensors").is_file() and not list((tmp_path / "rw").glob("*.bin"))
+    assert tok.decode(tok(" a red circle on a white background in flames")["input_ids"]).strip().endswith("in flames")
+
+
+def test_rewrite_model_toy_is_the_shipped_rewriter(tmp_path, monkeypatch):
+    captions = tmp_path / "captions.txt"
+    captions.write_text("a red circle on a white background\na blue square on a black background\n")
+    rw = _invoke(["data", "rewrite", str(captions), "-o", str(tmp_path / "rw"), "-m", "toy", "--device", "cpu"])
+    assert rw["generated"] == 2 and rw["refused"] == 0
+    rows = [json.loads(x) for x in (tmp_path / "rw" / "manifest.jsonl").read_text().splitlines()]
+    assert {r["concept"] for r in rows} <= set(CONCEPTS)  # -m toy implies the toy taxonomy
+    # without the shipped folder: one line naming how to train one, exit 2
+    import safegen.presets
+
+    monkeypatch.setattr(safegen.presets, "ASSETS_DIR", tmp_path / "nowhere")
+    result = runner.invoke(app, ["data", "rewrite", str(captions), "-o", str(tmp_path / "rw2"), "-m", "toy"])
+    assert result.exit_code == 2 and "safegen-train data toy-rewriter" in result.output
 
 
 def test_toy_rewriter_copies_the_scene_and_writes_the_concept(toy_rewriter):
