@@ -314,6 +314,7 @@ def build(
             rewriter=out / "rewriter",
             sd=out / "sd",
             clip=out / "clip",
+            classifier=out / "classifier",
             repeats=_scaled(s["chain"]["repeats"], scale, 1),
             seed=seed,
         )

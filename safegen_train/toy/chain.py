@@ -43,6 +43,7 @@ def run_toy_chain(
     rewriter: str | Path,
     sd: str | Path,
     clip: str | Path,
+    classifier: str | Path | None = None,
     repeats: int = 8,
     images_per_caption: int = 1,
     min_similarity: float = 0.3,
@@ -54,8 +55,10 @@ def run_toy_chain(
     """rewrite -> filter -> render -> build under ``work``; returns every stage's counts and ``work/dataset``.
 
     ``sd`` is the toy SD folder (its own text encoder is the original one), ``clip`` the
-    toy CLIP (text closeness and image-text similarity). Every stage resumes in ``work``.
+    toy CLIP (text closeness and image-text similarity), ``classifier`` the toy classifier
+    folder (None: the shipped one; a build passes its own). Every stage resumes in ``work``.
     """
+    from safegen.safety.toy import ToyClassifier
     from safegen_train.datagen import (
         BuildConfig,
         FilterConfig,
@@ -106,7 +109,8 @@ def run_toy_chain(
             seed=seed,
             batch_size=16,
             device="cpu",
-        )
+        ),
+        classifier=ToyClassifier(classifier),
     )
     built = run_build(BuildConfig(source=work / "rendered", out=work / "dataset", seed=seed))
     report = {
