@@ -142,7 +142,11 @@ def run_safeclip_fit(
     ]
     _logger.info("running: %s", " ".join(cmd))
     env = dict(os.environ, HF_HUB_OFFLINE="1")
-    done = subprocess.run(cmd, check=True, capture_output=True, text=True, env=env, cwd=str(REPO_ROOT))
+    done = subprocess.run(cmd, capture_output=True, text=True, env=env, cwd=str(REPO_ROOT))
+    if done.returncode != 0:
+        # The fit's own one-line error says what is wrong (e.g. an empty validation split); pass it on.
+        reason = (done.stderr.strip().splitlines() or ["(no output)"])[-1]
+        raise RuntimeError(f"safegen-train fit on {data_dir} failed (exit {done.returncode}): {reason}")
     summary = json.loads(done.stdout.strip().splitlines()[-1])
     checkpoint = summary.get("best_checkpoint")
     if not checkpoint:
@@ -303,7 +307,9 @@ def build(
 
     stage(
         "rewriter",
-        lambda: train_toy_rewriter(out / "rewriter", steps=_scaled(s["rewriter"]["steps"], scale, 20), seed=seed)[2],
+        # Not scaled down: a rewriter trained for fewer steps changes the scene it rewrites, the
+        # chain's similarity filter then drops nearly every row, and training takes 20 s anyway.
+        lambda: train_toy_rewriter(out / "rewriter", steps=s["rewriter"]["steps"], seed=seed)[2],
     )
 
     def make_chain() -> dict[str, Any]:
