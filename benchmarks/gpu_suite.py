@@ -166,18 +166,9 @@ def bigg_text_config(tiny: bool) -> Any:
 def sd15_unet_config(tiny: bool) -> dict[str, Any]:
     """runwayml/stable-diffusion-v1-5's UNet (860 M parameters)."""
     if tiny:
-        return dict(
-            block_out_channels=(32, 64),
-            layers_per_block=2,
-            sample_size=32,
-            in_channels=4,
-            out_channels=4,
-            # attention only at the lower resolution, as in safegen.testing: 1,024-token
-            # self-attention at the full latent size costs 50x more on a CPU
-            down_block_types=("DownBlock2D", "CrossAttnDownBlock2D"),
-            up_block_types=("CrossAttnUpBlock2D", "UpBlock2D"),
-            cross_attention_dim=32,
-        )
+        from safegen.testing import TINY_SD_UNET
+
+        return dict(TINY_SD_UNET)
     return dict(
         sample_size=64,
         in_channels=4,

@@ -91,6 +91,20 @@ def tiny_vae(seed: int = 0, **overrides: Any) -> Any:
     return AutoencoderKL(**cfg)
 
 
+# A tiny SD UNet: attention only at the lower resolution (1,024-token self-attention at the
+# full latent size would cost 50x more on a CPU), cross-attention over 32-d text states.
+TINY_SD_UNET: dict[str, Any] = dict(
+    block_out_channels=(32, 64),
+    layers_per_block=2,
+    sample_size=32,
+    in_channels=4,
+    out_channels=4,
+    down_block_types=("DownBlock2D", "CrossAttnDownBlock2D"),
+    up_block_types=("CrossAttnUpBlock2D", "UpBlock2D"),
+    cross_attention_dim=32,
+)
+
+
 def get_dummy_components(seed: int = 0, text_encoder_seed: int | None = None) -> dict[str, Any]:
     """Components of a tiny StableDiffusionPipeline (diffusers' test recipe, offline tokenizer)."""
     import torch
@@ -98,16 +112,7 @@ def get_dummy_components(seed: int = 0, text_encoder_seed: int | None = None) ->
     from transformers import CLIPTextModel
 
     torch.manual_seed(seed)
-    unet = UNet2DConditionModel(
-        block_out_channels=(32, 64),
-        layers_per_block=2,
-        sample_size=32,
-        in_channels=4,
-        out_channels=4,
-        down_block_types=("DownBlock2D", "CrossAttnDownBlock2D"),
-        up_block_types=("CrossAttnUpBlock2D", "UpBlock2D"),
-        cross_attention_dim=32,
-    )
+    unet = UNet2DConditionModel(**TINY_SD_UNET)
     scheduler = DDIMScheduler(
         beta_start=0.00085,
         beta_end=0.012,
