@@ -57,9 +57,9 @@ def _print(obj: dict[str, Any]) -> None:
 
 def _toy_rewriter() -> str:
     """The toy preset's rewriter folder (``-m toy``), or a usage error saying how to train one."""
-    from safegen.presets import ASSETS_DIR
+    from safegen.presets import get_preset
 
-    folder = ASSETS_DIR / "toy" / "rewriter"
+    folder = Path(get_preset("toy").resolved().safe_encoder).parent / "rewriter"  # beside the toy Safe-CLIP
     if not (folder / "config.json").is_file():
         raise UsageError(f"--model toy: no toy rewriter in {folder}; train one: safegen-train data toy-rewriter DIR")
     return str(folder)
