@@ -116,9 +116,22 @@ def _scaled(value: int, scale: float, minimum: int) -> int:
 
 
 def run_safeclip_fit(
-    clip_dir: Path, data_dir: Path, run_dir: Path, out_dir: Path, *, config: Path, max_steps: int, seed: int
+    clip_dir: Path,
+    data_dir: Path,
+    run_dir: Path,
+    out_dir: Path,
+    *,
+    config: Path,
+    max_steps: int,
+    seed: int,
+    max_batch_size: int | None = None,
 ) -> dict[str, Any]:
-    """``safegen-train fit`` then ``safegen-train export``: the product's path to a Safe-CLIP."""
+    """``safegen-train fit`` then ``safegen-train export``: the product's path to a Safe-CLIP.
+
+    ``max_batch_size`` caps the config's batch size (a reduced-scale build's chain data can
+    hold fewer quadruples than one full batch, which ``fit`` refuses).
+    """
+    extra = ["--set", f"batch_size={max_batch_size}"] if max_batch_size else []
     cmd = [
         sys.executable,
         "-m",
@@ -136,6 +149,7 @@ def run_safeclip_fit(
         f"max_steps={max_steps}",
         "--set",
         f"seed={seed}",
+        *extra,
         "--output-dir",
         str(run_dir),
         "--overwrite",  # the build's own scratch run folder: a rebuild starts it again
@@ -321,7 +335,7 @@ def build(
             sd=out / "sd",
             clip=out / "clip",
             classifier=out / "classifier",
-            repeats=_scaled(s["chain"]["repeats"], scale, 1),
+            repeats=_scaled(s["chain"]["repeats"], scale, 2),
             seed=seed,
         )
         chain["fit"] = run_safeclip_fit(
@@ -332,6 +346,7 @@ def build(
             config=Path(config),
             max_steps=_scaled(s["safe_clip"]["steps"], scale, 4),
             seed=seed,
+            max_batch_size=min(64, chain["build"]["splits"].get("train", 0)) if scale < 1.0 else None,
         )
         return chain
 
