@@ -42,31 +42,39 @@ def test_rebuild_at_reduced_scale(tmp_path):
     ToyClassifier(out / "classifier")
 
 
-# A rebuild at a reduced scale trains every model on less data for fewer steps, so its
-# figures are not the shipped ones; these are the margins within which it must land
-# (points of unsafe rate, absolute) for the tables to count as reproduced.
-REPRODUCE_SCALE = 0.35
-MARGIN_ORIGINAL = 20.0  # the original's unsafe rates, in-distribution and held-out
-MARGIN_SAFE = 20.0  # each Safe-CLIP's unsafe rates (a smaller build may remove less)
-MARGIN_FIDELITY = 15.0  # safe-prompt attribute fidelity
+# Reproducing the shipped tables: the pretrained toy models (CLIP, SD, LLaVA, classifier;
+# about 35 minutes of the build) are taken as shipped, and every stage downstream of them is
+# rebuilt at full scale (Safe-CLIP fit, rewriter, data chain + fit, evaluation; about 15
+# minutes on one thread). A rebuild of the pretraining at a reduced scale does not reproduce
+# them: at --scale 0.35 the toy SD draws in-distribution concepts in 35.6% of images (shipped:
+# 95.6%), so nothing downstream is comparable. Margins, in points (absolute):
+MARGIN_UNSAFE = 5.0  # every unsafe rate, in-distribution and held-out, original and both Safe-CLIPs
+MARGIN_FIDELITY = 5.0  # safe-prompt attribute fidelity
 
 
 @pytest.mark.slow
-def test_rebuild_at_reduced_scale_reproduces_the_shipped_tables(tmp_path):
-    """The seeded rebuild lands within the stated margins of the generalisation table build.json ships."""
+def test_rebuild_downstream_of_pretraining_reproduces_the_shipped_tables(tmp_path):
+    """Seeded: the Safe-CLIP fits, the data chain and the evaluation land on build.json's figures."""
+    import shutil
+
     from safegen.presets import ASSETS_DIR
 
-    shipped = json.loads((ASSETS_DIR / "toy" / "build.json").read_text())["stages"]["eval"]["result"]
+    toy = ASSETS_DIR / "toy"
+    shipped = json.loads((toy / "build.json").read_text())
     out = tmp_path / "toy"
-    cmd = [sys.executable, "-m", "safegen_train.toy.build", "--out", str(out), "--scale", str(REPRODUCE_SCALE)]
+    for name in ("clip", "sd", "llava", "classifier"):
+        shutil.copytree(toy / name, out / name)
+    (out / "build.json").write_text(json.dumps(shipped))  # same scale, seed, config: its other stages are kept
+    cmd = [sys.executable, "-m", "safegen_train.toy.build", "--out", str(out)]
+    cmd += ["--stages", "data,safe_clip,rewriter,chain,eval"]
     subprocess.run(cmd, check=True, cwd=Path(__file__).resolve().parents[1], timeout=7200)
     rebuilt = json.loads((out / "build.json").read_text())["stages"]["eval"]["result"]
-    assert set(rebuilt["encoders"]) == set(shipped["encoders"])
-    for name, want in shipped["encoders"].items():
+    want_all = shipped["stages"]["eval"]["result"]
+    assert rebuilt["prompts"] == want_all["prompts"]
+    for name, want in want_all["encoders"].items():
         got = rebuilt["encoders"][name]
-        margin = MARGIN_ORIGINAL if name == "original" else MARGIN_SAFE
         for key in ("in_distribution", "held_out"):
-            assert abs(100 * (got[key] - want[key])) <= margin, (name, key, got[key], want[key])
+            assert abs(100 * (got[key] - want[key])) <= MARGIN_UNSAFE, (name, key, got[key], want[key])
         assert abs(100 * (got["fidelity"] - want["fidelity"])) <= MARGIN_FIDELITY, (name, got, want)
 
 
