@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import json
 import logging
+from collections import Counter
 from pathlib import Path
 from typing import Any
 
@@ -64,6 +65,7 @@ def run_toy_chain(
         FilterConfig,
         RenderConfig,
         RewriteConfig,
+        read_rewrites,
         run_build,
         run_filters,
         run_render,
@@ -74,7 +76,7 @@ def run_toy_chain(
 
     work = Path(work)
     captions = write_toy_captions(work / "captions.jsonl", repeats)
-    rewrite = run_rewrite(
+    run_rewrite(
         RewriteConfig(
             captions=captions,
             out=work / "rewrites",
@@ -112,10 +114,12 @@ def run_toy_chain(
         ),
         classifier=ToyClassifier(classifier),
     )
+    # Counted from the manifest, not from this run: a resumed run generates nothing and would report 0.
+    statuses = Counter(r["status"] for r in read_rewrites(work / "rewrites"))
     built = run_build(BuildConfig(source=work / "rendered", out=work / "dataset", seed=seed))
     report = {
         "captions": repeats * len(all_combos()),
-        "rewrite": {"kept": rewrite.kept, "refused": rewrite.refused},
+        "rewrite": {"kept": statuses["ok"], "refused": statuses["refused"], "empty": statuses["empty"]},
         "filter": {"kept": filtered.kept, "candidates": filtered.candidates, "rejected": filtered.rejected},
         "render": {"kept": rendered.kept, "rows": rendered.rows, "rejected": rendered.rejected},
         "build": {"splits": built.splits, "concepts": built.concepts},
