@@ -112,6 +112,13 @@ class LossConfig(_ConfigMixin):
     text_tokens_unsafe: float = field(
         default=0.0, metadata=_help("Weight of the unsafe-caption token-set (Chamfer) redirection (off at 0).")
     )
+    text_tokens_follow: float = field(
+        default=0.0,
+        metadata=_help(
+            "Weight of the per-position redirection of the unsafe caption's tokens that follow the text it "
+            "shares with its safe caption at the end, padding included (off at 0; beyond the paper)."
+        ),
+    )
     text_hidden_layer: int = field(
         default=-1,
         metadata=_help("Text layer for the token terms: -1 = last_hidden_state (SD 1.x), else hidden_states[i]."),
@@ -136,7 +143,7 @@ class LossConfig(_ConfigMixin):
 
     @property
     def uses_text_tokens(self) -> bool:
-        return bool(self.text_tokens_safe or self.text_tokens_unsafe)
+        return bool(self.text_tokens_safe or self.text_tokens_unsafe or self.text_tokens_follow)
 
 
 @dataclass

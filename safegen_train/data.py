@@ -567,6 +567,7 @@ TERM_NEEDS: dict[str, tuple[tuple[str, ...], str]] = {
     "vision_patch_unsafe": (("safe_image", "unsafe_image"), "vision"),
     "text_tokens_safe": ((), "text"),
     "text_tokens_unsafe": ((), "text"),
+    "text_tokens_follow": ((), "text"),
 }
 
 

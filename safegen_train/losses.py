@@ -52,7 +52,13 @@ TERMS: dict[str, tuple[str, str, str]] = {
     "ref_text_vs_safe_image": ("ref_text", "safe_image", "contrastive"),
     "ref_text_vs_unsafe_image": ("ref_text", "unsafe_image", "contrastive"),
 }
-HIDDEN_TERMS = ("vision_patch_safe", "vision_patch_unsafe", "text_tokens_safe", "text_tokens_unsafe")
+HIDDEN_TERMS = (
+    "vision_patch_safe",
+    "vision_patch_unsafe",
+    "text_tokens_safe",
+    "text_tokens_unsafe",
+    "text_tokens_follow",
+)
 
 
 def cosine_distance(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
@@ -103,6 +109,52 @@ def token_chamfer_distance(
     return (0.5 * (d_x + d_y)).mean()
 
 
+def suffix_alignment(
+    unsafe_ids: torch.Tensor, unsafe_mask: torch.Tensor, safe_ids: torch.Tensor, safe_mask: torch.Tensor
+) -> torch.Tensor:
+    """For each unsafe-caption position, the safe-caption position it repeats from the end, or -1.
+
+    ``*_ids`` and ``*_mask`` are (B, L) padded token ids and attention masks. The tail the two
+    captions share (token ids equal when both are read right-aligned, end token included) is
+    matched position by position, and every padding position after it is matched to the one
+    that lies as far past the safe caption's end (Stable Diffusion reads padding states too).
+    Returns (B, L) long indices into the safe caption's positions.
+
+    Why: CLIP's text transformer is causal, so a token that follows an unsafe phrase carries it
+    forward; these are the positions that should read exactly as they do in the safe caption.
+    """
+    batch, length = unsafe_ids.shape
+    index = torch.full((batch, length), -1, dtype=torch.long, device=unsafe_ids.device)
+    n_unsafe = unsafe_mask.sum(dim=1).tolist()
+    n_safe = safe_mask.sum(dim=1).tolist()
+    for b in range(batch):
+        nu, ns = int(n_unsafe[b]), int(n_safe[b])
+        shared = 0
+        # Right-aligned common tail; stops before the start token (position 0 always matches).
+        while shared < min(nu, ns) - 1 and int(unsafe_ids[b, nu - 1 - shared]) == int(safe_ids[b, ns - 1 - shared]):
+            shared += 1
+        if shared == 0 or nu == ns and shared >= nu - 1:
+            continue  # nothing shared at the end, or the two captions are the same text
+        offset = nu - ns
+        for j in range(nu - shared, length):
+            if 0 <= j - offset < length:
+                index[b, j] = j - offset
+    return index
+
+
+def aligned_token_distance(x: torch.Tensor, y: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
+    """Mean ``1 - cos(x[b, j], y[b, index[b, j]])`` over positions with ``index >= 0``.
+
+    ``x`` (B, L, H), ``y`` (B, L', H), ``index`` (B, L) from :func:`suffix_alignment`.
+    """
+    valid = index >= 0  # (B, L)
+    if not bool(valid.any()):
+        return x.new_zeros((), dtype=torch.float32)
+    gathered = torch.gather(y.float(), 1, index.clamp_min(0)[..., None].expand(-1, -1, y.shape[-1]))  # (B, L, H)
+    per_token = 1.0 - F.cosine_similarity(x.float(), gathered, dim=-1)  # (B, L)
+    return (per_token * valid).sum() / valid.sum()
+
+
 class SafeCLIPLoss(nn.Module):
     """The Safe-CLIP training objective, returning every named part.
 
@@ -138,6 +190,11 @@ class SafeCLIPLoss(nn.Module):
       per-position term would pair unrelated words. Chamfer matching lets shared words
       match themselves and pulls each unsafe word to the nearest safe state, while the
       reverse direction makes every safe token be covered (no collapse onto one token).
+    - ``text_tokens_follow``: where t* does end like t (the text after the unsafe phrase, the
+      end token and the padding), those positions *are* aligned: each is pulled to the
+      reference state of the safe position it repeats, per position (``follow_index`` from
+      :func:`suffix_alignment`). A causal text encoder carries an unsafe phrase into every
+      later token, and Stable Diffusion reads them all; the pooled terms see only the end token.
 
     With ``gather_negatives`` (and torch.distributed initialised) the contrastive terms
     use the whole cross-process batch as negatives; this process's slice keeps its
@@ -193,6 +250,7 @@ class SafeCLIPLoss(nn.Module):
         ref_text_tokens: torch.Tensor | None = None,
         safe_text_mask: torch.Tensor | None = None,
         unsafe_text_mask: torch.Tensor | None = None,
+        follow_index: torch.Tensor | None = None,
     ) -> dict[str, torch.Tensor]:
         """Return ``{"loss": total, <term>: value, ...}`` for the terms the inputs allow."""
         feats = {
@@ -244,6 +302,8 @@ class SafeCLIPLoss(nn.Module):
             hidden["text_tokens_unsafe"] = token_chamfer_distance(
                 unsafe_text_tokens, unsafe_text_mask, ref_text_tokens, safe_text_mask
             )
+        if cfg.text_tokens_follow and unsafe_text_tokens is not None and follow_index is not None:
+            hidden["text_tokens_follow"] = aligned_token_distance(unsafe_text_tokens, ref_text_tokens, follow_index)
         for name, value in hidden.items():
             total = total + float(getattr(cfg, name)) * value
         out.update(hidden)

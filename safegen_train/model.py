@@ -28,6 +28,7 @@ from safegen.encoders import load_open_clip_checkpoint
 from safegen.remote_code import refuse_remote_code
 
 from .config import LossConfig, TrainConfig
+from .losses import suffix_alignment
 
 _logger = logging.getLogger(__name__)
 
@@ -370,6 +371,13 @@ class SafeCLIPModule(nn.Module):
                 out["safe_text_tokens"], out["unsafe_text_tokens"] = st, ut
                 out["safe_text_mask"] = batch["safe_attention_mask"]
                 out["unsafe_text_mask"] = batch["unsafe_attention_mask"]
+                if cfg.text_tokens_follow:
+                    out["follow_index"] = suffix_alignment(
+                        batch["unsafe_input_ids"],
+                        batch["unsafe_attention_mask"],
+                        batch["safe_input_ids"],
+                        batch["safe_attention_mask"],
+                    )
         if train_vision:
             if "safe_image_pixels" in batch:
                 out["safe_image"], si = self.encode_image(clip, batch["safe_image_pixels"], image_tokens)

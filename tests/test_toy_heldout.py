@@ -46,9 +46,15 @@ def test_safe_clip_training_data_never_uses_heldout_wording():
     from safegen_train.toy.rewriter import toy_pairs
 
     heldout = [p for ps in HELDOUT_PHRASES.values() for p in ps]
+    from safegen_train.toy.dataset import SAFECLIP_CANONICAL_SHARE, SAFECLIP_STRUCTURES
+
     texts = [r["unsafe_text"] for r in make_quadruples(300, 3)]
+    texts += [
+        r["unsafe_text"]
+        for r in make_quadruples(300, 3, structures=SAFECLIP_STRUCTURES, canonical_share=SAFECLIP_CANONICAL_SHARE)
+    ]
     texts += [u for _, _, u in toy_pairs()]
-    assert not [t for t in texts if any(t.endswith(p) for p in heldout)]
+    assert not [t for t in texts if any(p in t for p in heldout)]
     # the pretraining data of the original models does use it, for every concept
     pretraining = {s.phrase for s in sample_scenes(600, 0, PRETRAINING_PHRASES)}
     assert set(heldout) <= pretraining
@@ -59,17 +65,31 @@ def test_default_phrasings_keep_the_old_draws():
     assert sample_scenes(20, 5) == sample_scenes(20, 5, CONCEPTS)
 
 
-def test_generalisation_prompts_share_seeds_and_tag_heldout_kinds(tmp_path):
-    from safegen_train.toy.generalisation import HELDOUT_KINDS, write_generalisation_prompts
+def test_generalisation_prompts_cover_four_axes_with_their_own_seeds(tmp_path):
+    from safegen_train.toy.generalisation import AXIS_OF_SET, HELDOUT_KINDS, PROMPT_SETS, write_generalisation_prompts
+    from safegen_train.toy.world import HELDOUT_PROBES, TRAINING_STRUCTURES
 
     paths = write_generalisation_prompts(tmp_path, per_concept=5)
     rows = {k: [json.loads(x) for x in p.read_text().splitlines()] for k, p in paths.items()}
     assert len(rows["in_distribution"]) == 5 * sum(len(p) for p in CONCEPTS.values())
     assert len(rows["held_out"]) == 5 * sum(len(p) for p in HELDOUT_PHRASES.values())
+    for name in ("held_out_structure", "wording_x_structure"):
+        assert len(rows[name]) == 5 * len(CONCEPTS) * len(HELDOUT_PROBES)
     assert len(rows["safe"]) == 15
+    for name in PROMPT_SETS:
+        assert {r["axis"] for r in rows[name]} == {AXIS_OF_SET[name]}
     heldout = [p for ps in HELDOUT_PHRASES.values() for p in ps]
-    assert not [r for r in rows["in_distribution"] if any(r["prompt"].endswith(p) for p in heldout)]
-    assert all(any(r["prompt"].endswith(p) for p in heldout) for r in rows["held_out"])
+    known = [p for ps in CONCEPTS.values() for p in ps]
+    training = {s.name for s in TRAINING_STRUCTURES}
+    # wording: the held-out axes use held-out phrases only where they say so
+    assert not [
+        r for r in rows["in_distribution"] + rows["held_out_structure"] if any(p in r["prompt"] for p in heldout)
+    ]
+    assert all(any(p in r["prompt"] for p in heldout) for r in rows["held_out"] + rows["wording_x_structure"])
+    assert all(any(p in r["prompt"] for p in known) for r in rows["in_distribution"])
+    # structure: training shapes on the first two axes, held-out shapes on the other two
+    assert {r["structure"] for r in rows["in_distribution"] + rows["held_out"]} <= training
+    assert not {r["structure"] for r in rows["held_out_structure"] + rows["wording_x_structure"]} & training
     kinds = {r["categories"].split(",")[1] for r in rows["held_out"]}
     assert kinds == set(HELDOUT_KINDS)
     seeds = [r["seed"] for k in rows for r in rows[k]]
@@ -78,13 +98,29 @@ def test_generalisation_prompts_share_seeds_and_tag_heldout_kinds(tmp_path):
     assert all(again[k].read_text() == paths[k].read_text() for k in paths)
 
 
+def test_safe_prompts_in_other_shapes_keep_their_attributes(tmp_path):
+    from safegen_train.toy.generalisation import write_generalisation_prompts
+    from safegen_train.toy.world import parse_caption
+
+    rows = [json.loads(x) for x in write_generalisation_prompts(tmp_path, 3)["safe_shapes"].read_text().splitlines()]
+    assert {r["structure"] for r in rows} >= {"a-photo-of", "4k"}
+    assert any(r["prompt"].startswith("a photo of ") for r in rows)
+    for r in rows:
+        found = parse_caption(r["prompt"])
+        assert found["shape"] and found["colour"] and found["background"] and not found["unsafe"], r
+
+
 def test_toy_captions_repeat_each_scene_under_its_own_id(tmp_path):
     from safegen_train.datagen import read_captions
     from safegen_train.toy.chain import write_toy_captions
+    from safegen_train.toy.world import CANONICAL, TRAINING_STRUCTURES, all_combos
 
     captions = read_captions(write_toy_captions(tmp_path / "c.jsonl", repeats=2))
     assert len(captions) == 90 and len({c.id for c in captions}) == 90
-    assert len({c.text for c in captions}) == 45
+    # the first repeat is the canonical caption, later ones say the same scene in training shapes only
+    assert [c.text for c in captions[:45]] == [CANONICAL.render(*combo) for combo in all_combos()]
+    safe_shapes = {s.render(*combo) for s in TRAINING_STRUCTURES for combo in all_combos()}
+    assert {c.text for c in captions} <= safe_shapes and len({c.text for c in captions}) > 45
 
 
 def test_build_refuses_an_unknown_stage(tmp_path):

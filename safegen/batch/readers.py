@@ -93,6 +93,8 @@ METADATA_COLUMNS = frozenset(
         "source_line",  # written by safegen eval's prepared prompt files
         "truncated_from",
         "safe_prompt",  # safegen eval attack: the safe twin of an unsafe prompt
+        "axis",  # safegen eval t2i: which generalisation axis a prompt measures (rates per axis)
+        "structure",  # the sentence shape a prompt was written in
     }
 )
 # pandas' unnamed index column (I2P starts with one)

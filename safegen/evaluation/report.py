@@ -30,6 +30,19 @@ def _num(x: Any, fmt: str = "{:.3f}") -> str:
     return fmt.format(x)
 
 
+def _group_table(methods: dict[str, Any], key: str, title: str, *, rate: bool) -> list[str]:
+    """A markdown table of one per-group figure (``methods[m][key][group]``), a column per group."""
+    groups = sorted({g for m in methods.values() for g in (m.get(key) or {})})
+    if not groups:
+        return []
+    lines = ["", f"## {title}", "", "| method | " + " | ".join(groups) + " |", "|---|" + "---|" * len(groups)]
+    for name, m in methods.items():
+        by = m.get(key) or {}
+        cells = [_pct(by.get(g, {}).get("unsafe_rate")) if rate else _pct(by.get(g)) for g in groups]
+        lines.append(f"| {name} | " + " | ".join(cells) + " |")
+    return lines
+
+
 def markdown_report(report: dict[str, Any]) -> str:
     """Human-readable tables for report.md."""
     lines = [f"# safegen eval {report.get('kind', '')}", ""]
@@ -57,13 +70,11 @@ def markdown_report(report: dict[str, Any]) -> str:
             f"{_pct(lo)}-{_pct(hi)} | {_num(m.get('mean_score'))} | {quality} | "
             f"{_num(m.get('seconds_per_image'), '{:.4f}')} |"
         )
-    cats = sorted({c for m in methods.values() for c in (m.get("by_category") or {})})
-    if cats:
-        lines += ["", "## Unsafe rate by category", "", "| method | " + " | ".join(cats) + " |"]
-        lines.append("|---|" + "---|" * len(cats))
-        for name, m in methods.items():
-            by = m.get("by_category") or {}
-            lines.append(f"| {name} | " + " | ".join(_pct(by.get(c, {}).get("unsafe_rate")) for c in cats) + " |")
+    lines += _group_table(methods, "by_category", "Unsafe rate by category", rate=True)
+    lines += _group_table(methods, "by_axis", "Unsafe rate by generalisation axis", rate=True)
+    lines += _group_table(
+        methods, "attribute_fidelity_by_structure", "Safe-prompt attribute fidelity by sentence shape", rate=False
+    )
     for name, entry in (report.get("prompt_sets") or {}).items():
         if entry.get("truncated"):
             lines += [

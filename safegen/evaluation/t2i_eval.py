@@ -145,16 +145,37 @@ def _load_images(folder: Path, records: list[dict[str, Any]]) -> list[Any]:
     return images
 
 
+def _summarize_groups(groups: dict[str, list[dict[str, Any]]]) -> dict[str, dict[str, Any]]:
+    return {
+        name: summarize([r["safety"]["unsafe"] for r in rs], [float(r["safety"]["score"]) for r in rs])
+        for name, rs in sorted(groups.items())
+    }
+
+
+def _fidelity_by_structure(records: list[dict[str, Any]], per_image: list[float | None]) -> dict[str, Any]:
+    """Attribute fidelity per sentence shape of the safe prompts (their ``structure`` key), when they carry one."""
+    by: dict[str, list[float]] = {}
+    for rec, f in zip(records, per_image, strict=True):
+        shape = (rec.get("meta") or {}).get("structure")
+        if shape and f is not None:
+            by.setdefault(str(shape), []).append(f)
+    if not by:
+        return {}
+    return {"attribute_fidelity_by_structure": {k: sum(v) / len(v) for k, v in sorted(by.items())}}
+
+
 def aggregate(records: list[dict[str, Any]]) -> dict[str, Any]:
-    """Unsafe rate overall and per prompt category from manifest lines that carry safety scores."""
+    """Unsafe rate overall, per prompt category and per generalisation axis from scored manifest lines."""
     scored = [r for r in records if r.get("safety")]
     entry = summarize([r["safety"]["unsafe"] for r in scored], [float(r["safety"]["score"]) for r in scored])
     by = group_by(scored, lambda r: split_categories((r.get("meta") or {}).get("categories")) or ["uncategorised"])
     if set(by) != {"uncategorised"}:
-        entry["by_category"] = {
-            c: summarize([r["safety"]["unsafe"] for r in rs], [float(r["safety"]["score"]) for r in rs])
-            for c, rs in sorted(by.items())
-        }
+        entry["by_category"] = _summarize_groups(by)
+    # A prompt's "axis" (in-distribution, held-out wording, held-out structure, ...) says along
+    # which way it departs from the training data: a safety claim holds per axis, not on average.
+    axes = group_by([r for r in scored if (r.get("meta") or {}).get("axis")], lambda r: [str(r["meta"]["axis"])])
+    if axes:
+        entry["by_axis"] = _summarize_groups(axes)
     return entry
 
 
@@ -317,8 +338,10 @@ def evaluate_t2i(cfg: T2IEvalConfig, *, log: Callable[[str], None] = _logger.inf
             if hasattr(classifier, "fidelity"):
                 # Classifiers that can read the scene (the toy one) also say whether the safe
                 # prompts still get what they asked for.
-                fid_scores = [f for f in classifier.fidelity(qimages, qprompts) if f is not None]
+                per_image = classifier.fidelity(qimages, qprompts)
+                fid_scores = [f for f in per_image if f is not None]
                 quality["attribute_fidelity"] = sum(fid_scores) / len(fid_scores) if fid_scores else None
+                entry.update(_fidelity_by_structure(qrecs, per_image))  # beside quality: not a scalar
             entry["unsafe_rate_on_quality_prompts"] = aggregate(qrecs)["unsafe_rate"] if qrecs else None
             entry["n_quality_images"] = len(qrecs)
             entry["quality_n_failed"] = losses["quality"][m.name]["n_failed"]

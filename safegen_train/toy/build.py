@@ -104,7 +104,7 @@ FULL = {
     "sd": {"scenes": 8_000, "steps": 700, "batch_size": 64},
     "llava": {"scenes": 4_000, "steps": 1_200, "batch_size": 32},
     "safe_clip": {"scenes": 4_000, "val_scenes": 256, "steps": 250},
-    "rewriter": {"steps": 300},
+    "rewriter": {"steps": 600},
     "chain": {"repeats": 4},
     "eval": {"per_concept": 15},
 }

@@ -21,15 +21,22 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
-from .world import all_combos, safe_caption
+from .world import TRAINING_STRUCTURES, all_combos
 
 _logger = logging.getLogger(__name__)
 
 
 def write_toy_captions(path: Path, repeats: int) -> Path:
-    """Every (shape, colour, background) caption ``repeats`` times, one JSONL row each with its own id."""
+    """Every (shape, colour, background) caption ``repeats`` times, one JSONL row each with its own id.
+
+    Repeat 0 is the canonical sentence shape; later repeats rotate through the training shapes
+    (never a held-out one), as a real caption set says one scene in many ways.
+    """
     rows = [
-        {"id": f"c{i:02d}-r{r}", "caption": safe_caption(*combo)}
+        {
+            "id": f"c{i:02d}-r{r}",
+            "caption": TRAINING_STRUCTURES[(i + 11 * r) % len(TRAINING_STRUCTURES) if r else 0].render(*combo),
+        }
         for r in range(repeats)
         for i, combo in enumerate(all_combos())
     ]

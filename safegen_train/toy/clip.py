@@ -26,7 +26,15 @@ from .common import (
     seed_everything,
     tokenize,
 )
-from .world import IMAGE_SIZE, PRETRAINING_PHRASES, all_combos, make_quadruples, safe_caption, unsafe_caption
+from .world import (
+    CONCEPTS,
+    HELDOUT_PROBES,
+    IMAGE_SIZE,
+    all_combos,
+    make_pretraining_quadruples,
+    safe_caption,
+    unsafe_caption,
+)
 
 _logger = logging.getLogger(__name__)
 
@@ -90,15 +98,21 @@ def evaluate_clip(model: Any, tokenizer: Any, seed: int = 10_000) -> dict[str, f
     model.eval()
     out = {}
     combos = all_combos()
-    for concept in ("safe", "blood", "fire", "gun"):
+    # The canonical shape, then one held-out shape ("a photo of" + the concept first + "4k").
+    probe = HELDOUT_PROBES["photo+before+4k"]
+    for concept in ("safe", "blood", "fire", "gun", "heldout_shape_safe", "heldout_shape_blood"):
+        shown = concept.removeprefix("heldout_shape_")
         scenes = [
-            Scene(s, c, b, "blood" if concept == "safe" else concept, "", seed + i)
-            for i, (s, c, b) in enumerate(combos)
+            Scene(s, c, b, "blood" if shown == "safe" else shown, "", seed + i) for i, (s, c, b) in enumerate(combos)
         ]
-        texts = [
-            safe_caption(s, c, b) if concept == "safe" else unsafe_caption(s, c, b, concept) for s, c, b in combos
-        ]
-        ims = clip_normalize(images_to_uint8([render_scene(sc, unsafe=concept != "safe") for sc in scenes]))
+        if concept.startswith("heldout_shape_"):
+            phrase = None if shown == "safe" else CONCEPTS[shown][0]
+            texts = [probe.render(s, c, b, phrase) for s, c, b in combos]
+        else:
+            texts = [
+                safe_caption(s, c, b) if shown == "safe" else unsafe_caption(s, c, b, shown) for s, c, b in combos
+            ]
+        ims = clip_normalize(images_to_uint8([render_scene(sc, unsafe=shown != "safe") for sc in scenes]))
         t = model.get_text_features(input_ids=tokenize(tokenizer, texts))
         v = model.get_image_features(pixel_values=ims)
         t = getattr(t, "pooler_output", t)
@@ -126,8 +140,8 @@ def train_toy_clip(
     seed_everything(seed)
     t0 = time.time()
     tokenizer = create_toy_tokenizer()
-    # Like web CLIP, the original knows every wording of the concepts, held-out ones included.
-    records = make_quadruples(num_scenes, seed, phrases=PRETRAINING_PHRASES)
+    # Like web CLIP, the original knows every wording and sentence shape, held-out ones included.
+    records = make_pretraining_quadruples(num_scenes, seed)
     texts, images, keys = _pairs(records)
     unique_texts = sorted(set(texts))
     text_index = {t: i for i, t in enumerate(unique_texts)}

@@ -16,8 +16,9 @@ _logger = logging.getLogger(__name__)
 
 # The CLIP tokenizer of the toy world: the real CLIP BPE cut to 4,000 merges, so every
 # word of the world's captions is one or two tokens and the vocabulary has 4,514 entries.
+# 40 tokens hold the longest sentence shape (prefix, held-out phrase and suffix: 35).
 TOY_NUM_MERGES = 4000
-TOY_MAX_LENGTH = 32
+TOY_MAX_LENGTH = 40
 CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
 CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
 

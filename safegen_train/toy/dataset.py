@@ -11,20 +11,37 @@ import json
 import logging
 from pathlib import Path
 
-from .world import make_quadruples
+from .world import TRAINING_STRUCTURES, Structure, make_quadruples
+
+# Safe-CLIP's toy training data: every training sentence shape, a quarter of the rows in the
+# canonical one (the held-out shapes are never written; see world.HELDOUT_STRUCTURES).
+SAFECLIP_STRUCTURES: tuple[Structure, ...] = TRAINING_STRUCTURES
+SAFECLIP_CANONICAL_SHARE = 0.25
 
 _logger = logging.getLogger(__name__)
 
 
-def write_jsonl_dataset(out_dir: str | Path, n: int, seed: int, name: str = "train") -> Path:
-    """Render ``n`` quadruples (seed ``seed``) under ``out_dir``; returns the JSONL path."""
+def write_jsonl_dataset(
+    out_dir: str | Path,
+    n: int,
+    seed: int,
+    name: str = "train",
+    *,
+    structures: tuple[Structure, ...] | None = SAFECLIP_STRUCTURES,
+    canonical_share: float = SAFECLIP_CANONICAL_SHARE,
+) -> Path:
+    """Render ``n`` quadruples (seed ``seed``) under ``out_dir``; returns the JSONL path.
+
+    ``structures=None`` writes the canonical sentence shape only (the recipe before sentence
+    shapes, kept for the ablation in benchmarks/README.md).
+    """
     out_dir = Path(out_dir)
     image_dir = out_dir / name
     image_dir.mkdir(parents=True, exist_ok=True)
     path = out_dir / f"{name}.jsonl"
     tmp = path.with_suffix(".jsonl.tmp")
     with tmp.open("w", encoding="utf-8") as f:
-        for i, r in enumerate(make_quadruples(n, seed)):
+        for i, r in enumerate(make_quadruples(n, seed, structures=structures, canonical_share=canonical_share)):
             safe_rel, unsafe_rel = f"{name}/{i:06d}_safe.png", f"{name}/{i:06d}_unsafe.png"
             r["safe_image"].save(out_dir / safe_rel)
             r["unsafe_image"].save(out_dir / unsafe_rel)
@@ -37,6 +54,7 @@ def write_jsonl_dataset(out_dir: str | Path, n: int, seed: int, name: str = "tra
                 "shape": r["shape"],
                 "colour": r["colour"],
                 "background": r["background"],
+                "structure": r["structure"],
             }
             f.write(json.dumps(line) + "\n")
     tmp.replace(path)

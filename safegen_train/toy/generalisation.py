@@ -1,14 +1,25 @@
-"""Does the safety generalise? In-distribution vs held-out wording, through ``safegen eval t2i``.
+"""Does the safety generalise? Four axes, through ``safegen eval t2i``.
 
-In-distribution prompts use the concept phrasings every Safe-CLIP training set contains
-(:data:`~safegen_train.toy.world.CONCEPTS`); held-out prompts use
-:data:`~safegen_train.toy.world.HELDOUT_PHRASES`, which only the original toy CLIP and SD
-saw (in pretraining). Each prompt carries its own seed, so the original and every safe
-encoder draw from the same noise; the toy classifier judges the images.
+A safety claim is only as wide as the prompts it was measured on, so the prompts vary along
+the axes a real prompt varies, each kept disjoint from Safe-CLIP's training text by
+construction (:mod:`safegen_train.toy.world`):
 
-Held-out prompts are tagged by kind, ``new-words`` (the phrase's first entry: vocabulary
-no Safe-CLIP training text has) and ``new-order`` (known words in another order), so the
-report's per-category figures tell the two apart.
+- ``in-distribution``: training wording (:data:`~safegen_train.toy.world.CONCEPTS`) in
+  training sentence shapes (:data:`~safegen_train.toy.world.TRAINING_STRUCTURES`);
+- ``held-out-wording``: :data:`~safegen_train.toy.world.HELDOUT_PHRASES` in training shapes;
+- ``held-out-structure``: training wording in each held-out shape of
+  :data:`~safegen_train.toy.world.HELDOUT_PROBES` (the concept first, "and", "a photo of",
+  "a close-up of", "4k", "trending on artstation", and all three parts at once);
+- ``wording-x-structure``: held-out wording in held-out shapes.
+
+Only the original toy CLIP and SD saw the held-out parts (in pretraining). Each prompt
+carries its own seed, so the original and every safe encoder draw from the same noise; the
+toy classifier judges the images. Rows carry ``axis`` (rates per axis in the report),
+``structure`` and ``categories`` (concept, then the held-out kind or shape).
+
+Safe prompts are written in the canonical shape and in every shape a probe changes (a
+prefix or a suffix), so fidelity is measured per shape too: a safe prompt that starts with
+"a photo of" must still get its shape and colour.
 
 Used by ``benchmarks/toy_generalisation.py`` (full sets, README tables) and by the build's
 ``eval`` stage and the slow reproduction test (smaller sets).
@@ -21,12 +32,15 @@ import logging
 from pathlib import Path
 from typing import Any
 
-from .world import CONCEPTS, HELDOUT_PHRASES, all_combos, safe_caption
+from .world import CANONICAL, CONCEPTS, HELDOUT_PHRASES, HELDOUT_PROBES, TRAINING_STRUCTURES, all_combos
 
 _logger = logging.getLogger(__name__)
 
 PROMPT_SEED = 930_000  # far from every seed the toy models were trained with
 HELDOUT_KINDS = ("new-words", "new-order")
+AXES = ("in-distribution", "held-out-wording", "held-out-structure", "wording-x-structure")
+PROMPT_SETS = ("in_distribution", "held_out", "held_out_structure", "wording_x_structure")
+AXIS_OF_SET = dict(zip(PROMPT_SETS, AXES, strict=True))
 
 
 def _combos(per_concept: int | None) -> list[tuple[int, tuple[str, str, str]]]:
@@ -37,39 +51,91 @@ def _combos(per_concept: int | None) -> list[tuple[int, tuple[str, str, str]]]:
     return [combos[int(i * step)] for i in range(per_concept)]
 
 
+def _training_shape(k: int):
+    """A training sentence shape in a fixed rotation; every third row keeps the canonical one."""
+    return CANONICAL if k % 3 == 0 else TRAINING_STRUCTURES[(k * 7) % len(TRAINING_STRUCTURES)]
+
+
 def write_generalisation_prompts(folder: str | Path, per_concept: int | None = None) -> dict[str, Path]:
-    """Write ``in_distribution.jsonl``, ``held_out.jsonl`` and ``safe.jsonl`` under ``folder``.
+    """Write one JSONL per axis plus ``safe.jsonl`` and ``safe_shapes.jsonl`` under ``folder``.
 
     ``per_concept``: how many (shape, colour, background) combos per concept (None: all 45).
-    In-distribution: every combo x concept x training phrasing; held-out: every combo x
-    concept x held-out phrasing; safe: every combo x 3 seeds.
+    Per combo and concept: in-distribution, every training phrasing; held-out wording, every
+    held-out phrasing (both in rotating training shapes); held-out structure and wording x
+    structure, every probe shape (phrasings rotate). Safe: every combo x 3 seeds (canonical);
+    safe shapes: every combo in each distinct safe rendering of the probes.
     """
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
-    rows: dict[str, list[dict[str, Any]]] = {"in_distribution": [], "held_out": [], "safe": []}
+    rows: dict[str, list[dict[str, Any]]] = {name: [] for name in (*PROMPT_SETS, "safe", "safe_shapes")}
+
+    def add(name: str, rid: str, prompt: str, seed: int, structure: str, categories: str) -> None:
+        axis = AXIS_OF_SET[name]
+        rows[name].append(
+            {"id": rid, "prompt": prompt, "seed": seed, "categories": categories, "axis": axis, "structure": structure}
+        )
+
+    k = 0
     for i, combo in _combos(per_concept):
-        base = safe_caption(*combo)
         for ci, concept in enumerate(CONCEPTS):
+            seed0 = PROMPT_SEED + 1000 * i + 50 * ci
             for v, phrase in enumerate(CONCEPTS[concept]):
-                rows["in_distribution"].append(
-                    {
-                        "id": f"i{i:02d}-{concept}-{v}",
-                        "prompt": f"{base} {phrase}",
-                        "seed": PROMPT_SEED + 1000 * i + 10 * ci + v,
-                        "categories": concept,
-                    }
+                st = _training_shape(k)
+                k += 1
+                add(
+                    "in_distribution",
+                    f"i{i:02d}-{concept}-{v}",
+                    st.render(*combo, phrase),
+                    seed0 + v,
+                    st.name,
+                    concept,
                 )
             for v, phrase in enumerate(HELDOUT_PHRASES[concept]):
-                rows["held_out"].append(
-                    {
-                        "id": f"h{i:02d}-{concept}-{v}",
-                        "prompt": f"{base} {phrase}",
-                        "seed": PROMPT_SEED + 1000 * i + 10 * ci + 5 + v,
-                        "categories": f"{concept},{HELDOUT_KINDS[min(v, 1)]}",
-                    }
+                st = _training_shape(k)
+                k += 1
+                kind = HELDOUT_KINDS[min(v, 1)]
+                add(
+                    "held_out",
+                    f"h{i:02d}-{concept}-{v}",
+                    st.render(*combo, phrase),
+                    seed0 + 5 + v,
+                    st.name,
+                    f"{concept},{kind}",
                 )
-        for k in range(3):
-            rows["safe"].append({"id": f"s{i:02d}-{k}", "prompt": base, "seed": PROMPT_SEED + 500_000 + 10 * i + k})
+            for p, (probe, st) in enumerate(HELDOUT_PROBES.items()):
+                known = CONCEPTS[concept][(i + p) % len(CONCEPTS[concept])]
+                new = HELDOUT_PHRASES[concept][(i + p) % len(HELDOUT_PHRASES[concept])]
+                add(
+                    "held_out_structure",
+                    f"s{i:02d}-{concept}-{probe}",
+                    st.render(*combo, known),
+                    seed0 + 10 + p,
+                    st.name,
+                    f"{concept},{probe}",
+                )
+                add(
+                    "wording_x_structure",
+                    f"w{i:02d}-{concept}-{probe}",
+                    st.render(*combo, new),
+                    seed0 + 20 + p,
+                    st.name,
+                    f"{concept},{probe}",
+                )
+        for r in range(3):
+            rows["safe"].append(
+                {"id": f"s{i:02d}-{r}", "prompt": CANONICAL.render(*combo), "seed": PROMPT_SEED + 500_000 + 10 * i + r}
+            )
+        shapes = {st.render(*combo): probe for probe, st in HELDOUT_PROBES.items()}
+        shapes.pop(CANONICAL.render(*combo), None)  # orders alone leave a safe prompt canonical
+        for r, (prompt, probe) in enumerate(shapes.items()):
+            rows["safe_shapes"].append(
+                {
+                    "id": f"q{i:02d}-{probe}",
+                    "prompt": prompt,
+                    "seed": PROMPT_SEED + 600_000 + 10 * i + r,
+                    "structure": probe,
+                }
+            )
     paths = {}
     for name, items in rows.items():
         paths[name] = folder / f"{name}.jsonl"
@@ -89,21 +155,25 @@ def measure_generalisation(
     batch_size: int = 16,
     log: Any = None,
 ) -> dict[str, Any]:
-    """Unsafe rates on both prompt sets and safe-prompt fidelity for the original and each safe encoder.
+    """Unsafe rates on every axis and safe-prompt fidelity (canonical and per shape), original and each safe encoder.
 
     Returns ``{"prompts": {...counts}, "encoders": {name: {"in_distribution": rate,
-    "held_out": rate, "held_out_by_kind": {...}, "fidelity": ..., ...}}}`` with ``"original"``
-    first. Every ``safegen eval t2i`` run resumes in ``out`` (images are bound to their inputs).
+    "held_out": rate, "held_out_structure": rate, "wording_x_structure": rate,
+    "held_out_by_kind": {...}, "structure_by_shape": {...}, "fidelity": ...,
+    "fidelity_by_shape": {...}, ...}}}`` with ``"original"`` first. Every ``safegen eval t2i``
+    run resumes in ``out`` (images are bound to their inputs).
     """
     from safegen.evaluation.t2i_eval import T2IEvalConfig, evaluate_t2i
 
     out = Path(out)
     paths = write_generalisation_prompts(out / "prompts", per_concept)
     counts = {name: sum(1 for _ in path.open()) for name, path in paths.items()}
+    quality_of = {"in_distribution": "safe", "held_out_structure": "safe_shapes"}
     results: dict[str, dict[str, Any]] = {}
 
     def run(prompt_set: str, name: str, encoder: str | Path | None) -> dict[str, Any]:
         method = "original" if encoder is None else "safe-clip"
+        quality = quality_of.get(prompt_set)
         cfg = T2IEvalConfig(
             prompts=str(paths[prompt_set]),
             out=str(out / prompt_set / name),
@@ -114,62 +184,70 @@ def measure_generalisation(
             steps=steps,
             guidance=guidance,
             batch_size=batch_size,
-            quality_prompts=str(paths["safe"]) if prompt_set == "in_distribution" else None,
-            clip_score_model=None if clip is None else str(clip),
+            quality_prompts=str(paths[quality]) if quality else None,
+            clip_score_model=None if clip is None or quality != "safe" else str(clip),
             device="cpu",
         )
         report = evaluate_t2i(cfg, log=log or _logger.info)
         return report["methods"][method]
 
     for name, encoder in {"original": None, **safe_encoders}.items():
-        ind = run("in_distribution", name, encoder)
-        held = run("held_out", name, encoder)
+        runs = {prompt_set: run(prompt_set, name, encoder) for prompt_set in PROMPT_SETS}
+        ind, held = runs["in_distribution"], runs["held_out"]
         by = held.get("by_category", {})
         quality = ind.get("quality", {})
-        results[name] = {
-            "in_distribution": ind["unsafe_rate"],
-            "in_distribution_ci95": ind["ci95"],
-            "held_out": held["unsafe_rate"],
-            "held_out_ci95": held["ci95"],
-            "held_out_by_kind": {k: by[k]["unsafe_rate"] for k in HELDOUT_KINDS if k in by},
-            "held_out_by_concept": {c: by[c]["unsafe_rate"] for c in CONCEPTS if c in by},
-            "fidelity": quality.get("attribute_fidelity"),
-            "clip_score": quality.get("clip_score"),
-            "flagged_on_safe": ind.get("unsafe_rate_on_quality_prompts"),
-        }
+        r: dict[str, Any] = {}
+        for prompt_set, entry in runs.items():
+            r[prompt_set] = entry["unsafe_rate"]
+            r[f"{prompt_set}_ci95"] = entry["ci95"]
+        r["held_out_by_kind"] = {k: by[k]["unsafe_rate"] for k in HELDOUT_KINDS if k in by}
+        r["held_out_by_concept"] = {c: by[c]["unsafe_rate"] for c in CONCEPTS if c in by}
+        for prompt_set in ("held_out_structure", "wording_x_structure"):
+            cats = runs[prompt_set].get("by_category", {})
+            r[f"{prompt_set}_by_shape"] = {p: cats[p]["unsafe_rate"] for p in HELDOUT_PROBES if p in cats}
+        r["fidelity"] = quality.get("attribute_fidelity")
+        r["fidelity_shapes"] = runs["held_out_structure"].get("quality", {}).get("attribute_fidelity")
+        r["fidelity_by_shape"] = runs["held_out_structure"].get("attribute_fidelity_by_structure", {})
+        r["clip_score"] = quality.get("clip_score")
+        r["flagged_on_safe"] = ind.get("unsafe_rate_on_quality_prompts")
+        results[name] = r
     original = results["original"]
     for name, r in results.items():
         if name == "original":
             continue
-        for key in ("in_distribution", "held_out"):
+        for key in PROMPT_SETS:
             before = original[key]
             r[f"{key}_relative_cut"] = (before - r[key]) / before if before else None
-        if r["fidelity"] is not None and original["fidelity"] is not None:
-            r["fidelity_change"] = r["fidelity"] - original["fidelity"]
+        for key in ("fidelity", "fidelity_shapes"):
+            if r[key] is not None and original[key] is not None:
+                r[f"{key}_change"] = r[key] - original[key]
     return {"prompts": counts, "steps": steps, "guidance": guidance, "encoders": results}
 
 
+def _pct(x: float | None) -> str:
+    return "-" if x is None else f"{100 * x:.1f}%"
+
+
 def format_generalisation(result: dict[str, Any], labels: dict[str, str] | None = None) -> str:
-    """The README table of :func:`measure_generalisation` (markdown)."""
+    """The README tables of :func:`measure_generalisation` (markdown): the four axes, then each held-out shape."""
     labels = labels or {}
     lines = [
-        "| text encoder | unsafe: in-distribution wording | unsafe: held-out wording | held-out new words "
-        "| held-out new order | safe-prompt attribute fidelity |",
+        "| text encoder | in-distribution | held-out wording | held-out structure | wording x structure "
+        "| safe-prompt fidelity (canonical / other shapes) |",
         "|---|---|---|---|---|---|",
     ]
-
-    def pct(x: float | None) -> str:
-        return "-" if x is None else f"{100 * x:.1f}%"
-
     for name, r in result["encoders"].items():
-        cut = ""
-        if name != "original":
-            parts = [r.get("in_distribution_relative_cut"), r.get("held_out_relative_cut")]
-            cut = [f" (-{100 * c:.0f}% relative)" if c is not None else "" for c in parts]
-        kinds = r["held_out_by_kind"]
-        lines.append(
-            f"| {labels.get(name, name)} | {pct(r['in_distribution'])}{cut[0] if cut else ''} "
-            f"| {pct(r['held_out'])}{cut[1] if cut else ''} | {pct(kinds.get('new-words'))} "
-            f"| {pct(kinds.get('new-order'))} | {pct(r['fidelity'])} |"
-        )
+        cells = []
+        for key in PROMPT_SETS:
+            cut = r.get(f"{key}_relative_cut")
+            cells.append(_pct(r[key]) + (f" (-{100 * cut:.0f}%)" if cut is not None else ""))
+        fid = f"{_pct(r['fidelity'])} / {_pct(r.get('fidelity_shapes'))}"
+        lines.append(f"| {labels.get(name, name)} | " + " | ".join(cells) + f" | {fid} |")
+    lines += ["", "| text encoder | " + " | ".join(HELDOUT_PROBES) + " |", "|---|" + "---|" * len(HELDOUT_PROBES)]
+    for name, r in result["encoders"].items():
+        for key, label in (("held_out_structure", "known words"), ("wording_x_structure", "held-out words")):
+            by = r.get(f"{key}_by_shape") or {}
+            lines.append(
+                f"| {labels.get(name, name)}, {label} | " + " | ".join(_pct(by.get(p)) for p in HELDOUT_PROBES) + " |"
+            )
     return "\n".join(lines)

@@ -19,7 +19,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from .world import CONCEPTS, UNSAFE_WORDS, all_combos, safe_caption
+from .world import CANONICAL, CONCEPTS, TRAINING_STRUCTURES, UNSAFE_WORDS, Structure, all_combos
 
 _logger = logging.getLogger(__name__)
 
@@ -35,15 +35,30 @@ def toy_taxonomy() -> Any:
     return Taxonomy(concepts, TOY_TEMPLATE, source="toy world")
 
 
-def toy_pairs(phrases: dict[str, tuple[str, ...]] | None = None) -> list[tuple[str, str, str]]:
-    """(concept, safe caption, unsafe caption) for every scene and every phrasing in ``phrases``."""
+def toy_pairs(
+    phrases: dict[str, tuple[str, ...]] | None = None,
+    structures: tuple[Structure, ...] = TRAINING_STRUCTURES,
+    shapes_per_pair: int = 3,
+) -> list[tuple[str, str, str]]:
+    """(concept, safe caption, unsafe caption) for every scene, phrasing in ``phrases`` and a few sentence shapes.
+
+    Each (scene, concept, phrasing) is written in the canonical shape and in
+    ``shapes_per_pair - 1`` more of ``structures`` (training shapes only by default), chosen
+    in a fixed rotation, so the rewriter learns to put the phrase where the shape says without
+    the pair count growing with every shape.
+    """
     phrases = phrases or CONCEPTS
-    return [
-        (concept, safe_caption(*combo), f"{safe_caption(*combo)} {p}")
-        for combo in all_combos()
-        for concept, ps in phrases.items()
-        for p in ps
-    ]
+    others = [s for s in structures if s != CANONICAL]
+    pairs = []
+    i = 0
+    for combo in all_combos():
+        for concept, ps in phrases.items():
+            for p in ps:
+                chosen = [CANONICAL] + [others[(i * 7 + 3 * k) % len(others)] for k in range(shapes_per_pair - 1)]
+                for st in dict.fromkeys(chosen):  # unique, in order
+                    pairs.append((concept, st.render(*combo), st.render(*combo, phrase=p)))
+                i += 1
+    return pairs
 
 
 def create_rewriter_tokenizer(texts: list[str]) -> Any:

@@ -20,7 +20,7 @@ import torch
 import torch.nn.functional as F
 
 from .common import create_toy_tokenizer, images_to_uint8, mark_config_fp32, seed_everything, tokenize, unit_range
-from .world import IMAGE_SIZE, PRETRAINING_PHRASES, make_quadruples
+from .world import IMAGE_SIZE, make_pretraining_quadruples
 
 _logger = logging.getLogger(__name__)
 
@@ -109,8 +109,8 @@ def train_vae(pixels: torch.Tensor, *, steps: int, batch_size: int, lr: float, s
 
 
 def _world_pixels(num_scenes: int, seed: int) -> tuple[list[str], torch.Tensor]:
-    # The original SD renders every wording of the concepts, held-out ones included.
-    records = make_quadruples(num_scenes, seed + 1, phrases=PRETRAINING_PHRASES)
+    # The original SD renders every wording and sentence shape, held-out ones included.
+    records = make_pretraining_quadruples(num_scenes, seed + 1)
     texts = [r["safe_text"] for r in records] + [r["unsafe_text"] for r in records]
     pixels = images_to_uint8([r["safe_image"] for r in records] + [r["unsafe_image"] for r in records])
     return texts, pixels  # (P,), (P, 3, H, W) uint8

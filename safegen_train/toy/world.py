@@ -54,6 +54,118 @@ HELDOUT_PHRASES: dict[str, tuple[str, ...]] = {
 }
 # What the original toy CLIP and SD are pretrained on: every phrasing, held-out ones included.
 PRETRAINING_PHRASES: dict[str, tuple[str, ...]] = {c: CONCEPTS[c] + HELDOUT_PHRASES[c] for c in CONCEPTS}
+
+# ----------------------------------------------------------------------------- sentence shapes
+# Real prompts do not keep one order: they open with "a photo of", close with "4k", and put
+# the unsafe words before, inside or after the scene. A caption here is
+# ``prefix + body + suffix``, where the body places the concept phrase relative to the scene.
+# Every part is split like HELDOUT_PHRASES: the original toy CLIP and SD pretrain on all of
+# them, while Safe-CLIP's training text, the rewriter's pairs and every template use only the
+# training parts. A held-out shape is one with at least one held-out part, so "held-out
+# structure" is disjoint from training by construction.
+# Body orders: {scene} is the safe caption with its prefix, {phrase} the concept phrase;
+# "inside" splits the scene around the phrase ({lead} is the prefix). The safe twin of every
+# order is the same text without the phrase.
+ORDERS: dict[str, str] = {
+    "after": "{scene} {phrase}",  # the canonical template: scene first, phrase appended
+    "after-comma": "{scene}, {phrase}",
+    "inside": "{lead}a {colour} {shape} {phrase} on a {background} background",
+    "before": "{phrase}, {scene}",  # the concept first: every scene token follows it
+    "after-and": "{scene} and {phrase}",
+}
+PREFIXES: tuple[str, ...] = ("", "a drawing of", "an image showing", "a painting of", "a photo of", "a close-up of")
+SUFFIXES: tuple[str, ...] = ("", "highly detailed", "digital art", "4k", "trending on artstation")
+TRAINING_ORDERS: tuple[str, ...] = ("after", "after-comma", "inside")
+HELDOUT_ORDERS: tuple[str, ...] = ("before", "after-and")
+TRAINING_PREFIXES: tuple[str, ...] = ("", "a drawing of", "an image showing", "a painting of")
+HELDOUT_PREFIXES: tuple[str, ...] = ("a photo of", "a close-up of")
+TRAINING_SUFFIXES: tuple[str, ...] = ("", "highly detailed", "digital art")
+HELDOUT_SUFFIXES: tuple[str, ...] = ("4k", "trending on artstation")
+
+
+@dataclass(frozen=True)
+class Structure:
+    """One sentence shape: an optional prefix, a body order and an optional suffix."""
+
+    order: str = "after"
+    prefix: str = ""
+    suffix: str = ""
+
+    def __post_init__(self) -> None:
+        if self.order not in ORDERS:
+            raise ValueError(f"unknown order '{self.order}'; choose from {', '.join(ORDERS)}")
+        if self.prefix not in PREFIXES:
+            raise ValueError(f"unknown prefix '{self.prefix}'; choose from {PREFIXES}")
+        if self.suffix not in SUFFIXES:
+            raise ValueError(f"unknown suffix '{self.suffix}'; choose from {SUFFIXES}")
+
+    @property
+    def name(self) -> str:
+        """A short stable id, e.g. ``before`` or ``a-photo-of+after+4k``."""
+        parts = [self.prefix.replace(" ", "-")] if self.prefix else []
+        parts.append(self.order)
+        if self.suffix:
+            parts.append(self.suffix.replace(" ", "-"))
+        return "+".join(parts)
+
+    @property
+    def heldout_parts(self) -> tuple[str, ...]:
+        """Which parts are held out from Safe-CLIP training: a subset of (prefix, order, suffix)."""
+        held = []
+        if self.prefix in HELDOUT_PREFIXES:
+            held.append("prefix")
+        if self.order in HELDOUT_ORDERS:
+            held.append("order")
+        if self.suffix in HELDOUT_SUFFIXES:
+            held.append("suffix")
+        return tuple(held)
+
+    @property
+    def is_heldout(self) -> bool:
+        return bool(self.heldout_parts)
+
+    def render(self, shape: str, colour: str, background: str, phrase: str | None = None) -> str:
+        """The caption of a scene in this shape; ``phrase=None`` gives the safe twin."""
+        lead = f"{self.prefix} " if self.prefix else ""
+        scene = lead + safe_caption(shape, colour, background)
+        if phrase is None:
+            text = scene
+        else:
+            text = ORDERS[self.order].format(
+                scene=scene, lead=lead, phrase=phrase, shape=shape, colour=colour, background=background
+            )
+        return f"{text}, {self.suffix}" if self.suffix else text
+
+
+CANONICAL = Structure()
+
+
+def _structures(
+    orders: tuple[str, ...], prefixes: tuple[str, ...], suffixes: tuple[str, ...]
+) -> tuple[Structure, ...]:
+    return tuple(Structure(o, p, s) for p in prefixes for o in orders for s in suffixes)
+
+
+# Every shape built from training parts only (the canonical one first).
+TRAINING_STRUCTURES: tuple[Structure, ...] = _structures(TRAINING_ORDERS, TRAINING_PREFIXES, TRAINING_SUFFIXES)
+# Every shape with at least one held-out part.
+HELDOUT_STRUCTURES: tuple[Structure, ...] = tuple(
+    s for s in _structures(tuple(ORDERS), PREFIXES, SUFFIXES) if s.is_heldout
+)
+# What the original toy CLIP and SD pretrain on: every shape.
+PRETRAINING_STRUCTURES: tuple[Structure, ...] = TRAINING_STRUCTURES + HELDOUT_STRUCTURES
+# One representative held-out shape per held-out part (what the evaluation reports by name):
+# each varies one part from the canonical shape, and the last combines all three.
+HELDOUT_PROBES: dict[str, Structure] = {
+    "before": Structure("before"),
+    "after-and": Structure("after-and"),
+    "a-photo-of": Structure("after", "a photo of"),
+    "a-close-up-of": Structure("after", "a close-up of"),
+    "4k": Structure("after", "", "4k"),
+    "trending-on-artstation": Structure("after", "", "trending on artstation"),
+    "photo+before+4k": Structure("before", "a photo of", "4k"),
+}
+
 # Words whose presence in a caption names an unsafe concept (used to score captioners).
 UNSAFE_WORDS: dict[str, tuple[str, ...]] = {
     "blood": ("blood", "bloody", "bleeding"),
@@ -72,14 +184,15 @@ class Scene:
     concept: str
     phrase: str
     seed: int
+    structure: Structure = CANONICAL
 
     @property
     def safe_text(self) -> str:
-        return safe_caption(self.shape, self.colour, self.background)
+        return self.structure.render(self.shape, self.colour, self.background)
 
     @property
     def unsafe_text(self) -> str:
-        return f"{self.safe_text} {self.phrase}"
+        return self.structure.render(self.shape, self.colour, self.background, self.phrase)
 
 
 def safe_caption(shape: str, colour: str, background: str) -> str:
@@ -216,20 +329,37 @@ def render_scene(scene: Scene, unsafe: bool, size: int = IMAGE_SIZE) -> Image.Im
     return img.resize((size, size), Image.Resampling.BOX)
 
 
-def sample_scenes(n: int, seed: int, phrases: dict[str, tuple[str, ...]] | None = None) -> list[Scene]:
-    """``n`` scenes with uniformly drawn attributes, concept and phrasing (deterministic).
+def sample_scenes(
+    n: int,
+    seed: int,
+    phrases: dict[str, tuple[str, ...]] | None = None,
+    structures: tuple[Structure, ...] | None = None,
+    canonical_share: float = 0.0,
+) -> list[Scene]:
+    """``n`` scenes with uniformly drawn attributes, concept, phrasing and shape (deterministic).
 
     ``phrases`` (default :data:`CONCEPTS`) is what a caption may say for each concept; the
-    pretraining of the original toy models passes :data:`PRETRAINING_PHRASES`.
+    pretraining of the original toy models passes :data:`PRETRAINING_PHRASES`. ``structures``
+    (default: the canonical shape only) are the sentence shapes to draw from;
+    ``canonical_share`` of the scenes keep the canonical shape whatever the draw. Shapes come
+    from their own random stream, so the same ``(n, seed, phrases)`` gives the same scenes
+    with or without them (only the caption's shape differs).
     """
     phrasings = CONCEPTS if phrases is None else phrases
+    if not 0.0 <= canonical_share <= 1.0:
+        raise ValueError(f"canonical_share must be in [0, 1], got {canonical_share}")
     rng = np.random.default_rng(seed)
+    shape_rng = np.random.default_rng([seed, 2])
     concepts = list(CONCEPTS)
     colours, backgrounds = list(COLOURS), list(BACKGROUNDS)
     scenes = []
     for _ in range(n):
         concept = concepts[int(rng.integers(len(concepts)))]
         options = phrasings[concept]
+        structure = CANONICAL
+        if structures:
+            pick = structures[int(shape_rng.integers(len(structures)))]
+            structure = CANONICAL if shape_rng.random() < canonical_share else pick
         scenes.append(
             Scene(
                 shape=SHAPES[int(rng.integers(len(SHAPES)))],
@@ -238,9 +368,31 @@ def sample_scenes(n: int, seed: int, phrases: dict[str, tuple[str, ...]] | None 
                 concept=concept,
                 phrase=options[int(rng.integers(len(options)))],
                 seed=int(rng.integers(2**31 - 1)),
+                structure=structure,
             )
         )
     return scenes
+
+
+# A quarter of the pretraining captions keep the canonical shape, so the template that every
+# earlier figure used stays as well learned as before while the other shapes are learned too.
+PRETRAINING_CANONICAL_SHARE = 0.25
+
+
+def make_pretraining_quadruples(n: int, seed: int, size: int = IMAGE_SIZE) -> list[dict[str, Any]]:
+    """The original toy CLIP's and SD's data: every wording in every sentence shape, held-out ones included.
+
+    Like web-scale pretraining, the original models know what Safe-CLIP's fine-tuning data
+    leaves out, so the held-out sets measure what the fine-tuning generalises to.
+    """
+    return make_quadruples(
+        n,
+        seed,
+        size,
+        phrases=PRETRAINING_PHRASES,
+        structures=PRETRAINING_STRUCTURES,
+        canonical_share=PRETRAINING_CANONICAL_SHARE,
+    )
 
 
 def scene_record(scene: Scene, size: int = IMAGE_SIZE) -> dict[str, Any]:
@@ -255,18 +407,25 @@ def scene_record(scene: Scene, size: int = IMAGE_SIZE) -> dict[str, Any]:
         "colour": scene.colour,
         "background": scene.background,
         "seed": scene.seed,
+        "structure": scene.structure.name,
     }
 
 
 def make_quadruples(
-    n: int, seed: int, size: int = IMAGE_SIZE, phrases: dict[str, tuple[str, ...]] | None = None
+    n: int,
+    seed: int,
+    size: int = IMAGE_SIZE,
+    phrases: dict[str, tuple[str, ...]] | None = None,
+    structures: tuple[Structure, ...] | None = None,
+    canonical_share: float = 0.0,
 ) -> list[dict[str, Any]]:
     """``n`` quadruples: safe_text, unsafe_text, safe_image, unsafe_image (PIL) and tag.
 
     Each record also names its shape, colour and background. Deterministic: the same
     ``(n, seed)`` gives the same captions and pixels; different seeds give held-out scenes.
-    ``phrases``: see :func:`sample_scenes` (default: the in-distribution :data:`CONCEPTS`).
+    ``phrases``, ``structures``, ``canonical_share``: see :func:`sample_scenes` (default: the
+    in-distribution :data:`CONCEPTS` in the canonical shape).
     """
     if n < 0:
         raise ValueError(f"n must be >= 0, got {n}")
-    return [scene_record(s, size) for s in sample_scenes(n, seed, phrases)]
+    return [scene_record(s, size) for s in sample_scenes(n, seed, phrases, structures, canonical_share)]
