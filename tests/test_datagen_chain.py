@@ -47,7 +47,7 @@ def test_toy_rewriter_trains_offline(tmp_path):
     """The trainer itself (a few steps: the shipped one is the build's 300-step run): loss falls, safetensors out."""
     _, tok, report = train_toy_rewriter(tmp_path / "rw", steps=25)
     first = train_toy_rewriter(None, steps=1)[2]["final_loss"]
-    assert report["final_loss"] < 0.7 * first and report["pairs"] == 405
+    assert report["final_loss"] < 0.7 * first and report["pairs"] == 1215  # 45 scenes x 9 phrasings x 3 shapes
     assert (tmp_path / "rw" / "model.safetensors").is_file() and not list((tmp_path / "rw").glob("*.bin"))
     assert tok.decode(tok(" a red circle on a white background in flames")["input_ids"]).strip().endswith("in flames")
 

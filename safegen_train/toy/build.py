@@ -106,7 +106,7 @@ FULL = {
     "safe_clip": {"scenes": 4_000, "val_scenes": 256, "steps": 250},
     "rewriter": {"steps": 600},
     "chain": {"repeats": 4},
-    "eval": {"per_concept": 15},
+    "eval": {"per_concept": 6},
 }
 STAGES = ("data", "classifier", "clip", "sd", "llava", "safe_clip", "rewriter", "chain", "eval")
 
