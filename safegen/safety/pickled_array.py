@@ -84,8 +84,9 @@ def _build(obj: Any, state: Any) -> Any:
             raise SafegenError("pickled array is Fortran-ordered")
         np_dtype = np.dtype(dtype.name).newbyteorder(dtype.byte_order if dtype.byte_order != "|" else "=")
         count = int(np.prod(shape, dtype=np.int64))
-        if len(raw) != count * np_dtype.itemsize:
-            raise SafegenError(f"pickled array holds {len(raw)} bytes; its shape {shape} needs {count * np_dtype.itemsize}")
+        need = count * np_dtype.itemsize
+        if len(raw) != need:
+            raise SafegenError(f"pickled array holds {len(raw)} bytes; its shape {shape} needs {need}")
         return np.frombuffer(raw, dtype=np_dtype).reshape(shape).astype(np_dtype.newbyteorder("="))
     raise SafegenError("pickle sets the state of an object safegen did not build")
 
