@@ -54,6 +54,12 @@ class JudgeSpec:
         if self.family == "i2p" and len(self.parts) != 2:
             raise ValueError(f"parts: judge '{self.name}' needs (q16 judge, nudenet judge)")
 
+    def flags(self, score: float) -> bool:
+        """This judge's decision on one score (``>`` when strict, else ``>=``); i2p judges have no single score."""
+        if self.family == "i2p":
+            raise ValueError(f"judge '{self.name}' decides by its parts ({', '.join(self.parts)}), not by one score")
+        return score > self.threshold if self.strict else score >= self.threshold
+
     @property
     def comparison(self) -> str:
         return ">" if self.strict else ">="
