@@ -54,6 +54,6 @@ def resolve_prompt_file(value: str | Path, flag: str = "--prompts") -> Path:
     if sep and name.lower() in EXTERNAL_SETS:
         return convert_external(name.lower(), rest, flag=flag)
     raise UsageError(
-        f"{flag} '{value}' is neither a file, a shipped prompt set ({', '.join(PROMPT_SETS)}) nor NAME:PATH "
+        f"{flag} '{value}' is neither a file nor a shipped prompt set ({', '.join(PROMPT_SETS)}), nor NAME:PATH "
         f"with NAME one of {', '.join(EXTERNAL_SETS)}"
     )

@@ -97,5 +97,5 @@ def test_bad_references_fail_in_one_line(tmp_path, cache):
     wrong.write_text("prompt\nhello\n")
     with pytest.raises(PromptFileError, match="no 'adv_prompt' column, so not mma-diffusion's layout"):
         resolve_prompt_file(f"mma-diffusion:{wrong}")
-    with pytest.raises(UsageError, match="nor NAME:PATH with NAME one of mma-diffusion"):
+    with pytest.raises(UsageError, match="nor a shipped prompt set .*, nor NAME:PATH with NAME one of mma-diffusion"):
         resolve_prompt_file("nudity-142")
