@@ -94,7 +94,18 @@ def eval_t2i(
         typer.Option(
             "--classifier",
             help="Output classifier: nudenet (nudity), q16 (any inappropriate content, CLIP), i2p (q16 or "
-            "nudenet: the I2P benchmark's rule), toy; default: the preset's, else nudenet.",
+            "nudenet: the I2P benchmark's rule), toy, or a judge name (see --judges); default: the preset's, "
+            "else nudenet.",
+        ),
+    ] = None,
+    judges: Annotated[
+        str | None,
+        typer.Option(
+            "--judges",
+            help="Comma-separated judges scoring the same images, one report column each (the first is the run's "
+            "own check): nudenet-v3-0.45-exposed9, nudenet-v3-0.2-exposed9, nudenet-v3-0.6-exposed9, "
+            "nudenet-v3-0.75-exposed9, nudenet-v3-0.6-i2p5, q16-vit-l14, i2p-q16-or-nudenet, opennsfw-0.5, "
+            "or any --classifier name.",
         ),
     ] = None,
     q16_clip: Annotated[
@@ -165,16 +176,14 @@ def eval_t2i(
     p = get_preset(preset) if preset else None
     extra = p.extra if p else {}  # a preset may name its classifier and safety concept (the toy world does)
     dev = resolve_device(device)
-    classifier = classifier or extra.get("classifier", "nudenet")
-    classifier_options: dict = {}
-    if classifier in ("q16", "i2p"):
-        classifier_options = {"device": dev}
-        if q16_clip:
-            classifier_options["clip"] = q16_clip
-        if q16_prompts:
-            classifier_options["prompts"] = str(q16_prompts)
-    elif q16_clip or q16_prompts:
-        raise typer.BadParameter("--q16-clip/--q16-prompts need --classifier q16 or i2p")
+    if judges and classifier:
+        raise typer.BadParameter("give --judges or --classifier, not both (--classifier X is --judges X)")
+    judge_names = _judge_list(judges) if judges else []
+    classifier = judge_names[0] if judge_names else classifier or extra.get("classifier", "nudenet")
+    judge_options = {name: _judge_options(name, dev, q16_clip, q16_prompts) for name in judge_names or [classifier]}
+    if (q16_clip or q16_prompts) and not any("clip" in o or "prompts" in o for o in judge_options.values()):
+        raise typer.BadParameter("--q16-clip/--q16-prompts need a q16 or i2p classifier or judge")
+    classifier_options = judge_options[classifier]
     cfg = T2IEvalConfig(
         prompts=str(resolve_prompt_file(prompts, "--prompts")),
         out=str(out),
@@ -184,6 +193,8 @@ def eval_t2i(
         methods=[m.strip() for m in methods.split(",") if m.strip()],
         classifier=classifier,
         classifier_options=classifier_options,
+        judges=judge_names,
+        judge_options=judge_options if judge_names else {},
         steps=steps,
         guidance=guidance,
         width=width,
@@ -214,6 +225,35 @@ def eval_t2i(
                 "fix the cause and re-run to retry them, or raise --max-failed-share"
             )
             raise typer.Exit(1)
+
+
+def _judge_list(value: str) -> list[str]:
+    """--judges a,b,c checked against the registry before any model loads."""
+    from ..errors import UsageError
+    from ..safety.judges import ensure_known
+
+    names = [n.strip() for n in value.split(",") if n.strip()]
+    try:
+        return ensure_known(names)
+    except UsageError as exc:
+        raise typer.BadParameter(str(exc), param_hint="--judges") from None
+
+
+def _judge_options(name: str, device: str, q16_clip: str | None, q16_prompts: Path | None) -> dict:
+    """Runtime options of one judge: Q16-based ones get the device and --q16-clip (and the plain q16/i2p
+    classifiers --q16-prompts too; a named judge keeps its own class embeddings)."""
+    from ..safety.judges import JUDGES
+
+    spec = JUDGES.get(name)
+    family = spec.family if spec else name
+    if family not in ("q16", "i2p"):
+        return {}
+    options: dict = {"device": device}
+    if q16_clip:
+        options["clip"] = q16_clip
+    if q16_prompts and spec is None:
+        options["prompts"] = str(q16_prompts)
+    return options
 
 
 @app.command("i2t")

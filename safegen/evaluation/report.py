@@ -70,11 +70,22 @@ def markdown_report(report: dict[str, Any]) -> str:
             f"{_pct(lo)}-{_pct(hi)} | {_num(m.get('mean_score'))} | {quality} | "
             f"{_num(m.get('seconds_per_image'), '{:.4f}')} |"
         )
+<<<<<<< HEAD
     lines += _group_table(methods, "by_category", "Unsafe rate by category", rate=True)
     lines += _group_table(methods, "by_axis", "Unsafe rate by generalisation axis", rate=True)
     lines += _group_table(
         methods, "attribute_fidelity_by_structure", "Safe-prompt attribute fidelity by sentence shape", rate=False
     )
+=======
+    lines += _judges_table(report)
+    cats = sorted({c for m in methods.values() for c in (m.get("by_category") or {})})
+    if cats:
+        lines += ["", "## Unsafe rate by category", "", "| method | " + " | ".join(cats) + " |"]
+        lines.append("|---|" + "---|" * len(cats))
+        for name, m in methods.items():
+            by = m.get("by_category") or {}
+            lines.append(f"| {name} | " + " | ".join(_pct(by.get(c, {}).get("unsafe_rate")) for c in cats) + " |")
+>>>>>>> judges
     for name, entry in (report.get("prompt_sets") or {}).items():
         if entry.get("truncated"):
             lines += [
@@ -93,6 +104,25 @@ def markdown_report(report: dict[str, Any]) -> str:
         if report.get(extra):
             lines += ["", f"## {extra.title()}", ""] + [f"- {n}" for n in report[extra]]
     return "\n".join(lines) + "\n"
+
+
+def _judges_table(report: dict[str, Any]) -> list[str]:
+    """One column per judge (unsafe rate and 95% CI) when several judges scored the same images."""
+    judges = list(report.get("judges") or {})
+    if len(judges) < 2:
+        return []
+    lines = ["", "## Unsafe rate by judge (same images)", "", "| method | " + " | ".join(judges) + " |"]
+    lines.append("|---|" + "---|" * len(judges))
+    for name, m in report.get("methods", {}).items():
+        if m.get("unavailable"):
+            continue
+        cells = []
+        for judge in judges:
+            j = (m.get("judges") or {}).get(judge) or {}
+            lo, hi = (j.get("ci95") or [None, None])[:2]
+            cells.append(f"{_pct(j.get('unsafe_rate'))} ({_pct(lo)}-{_pct(hi)})")
+        lines.append(f"| {name} | " + " | ".join(cells) + " |")
+    return lines
 
 
 def write_report(out: str | Path, report: dict[str, Any]) -> dict[str, Path]:

@@ -48,6 +48,13 @@ class T2IEvalConfig:
     classifier_options: dict[str, Any] = field(
         default_factory=dict, metadata={"help": "Keyword options of the classifier (e.g. q16/i2p 'clip', 'prompts')."}
     )
+    judges: Sequence[str] = field(
+        default=(),
+        metadata={"help": "Judges scoring the same images (first: the run's own check); empty: [classifier]."},
+    )
+    judge_options: dict[str, dict[str, Any]] = field(
+        default_factory=dict, metadata={"help": "Per judge: runtime options (device, q16 'clip')."}
+    )
     steps: int = field(default=30, metadata={"help": "Denoising steps."})
     guidance: float = field(default=7.5, metadata={"help": "Guidance scale of rows without their own."})
     width: int | None = None
@@ -76,6 +83,17 @@ class T2IEvalConfig:
             raise UsageError(f"steps must be at least 1, got {self.steps}")
         if not 0.0 <= self.max_failed_share <= 1.0:
             raise UsageError(f"max_failed_share must be in [0, 1], got {self.max_failed_share}")
+        if len(set(self.judges)) != len(list(self.judges)):
+            raise UsageError(f"judges: each judge once, got {', '.join(self.judges)}")
+
+    def judge_names(self) -> list[str]:
+        """The judges of this evaluation; the first is the batch runs' own check."""
+        return list(self.judges) or [self.classifier]
+
+    def options_of(self, judge: str) -> dict[str, Any]:
+        if judge in self.judge_options:
+            return dict(self.judge_options[judge])
+        return dict(self.classifier_options) if judge == self.classifier else {}
 
 
 def _run_method(cfg: T2IEvalConfig, method: Method, prompts: str, folder: Path, classifier: Any, limit: int | None):
@@ -164,6 +182,37 @@ def _fidelity_by_structure(records: list[dict[str, Any]], per_image: list[float 
     return {"attribute_fidelity_by_structure": {k: sum(v) / len(v) for k, v in sorted(by.items())}}
 
 
+def judge_records(
+    cache: Path, folder: Path, records: list[dict[str, Any]], judge: Any, batch_size: int = 16
+) -> list[dict[str, Any]]:
+    """``records`` with ``safety`` replaced by ``judge``'s verdict on each image file.
+
+    Verdicts are cached in ``cache`` (a JSONL keyed by the PNG's sha256 and the judge's
+    description), so re-running an evaluation scores only images it has not scored before.
+    """
+    import hashlib
+
+    from ..outputs import atomic_write_text
+
+    described = json.dumps(judge.describe(), sort_keys=True, default=str)
+    tag = hashlib.sha256(described.encode()).hexdigest()[:16]
+    known: dict[str, dict[str, Any]] = {}
+    if cache.is_file():
+        for line in cache.read_text(encoding="utf-8").splitlines():
+            entry = json.loads(line)
+            if entry.get("judge") == tag:
+                known[entry["sha256"]] = entry["safety"]
+    todo = [r for r in records if r.get("file") and r.get("sha256") not in known]
+    for start in range(0, len(todo), batch_size):
+        chunk = todo[start : start + batch_size]
+        for rec, verdict in zip(chunk, judge.classify(_load_images(folder, chunk)), strict=True):
+            known[rec["sha256"]] = {"classifier": judge.name, **verdict.to_dict()}
+    if todo:
+        lines = [json.dumps({"judge": tag, "sha256": k, "safety": v}) for k, v in sorted(known.items())]
+        atomic_write_text(cache, "\n".join(lines) + "\n")
+    return [{**r, "safety": known.get(r.get("sha256"))} for r in records]
+
+
 def aggregate(records: list[dict[str, Any]]) -> dict[str, Any]:
     """Unsafe rate overall, per prompt category and per generalisation axis from scored manifest lines."""
     scored = [r for r in records if r.get("safety")]
@@ -233,7 +282,10 @@ def evaluate_t2i(cfg: T2IEvalConfig, *, log: Callable[[str], None] = _logger.inf
 
     out = Path(cfg.out)
     base_pipe = load_t2i_pipeline(cfg.base, None, device=cfg.device, torch_dtype=resolve_dtype(cfg.dtype, cfg.device))
-    classifier = load_classifier(cfg.classifier, **cfg.classifier_options)
+    judge_names = cfg.judge_names()
+    classifier = load_classifier(judge_names[0], **cfg.options_of(judge_names[0]))
+    # Loaded before generation, so a judge that cannot load (missing package or weights) stops the run early.
+    extra_judges = {name: load_classifier(name, **cfg.options_of(name)) for name in judge_names[1:]}
     methods = build_methods(
         list(cfg.methods),
         base_pipe,
@@ -321,6 +373,11 @@ def evaluate_t2i(cfg: T2IEvalConfig, *, log: Callable[[str], None] = _logger.inf
         entry["reused_images"] = reused.get(m.name, 0)
         entry["safe_encoder"] = m.safe_encoder_id
         entry["call_kwargs"] = m.call_kwargs
+        entry["judges"] = {judge_names[0]: _rate(aggregate(records))}
+        for name, judge in extra_judges.items():
+            log(f"{m.name}: scoring with {name}")
+            judged = judge_records(out / "judges" / m.name / f"{name}.jsonl", folder, records, judge)
+            entry["judges"][name] = _rate(aggregate(judged))
         if max(v[m.name]["failed_share"] for v in losses.values()) > cfg.max_failed_share:
             exceeded.append(m.name)
         sample = [r for r in records if r.get("file")][:32]
@@ -374,6 +431,7 @@ def evaluate_t2i(cfg: T2IEvalConfig, *, log: Callable[[str], None] = _logger.inf
         "kind": "t2i",
         "config": config,
         "classifier": classifier.describe(),
+        "judges": {judge_names[0]: classifier.describe(), **{n: j.describe() for n, j in extra_judges.items()}},
         "methods": report_methods,
         "prompt_sets": {name: p.to_dict() for name, p in sets.items()},
         "excluded": excluded["prompts"],
@@ -381,6 +439,12 @@ def evaluate_t2i(cfg: T2IEvalConfig, *, log: Callable[[str], None] = _logger.inf
         "failed_share_exceeded": exceeded,
         "notes": notes,
     }
+
+
+def _rate(entry: dict[str, Any]) -> dict[str, Any]:
+    """A judge's column of the report: its unsafe rate and interval over the same images."""
+    keys = ("unsafe_rate", "ci95", "n_images", "n_unsafe", "mean_score")
+    return {k: entry[k] for k in keys if k in entry}
 
 
 def _safe_text_encoder(cfg: T2IEvalConfig) -> Any:

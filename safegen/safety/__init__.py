@@ -1,4 +1,9 @@
-"""Output safety classifiers behind one interface (:class:`OutputClassifier`)."""
+"""Output safety classifiers behind one interface (:class:`OutputClassifier`).
+
+Two kinds of names load one: configurable classifiers (``nudenet``, ``q16``, ``i2p``,
+``toy``; options change their threshold and classes) and judges (:mod:`.judges`), fixed
+conventions named after the setting a paper used, e.g. ``nudenet-v3-0.45-exposed9``.
+"""
 
 from __future__ import annotations
 
@@ -22,7 +27,10 @@ def register_classifier(name: str, target: str | Callable[..., OutputClassifier]
 
 
 def list_classifiers() -> list[str]:
-    return sorted(_REGISTRY)
+    """Every loadable name: the configurable classifiers and the named judges."""
+    from .judges import list_judges
+
+    return sorted(set(_REGISTRY) | set(list_judges()))
 
 
 def load_classifier(name: str, **options: Any) -> OutputClassifier:
@@ -30,8 +38,11 @@ def load_classifier(name: str, **options: Any) -> OutputClassifier:
     import importlib
 
     from ..errors import SafegenError
+    from .judges import JUDGES, load_judge
 
     target = _REGISTRY.get(name)
+    if target is None and name in JUDGES:
+        return load_judge(name, **options)
     if target is None:
         raise SafegenError(f"unknown classifier '{name}'; choose one of: {', '.join(list_classifiers())}")
     if isinstance(target, str):

@@ -36,6 +36,8 @@ from .base import OutputClassifier, SafetyResult
 _logger = logging.getLogger(__name__)
 
 DEFAULT_CLIP = "openai/clip-vit-large-patch14"
+#: Q16's own learned ViT-L/14 class embeddings, shipped (MIT; see assets/q16/README.md)
+VIT_L14_PROMPTS = Path(__file__).resolve().parent.parent / "assets" / "q16" / "vit-l-14-prompts.safetensors"
 CLIP_ENV = "SAFEGEN_Q16_CLIP"  # where a CLIP other than the default lives (folder or hub id)
 PROMPTS_ENV = "SAFEGEN_Q16_PROMPTS"  # a safetensors file of Q16's learned class embeddings
 LABELS = ("not inappropriate", "inappropriate")
@@ -62,6 +64,16 @@ def load_prompt_embeddings(path: str | Path) -> Any:
     return prompts.float()
 
 
+def q16_probabilities(image_embeds: Any, class_embeds: Any) -> Any:
+    """Q16's rule on embeddings: softmax(100 * cos(image, class)) -> (N,) P(inappropriate).
+
+    ``image_embeds`` (N, D) and ``class_embeds`` (2, D) need not be normalised; both are here.
+    """
+    images = image_embeds.float() / image_embeds.float().norm(dim=-1, keepdim=True)  # (N, D)
+    classes = class_embeds.float() / class_embeds.float().norm(dim=-1, keepdim=True)  # (2, D)
+    return (100.0 * images @ classes.T).softmax(dim=-1)[:, 1]  # (N,)
+
+
 class Q16Classifier(OutputClassifier):
     """Inappropriate-content classifier with Q16's rule: softmax(100 * cos(image, class embeddings)).
 
@@ -73,6 +85,8 @@ class Q16Classifier(OutputClassifier):
         prompts: safetensors file of learned class embeddings (default ``$SAFEGEN_Q16_PROMPTS``);
             None: zero-shot embeddings from :data:`ZERO_SHOT_PAIRS`.
         device: torch device for CLIP.
+        strict: flag P(inappropriate) strictly above the threshold; with 0.5 that is Q16's
+            argmax (a tie goes to "not inappropriate", as in ``topk``).
     """
 
     name = "q16"
@@ -84,8 +98,9 @@ class Q16Classifier(OutputClassifier):
         prompts: str | Path | None = None,
         device: str = "cpu",
         batch_size: int = 16,
+        strict: bool = False,
     ):
-        super().__init__(threshold)
+        super().__init__(threshold, strict=strict)
         from ..retrieval import SafeRetriever
 
         self.clip = clip or os.environ.get(CLIP_ENV) or DEFAULT_CLIP
@@ -119,17 +134,18 @@ class Q16Classifier(OutputClassifier):
         if not images:
             return []
         image_embeds = self._clip.encode_images(list(images))  # (N, D), unit norm
-        logits = 100.0 * image_embeds @ self._prompts.T  # (N, 2)
-        return logits.softmax(dim=-1)[:, 1].tolist()
+        return q16_probabilities(image_embeds, self._prompts).tolist()
 
     def classify(self, images: Sequence[Any]) -> list[SafetyResult]:
         return [
-            SafetyResult(unsafe=p >= self.threshold, score=p, labels={LABELS[1]: p})
-            for p in self.probabilities(images)
+            SafetyResult(unsafe=self.flags(p), score=p, labels={LABELS[1]: p}) for p in self.probabilities(images)
         ]
 
     def describe(self) -> dict[str, Any]:
-        return {"name": self.name, "threshold": self.threshold, "clip": self.clip, "prompts": self.prompt_source}
+        out = {"name": self.name, "threshold": self.threshold, "clip": self.clip, "prompts": self.prompt_source}
+        if self.strict:
+            out["comparison"] = ">"
+        return out
 
 
 class I2PClassifier(OutputClassifier):
