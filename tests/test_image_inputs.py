@@ -146,3 +146,28 @@ def test_truncated_jpeg_bytes_are_a_damaged_image_error(tmp_path):
     Image.effect_noise((64, 64), 50).convert("RGB").save(buf, format="JPEG")
     with pytest.raises(ImageLoadError, match="damaged or truncated"):
         load_image("cut.jpg", data=buf.getvalue()[:300])
+
+
+# ----------------------------------------------------------------------------- training images
+
+
+class _ArrayProcessor:
+    """Stands in for a CLIP image processor: the decoded pixels as (1, 3, H, W) uint8."""
+
+    def __call__(self, images, **_):
+        return {"pixel_values": np.stack([np.asarray(im).transpose(2, 0, 1) for im in images])}
+
+
+def test_training_images_are_read_upright_alike_live_and_for_the_cache(tmp_path):
+    from safegen_train.data import DataError, _open_image
+    from safegen_train.pixel_cache import decode_for_cache
+
+    photo = rotated_jpeg(tmp_path / "phone.jpg")
+    assert _open_image(str(photo), "train.jsonl:3").size == (20, 40)
+    crop, _ = decode_for_cache(str(photo), _ArrayProcessor())
+    assert crop.shape == (3, 40, 20)  # the cache stores what the live path decodes
+    (tmp_path / "bomb.png").write_bytes(bomb_png())
+    with pytest.raises(DataError, match=r"^train.jsonl:4: cannot read image '.*bomb.png': .*pixel limit"):
+        _open_image(str(tmp_path / "bomb.png"), "train.jsonl:4")
+    crop, reason = decode_for_cache(str(tmp_path / "bomb.png"), _ArrayProcessor())
+    assert crop is None and reason.startswith(str(tmp_path / "bomb.png") + ": ") and "ImageLoadError" not in reason
