@@ -171,3 +171,13 @@ def test_training_images_are_read_upright_alike_live_and_for_the_cache(tmp_path)
         _open_image(str(tmp_path / "bomb.png"), "train.jsonl:4")
     crop, reason = decode_for_cache(str(tmp_path / "bomb.png"), _ArrayProcessor())
     assert crop is None and reason.startswith(str(tmp_path / "bomb.png") + ": ") and "ImageLoadError" not in reason
+
+
+# ----------------------------------------------------------------------------- safegen i2t
+
+
+def test_i2t_missing_file_is_one_message(tmp_path):
+    res = runner.invoke(app, ["i2t", str(tmp_path / "absent.png"), "--preset", "toy"])
+    assert res.exit_code == 2, res.output
+    lines = [ln for ln in res.output.splitlines() if ln.strip()]
+    assert lines == [f"error: no image files found: {tmp_path / 'absent.png'}: no such file or folder"]
