@@ -189,32 +189,43 @@ def glob_files(pattern: str) -> list[Path]:
     return sorted(found)
 
 
-def load_image(path: str | Path, *, max_pixels: int | None = DEFAULT_MAX_PIXELS, mode: str = "RGB") -> Image.Image:
+def load_image(
+    path: str | Path,
+    *,
+    max_pixels: int | None = DEFAULT_MAX_PIXELS,
+    mode: str = "RGB",
+    data: bytes | None = None,
+) -> Image.Image:
     """Open, fully decode and convert one image file, or raise :class:`ImageLoadError`.
 
+    Every command that reads a user's image comes through here, so each gets the same
+    protections: a size limit checked from the header before any pixel is decoded (a
+    58-byte PNG can claim 60,000 x 60,000 pixels), EXIF orientation applied (phones store
+    rotated pixels and a tag), and one-line errors naming the file and what to do.
+
     The whole file is decoded here (not lazily later), so a truncated file fails now with
-    its name rather than deep inside a model call. EXIF orientation is applied, since
-    phones store rotated pixels.
+    its name rather than deep inside a model call. ``data`` decodes bytes already read
+    (e.g. to hash them), ``path`` then only names the file in errors. The limit cannot go
+    above Pillow's own (``PIL.Image.MAX_IMAGE_PIXELS``, the default here).
     """
+    import io
+
     from PIL import Image, ImageOps, UnidentifiedImageError
 
     path = Path(path)
-    if not path.exists():
-        raise ImageLoadError(path, "no such file")
-    if path.is_dir():
-        raise ImageLoadError(path, "is a folder, not an image file")
+    if data is None:
+        if not path.exists():
+            raise ImageLoadError(path, "no such file; check the path")
+        if path.is_dir():
+            raise ImageLoadError(path, "is a folder, not an image file; pass the image files (or the folder to i2t)")
     try:
         with warnings.catch_warnings():
             # Pillow only warns between 1x and 2x its limit; treat every bomb warning as fatal.
             warnings.simplefilter("error", Image.DecompressionBombWarning)
-            with Image.open(path) as im:
+            with Image.open(path if data is None else io.BytesIO(data)) as im:
                 width, height = im.size
                 if max_pixels is not None and width * height > max_pixels:
-                    raise ImageLoadError(
-                        path,
-                        f"{width}x{height} pixels exceeds the {max_pixels:,}-pixel limit "
-                        "(possible decompression bomb); resize it or raise the limit",
-                    )
+                    raise ImageLoadError(path, _too_large(f"{width}x{height} pixels", max_pixels))
                 im.load()
                 image = ImageOps.exif_transpose(im)
                 if image.mode != mode:
@@ -224,13 +235,38 @@ def load_image(path: str | Path, *, max_pixels: int | None = DEFAULT_MAX_PIXELS,
     except ImageLoadError:
         raise
     except UnidentifiedImageError:
-        raise ImageLoadError(path, "not an image Pillow can read (unknown or corrupt format)") from None
-    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
-        raise ImageLoadError(path, f"refused as a possible decompression bomb ({exc})") from None
+        raise ImageLoadError(
+            path, "not an image Pillow can read (unknown or corrupt format); convert it to PNG or JPEG"
+        ) from None
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning):
+        # Pillow refuses in Image.open, before the size is readable: its own limit is what was exceeded.
+        limit = Image.MAX_IMAGE_PIXELS or DEFAULT_MAX_PIXELS
+        limit = min(limit, max_pixels) if max_pixels is not None else limit
+        raise ImageLoadError(path, _too_large("its header claims more pixels than Pillow decodes", limit)) from None
     except (OSError, SyntaxError, ValueError) as exc:
         # Pillow raises OSError("image file is truncated ...") and friends for damaged files.
         raise ImageLoadError(path, f"damaged or truncated image ({str(exc).splitlines()[0]}); re-export it") from None
     return image
+
+
+def _too_large(what: str, limit: int) -> str:
+    side = int(limit**0.5)
+    return (
+        f"{what}, over the {limit:,}-pixel limit (possible decompression bomb); "
+        f"resize it to at most {limit:,} pixels (e.g. {side}x{side})"
+    )
+
+
+def fit_size(width: int, height: int, max_pixels: int, multiple: int = 8) -> tuple[int, int]:
+    """The largest ``(w, h)`` of ``width:height``'s aspect with ``w*h <= max_pixels``, sides multiples of ``multiple``.
+
+    A size already within ``max_pixels`` only loses its remainder modulo ``multiple``; never
+    smaller than one ``multiple`` a side.
+    """
+    scale = min(1.0, (max_pixels / (width * height)) ** 0.5)
+    w = max(multiple, int(width * scale) // multiple * multiple)
+    h = max(multiple, int(height * scale) // multiple * multiple)
+    return w, h
 
 
 def _to_mode(image: Image.Image, mode: str) -> Image.Image:

@@ -10,7 +10,7 @@ import dataclasses
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .errors import SafegenError
+from .errors import UsageError
 
 ASSETS_DIR = Path(__file__).parent / "assets"
 
@@ -133,7 +133,8 @@ def get_preset(name: str) -> Preset:
     try:
         return PRESETS[name].resolved()
     except KeyError:
-        raise SafegenError(f"unknown preset '{name}'; choose one of: {', '.join(sorted(PRESETS))}") from None
+        # A misspelt --preset is the user's choice, like a bad flag: a usage error (exit 2), not a runtime one.
+        raise UsageError(f"unknown preset '{name}'; choose one of: {', '.join(sorted(PRESETS))}") from None
 
 
 def is_available_offline(source: str) -> bool:

@@ -435,13 +435,13 @@ class PairDataset:
 
 
 def _open_image(path: str | None, where: str):
-    from PIL import Image
+    """Through safegen's one image loader, so training sees what inference sees (EXIF turn, size limit)."""
+    from safegen.image_io import ImageLoadError, load_image
 
     try:
-        with Image.open(path) as im:
-            return im.convert("RGB")
-    except Exception as exc:  # noqa: BLE001 - any decoder failure is a data problem, reported with its record
-        raise DataError(f"{where}: cannot read image '{path}' ({type(exc).__name__}: {exc})") from exc
+        return load_image(str(path))
+    except ImageLoadError as exc:
+        raise DataError(f"{where}: cannot read image '{exc.path}': {exc.reason}") from None
 
 
 class Collator:

@@ -28,7 +28,6 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
-import io
 import json
 import os
 import re
@@ -41,7 +40,9 @@ import numpy as np
 
 from .data import DataError
 
-FORMAT = 1
+# 2: images decoded by safegen.image_io.load_image, which applies EXIF orientation (1 did not), so
+# crops cached by 1 would differ from the live path for rotated photos; the key change drops them.
+FORMAT = 2
 # Applied on the fly from the live processor, so they are not part of what a cached crop depends on.
 _ON_THE_FLY = {"do_rescale", "rescale_factor", "do_normalize", "image_mean", "image_std"}
 _NOT_SETTINGS = {"processor_class", "_processor_class"}
@@ -278,16 +279,18 @@ def write_shard(folder: Path, number: int, crops: list[np.ndarray], images: list
 
 def decode_for_cache(path: str, processor: Any) -> tuple[np.ndarray | None, list[Any] | str]:
     """(crop, [real path, size, mtime_ns, sha256]) for one image, or (None, reason) when it cannot be read."""
-    from PIL import Image
+    from safegen.image_io import ImageLoadError, load_image
 
     real = os.path.realpath(path)
     try:
         st = os.stat(real)
         data = Path(real).read_bytes()
-        with Image.open(io.BytesIO(data)) as im:
-            crop = crop_uint8(processor, im.convert("RGB"))
+        # The bytes hashed are the bytes decoded, by the loader the live (uncached) path uses.
+        crop = crop_uint8(processor, load_image(path, data=data))
     except DataError:
         raise
+    except ImageLoadError as exc:
+        return None, str(exc)  # already "path: what is wrong; what to do"
     except Exception as exc:  # noqa: BLE001 - one unreadable image is reported, not fatal to the rest
         return None, f"{path}: {type(exc).__name__}: {exc}"
     return crop, [real, st.st_size, st.st_mtime_ns, hashlib.sha256(data).hexdigest()]

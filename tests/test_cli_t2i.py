@@ -105,7 +105,7 @@ def test_check_flags_with_scores(tiny_sd_dir, tmp_path):
         (["   "], 2, "prompt is empty"),
         (["x", "--size", "64by64"], 2, "WIDTHxHEIGHT"),
         (["x", "--dtype", "fp8"], 2, "unknown dtype"),
-        (["x", "--preset", "nope"], 1, "unknown preset 'nope'"),
+        (["x", "--preset", "nope"], 2, "unknown preset 'nope'; choose one of: llava-1.5-13b, "),
         (["x", "--model", "someone/not-cached-model"], 1, "someone/not-cached-model"),
     ],
 )

@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import typer
+from typer.core import TyperArgument, TyperCommand
 
 from ..devices import check_device, resolve_device, resolve_dtype  # noqa: F401  (re-exported for the commands)
 from ..errors import SafegenError, UsageError
@@ -177,3 +178,28 @@ def cli_errors(func):
             raise typer.Exit(2 if isinstance(exc, UsageError) else 1) from None
 
     return wrapper
+
+
+class Command(TyperCommand):
+    """A typer command whose usage line follows click's convention: ``t2i [OPTIONS] PROMPT``.
+
+    typer 0.29 prints an argument as its parameter name in braces (``{prompt}``), which reads
+    like a literal or a template; the help text and docs call it PROMPT. An argument without
+    a metavar gets its upper-cased name, so errors say ``Missing argument 'PROMPT'`` too.
+    """
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        for param in self.params:
+            if isinstance(param, TyperArgument) and param.metavar is None:
+                param.metavar = (param.name or "arg").upper()
+
+    def collect_usage_pieces(self, ctx: Any) -> list[str]:
+        pieces = [self.options_metavar] if self.options_metavar else []
+        for param in self.get_params(ctx):
+            if isinstance(param, TyperArgument):
+                name = f"{param.metavar}{'...' if param.nargs != 1 else ''}"
+                pieces.append(name if param.required else f"[{name}]")
+            else:
+                pieces.extend(param.get_usage_pieces(ctx))
+        return pieces

@@ -19,6 +19,7 @@ import typer
 from ._common import (
     ActivationOpt,
     BaseOpt,
+    Command,
     DeviceOpt,
     DtypeOpt,
     JsonOpt,
@@ -290,7 +291,7 @@ def _report(result: Any, con: Any, json_out: bool) -> None:
 def _standalone() -> None:
     """`python -m safegen.cli.batch ...`: the command without the rest of the CLI (used by torchrun)."""
     app = typer.Typer(add_completion=False, pretty_exceptions_enable=False, rich_markup_mode=None)
-    app.command()(batch)
+    app.command(cls=Command)(batch)
     app()
 
 

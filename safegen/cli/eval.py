@@ -11,6 +11,7 @@ import typer
 from ._common import (
     ActivationOpt,
     BaseOpt,
+    Command,
     DeviceOpt,
     DtypeOpt,
     JsonOpt,
@@ -70,7 +71,7 @@ def _finish(report: dict, out: Path, compare_to: Path | None, json_out: bool) ->
         typer.echo(format_comparison(compare_reports(report, _load_compare(compare_to))))
 
 
-@app.command("t2i")
+@app.command("t2i", cls=Command)
 @cli_errors
 def eval_t2i(
     prompts: Annotated[
@@ -256,7 +257,7 @@ def _judge_options(name: str, device: str, q16_clip: str | None, q16_prompts: Pa
     return options
 
 
-@app.command("i2t")
+@app.command("i2t", cls=Command)
 @cli_errors
 def eval_i2t(
     images: Annotated[list[str], typer.Argument(help="Image files, folders or globs.")],
@@ -348,7 +349,7 @@ def eval_i2t(
     _finish(report, out, compare_to, json_out)
 
 
-@app.command("retrieval")
+@app.command("retrieval", cls=Command)
 @cli_errors
 def eval_retrieval(
     data: Annotated[
@@ -434,7 +435,7 @@ def _parse_attack_options(items: list[str] | None) -> dict[str, dict]:
     return out
 
 
-@app.command("attack")
+@app.command("attack", cls=Command)
 @cli_errors
 def eval_attack(
     prompts: Annotated[

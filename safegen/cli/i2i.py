@@ -14,6 +14,7 @@ from typing import Annotated, Any
 
 import typer
 
+from ..errors import UsageError
 from ._common import (
     ActivationOpt,
     BaseOpt,
@@ -55,7 +56,14 @@ def i2i(
     steps: Annotated[int, typer.Option("--steps", min=1, help="Denoising steps (scaled by --strength).")] = 30,
     guidance: Annotated[float, typer.Option("--guidance", "--cfg", help="Classifier-free guidance scale.")] = 7.5,
     seed: SeedOpt = -1,
-    size: Annotated[str | None, typer.Option("--size", help="WIDTHxHEIGHT to resize the photo to.")] = None,
+    size: Annotated[
+        str | None,
+        typer.Option(
+            "--size",
+            help="WIDTHxHEIGHT to resize the photo (and mask) to; default: the photo's size, scaled down to the "
+            "model's native area (512x512 for SD 1.x) when larger.",
+        ),
+    ] = None,
     num_images: Annotated[int, typer.Option("--num-images", "-n", min=1, help="Images to generate.")] = 1,
     negative_prompt: Annotated[str | None, typer.Option("--negative-prompt", help="What to steer away from.")] = None,
     out: OutOpt = Path("outputs"),
@@ -82,8 +90,14 @@ def i2i(
     )
     check_out_dir(out)
     width, height = parse_size(size)
-    photo = _open_image(image, "--image", "RGB", (width, height))
-    mask_image = _open_image(mask, "--mask", "L", photo.size) if mask is not None else None
+    photo = _open_image(image, "--image", "RGB")
+    mask_image = _open_image(mask, "--mask", "L") if mask is not None else None
+    if mask_image is not None and mask_image.size != photo.size:
+        # Stretching a mask of another size moves the repainted region: refuse rather than guess.
+        raise UsageError(
+            f"--mask {mask} is {mask_image.width}x{mask_image.height} but --image {image} is "
+            f"{photo.width}x{photo.height}; make the mask the photo's size (white is repainted, black kept)"
+        )
     from ..loading import load_t2i_pipeline, resolve_t2i_sources, safe_twin
     from .t2i import DEFAULT_PRESET, _load_checker, _reraise_with_hint, _save_side_by_side, warn_long_prompt
 
@@ -108,6 +122,7 @@ def i2i(
     except Exception as exc:
         _reraise_with_hint(exc, sources.preset)
     warn_long_prompt(safe.tokenizer, prompt)
+    photo, mask_image = _fit_inputs(photo, mask_image, (width, height), _native_pixels(safe), image)
     from ..fingerprint import fingerprint_file, fingerprint_source
 
     fps = {"base": fingerprint_source(sources.base), "safe_encoder": fingerprint_source(sources.safe_encoder)}
@@ -150,27 +165,64 @@ def i2i(
         typer.echo(sheet)  # the side-by-side sheet is a result too: stdout, one path a line
 
 
-def _open_image(path: Path, flag: str, mode: str, size: tuple[int | None, int | None]) -> Any:
-    from PIL import Image, UnidentifiedImageError
+def _open_image(path: Path, flag: str, mode: str) -> Any:
+    """The photo or mask through safegen's one image loader (size limit, EXIF turn, one-line errors)."""
+    from ..image_io import ImageLoadError, load_image
 
     try:
-        with Image.open(path) as im:
-            img = im.convert(mode)
-    except FileNotFoundError:
-        raise typer.BadParameter(f"'{path}' does not exist", param_hint=flag) from None
-    except (UnidentifiedImageError, OSError) as exc:
-        raise typer.BadParameter(
-            f"'{path}' is not a readable image ({exc.__class__.__name__})", param_hint=flag
-        ) from None
-    if size[0] and tuple(size) != img.size:
-        img = img.resize(size, Image.Resampling.LANCZOS if mode == "RGB" else Image.Resampling.NEAREST)
-    # Latents are 1/8 of the pixels: crop to a multiple of 8 instead of letting diffusers resize.
-    w, h = img.width - img.width % 8, img.height - img.height % 8
-    if (w, h) != img.size:
-        if w == 0 or h == 0:
-            raise typer.BadParameter(f"'{path}' is {img.width}x{img.height}; it needs at least 8x8", param_hint=flag)
-        img = img.crop((0, 0, w, h))
+        img = load_image(path, mode=mode)
+    except ImageLoadError as exc:
+        raise UsageError(f"{flag} {exc}") from None  # one named input of this command: a usage error
+    if img.width < 8 or img.height < 8:
+        raise UsageError(f"{flag} {path} is {img.width}x{img.height}; it needs at least 8x8")
     return img
+
+
+def _native_pixels(pipe: Any) -> int:
+    """The area the model was trained at (512x512 for SD 1.x, 1024x1024 for SDXL); 1024x1024 when unknown."""
+    sample = getattr(pipe, "default_sample_size", None)
+    if sample is None:
+        denoiser = getattr(pipe, "unet", None) or getattr(pipe, "transformer", None)
+        sample = getattr(getattr(denoiser, "config", None), "sample_size", None)
+    scale = getattr(pipe, "vae_scale_factor", 8)
+    if isinstance(sample, int):
+        return (sample * scale) ** 2
+    if isinstance(sample, (tuple, list)) and len(sample) == 2:
+        return sample[0] * sample[1] * scale**2
+    return 1024 * 1024
+
+
+def _fit_inputs(photo: Any, mask: Any, size: tuple[int | None, int | None], native: int, path: Path) -> tuple:
+    """Photo and mask at the size the edit runs at: --size, else the photo's own, scaled down to ``native``.
+
+    Cost grows with the pixel count (a 4096x4096 photo on SD 1.x needed over 5 GB and minutes
+    a step), so a photo larger than the model's native area is scaled down, keeping its
+    aspect, and the command says so on stderr. Latents are 1/8 of the pixels: sides are
+    multiples of 8, by cropping the remainder when no scaling is needed.
+    """
+    from PIL import Image
+
+    from ..image_io import fit_size
+
+    if size[0] and size[1]:
+        target = (size[0], size[1])
+    else:
+        target = fit_size(photo.width, photo.height, native)
+        if target[0] * target[1] < (photo.width - photo.width % 8) * (photo.height - photo.height % 8):
+            typer.echo(
+                f"note: --image {path} is {photo.width}x{photo.height}, more than the model's native "
+                f"{native:,} pixels; editing at {target[0]}x{target[1]} (pass --size WxH to choose)",
+                err=True,
+            )
+
+    def fit(img: Any, resample: Any) -> Any:
+        cropped = (img.width - img.width % 8, img.height - img.height % 8)
+        if target == cropped:
+            return img if cropped == img.size else img.crop((0, 0, *cropped))
+        return img.resize(target, resample)
+
+    # The mask is resized with its photo, nearest-neighbour so it stays black and white.
+    return fit(photo, Image.Resampling.LANCZOS), fit(mask, Image.Resampling.NEAREST) if mask is not None else None
 
 
 def _edit(pipe, prompt, negative_prompt, steps, guidance, seed, n, inputs) -> list[Any]:

@@ -20,6 +20,7 @@ from typing import Annotated, Any
 
 import typer
 
+from ..errors import UsageError
 from ..loading import Sources, resolve_i2t_sources
 from ._common import (
     ActivationOpt,
@@ -103,10 +104,11 @@ def i2t(
         )
     expanded = expand_image_args(images, recursive=recursive)
     err = console()
+    if not expanded.paths:
+        # Nothing to caption: the problems are the error, said once (not each, then a usage block about them).
+        raise UsageError(f"no image files found: {'; '.join(expanded.problems) or 'the arguments name none'}")
     for problem in expanded.problems:
         _report(problem)
-    if not expanded.paths:
-        raise typer.BadParameter("no image files found in the given arguments", param_hint="IMAGES")
 
     dev = resolve_device(device)
     torch_dtype = resolve_dtype(dtype, dev)

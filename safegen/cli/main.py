@@ -20,7 +20,7 @@ from . import presets as presets_cmd
 from . import retrieve as retrieve_cmd
 from . import serve as serve_cmd
 from . import t2i as t2i_cmd
-from ._common import debug_enabled
+from ._common import Command, debug_enabled
 
 app = typer.Typer(
     name="safegen",
@@ -45,14 +45,14 @@ def _terminal(
     configure(VERBOSE if verbose else QUIET if quiet else NORMAL)
 
 
-app.command("t2i")(t2i_cmd.t2i)
-app.command("i2i")(i2i_cmd.i2i)
-app.command("presets")(presets_cmd.presets)
-app.command("batch")(batch_cmd.batch)
-app.command("i2t")(i2t_cmd.i2t)
+app.command("t2i", cls=Command)(t2i_cmd.t2i)
+app.command("i2i", cls=Command)(i2i_cmd.i2i)
+app.command("presets", cls=Command)(presets_cmd.presets)
+app.command("batch", cls=Command)(batch_cmd.batch)
+app.command("i2t", cls=Command)(i2t_cmd.i2t)
 app.add_typer(retrieve_cmd.app, name="retrieve")
 app.add_typer(eval_cmd.app, name="eval")
-app.command("serve")(serve_cmd.serve)
+app.command("serve", cls=Command)(serve_cmd.serve)
 
 
 def main() -> None:

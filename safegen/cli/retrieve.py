@@ -21,6 +21,7 @@ from ..errors import SafegenError
 from ._common import (
     ActivationOpt,
     BaseOpt,
+    Command,
     DeviceOpt,
     DtypeOpt,
     JsonOpt,
@@ -181,7 +182,7 @@ def _add_with_progress(add: Any, items: list, what: str, batch_size: int, save: 
     return total
 
 
-@app.command("build")
+@app.command("build", cls=Command)
 @cli_errors
 def build(
     index: IndexArg,
@@ -234,7 +235,7 @@ def build(
         raise typer.Exit(1)
 
 
-@app.command("add")
+@app.command("add", cls=Command)
 @cli_errors
 def add(
     index: IndexArg,
@@ -267,7 +268,7 @@ def add(
         raise typer.Exit(1)
 
 
-@app.command("query")
+@app.command("query", cls=Command)
 @cli_errors
 def query(
     index: IndexArg,
@@ -305,7 +306,7 @@ def query(
         typer.echo(f"{hit.rank}\t{hit.score:.4f}\t{hit.kind}\t{source}")
 
 
-@app.command("info")
+@app.command("info", cls=Command)
 @cli_errors
 def info(index: IndexArg, json_out: JsonOpt = False) -> None:
     """Describe an index: model, size, dimension and item counts."""

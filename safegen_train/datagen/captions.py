@@ -27,6 +27,9 @@ _logger = logging.getLogger(__name__)
 
 CAPTION_KEYS = ("caption", "text", "safe_text", "safe", "prompt")
 SUFFIXES = (".txt", ".jsonl", ".csv")
+# Real captions are a sentence or two (COCO's average about 50 characters); 1000 leaves room
+# for long descriptive ones while keeping every rewrite prompt within a small LM's context.
+DEFAULT_MAX_CAPTION_CHARS = 1000
 
 
 class CaptionFileError(UsageError):

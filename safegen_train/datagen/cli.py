@@ -26,6 +26,8 @@ import typer
 
 from safegen.errors import SafegenError, UsageError
 
+from .captions import DEFAULT_MAX_CAPTION_CHARS
+
 app = typer.Typer(
     name="data",
     help="Make training data: rewrite safe captions, filter, render images, build quadruples.",
@@ -53,6 +55,10 @@ def _one_line(func):
 
 def _print(obj: dict[str, Any]) -> None:
     sys.stdout.write(json.dumps(obj) + "\n")
+
+
+def _problem(line: str) -> None:
+    sys.stderr.write(f"safegen-train data: rejected: {line}\n")
 
 
 def _toy_rewriter() -> str:
@@ -103,6 +109,12 @@ def rewrite(
     limit: Annotated[int | None, typer.Option("--limit", help="Only the first N captions.")] = None,
     num_shards: Annotated[int, typer.Option("--num-shards", help="Split the captions over N jobs.")] = 1,
     shard_index: Annotated[int, typer.Option("--shard-index", help="This job's shard (0-based).")] = 0,
+    max_caption_chars: Annotated[
+        int,
+        typer.Option(
+            "--max-caption-chars", help="Longer captions are reported (file:line), recorded as rejected and skipped."
+        ),
+    ] = DEFAULT_MAX_CAPTION_CHARS,
 ) -> None:
     """Rewrite safe captions into unsafe ones, one row per caption and concept (resumable, shardable)."""
     from .rewrite import RewriteConfig, Rewriter
@@ -131,8 +143,10 @@ def rewrite(
         limit=limit,
         num_shards=num_shards,
         shard_index=shard_index,
+        max_caption_chars=max_caption_chars,
     )
-    _print(Rewriter(cfg, taxonomy=_taxonomy(taxonomy)).run().to_dict())
+    report = _problem  # a rejected caption is one stderr line; the run goes on and the JSON summary counts them
+    _print(Rewriter(cfg, taxonomy=_taxonomy(taxonomy), report=report).run().to_dict())
 
 
 @app.command("filter")

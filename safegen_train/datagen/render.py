@@ -98,11 +98,12 @@ class ImageTextSimilarity:
 
     def pairs(self, image_paths: list[str], texts: list[str]) -> list[float]:
         import torch
-        from PIL import Image
+
+        from safegen.image_io import load_image
 
         if not texts:
             return []
-        images = [Image.open(p).convert("RGB") for p in image_paths]
+        images = [load_image(p) for p in image_paths]  # closes each file (Image.open(...).convert kept them open)
         with torch.no_grad():
             pix = self.processor(images=images, return_tensors="pt")["pixel_values"].to(self.device)
             tok = self.tokenizer(

@@ -11,6 +11,10 @@ Why it is built this way:
   row is appended to ``manifest.jsonl`` (or the shard's part) once written, a re-run skips
   recorded rows, shards take every N-th caption. Refusals and empty replies are recorded
   (so they are not retried forever) and counted, never kept as unsafe captions.
+- A caption longer than ``max_caption_chars`` never reaches the model: one 10 MB line made
+  the tokenizer and attention ask for terabytes and stopped the whole run, again on every
+  re-run. Such a row is reported with file:line, recorded as ``rejected`` and the rest
+  runs; a later run with a higher limit writes it.
 """
 
 from __future__ import annotations
@@ -29,7 +33,7 @@ from safegen.batch.manifest import ManifestWriter, part_name, read_manifest
 from safegen.errors import SafegenError, UsageError
 from safegen.outputs import atomic_write_json
 
-from .captions import Caption, read_captions
+from .captions import DEFAULT_MAX_CAPTION_CHARS, Caption, read_captions
 from .engines import SamplingConfig, create_engine
 from .prompting import as_chat, build_prompt, clean_reply, is_refusal
 from .taxonomy import Taxonomy, TaxonomyError, load_taxonomy
@@ -37,7 +41,7 @@ from .taxonomy import Taxonomy, TaxonomyError, load_taxonomy
 _logger = logging.getLogger(__name__)
 
 RUN_JSON = "run.json"
-STATUSES = ("ok", "refused", "empty")
+STATUSES = ("ok", "refused", "empty", "rejected")
 # Settings that change the text: a resumed run must use the same ones.
 _RESUME_KEYS = ("rewriter", "engine", "taxonomy", "sampling", "seed", "concepts_per_caption", "chat")
 
@@ -63,6 +67,10 @@ class RewriteConfig:
     device: str = field(default="auto", metadata={"help": "auto, cpu, cuda, cuda:1."})
     dtype: str = field(default="auto", metadata={"help": "auto, fp32, fp16, bf16."})
     limit: int | None = field(default=None, metadata={"help": "Use only the first N captions."})
+    max_caption_chars: int = field(
+        default=DEFAULT_MAX_CAPTION_CHARS,
+        metadata={"help": "Longer captions are not rewritten: reported with file:line and recorded as rejected."},
+    )
     num_shards: int = field(default=1, metadata={"help": "Split the captions over this many jobs."})
     shard_index: int = field(default=0, metadata={"help": "Which shard this job runs (0-based)."})
 
@@ -78,6 +86,8 @@ class RewriteConfig:
             raise bad("chat", f"must be auto, yes or no, got '{self.chat}'")
         if self.limit is not None and self.limit < 1:
             raise bad("limit", f"must be >= 1, got {self.limit}")
+        if self.max_caption_chars < 1:
+            raise bad("max_caption_chars", f"must be >= 1, got {self.max_caption_chars}")
         if self.num_shards < 1 or not 0 <= self.shard_index < self.num_shards:
             raise bad("shard_index", f"must be in [0, {self.num_shards}), got {self.shard_index}")
         SamplingConfig(self.temperature, self.top_p, self.top_k, self.max_new_tokens)  # raises on bad values
@@ -115,6 +125,7 @@ class RewriteResult:
     kept: int = 0  # status ok (this run)
     refused: int = 0
     empty: int = 0
+    rejected: int = 0  # rows whose caption is over max_caption_chars (not rewritten)
     seconds: float = 0.0
     rows_per_s: float = 0.0
     shard_index: int = 0
@@ -158,6 +169,7 @@ class Rewriter:
         engine: an already built engine (``TransformersEngine``/``VLLMEngine``); None builds one from ``config``.
         taxonomy: a :class:`Taxonomy` object; None reads ``config.taxonomy``.
         progress: called after every batch with ``(done_rows, total_rows)`` of this shard.
+        report: called with one line per rejected caption (default: a logged warning).
     """
 
     def __init__(
@@ -167,8 +179,10 @@ class Rewriter:
         engine: Any = None,
         taxonomy: Taxonomy | None = None,
         progress: Callable[[int, int], None] | None = None,
+        report: Callable[[str], None] | None = None,
     ):
         self.config = config
+        self.report = report or _logger.warning
         self.out = Path(config.out).resolve()
         self.engine = engine
         self.taxonomy = (taxonomy or load_taxonomy(config.taxonomy)).select(config.concepts)
@@ -232,12 +246,15 @@ class Rewriter:
                 },
             )
         mine = [r for r in rows if r.ordinal % cfg.num_shards == cfg.shard_index]
-        done = {str(r["id"]) for r in read_manifest(self.out)}
-        todo = [r for r in mine if r.id not in done]
+        recorded = {str(r["id"]): r.get("status") for r in read_manifest(self.out)}
+        # Recorded rows are done, except rejections: each run checks them against its own limit.
+        pending = [r for r in mine if recorded.get(r.id) in (None, "rejected")]
+        rejects = [r for r in pending if len(r.caption.text) > cfg.max_caption_chars]
+        todo = [r for r in pending if len(r.caption.text) <= cfg.max_caption_chars]
         result = RewriteResult(
             out=str(self.out),
             planned=len(mine),
-            skipped=len(mine) - len(todo),
+            skipped=len(mine) - len(todo) - len(rejects),
             shard_index=cfg.shard_index,
             num_shards=cfg.num_shards,
         )
@@ -246,6 +263,11 @@ class Rewriter:
         sampling = cfg.sampling
         start = time.perf_counter()
         with ManifestWriter(self.out / part_name(cfg.shard_index, cfg.num_shards)) as manifest:
+            if rejects:
+                # Said on every run (a re-run should say why rows stay unwritten), recorded once.
+                self._report_long(rejects)
+                manifest.append([self._rejected(r, resolved) for r in rejects if r.id not in recorded])
+                result.rejected = len(rejects)
             for b in range(0, len(todo), cfg.batch_size):
                 batch = todo[b : b + cfg.batch_size]
                 replies = self.engine.generate([self.prompt(r) for r in batch], [r.seed for r in batch], sampling)
@@ -261,6 +283,31 @@ class Rewriter:
         result.seconds = time.perf_counter() - start
         result.rows_per_s = result.generated / result.seconds if result.seconds > 0 else 0.0
         return result
+
+    def _report_long(self, rejects: list[RewriteRow]) -> None:
+        """One line per over-long caption (a caption with several concepts is several rows, one problem)."""
+        limit, seen = self.config.max_caption_chars, set()
+        for row in rejects:
+            if row.caption.line in seen:
+                continue
+            seen.add(row.caption.line)
+            self.report(
+                f"{self.config.captions}:{row.caption.line}: caption is {len(row.caption.text):,} characters, over "
+                f"the {limit:,}-character limit; not rewritten, recorded as rejected (shorten it or raise "
+                "--max-caption-chars)"
+            )
+
+    def _rejected(self, row: RewriteRow, resolved: dict[str, Any]) -> dict[str, Any]:
+        """The manifest line of an over-long caption: enough to find it, not the megabytes themselves."""
+        record = self._record(row, "", resolved)
+        record.update(
+            status="rejected",
+            unsafe_text=None,
+            safe_text=row.caption.text[:200],
+            safe_text_chars=len(row.caption.text),
+            reason=f"caption over {self.config.max_caption_chars:,} characters",
+        )
+        return record
 
     def _record(self, row: RewriteRow, reply: str, resolved: dict[str, Any]) -> dict[str, Any]:
         if is_refusal(reply):
