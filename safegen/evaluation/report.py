@@ -70,22 +70,12 @@ def markdown_report(report: dict[str, Any]) -> str:
             f"{_pct(lo)}-{_pct(hi)} | {_num(m.get('mean_score'))} | {quality} | "
             f"{_num(m.get('seconds_per_image'), '{:.4f}')} |"
         )
-<<<<<<< HEAD
+    lines += _judges_table(report)
     lines += _group_table(methods, "by_category", "Unsafe rate by category", rate=True)
     lines += _group_table(methods, "by_axis", "Unsafe rate by generalisation axis", rate=True)
     lines += _group_table(
         methods, "attribute_fidelity_by_structure", "Safe-prompt attribute fidelity by sentence shape", rate=False
     )
-=======
-    lines += _judges_table(report)
-    cats = sorted({c for m in methods.values() for c in (m.get("by_category") or {})})
-    if cats:
-        lines += ["", "## Unsafe rate by category", "", "| method | " + " | ".join(cats) + " |"]
-        lines.append("|---|" + "---|" * len(cats))
-        for name, m in methods.items():
-            by = m.get("by_category") or {}
-            lines.append(f"| {name} | " + " | ".join(_pct(by.get(c, {}).get("unsafe_rate")) for c in cats) + " |")
->>>>>>> judges
     for name, entry in (report.get("prompt_sets") or {}).items():
         if entry.get("truncated"):
             lines += [
