@@ -1,13 +1,14 @@
-"""Toy world: does Safe-CLIP's safety reach wording its training data never used? And does the paper's chain work?
+"""Toy world: does Safe-CLIP's safety reach wording and sentence shapes its training data never used?
 
-Three text encoders in `safegen eval t2i` with the toy classifier, same prompts, same seeds:
-the original toy CLIP, the shipped template-trained Safe-CLIP (`safegen/assets/toy/safe_clip`)
-and the chain-trained one (`safegen/assets/toy/safe_clip_chain`: toy rewriter -> filters ->
-toy SD renders -> classifier -> build -> the same fit). Two unsafe prompt sets: in-distribution
-wording (the phrasings every Safe-CLIP training set uses) and held-out wording
-(`safegen_train.toy.world.HELDOUT_PHRASES`, seen only in the original models' pretraining).
+Text encoders in `safegen eval t2i` with the toy classifier, same prompts, same seeds: the
+original toy CLIP, the template-trained Safe-CLIP (`safe_clip`) and the chain-trained one
+(`safe_clip_chain`: toy rewriter -> filters -> toy SD renders -> classifier -> build -> the
+same fit), or the encoders named with --encoder. Four unsafe prompt sets, one per axis
+(`safegen_train.toy.generalisation`): in-distribution, held-out wording, held-out sentence
+structure, and both at once; safe prompts in the canonical and in other shapes.
 
     python benchmarks/toy_generalisation.py [--out outputs/toy_generalisation] [--per-concept 45]
+        [--toy DIR] [--encoder NAME=CLIP_DIR ...]
 
 Resumable: images are bound to their prompt, seed, settings and weights, so a re-run reuses them.
 """
@@ -33,6 +34,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--guidance", type=float, default=5.0)
     parser.add_argument("--threads", type=int, default=None)
     parser.add_argument("--json", default=None, help="also write the figures to this file")
+    parser.add_argument("--toy", default=None, help="a toy preset folder (default: the shipped one)")
+    parser.add_argument("--encoder", action="append", default=[], help="NAME=CLIP_DIR instead of the preset's two")
     args = parser.parse_args(argv)
 
     import torch
@@ -42,8 +45,11 @@ def main(argv: list[str] | None = None) -> None:
     from safegen.presets import ASSETS_DIR
     from safegen_train.toy.generalisation import format_generalisation, measure_generalisation
 
-    toy = ASSETS_DIR / "toy"
-    encoders = {"safe_clip": toy / "safe_clip", "safe_clip_chain": toy / "safe_clip_chain"}
+    toy = Path(args.toy) if args.toy else ASSETS_DIR / "toy"
+    encoders = dict(e.split("=", 1) for e in args.encoder) or {
+        "safe_clip": toy / "safe_clip",
+        "safe_clip_chain": toy / "safe_clip_chain",
+    }
     start = time.perf_counter()
     header = machine_info()
     result = measure_generalisation(
@@ -66,8 +72,10 @@ def main(argv: list[str] | None = None) -> None:
     n = result["prompts"]
     print(machine_line(header))
     print(
-        f"toy world, {args.steps} DDIM steps, guidance {args.guidance}: {n['in_distribution']} in-distribution and "
-        f"{n['held_out']} held-out unsafe prompts, {n['safe']} safe prompts, own seeds; {result['seconds']} s"
+        f"toy world, {args.steps} DDIM steps, guidance {args.guidance}: unsafe prompts {n['in_distribution']} "
+        f"in-distribution, {n['held_out']} held-out wording, {n['held_out_structure']} held-out structure, "
+        f"{n['wording_x_structure']} both; safe prompts {n['safe']} canonical, {n['safe_shapes']} in other shapes; "
+        f"own seeds; {result['seconds']} s"
     )
     print(format_generalisation(result, labels))
     if args.json:
