@@ -151,7 +151,11 @@ def serve(
         markup=False,
         soft_wrap=True,
     )
-    uvicorn.Server(uvicorn_config(app, config, host=host, port=port, log_level=log_level or _log_level())).run()
+    server = uvicorn.Server(uvicorn_config(app, config, host=host, port=port, log_level=log_level or _log_level()))
+    try:
+        server.run()
+    except KeyboardInterrupt:  # uvicorn re-raises the Ctrl-C it shut down on; stopping is the normal end
+        pass
 
 
 def _log_level() -> str:
