@@ -442,6 +442,10 @@ def test_config_validation_names_the_field():
         ServeConfig(queue_size=2, max_n=4)
     with pytest.raises(UsageError, match="max_size"):
         ServeConfig(max_size=100)
+    with pytest.raises(UsageError, match="header_timeout_s"):
+        ServeConfig(header_timeout_s=0)
+    with pytest.raises(UsageError, match="max_connections"):
+        ServeConfig(max_connections=0)
     assert ServeConfig(check="none").check is None
     assert ServeConfig(on_unsafe="block").policy == "drop"
     assert ServeConfig().host == "127.0.0.1"
@@ -575,3 +579,171 @@ def test_retry_after_counts_the_call_in_progress():
     estimate, result = asyncio.run(scenario())
     batcher.stop()
     assert estimate >= 2 and result == 1
+
+
+# ------------------------------------------------------------------------------------- hostile input
+
+
+@pytest.mark.parametrize("param", ["prompt", "negative_prompt", "model", "size"])
+def test_a_lone_surrogate_answers_400_in_openai_shape_and_is_counted(pipes, param):
+    engine = make_engine(pipes, cls=GatedEngine)
+    app = create_app(config(), image_engine=engine)
+    body = {"prompt": "a cat", **FAST, param: "a \ud800 cat"}
+    with TestClient(app) as client:
+        # json.dumps escapes the surrogate as \ud800, exactly what a hostile client sends.
+        r = client.post(
+            "/v1/images/generations", content=json.dumps(body), headers={"content-type": "application/json"}
+        )
+        assert r.status_code == 400, r.text
+        error = r.json()["error"]
+        assert error["param"] == param and "surrogate" in error["message"] and error["type"]
+        control = client.post("/v1/images/generations", json={"prompt": "a\x00cat", **FAST})
+        assert control.status_code == 400 and "U+0000" in control.json()["error"]["message"]
+        metrics = client.get("/metrics").text
+    assert 'safegen_requests_total{endpoint="/v1/images/generations",code="400"} 2' in metrics
+    assert engine.calls == []  # refused before queuing
+
+
+def test_an_item_that_fails_its_batch_fails_alone(pipes):
+    class Poisoned(GatedEngine):
+        def render(self, jobs):
+            if any(j.prompt == "poison" for j in jobs):
+                self.calls.append(len(jobs))
+                raise RuntimeError("the model choked on one prompt (simulated)")
+            return super().render(jobs)
+
+    engine = make_engine(pipes, cls=Poisoned)
+    app = create_app(config(max_batch=4, max_wait_ms=50), image_engine=engine)
+
+    async def burst():
+        async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://t") as client:
+            engine.gate.clear()
+            first = asyncio.create_task(client.post("/v1/images/generations", json={"prompt": "warm", **FAST}))
+            await asyncio.to_thread(engine.entered.wait, 10)
+            pending = asyncio.gather(
+                *(
+                    client.post("/v1/images/generations", json={"prompt": p, "seed": 9, **FAST})
+                    for p in ("poison", "a dog")
+                )
+            )
+            await asyncio.sleep(0.2)
+            engine.gate.set()
+            return await first, *await pending
+
+    first, poison, dog = asyncio.run(burst())
+    assert first.status_code == 200 and dog.status_code == 200, dog.text
+    assert poison.status_code == 500 and "choked" in poison.json()["error"]["message"]
+    assert engine.calls == [1, 2, 1, 1]  # warm-up, the shared call that failed, then each item alone
+    with TestClient(app) as client:
+        alone = client.post("/v1/images/generations", json={"prompt": "a dog", "seed": 9, **FAST}).json()
+    assert np.array_equal(pixels(alone["data"][0]["b64_json"]), pixels(dog.json()["data"][0]["b64_json"]))
+
+
+def test_a_failing_finish_is_retried_item_by_item():
+    from safegen.serve.batching import DynamicBatcher
+
+    def finish(payloads, raw):
+        if "bad" in payloads:
+            raise ValueError("cannot encode")
+        return [r.upper() for r in raw]
+
+    batcher = DynamicBatcher(list, max_batch=4, max_wait_s=0.2, queue_size=4, finish=finish)
+
+    async def scenario():
+        items = batcher.submit([("k", p) for p in ("a", "bad", "c")])
+        return await asyncio.gather(*(it.future for it in items), return_exceptions=True)
+
+    results = asyncio.run(scenario())
+    batcher.stop()
+    assert results[0] == "A" and results[2] == "C"
+    assert isinstance(results[1], ValueError)
+
+
+def test_every_answer_carries_the_security_headers(pipes):
+    app = create_app(config(api_keys=["k"], max_upload_mb=0.01), image_engine=make_engine(pipes))
+    with TestClient(app) as client:
+        answers = [
+            client.get("/"),
+            client.get("/static/app.js"),
+            client.get("/healthz"),
+            client.get("/metrics"),
+            client.get("/v1/models"),  # 401
+            client.get("/v1/models", headers={"Authorization": "Bearer k"}),
+            client.get("/nothing-here"),  # 404
+            client.post("/v1/captions", content=b"x" * 200_000, headers={"Authorization": "Bearer k"}),  # 413
+        ]
+    assert [a.status_code for a in answers] == [200, 200, 200, 200, 401, 200, 404, 413]
+    for a in answers:
+        assert a.headers["x-content-type-options"] == "nosniff", a.url
+        assert a.headers["x-frame-options"] == "DENY"
+        csp = a.headers["content-security-policy"]
+        assert "frame-ancestors 'none'" in csp and "default-src 'self'" in csp
+
+
+def test_the_schema_needs_the_key_when_keys_are_set(pipes):
+    with TestClient(create_app(config(api_keys=["k"]), image_engine=make_engine(pipes))) as client:
+        assert client.get("/openapi.json").status_code == 401
+        schema = client.get("/openapi.json", headers={"Authorization": "Bearer k"})
+        assert schema.status_code == 200 and "/v1/images/generations" in schema.json()["paths"]
+        assert client.get("/docs").status_code in (401, 404) and client.get("/redoc").status_code in (401, 404)
+    with TestClient(create_app(config(), image_engine=make_engine(pipes))) as client:
+        assert client.get("/openapi.json").status_code == 200
+
+
+@pytest.mark.parametrize("keys", [["   "], ["k-one", ""], ["\t"]])
+def test_a_blank_key_is_refused_instead_of_turning_login_off(keys):
+    from safegen.errors import UsageError
+
+    with pytest.raises(UsageError, match="api_keys.*empty key"):
+        ServeConfig(api_keys=keys)
+
+
+def test_a_blank_key_variable_is_refused():
+    from safegen.errors import UsageError
+
+    for raw in ("   ", " , "):
+        with pytest.raises(UsageError, match="SAFEGEN_API_KEYS"):
+            keys_from_env({"SAFEGEN_API_KEYS": raw})
+    assert keys_from_env({"SAFEGEN_API_KEYS": ""}) == [] and keys_from_env({}) == []
+
+
+def test_the_page_form_posts_and_never_carries_the_key(pipes):
+    import re
+
+    engine = make_engine(pipes, cls=GatedEngine)
+    with TestClient(create_app(config(api_keys=["k"]), image_engine=engine)) as client:
+        page = client.get("/").text
+        form = re.search(r"<form[^>]*>", page).group()
+        assert 'method="post"' in form and 'action="/"' in form
+        key_input = re.search(r'<input[^>]*id="api-key"[^>]*>', page).group()
+        assert "name=" not in key_input  # a form submission cannot carry the key
+        # Without the script, the submit lands here: refused, nothing generated.
+        r = client.post("/", data={"prompt": "a cat", "seed": "1"})
+        assert r.status_code == 400 and "JavaScript" in r.text
+    assert engine.calls == []
+
+
+def test_uploads_open_with_the_project_loader(caption_engine):
+    seen = []
+    inner = caption_engine.caption
+
+    def spy(jobs):
+        seen.extend(j.image for j in jobs)
+        return inner(jobs)
+
+    caption_engine.caption = spy
+    try:
+        app = create_app(config(max_new_tokens=4), caption_engine=caption_engine)
+        buf = io.BytesIO()
+        Image.new("RGBA", (16, 16), (0, 0, 0, 0)).save(buf, format="PNG")  # fully transparent
+        with TestClient(app) as client:
+            ok = client.post("/v1/captions", files={"file": ("t.png", buf.getvalue(), "image/png")})
+            bad = client.post("/v1/captions", files={"file": ("x.png", b"not an image", "image/png")})
+    finally:
+        caption_engine.caption = inner
+    assert ok.status_code == 200, ok.text
+    # safegen.image_io.load_image flattens transparency onto white (a bare convert("RGB") gives black).
+    assert seen[0].mode == "RGB" and seen[0].getpixel((0, 0)) == (255, 255, 255)
+    message = bad.json()["error"]["message"]
+    assert bad.status_code == 400 and "not an image" in message
+    assert "safegen-upload" not in message and "/tmp" not in message  # the server's paths stay private

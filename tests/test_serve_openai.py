@@ -142,7 +142,7 @@ def test_cli_serve_toy_end_to_end(tmp_path):
         "OMP_NUM_THREADS": "1",
     }
     cmd = [sys.executable, "-m", "safegen.cli.main", "serve", "--preset", "toy", "--port", str(port)]
-    cmd += ["--steps", "3", "--no-captions", "--on-unsafe", "block", "--log-level", "warning"]
+    cmd += ["--steps", "3", "--no-captions", "--on-unsafe", "block"]  # default log level: uvicorn kept quiet
     proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
         url = f"http://127.0.0.1:{port}"
@@ -169,12 +169,15 @@ def test_cli_serve_toy_end_to_end(tmp_path):
     finally:
         proc.send_signal(signal.SIGINT)
         try:
-            _, err = proc.communicate(timeout=30)
+            out, err = proc.communicate(timeout=30)
         except subprocess.TimeoutExpired:
             proc.kill()
-            _, err = proc.communicate()
+            out, err = proc.communicate()
     assert proc.returncode == 0, err[-2000:]
     assert f"http://127.0.0.1:{port}/" in err
+    # uvicorn's banner and access lines are library log lines: hidden unless -v / --log-level info.
+    assert "Uvicorn running" not in err and "Started server process" not in err
+    assert "GET /healthz" not in err + out and "POST /v1/images/generations" not in err + out
 
 
 def test_cli_serve_usage_errors():
@@ -185,3 +188,10 @@ def test_cli_serve_usage_errors():
     none = subprocess.run(base + ["--preset", "toy", "--no-captions", "--max-n", "9", "--queue-size", "4"],
                           env=env, capture_output=True, text=True)  # fmt: skip
     assert none.returncode == 2 and "queue_size" in none.stderr
+    # A key of only spaces would turn login off: refused in one line, before any model loads.
+    blank = subprocess.run(base + ["--preset", "toy", "--api-key", "   "], env=env, capture_output=True, text=True,
+                           timeout=120)  # fmt: skip
+    assert blank.returncode == 2 and "api_keys" in blank.stderr and len(blank.stderr.strip().splitlines()) == 1
+    spaces = subprocess.run(base + ["--preset", "toy"], env={**env, "SAFEGEN_API_KEYS": "  "}, capture_output=True,
+                            text=True, timeout=120)  # fmt: skip
+    assert spaces.returncode == 2 and "SAFEGEN_API_KEYS" in spaces.stderr

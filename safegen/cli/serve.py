@@ -66,7 +66,19 @@ def serve(
     allow_compare: Annotated[
         bool, typer.Option("--allow-compare", help="Let clients see the original image beside the safe one.")
     ] = False,
-    log_level: Annotated[str, typer.Option("--log-level", help="uvicorn log level.")] = "info",
+    header_timeout: Annotated[
+        float, typer.Option("--header-timeout", min=0.001, help="Seconds a client has to send its headers.")
+    ] = 10.0,
+    body_timeout: Annotated[
+        float, typer.Option("--body-timeout", min=0.001, help="Seconds a client has to send its body.")
+    ] = 60.0,
+    max_connections: Annotated[
+        int, typer.Option("--max-connections", min=1, help="Open connections; beyond it: 503.")
+    ] = 128,
+    log_level: Annotated[
+        str | None,
+        typer.Option("--log-level", help="uvicorn's log level; default warning (-v: info, with access lines)."),
+    ] = None,
 ) -> None:
     """Serve safe text-to-image (and captions) over HTTP: OpenAI-Images API, web page at /.
 
@@ -77,6 +89,7 @@ def serve(
 
         from ..serve import ServeConfig, create_app, keys_from_env
         from ..serve.engines import load_caption_engine, load_image_engine
+        from ..serve.server import uvicorn_config
     except ImportError as exc:
         raise SafegenError(
             f"the serve extra is not installed ({exc.name} missing); pip install 'safegen[serve]'"
@@ -110,6 +123,9 @@ def serve(
         check=check,
         threshold=threshold,
         on_unsafe=on_unsafe,
+        header_timeout_s=header_timeout,
+        body_timeout_s=body_timeout,
+        max_connections=max_connections,
         api_keys=keys,
         allow_compare=allow_compare,
     )
@@ -135,4 +151,17 @@ def serve(
         markup=False,
         soft_wrap=True,
     )
-    uvicorn.run(app, host=host, port=port, log_level=log_level)
+    server = uvicorn.Server(uvicorn_config(app, config, host=host, port=port, log_level=log_level or _log_level()))
+    try:
+        server.run()
+    except KeyboardInterrupt:  # uvicorn re-raises the Ctrl-C it shut down on; stopping is the normal end
+        pass
+
+
+def _log_level() -> str:
+    """uvicorn follows the terminal's loudness: its banner and access lines only with -v."""
+    from ..serve.server import DEFAULT_LOG_LEVEL
+    from ..terminal import QUIET, VERBOSE, verbosity
+
+    level = verbosity()
+    return "info" if level is not None and level >= VERBOSE else "error" if level == QUIET else DEFAULT_LOG_LEVEL

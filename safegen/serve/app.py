@@ -19,15 +19,14 @@ from __future__ import annotations
 
 import asyncio
 import base64
-import hmac
-import io
 import logging
 import random
+import re
+import tempfile
 import time
-import warnings
 from itertools import count
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 from fastapi import FastAPI, File, Form, Request, UploadFile
 from fastapi.exceptions import RequestValidationError
@@ -39,30 +38,15 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from .batching import DynamicBatcher, QueueFull
 from .config import ServeConfig
 from .engines import CaptionEngine, CaptionJob, ImageEngine, ImageJob, ImageSettings, caption_key
+from .errors import ApiError, SafeJSONResponse
+from .guard import Guard
 from .metrics import Metrics
 
 _logger = logging.getLogger(__name__)
 
 STATIC_DIR = Path(__file__).parent / "static"
 MAX_SEED = 2**63 - 1
-MAX_JSON_BYTES = 1024 * 1024  # a JSON body is a prompt and a few numbers
 OPEN_PATHS = ("/", "/healthz", "/metrics", "/v1/info")
-
-
-class ApiError(Exception):
-    """An answer other than 200, in OpenAI's error shape."""
-
-    def __init__(
-        self, status: int, message: str, *, type: str = "invalid_request_error", param: str | None = None, **extra
-    ):
-        self.status, self.message, self.type, self.param = status, message, type, param
-        self.code = extra.pop("code", None)
-        self.headers: dict[str, str] = extra.pop("headers", {})
-        super().__init__(message)
-
-    def response(self) -> JSONResponse:
-        body = {"error": {"message": self.message, "type": self.type, "param": self.param, "code": self.code}}
-        return JSONResponse(body, status_code=self.status, headers=self.headers)
 
 
 class ImageRequest(BaseModel):
@@ -202,7 +186,15 @@ def create_app(
         yield
         service.close()
 
-    app = FastAPI(title="safegen serve", version="1", lifespan=lifespan, docs_url=None, redoc_url=None)
+    # Answers escape non-ASCII, so no text a client sent can make encoding an answer fail.
+    app = FastAPI(
+        title="safegen serve",
+        version="1",
+        lifespan=lifespan,
+        docs_url=None,
+        redoc_url=None,
+        default_response_class=SafeJSONResponse,
+    )
     app.state.service = service
 
     @app.exception_handler(ApiError)
@@ -225,23 +217,8 @@ def create_app(
         message = f"{'.'.join(loc) or 'body'}: {first.get('msg', 'invalid request')}"
         return ApiError(400, message, param=".".join(loc) or None).response()
 
-    @app.middleware("http")
-    async def _guard(request: Request, call_next):
-        """Body-size limits, API keys and request metrics, before any body is read."""
-        start = time.perf_counter()
-        path = request.url.path
-        try:
-            if request.method == "POST":
-                _check_body_size(request, config)
-            if config.api_keys and path.startswith("/v1/") and path not in OPEN_PATHS:
-                _check_key(request, config.api_keys)
-            response = await call_next(request)
-        except ApiError as exc:
-            response = exc.response()
-        if path.startswith("/v1/"):
-            endpoint = path if path in _ENDPOINTS else "other"
-            service.metrics.observe_request(endpoint, response.status_code, time.perf_counter() - start)
-        return response
+    # Outermost of the app's own middleware: it sees every answer, the framework's errors included.
+    app.add_middleware(Guard, config=config, metrics=service.metrics, open_paths=OPEN_PATHS, endpoints=_ENDPOINTS)
 
     @app.get("/healthz")
     async def healthz() -> dict[str, Any]:
@@ -305,6 +282,8 @@ def create_app(
     ) -> dict[str, Any]:
         if service.captions is None:
             raise ApiError(404, "this server does not caption images (start it with a captioner preset)")
+        if model is not None:
+            check_text(model, "model")
         _check_model(model, service.captions.model_id)
         _check_prompt(prompt, config)
         if not 0 <= temperature <= 2:
@@ -312,12 +291,13 @@ def create_app(
         tokens = config.max_new_tokens if max_new_tokens is None else max_new_tokens
         if not 1 <= tokens <= config.max_new_tokens:
             raise ApiError(400, f"max_new_tokens must be in [1, {config.max_new_tokens}]", param="max_new_tokens")
-        data = await file.read(config.max_upload_bytes + 1)
-        await file.close()
-        if len(data) > config.max_upload_bytes:
-            raise ApiError(413, f"the upload exceeds {config.max_upload_bytes} bytes", param="file")
-        # Decoding a large upload takes a while: keep the event loop free for other requests.
-        image = await asyncio.to_thread(_decode_upload, data, config.max_upload_pixels)
+        try:
+            # Copying and decoding a large upload takes a while: keep the event loop free for other requests.
+            image = await asyncio.to_thread(
+                _decode_upload, file.file, config.max_upload_bytes, config.max_upload_pixels
+            )
+        finally:
+            await file.close()
         seed = _seed(seed)
         job = CaptionJob(image=image, prompt=prompt, temperature=temperature, max_new_tokens=tokens, seed=seed)
         items = _submit(service.caption_batcher, [(caption_key(job, service.token()), job)])
@@ -337,45 +317,17 @@ def create_app(
     async def index() -> FileResponse:
         return FileResponse(STATIC_DIR / "index.html", headers={"Cache-Control": "no-cache"})
 
+    @app.post("/", include_in_schema=False)
+    async def index_without_script() -> PlainTextResponse:
+        # The page's form posts here only when its script did not run: say so and read nothing, so
+        # neither the prompt nor the key field lands anywhere (a GET form would put both in the URL).
+        return PlainTextResponse("this page needs JavaScript to send a request; nothing was sent", status_code=400)
+
     app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")
     return app
 
 
 _ENDPOINTS = ("/v1/images/generations", "/v1/captions", "/v1/models", "/v1/info")
-
-
-def _check_body_size(request: Request, config: ServeConfig) -> None:
-    limit = config.max_upload_bytes + 64 * 1024 if request.url.path == "/v1/captions" else MAX_JSON_BYTES
-    length = request.headers.get("content-length")
-    if length is None:
-        # Without a length the body could be anything; uvicorn enforces a declared one.
-        if request.headers.get("transfer-encoding", "").lower() == "chunked":
-            raise ApiError(411, "send a Content-Length header (chunked uploads are not accepted)")
-        return
-    try:
-        size = int(length)
-    except ValueError:
-        raise ApiError(400, "Content-Length is not a number") from None
-    if size > limit:
-        raise ApiError(413, f"the request body ({size} bytes) exceeds the limit of {limit} bytes")
-
-
-def _check_key(request: Request, keys: list[str]) -> None:
-    header = request.headers.get("authorization", "")
-    scheme, _, given = header.partition(" ")
-    given = given.strip() if scheme.lower() == "bearer" else ""
-    # Compare against every key in constant time, so timing tells nothing about a key.
-    ok = False
-    for key in keys:
-        ok |= hmac.compare_digest(given.encode(), key.encode())
-    if not ok:
-        raise ApiError(
-            401,
-            "missing or wrong API key: send 'Authorization: Bearer KEY'",
-            type="authentication_error",
-            code="invalid_api_key",
-            headers={"WWW-Authenticate": "Bearer"},
-        )
 
 
 def _check_model(model: str | None, served: str) -> None:
@@ -386,13 +338,39 @@ def _check_model(model: str | None, served: str) -> None:
         )  # fmt: skip
 
 
-def _check_prompt(prompt: str, config: ServeConfig) -> None:
+def _check_prompt(prompt: str, config: ServeConfig, param: str = "prompt") -> None:
+    check_text(prompt, param)
     if not prompt.strip():
-        raise ApiError(400, "prompt is empty", param="prompt")
+        raise ApiError(400, f"{param} is empty", param=param)
     if len(prompt) > config.max_prompt_chars:
         raise ApiError(
-            400, f"prompt has {len(prompt)} characters; the limit is {config.max_prompt_chars}", param="prompt"
+            400, f"{param} has {len(prompt)} characters; the limit is {config.max_prompt_chars}", param=param
         )
+
+
+# C0 controls other than tab, newline and carriage return, and DEL: never part of a prompt.
+_CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")
+
+
+def check_text(value: str, param: str) -> None:
+    """Refuse text that is not plain Unicode (a lone surrogate, control characters) before it is queued.
+
+    JSON may escape a lone surrogate (``"\\ud800"``), which no tokenizer, PNG chunk or UTF-8
+    answer can encode: checked here, the request gets a 400 instead of failing a model call
+    (and with it every other request batched into that call).
+    """
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError as exc:
+        raise ApiError(
+            400, f"{param} is not valid Unicode text (a lone surrogate at character {exc.start})", param=param
+        ) from None
+    bad = _CONTROL.search(value)
+    if bad:
+        raise ApiError(
+            400, f"{param} holds a control character (U+{ord(bad.group()):04X}) at character {bad.start()}",
+            param=param,
+        )  # fmt: skip
 
 
 def _seed(seed: int | None) -> int:
@@ -423,8 +401,11 @@ def parse_request_size(size: str | None, default: int, max_side: int) -> tuple[i
 
 def _plan_images(body: ImageRequest, service: Service) -> tuple[list[ImageJob], dict[str, Any]]:
     config = service.config
-    _check_model(body.model, service.images.model_id)
     _check_prompt(body.prompt, config)
+    for param in ("model", "size", "response_format", "negative_prompt"):
+        if getattr(body, param) is not None:
+            check_text(getattr(body, param), param)
+    _check_model(body.model, service.images.model_id)
     if body.response_format not in (None, "b64_json"):
         raise ApiError(
             400,
@@ -441,8 +422,8 @@ def _plan_images(body: ImageRequest, service: Service) -> tuple[list[ImageJob], 
     if not 0 <= guidance <= 30:
         raise ApiError(400, f"guidance must be in [0, 30], got {guidance}", param="guidance")
     negative = body.negative_prompt or ""
-    if len(negative) > config.max_prompt_chars:
-        raise ApiError(400, f"negative_prompt exceeds {config.max_prompt_chars} characters", param="negative_prompt")
+    if negative:
+        _check_prompt(negative, config, "negative_prompt")
     if body.compare and service.images.original is None:
         raise ApiError(
             403, "comparisons with the original model are off on this server (--allow-compare)", param="compare"
@@ -506,27 +487,30 @@ def _image_entry(result: Any) -> dict[str, Any]:
     }
 
 
-def _decode_upload(data: bytes, max_pixels: int) -> Any:
-    """Decode an uploaded image fully (RGB), refusing non-images and decompression bombs."""
-    from PIL import Image, ImageOps, UnidentifiedImageError
+def _decode_upload(source: BinaryIO, max_bytes: int, max_pixels: int) -> Any:
+    """Open an upload with the project's one image loader (pixel limit, EXIF orientation, one-line errors).
 
-    if not data:
-        raise ApiError(400, "the uploaded file is empty", param="file")
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("error", Image.DecompressionBombWarning)
-            with Image.open(io.BytesIO(data)) as im:
-                w, h = im.size
-                if w * h > max_pixels:
-                    raise ApiError(413, f"the image is {w}x{h}; the limit is {max_pixels} pixels", param="file")
-                im.load()
-                image = ImageOps.exif_transpose(im).convert("RGB")
-    except ApiError:
-        raise
-    except UnidentifiedImageError:
-        raise ApiError(400, "the upload is not an image Pillow can read", param="file") from None
-    except (Image.DecompressionBombError, Image.DecompressionBombWarning):
-        raise ApiError(413, "the image was refused as a possible decompression bomb", param="file") from None
-    except (OSError, SyntaxError, ValueError) as exc:
-        raise ApiError(400, f"the image is damaged or truncated ({str(exc).splitlines()[0]})", param="file") from None
-    return image
+    The loader reads files, so the upload is copied into a private temporary folder first
+    (mode 0700, removed at once); the copy stops at ``max_bytes``.
+    """
+    from ..image_io import ImageLoadError, load_image
+
+    with tempfile.TemporaryDirectory(prefix="safegen-upload-") as folder:
+        path = Path(folder) / "upload"
+        size = 0
+        with open(path, "wb") as out:
+            while chunk := source.read(1024 * 1024):
+                size += len(chunk)
+                if size > max_bytes:
+                    raise ApiError(413, f"the upload exceeds {max_bytes} bytes", param="file")
+                out.write(chunk)
+        if size == 0:
+            raise ApiError(400, "the uploaded file is empty", param="file")
+        try:
+            return load_image(path, max_pixels=max_pixels)
+        except ImageLoadError as exc:
+            # The loader names the file; the client must not learn the server's temporary path.
+            reason = str(exc).replace(f"{path}: ", "").replace(str(path), "the upload")
+            # Too many pixels (a possible decompression bomb) is a size refusal, like a large body.
+            status = 413 if "pixel" in reason or "bomb" in reason else 400
+            raise ApiError(status, f"the upload was refused: {reason}", param="file") from None

@@ -63,6 +63,10 @@ class DynamicBatcher:
         on_batch: called after each call with ``(size, seconds)`` (metrics).
         finish: optional second stage, ``finish(payloads, raw) -> results``, run on its own
             thread while the next batch is in ``run_batch`` (whose output is then ``raw``).
+
+    A call that raises is retried item by item (a batch of one: its item gets the error), so
+    one request the model cannot take fails alone; ``finish`` is retried the same way when
+    ``raw`` is a list with one entry per item.
     """
 
     def __init__(
@@ -193,32 +197,42 @@ class DynamicBatcher:
                     return
                 if not batch:
                     continue
-                start = time.perf_counter()
-                try:
-                    raw: Any = self.run_batch([it.payload for it in batch])
-                    error: BaseException | None = None
-                except Exception as exc:  # every item of the failed call gets the error
-                    _logger.exception("%s: a batch of %d failed", self.name, len(batch))
-                    raw, error = None, exc
-                seconds = time.perf_counter() - start
-                self._call_started = None
-                self._batch_seconds = (
-                    seconds if self._batch_seconds == 0 else 0.8 * self._batch_seconds + 0.2 * seconds
-                )
-                if self.on_batch is not None:
-                    self.on_batch(len(batch), seconds)
-                if self.finish is not None and error is None:
-                    with self._cond:
-                        self._running, self._finishing = 0, self._finishing + len(batch)
-                    # Blocks while one finished batch already waits: at most two batches past the model.
-                    self._handoff.put((batch, raw))
-                    continue
+                raw, error = self._call(batch)
+                parts = [(batch, raw, error)]
+                if error is not None and len(batch) > 1:
+                    # One bad item (or a call too large for memory) must not fail the others' requests.
+                    _logger.warning("%s: retrying the %d items of the failed batch one by one", self.name, len(batch))
+                    parts = [([it], *self._call([it])) for it in batch if not it.cancelled]
                 with self._cond:
                     self._running = 0
-                self._deliver(batch, raw, error)
+                for items, part_raw, part_error in parts:
+                    if self.finish is not None and part_error is None:
+                        with self._cond:
+                            self._finishing += len(items)
+                        # Blocks while one finished batch already waits: at most two batches past the model.
+                        self._handoff.put((items, part_raw))
+                    else:
+                        self._deliver(items, part_raw, part_error)
         finally:
             if self.finish is not None:
                 self._handoff.put(None)
+
+    def _call(self, batch: list[WorkItem]) -> tuple[Any, BaseException | None]:
+        """One model call: ``(raw, None)``, or ``(None, error)`` when it raised."""
+        start = time.perf_counter()
+        self._call_started = time.monotonic()
+        try:
+            raw: Any = self.run_batch([it.payload for it in batch])
+            error: BaseException | None = None
+        except Exception as exc:
+            _logger.exception("%s: a batch of %d failed", self.name, len(batch))
+            raw, error = None, exc
+        seconds = time.perf_counter() - start
+        self._call_started = None
+        self._batch_seconds = seconds if self._batch_seconds == 0 else 0.8 * self._batch_seconds + 0.2 * seconds
+        if self.on_batch is not None:
+            self.on_batch(len(batch), seconds)
+        return raw, error
 
     def _finish_loop(self) -> None:
         while True:
@@ -226,14 +240,22 @@ class DynamicBatcher:
             if item is None:
                 return
             batch, raw = item
-            try:
-                results, error = self.finish([it.payload for it in batch], raw), None
-            except Exception as exc:
-                _logger.exception("%s: finishing a batch of %d failed", self.name, len(batch))
-                results, error = None, exc
+            parts = [(batch, *self._finish(batch, raw))]
+            split = isinstance(raw, (list, tuple)) and len(raw) == len(batch)
+            if parts[0][2] is not None and len(batch) > 1 and split:
+                # As in the model stage: finish each item alone so only the bad one fails.
+                parts = [([it], *self._finish([it], [r])) for it, r in zip(batch, raw, strict=True)]
             with self._cond:
                 self._finishing -= len(batch)
-            self._deliver(batch, results, error)
+            for items, results, error in parts:
+                self._deliver(items, results, error)
+
+    def _finish(self, batch: list[WorkItem], raw: Any) -> tuple[Any, BaseException | None]:
+        try:
+            return self.finish([it.payload for it in batch], raw), None
+        except Exception as exc:
+            _logger.exception("%s: finishing a batch of %d failed", self.name, len(batch))
+            return None, exc
 
     def _deliver(self, batch: list[WorkItem], results: Any, error: BaseException | None) -> None:
         if error is None:

@@ -53,6 +53,13 @@ class ServeConfig:
     check: str | None = field(default="auto", metadata={"help": "Classifier; auto: the preset's or nudenet."})
     threshold: float | None = field(default=None, metadata={"help": "Classifier threshold; None: its default."})
     on_unsafe: str = field(default="blur", metadata={"help": "blur, block, black or keep flagged images."})
+    header_timeout_s: float = field(
+        default=10.0, metadata={"help": "Seconds a client has to send a request's headers (then 408, closed)."}
+    )
+    body_timeout_s: float = field(
+        default=60.0, metadata={"help": "Seconds a client has to send a request's body once its headers are in."}
+    )
+    max_connections: int = field(default=128, metadata={"help": "Open connections; beyond it: 503 and closed."})
     api_keys: list[str] = field(default_factory=list, metadata={"help": "Accepted bearer keys; empty: no auth."})
     allow_compare: bool = field(default=False, metadata={"help": "Let the page show the original beside it."})
 
@@ -60,7 +67,16 @@ class ServeConfig:
         def bad(name: str, why: str) -> UsageError:
             return UsageError(f"serve config: {name} {why}")
 
-        positive = ("port", "steps", "max_steps", "max_batch", "queue_size", "max_prompt_chars", "max_n")
+        positive = (
+            "port",
+            "steps",
+            "max_steps",
+            "max_batch",
+            "queue_size",
+            "max_prompt_chars",
+            "max_n",
+            "max_connections",
+        )
         for name in positive + ("max_upload_pixels", "max_new_tokens"):
             if int(getattr(self, name)) < 1:
                 raise bad(name, f"must be >= 1, got {getattr(self, name)}")
@@ -72,6 +88,9 @@ class ServeConfig:
             raise bad("max_wait_ms", f"must be >= 0, got {self.max_wait_ms}")
         if self.timeout_s <= 0:
             raise bad("timeout_s", f"must be > 0, got {self.timeout_s}")
+        for name in ("header_timeout_s", "body_timeout_s"):
+            if getattr(self, name) <= 0:
+                raise bad(name, f"must be > 0, got {getattr(self, name)}")
         if self.max_upload_mb <= 0:
             raise bad("max_upload_mb", f"must be > 0, got {self.max_upload_mb}")
         if self.max_size is not None and (self.max_size < 8 or self.max_size % 8):
@@ -83,7 +102,10 @@ class ServeConfig:
         per_request = self.max_n * (2 if self.allow_compare else 1)  # a comparison queues both variants
         if self.queue_size < per_request:
             raise bad("queue_size", f"({self.queue_size}) must hold one full request ({per_request} images)")
-        self.api_keys = [k.strip() for k in self.api_keys if k and k.strip()]
+        # A blank key would be dropped, and with it the login: refuse it instead of serving without one.
+        if any(not k or not k.strip() for k in self.api_keys):
+            raise bad("api_keys", "holds an empty key (or only spaces); give real keys or none")
+        self.api_keys = [k.strip() for k in self.api_keys]
 
     @property
     def policy(self) -> str:
@@ -112,4 +134,7 @@ class ServeConfig:
 def keys_from_env(environ: dict[str, str] | None = None) -> list[str]:
     """API keys from ``SAFEGEN_API_KEYS`` (comma separated), so keys stay out of shell history and `ps`."""
     raw = (environ if environ is not None else os.environ).get(API_KEYS_ENV, "")
-    return [k.strip() for k in raw.split(",") if k.strip()]
+    keys = [k.strip() for k in raw.split(",") if k.strip()]
+    if raw and not keys:  # set to spaces or commas: the operator meant a key, not an open server
+        raise UsageError(f"{API_KEYS_ENV} is set but holds no key (only spaces or commas); set real keys or unset it")
+    return keys

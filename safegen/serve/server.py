@@ -1,7 +1,8 @@
-"""Running the app under uvicorn in a background thread (tests, benchmarks, notebooks).
+"""Running the app under uvicorn: its settings (one place), and a background thread (tests, benchmarks).
 
-`safegen serve` runs uvicorn in the foreground; this is the same server on a thread, so a
-script can start it, talk to it over a real socket and stop it cleanly.
+`safegen serve` runs uvicorn in the foreground; :class:`BackgroundServer` is the same server
+(same :func:`uvicorn_config`) on a thread, so a script can start it, talk to it over a real
+socket and stop it cleanly.
 """
 
 from __future__ import annotations
@@ -11,12 +12,39 @@ import threading
 import time
 from typing import Any
 
+#: uvicorn's own lines (startup banner, one access line per request) are hidden unless asked for.
+DEFAULT_LOG_LEVEL = "warning"
+
 
 def free_port(host: str = "127.0.0.1") -> int:
     """A TCP port that was free a moment ago on ``host``."""
     with socket.socket() as s:
         s.bind((host, 0))
         return int(s.getsockname()[1])
+
+
+def uvicorn_config(app: Any, config: Any = None, *, host: str, port: int, log_level: str = DEFAULT_LOG_LEVEL) -> Any:
+    """The uvicorn settings of a safegen server: read deadlines and a connection cap from ``config``.
+
+    ``config`` is the app's :class:`~safegen.serve.config.ServeConfig` (default: the one the
+    app was created with). Access lines are written only at ``info`` or louder, since they
+    are what the README calls library log lines.
+    """
+    import uvicorn
+
+    from .connections import protocol_class
+
+    if config is None:
+        config = app.state.service.config
+    http = protocol_class(config.header_timeout_s, config.body_timeout_s, config.max_connections)
+    return uvicorn.Config(
+        app,
+        host=host,
+        port=port,
+        log_level=log_level,
+        access_log=log_level in ("info", "debug", "trace"),
+        http=http,
+    )
 
 
 class BackgroundServer:
@@ -26,11 +54,18 @@ class BackgroundServer:
     leaving asks uvicorn to finish in-flight requests and stop.
     """
 
-    def __init__(self, app: Any, host: str = "127.0.0.1", port: int | None = None, log_level: str = "warning"):
+    def __init__(
+        self,
+        app: Any,
+        host: str = "127.0.0.1",
+        port: int | None = None,
+        log_level: str = DEFAULT_LOG_LEVEL,
+        config: Any = None,
+    ):
         import uvicorn
 
         self.host, self.port = host, port or free_port(host)
-        self.server = uvicorn.Server(uvicorn.Config(app, host=self.host, port=self.port, log_level=log_level))
+        self.server = uvicorn.Server(uvicorn_config(app, config, host=self.host, port=self.port, log_level=log_level))
         self.thread = threading.Thread(target=self.server.run, name="safegen-uvicorn", daemon=True)
 
     @property
