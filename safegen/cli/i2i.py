@@ -15,6 +15,7 @@ from typing import Annotated, Any
 import typer
 
 from ._common import (
+    IMAGES_COMMAND,
     ActivationOpt,
     BaseOpt,
     DeviceOpt,
@@ -26,7 +27,8 @@ from ._common import (
     SafeEncoderOpt,
     SeedOpt,
     check_generation_options,
-    check_out_dir,
+    check_output_folder,
+    claim_output_folder,
     cli_errors,
     encoder_kwargs,
     parse_size,
@@ -80,7 +82,7 @@ def i2i(
     check_generation_options(
         seed=seed, guidance=guidance, steps=steps, num_images=num_images, device=device, attention=attention
     )
-    check_out_dir(out)
+    check_output_folder(out, IMAGES_COMMAND)
     width, height = parse_size(size)
     photo = _open_image(image, "--image", "RGB", (width, height))
     mask_image = _open_image(mask, "--mask", "L", photo.size) if mask is not None else None
@@ -124,6 +126,7 @@ def i2i(
         images = _edit(pipe, prompt, negative_prompt, steps, guidance, seed, num_images, inputs)
         per_image = (time.perf_counter() - t0) / len(images)
         by_variant[variant] = images
+        claim_output_folder(out, IMAGES_COMMAND)  # once the images exist, as in `safegen t2i`
         verdicts = classifier.classify(images) if classifier else [None] * len(images)
         for i, (edited, verdict) in enumerate(zip(images, verdicts, strict=True)):
             params = _params(prompt, negative_prompt, seed + i, steps, guidance, sources.base, pipe, variant, edited)
