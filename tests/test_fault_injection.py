@@ -370,8 +370,9 @@ def test_markup_in_prompts_and_paths_is_plain_text(tmp_path, tiny_sd_dir):
     model = tmp_path / "dir" / "[" / "x]" / "sd"  # the path `dir/[/x]/sd`
     shutil.copytree(tiny_sd_dir, model)
     res = _cli(
-        "t2i", "[/bold] a [red]cat", "--model", str(model), "--steps", "2", "--size", "32x32", "--out", str(tmp_path)
-    )
+        "t2i", "[/bold] a [red]cat", "--model", str(model), "--steps", "2", "--size", "32x32",
+        "--out", str(tmp_path / "out"),
+    )  # fmt: skip
     assert res.exit_code == 0, res.output
     assert "MarkupError" not in res.output
     from safegen.cli._common import console, status
