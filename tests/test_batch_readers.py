@@ -15,10 +15,10 @@ from safegen.batch.plan import file_stem
 from safegen.errors import PromptFileError
 
 # The real prompt sets live in the project's shared/ folder beside the checkout (CI lays a
-# copy there too); tests that read them skip, saying so, where a checkout has none.
+# copy there too); tests that read them skip, saying so, where a checkout has none (under CI they fail).
 _CANDIDATES = [Path(__file__).resolve().parents[2] / "shared" / "data" / "prompts", Path("/work/shared/data/prompts")]
 DATA = next((p for p in _CANDIDATES if (p / "i2p.csv").is_file()), _CANDIDATES[0])
-needs_data = pytest.mark.skipif(not (DATA / "i2p.csv").is_file(), reason=f"shared prompt sets not found at {DATA}")
+needs_data = pytest.mark.needs((DATA / "i2p.csv").is_file(), reason=f"shared prompt sets not found at {DATA}")
 
 
 def _write(path: Path, text: str | bytes) -> Path:
