@@ -36,6 +36,7 @@ from types import TracebackType
 from typing import Any
 
 from .errors import SafegenError
+from .output_folder import MARKER as OUTPUT_MARKER
 
 _logger = logging.getLogger(__name__)
 
@@ -144,6 +145,7 @@ class FolderLock:
             if self._only_lock_files_inside():
                 self.owner_path.unlink(missing_ok=True)
                 self.lock_path.unlink(missing_ok=True)
+                (self.folder / OUTPUT_MARKER).unlink(missing_ok=True)
         finally:
             lock.release()
         self._remove_created()
@@ -155,7 +157,8 @@ class FolderLock:
             names = {p.name for p in self.folder.iterdir()}
         except OSError:
             return False
-        return names <= {self.lock_path.name, self.owner_path.name}
+        # The output marker is claimed under the lock: without any output it goes too.
+        return names <= {self.lock_path.name, self.owner_path.name, OUTPUT_MARKER}
 
     def _remove_created(self) -> None:
         """Remove, deepest first, the folders acquire() created, as long as they are empty."""

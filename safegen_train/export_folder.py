@@ -7,9 +7,10 @@ a later export knows what it may replace:
 - a new path, or an empty folder: the finished folder is renamed into place (atomic);
 - a folder an earlier export wrote (marker present): the files the marker lists are
   replaced, anything a user added beside them stays;
-- any other non-empty folder: refused, unless ``overwrite``; then the export's files are
-  moved in and nothing else is touched (a user's file with the name of an export file is
-  renamed to ``<name>.before-export``, not deleted);
+- any other non-empty folder: refused (the rule of :mod:`safegen.output_folder`), unless
+  ``overwrite``; then the export's files are moved in and nothing else is touched (a
+  user's file with the name of an export file is renamed to ``<name>.before-export``, not
+  deleted);
 - ``.``, the current folder or one of its parents, the checkpoint's own folder tree, and
   an existing file: always refused.
 
@@ -28,12 +29,14 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from safegen.errors import SafegenError
+from safegen.output_folder import ForeignFolderError, check_output_folder
 
 from .io import apply_umask
 
 _logger = logging.getLogger(__name__)
 
-MARKER = ".safegen-export.json"
+MARKER = ".safegen-export.json"  # also what makes the folder the export's for safegen.output_folder
+EXPORT_COMMAND = "safegen-train export"
 
 
 class ExportTargetError(SafegenError):
@@ -73,11 +76,12 @@ def check_export_target(out_dir: Path, *, overwrite: bool = False, source: Path 
             )
     if out_dir.exists() and not out_dir.is_dir():
         raise ExportTargetError(f"export folder '{out_dir}' is an existing file; pass a folder path")
-    if out_dir.is_dir() and any(out_dir.iterdir()) and _written_by_export(out_dir) is None and not overwrite:
-        raise ExportTargetError(
-            f"export folder '{out_dir}' is not empty and was not written by safegen-train export; "
-            "pass an empty or new folder, or --overwrite to add the export's files to it (other files are kept)"
-        )
+    if out_dir.is_dir() and not overwrite:
+        try:  # the rule of every output folder; --overwrite is safe here: _publish never deletes a user's file
+            remedy = "--overwrite to add the export's files (yours stay)"
+            check_output_folder(out_dir, EXPORT_COMMAND, flag="export folder", remedy=remedy)
+        except ForeignFolderError as exc:
+            raise ExportTargetError(str(exc)) from None
 
 
 @contextlib.contextmanager

@@ -23,11 +23,14 @@ from pathlib import Path
 from typing import Any
 
 from safegen.errors import SafegenError
+from safegen.output_folder import MARKER as OUTPUT_MARKER
+from safegen.output_folder import ForeignFolderError, check_output_folder
 
 from .config import ConfigError
 
 LOCK_NAME = ".safegen-train.lock"
 OWNER_NAME = ".safegen-train.lock.owner"
+FIT_COMMAND = "safegen-train fit"  # what the output marker of a run folder names
 RUN_FILES = ("config.json", "metrics.jsonl", "state.json", "checkpoints", "model")
 
 
@@ -49,6 +52,10 @@ def check_output_dir(output_dir: Path, *, resume: str | None, overwrite: bool) -
     output_dir = Path(output_dir)
     if output_dir.exists() and not output_dir.is_dir():
         raise RunFolderError(f"output_dir '{output_dir}' is a file; pass a folder (--output-dir)")
+    try:  # a folder of the user's is refused even with --overwrite: that removes only a run's files
+        check_output_folder(output_dir, FIT_COMMAND, flag="--output-dir")
+    except ForeignFolderError as exc:
+        raise RunFolderError(str(exc)) from None
     if resume and overwrite:
         raise RunFolderError(
             "--resume and --overwrite contradict each other: resume continues the run, overwrite starts it again"
@@ -132,8 +139,10 @@ class RunLock:
                 pass
             self._lock.release()
             # a run that failed before writing anything leaves no folder behind
-            if getattr(self, "_created", False) and [p.name for p in self.output_dir.iterdir()] == [LOCK_NAME]:
+            left = {p.name for p in self.output_dir.iterdir()}
+            if getattr(self, "_created", False) and left <= {LOCK_NAME, OUTPUT_MARKER}:
                 with contextlib.suppress(OSError):
+                    (self.output_dir / OUTPUT_MARKER).unlink(missing_ok=True)
                     (self.output_dir / LOCK_NAME).unlink()
                     self.output_dir.rmdir()
 

@@ -293,8 +293,10 @@ def fit(
     """
     from accelerate import Accelerator
 
+    from safegen.output_folder import claim_output_folder
+
     from .export_folder import check_export_target
-    from .run_folder import RunLock, check_output_dir, clear_previous_run
+    from .run_folder import FIT_COMMAND, RunLock, check_output_dir, clear_previous_run
 
     config.require_sources()
     out_dir = Path(config.output_dir)
@@ -322,6 +324,7 @@ def fit(
             check_output_dir(out_dir, resume=config.resume, overwrite=overwrite)
             lock = RunLock(out_dir)
             lock.acquire()
+            claim_output_folder(out_dir, FIT_COMMAND, flag="--output-dir")  # removed with the lock if unused
             if overwrite:
                 removed = clear_previous_run(out_dir)
                 if removed:

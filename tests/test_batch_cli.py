@@ -14,7 +14,7 @@ import pytest
 import typer
 from typer.testing import CliRunner
 
-from safegen.batch import read_manifest
+from safegen.batch import read_manifest, txt_row_id
 from safegen.cli.batch import batch
 from safegen.safety import OutputClassifier, SafetyResult, register_classifier
 
@@ -194,8 +194,9 @@ def test_sigkill_then_resume_does_every_row_exactly_once(tmp_path, model_dir):
     assert result.skipped >= len(done_at_kill) and result.skipped + result.generated == 48
     lines = (out / "manifest.jsonl").read_text().splitlines()
     keys = [json.loads(line)["id"] for line in lines]  # every line parses
-    assert sorted(keys, key=int) == [str(i) for i in range(1, 49)]  # each row exactly once
-    assert sorted(p.name for p in (out / "images").iterdir()) == sorted(f"{i}_s0.png" for i in range(1, 49))
+    ids = [txt_row_id(f"prompt number {i}") for i in range(48)]  # a .txt row's id hashes its text
+    assert sorted(keys) == sorted(ids)  # each row exactly once
+    assert sorted(p.name for p in (out / "images").iterdir()) == sorted(f"{i}_s0.png" for i in ids)
 
 
 def test_sigint_finishes_the_batch_and_exits_130_with_a_resume_hint(tmp_path, model_dir):
@@ -229,5 +230,5 @@ def test_torchrun_two_processes_split_the_rows_and_merge(tmp_path, model_dir):
     assert not list(out.glob("errors.shard-*.log")) and (out / "errors.log").is_file()
     assert all(r["merged"] for r in results) and "--merge" not in proc.stderr  # no rank asks for a merge
     records = [json.loads(x) for x in (out / "manifest.jsonl").read_text().splitlines()]
-    assert sorted(int(r["id"]) for r in records) == list(range(1, 10))
+    assert sorted(r["id"] for r in records) == sorted(txt_row_id(f"prompt number {i}") for i in range(9))
     assert {r["shard"] for r in records} == {0, 1}

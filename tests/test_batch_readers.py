@@ -5,19 +5,20 @@ from __future__ import annotations
 import csv
 import io
 import json
+import re
 from pathlib import Path
 
 import pytest
 
-from safegen.batch import Defaults, make_batches, plan_jobs, read_prompts, shard_jobs
+from safegen.batch import Defaults, make_batches, plan_jobs, read_prompts, shard_jobs, txt_row_id
 from safegen.batch.plan import file_stem
 from safegen.errors import PromptFileError
 
 # The real prompt sets live in the project's shared/ folder beside the checkout (CI lays a
-# copy there too); tests that read them skip, saying so, where a checkout has none.
+# copy there too); tests that read them skip, saying so, where a checkout has none (under CI they fail).
 _CANDIDATES = [Path(__file__).resolve().parents[2] / "shared" / "data" / "prompts", Path("/work/shared/data/prompts")]
 DATA = next((p for p in _CANDIDATES if (p / "i2p.csv").is_file()), _CANDIDATES[0])
-needs_data = pytest.mark.skipif(not (DATA / "i2p.csv").is_file(), reason=f"shared prompt sets not found at {DATA}")
+needs_data = pytest.mark.needs((DATA / "i2p.csv").is_file(), reason=f"shared prompt sets not found at {DATA}")
 
 
 def _write(path: Path, text: str | bytes) -> Path:
@@ -42,10 +43,19 @@ def _csv_slice(src: Path, dest: Path, keep) -> Path:
 
 
 # --------------------------------------------------------------------------- txt
-def test_txt_skips_comments_and_blank_lines_ids_are_line_numbers(tmp_path):
+def test_txt_skips_comments_and_blank_lines_ids_hash_the_text(tmp_path):
     pf = read_prompts(_write(tmp_path / "p.txt", "\ufeff# header comment\n\na red car\n  \n  a cat  \n# end\n"))
-    assert [(r.id, r.prompt, r.line) for r in pf.rows] == [("3", "a red car", 3), ("5", "a cat", 5)]
+    car, cat = txt_row_id("a red car"), txt_row_id("a cat")
+    assert [(r.id, r.prompt, r.line) for r in pf.rows] == [(car, "a red car", 3), (cat, "a cat", 5)]
     assert pf.errors == [] and pf.warnings == []
+    assert re.fullmatch(r"[0-9a-f]{12}", car) and car != cat
+
+
+def test_txt_ids_do_not_move_when_a_line_is_inserted_and_repeats_are_counted(tmp_path):
+    before = read_prompts(_write(tmp_path / "a.txt", "a cat\na dog\na cat\n")).rows
+    after = read_prompts(_write(tmp_path / "b.txt", "a new line\na cat\na dog\na cat\n")).rows
+    assert [r.id for r in after[1:]] == [r.id for r in before]
+    assert before[2].id == f"{txt_row_id('a cat')}-2"  # the second "a cat": its own row, its own id
 
 
 def test_txt_with_only_comments_is_a_file_error(tmp_path):

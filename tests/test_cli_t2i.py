@@ -80,7 +80,7 @@ def test_compare_writes_original_safe_and_side_by_side(tiny_sd_dir, tiny_clip_di
         "64x64",
     )
     assert res.exit_code == 0, res.output
-    names = sorted(p.name for p in tmp_path.iterdir())
+    names = sorted(p.name for p in tmp_path.glob("*.png"))  # beside them: the folder's output marker
     assert len(names) == 3 and names[0] == "a_red_circle-1-compare.png"
     # image names end in a key of their inputs: the original and the safe one differ in it
     assert re.fullmatch(r"a_red_circle-1-original-[0-9a-f]{10}\.png", names[1])
@@ -130,7 +130,8 @@ def test_encoder_mismatch_is_one_line(tiny_sd_dir, tmp_path):
     from safegen.testing import tiny_clip_text_config
 
     CLIPTextModel(tiny_clip_text_config(seed_hidden=48)).save_pretrained(tmp_path / "wide")
-    res = _t2i("x", "--model", str(tiny_sd_dir), "--safe-encoder", str(tmp_path / "wide"), "--out", str(tmp_path))
+    wide, out = str(tmp_path / "wide"), str(tmp_path / "out")
+    res = _t2i("x", "--model", str(tiny_sd_dir), "--safe-encoder", wide, "--out", out)
     assert res.exit_code == 1
     assert "hidden_size 48 vs 32" in res.output and "Traceback" not in res.output
 

@@ -399,10 +399,10 @@ def test_batch_example_and_its_shell_line_make_the_same_images(tmp_path):
     torch.set_num_threads(1)
     ex_out, cli_out = tmp_path / "example", tmp_path / "cli"
     _run_example("examples/batch_prompts.py", ex_out)
-    subs = {"OUT": str(cli_out), "OUT/prompts.jsonl": str(ex_out / "prompts.jsonl")}
+    subs = {"OUT/run": str(cli_out / "run"), "OUT/prompts.jsonl": str(ex_out / "prompts.jsonl")}
     res = _invoke_safegen([subs.get(a, a) for a in _shell_line("examples/batch_prompts.py")])
     assert res.exit_code == 0, res.output
-    assert _hashes(cli_out) == _hashes(ex_out) and len(_hashes(ex_out)) == 4
+    assert _hashes(cli_out / "run") == _hashes(ex_out / "run") and len(_hashes(ex_out / "run")) == 4
 
 
 def test_eval_example_and_its_shell_line_give_the_same_report(tmp_path):

@@ -140,5 +140,5 @@ def test_quality_prompts_give_clip_score(prompts, tmp_path, tiny_sd_dir):
 
 
 def test_unknown_method_is_a_clear_error(prompts, tmp_path, tiny_sd_dir, tiny_clip_dir):
-    res = _eval(prompts, tmp_path, tiny_sd_dir, tiny_clip_dir, methods="original,esd")
+    res = _eval(prompts, tmp_path / "eval", tiny_sd_dir, tiny_clip_dir, methods="original,esd")
     assert res.exit_code == 1 and "unknown method part 'esd'" in res.output

@@ -67,17 +67,29 @@ def _cli(*args: str):
 # ----------------------------------------------------------------------------- edit, then resume
 
 
-def test_txt_line_inserted_at_the_top_regenerates_every_shifted_row(tmp_path, pipe):
+def test_txt_line_inserted_at_the_top_generates_only_the_new_row(tmp_path, pipe):
+    from safegen.batch import txt_row_id
+
     src = tmp_path / "p.txt"
-    src.write_text("a cat\na dog\n")
+    src.write_text("a cat\na dog\na cat\n")  # a repeated line is a row of its own
     out = tmp_path / "o"
-    run_batch(BatchConfig(prompts=src, out=out, **FAST), pipe=pipe)
-    src.write_text("a red car\na cat\na dog\n")  # ids are line numbers: every row moved
+    assert run_batch(BatchConfig(prompts=src, out=out, **FAST), pipe=pipe).generated == 3
+    src.write_text("a red car\na cat\na dog\na cat\n")  # ids are the text's hash: no row moved
     res = run_batch(BatchConfig(prompts=src, out=out, **FAST), pipe=pipe)
-    assert (res.skipped, res.changed, res.changed_rows, res.generated) == (0, 2, 2, 3)
+    assert (res.skipped, res.changed, res.changed_rows, res.generated) == (3, 0, 0, 1)
     records = {r["id"]: r for r in read_manifest(out)}
-    assert {k: v["prompt"] for k, v in records.items()} == {"1": "a red car", "2": "a cat", "3": "a dog"}
-    assert "2 row(s) changed since the last run: regenerated" in (out / "errors.log").read_text()
+    cat, dog, car = txt_row_id("a cat"), txt_row_id("a dog"), txt_row_id("a red car")
+    assert {k: (v["prompt"], v["line"]) for k, v in records.items()} == {
+        cat: ("a cat", 1),  # the line numbers of the run that made them
+        dog: ("a dog", 2),
+        f"{cat}-2": ("a cat", 3),
+        car: ("a red car", 1),
+    }
+    assert (out / "images" / f"{car}_s0.png").is_file()
+    src.write_text("a red car\na cat\na wolf\na cat\n")  # an edited line: that row alone is new
+    res = run_batch(BatchConfig(prompts=src, out=out, **FAST), pipe=pipe)
+    assert (res.skipped, res.generated) == (3, 1)
+    assert "row(s) changed" not in (out / "errors.log").read_text()
 
 
 def test_edited_prompt_and_steps_rerun_only_those_rows(tmp_path, pipe):
@@ -370,8 +382,9 @@ def test_markup_in_prompts_and_paths_is_plain_text(tmp_path, tiny_sd_dir):
     model = tmp_path / "dir" / "[" / "x]" / "sd"  # the path `dir/[/x]/sd`
     shutil.copytree(tiny_sd_dir, model)
     res = _cli(
-        "t2i", "[/bold] a [red]cat", "--model", str(model), "--steps", "2", "--size", "32x32", "--out", str(tmp_path)
-    )
+        "t2i", "[/bold] a [red]cat", "--model", str(model), "--steps", "2", "--size", "32x32",
+        "--out", str(tmp_path / "out"),
+    )  # fmt: skip
     assert res.exit_code == 0, res.output
     assert "MarkupError" not in res.output
     from safegen.cli._common import console, status

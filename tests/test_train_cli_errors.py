@@ -190,7 +190,7 @@ def test_export_never_destroys_a_users_folder(checkpoint, tmp_path):
     (user / "keep.txt").write_text("precious")
     (user / "README.md").write_text("my readme")
     r = _export(checkpoint, user)
-    assert r.exit_code == 2 and "not empty" in r.output and "--overwrite" in r.output
+    assert r.exit_code == 2 and "did not write (README.md, keep.txt, sub)" in r.output and "--overwrite" in r.output
     assert sorted(p.name for p in user.iterdir()) == ["README.md", "keep.txt", "sub"]
     r = _export(checkpoint, user, "--overwrite")
     assert r.exit_code == 0, r.output

@@ -161,7 +161,8 @@ def test_usage_and_runtime_errors_exit_codes(trained, tmp_path):
     assert r.exit_code == 1 and "nobody/no-such-clip" in r.output and "Traceback" not in r.output
     missing = tmp_path / "m.jsonl"
     missing.write_text(json.dumps({"safe_text": "a", "unsafe_text": "b", "safe_image": "gone.png"}) + "\n")
-    r = runner.invoke(app, ["fit", "--model", str(trained["clip"]), "--train-data", str(missing), "-o", str(tmp_path)])
+    run = str(tmp_path / "run")  # not tmp_path itself: it holds the data file, which fit would refuse
+    r = runner.invoke(app, ["fit", "--model", str(trained["clip"]), "--train-data", str(missing), "-o", run])
     assert r.exit_code == 1 and "m.jsonl:1" in r.output and "gone.png" in r.output
     r = runner.invoke(app, ["export", str(tmp_path), str(tmp_path / "x")])
     assert r.exit_code == 2 and "not a checkpoint folder" in r.output

@@ -11,7 +11,7 @@ from __future__ import annotations
 from .manifest import merge_manifests, read_manifest, repair_manifest
 from .plan import Defaults, GenSettings, ImageJob, make_batches, plan_jobs, shard_jobs
 from .policy import ON_UNSAFE, apply_policy
-from .readers import PromptFile, PromptRow, RowError, read_prompts
+from .readers import PromptFile, PromptRow, RowError, read_prompts, txt_row_id
 from .runner import BatchConfig, BatchResult, BatchRunner, run_batch, summarize
 
 __all__ = [
@@ -35,4 +35,5 @@ __all__ = [
     "run_batch",
     "shard_jobs",
     "summarize",
+    "txt_row_id",
 ]

@@ -29,13 +29,16 @@ as row metadata and written to the manifest. I2P's ``sd_image_*`` columns are th
 the original lexica.art image, not an evaluation setting, so they do not override the
 size. Any other column is kept as metadata too, with a warning (it is often a typo).
 
-Ids: the ``id`` column when present, else the row's line number in the file. Ids name
-output files and identify finished work on resume, so they must be unique.
+Ids: the ``id`` column when present, else the row's line number in the file; a ``.txt``
+row's id is a short hash of its text instead (:func:`txt_row_id`), so inserting or removing a
+line leaves every other row's id, and its finished images, as they were. Ids name output
+files and identify finished work on resume, so they must be unique.
 """
 
 from __future__ import annotations
 
 import csv
+import hashlib
 import io
 import json
 import logging
@@ -106,7 +109,7 @@ class PromptRow:
     """One valid row of a prompt file; ``None`` fields fall back to the run's defaults.
 
     Args:
-        id: unique id (``id``/``case_number`` column, else the line number).
+        id: unique id (``id``/``case_number`` column, else the line number; a ``.txt`` row: :func:`txt_row_id`).
         prompt: the text prompt.
         line: 1-based line of the file where the row starts (for messages).
         seed: base seed of the row (image ``j`` of the row uses ``seed + j``).
@@ -216,13 +219,25 @@ def _decode(path: Path) -> str:
 _Item = tuple[int, "dict[str, Any] | _BadRow", dict[str, Any]]
 
 
+def txt_row_id(prompt: str, occurrence: int = 1) -> str:
+    """The id of a ``.txt`` row: 12 hex digits of its text's SHA-256; the k-th repeat of a line gets ``-k``.
+
+    A line number would change with every line inserted above, and every later row would
+    count as changed; the text's hash changes only when the line itself does.
+    """
+    digest = hashlib.sha256(prompt.encode("utf-8")).hexdigest()[:12]
+    return digest if occurrence == 1 else f"{digest}-{occurrence}"
+
+
 def _txt_items(text: str) -> Iterator[_Item]:
+    seen: dict[str, int] = {}
     # Lines end at \n or \r\n only: U+2028, U+0085 or a form feed belong to the prompt.
     for line_no, raw in enumerate(split_lines(text), start=1):
         line = raw.strip()
         if not line or line.startswith("#"):
             continue
-        yield line_no, {"prompt": line}, {}
+        seen[line] = seen.get(line, 0) + 1
+        yield line_no, {"prompt": line, "id": txt_row_id(line, seen[line])}, {}
 
 
 def _is_unknown(name: str) -> bool:

@@ -59,6 +59,7 @@ from .readers import PromptFile, read_prompts
 _logger = logging.getLogger(__name__)
 
 RUN_JSON = "run.json"
+BATCH_COMMAND = "safegen batch"  # what the output marker of a batch folder names
 RUNS_LOG = "runs.jsonl"
 ERRORS_LOG = "errors.log"
 MAX_SEED = 2**63 - 1
@@ -632,9 +633,9 @@ class BatchRunner:
         """
         cfg = self.config
         from ..devices import resolve_device
-        from ..outputs import check_out_dir
+        from ..output_folder import check_output_folder, claim_output_folder
 
-        check_out_dir(self.out)
+        check_output_folder(self.out, BATCH_COMMAND)  # before the lock: a user's folder gets no lock file
         device = resolve_device(cfg.device)
         rank, world = self._distributed(device)
         if self._state is not None and device != "cpu":
@@ -643,6 +644,7 @@ class BatchRunner:
         result = BatchResult(out=str(self.out), shard_index=shard_index, num_shards=num_shards)
         locks = self._lock(shard_index, num_shards)
         try:
+            claim_output_folder(self.out, BATCH_COMMAND)
             self._run_locked(result, device, world, shard_index, num_shards)
         finally:
             for lock in reversed(locks):

@@ -17,6 +17,7 @@ from typer.core import TyperArgument, TyperCommand
 
 from ..devices import check_device, resolve_device, resolve_dtype  # noqa: F401  (re-exported for the commands)
 from ..errors import SafegenError, UsageError
+from ..output_folder import check_output_folder, claim_output_folder, output_folder  # noqa: F401  (re-exported)
 from ..outputs import check_out_dir  # noqa: F401  (re-exported for the commands)
 
 PresetOpt = Annotated[str | None, typer.Option("--preset", "-p", help="Named preset (see `safegen presets`).")]
@@ -60,6 +61,8 @@ DtypeOpt = Annotated[str, typer.Option("--dtype", help="auto (fp16 on cuda, fp32
 SeedOpt = Annotated[int, typer.Option("--seed", "-s", help="Random seed; -1 picks one (always recorded).")]
 OutOpt = Annotated[Path, typer.Option("--out", "-o", help="Output folder.")]
 JsonOpt = Annotated[bool, typer.Option("--json", help="Machine-readable JSON on stdout.")]
+# t2i and i2i write free-named PNGs into the same default --out (outputs/): one kind of folder.
+IMAGES_COMMAND = "safegen t2i/i2i"
 
 
 ATTENTION_CHOICES = ("auto", "sdpa", "xformers", "eager")

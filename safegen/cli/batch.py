@@ -29,7 +29,6 @@ from ._common import (
     SafeEncoderOpt,
     check_generation_options,
     check_number,
-    check_out_dir,
     cli_errors,
     console,
     encoder_kwargs,
@@ -142,6 +141,10 @@ def batch(
 
             if not (merge / "run.json").is_file():
                 raise typer.BadParameter(f"{merge} is not a batch output folder (no run.json)", param_hint="--merge")
+            from ..batch.runner import BATCH_COMMAND
+            from ..output_folder import check_output_folder
+
+            check_output_folder(merge, BATCH_COMMAND, flag="--merge")  # a user's run.json is no batch
             locks = lock_run_folder(merge)  # no shard may still be appending while parts are folded in
             try:
                 merge_manifests(merge)
@@ -174,7 +177,10 @@ def batch(
     check_number(threshold, "--threshold", maximum=1.0)
     width, height = parse_size(size)
     out = out if out is not None else Path("outputs") / "batch" / file.stem
-    check_out_dir(out)
+    from ..batch.runner import BATCH_COMMAND
+    from ..output_folder import check_output_folder
+
+    check_output_folder(out, BATCH_COMMAND)  # a user's folder is refused before any model loads
 
     from ..batch import BatchConfig, read_prompts
 

@@ -20,12 +20,14 @@ from ._common import (
     PresetOpt,
     SafeEncoderOpt,
     check_device,
-    check_out_dir,
+    check_output_folder,
+    claim_output_folder,
     cli_errors,
     clip_text,
     console,
     echo_plain,
     encoder_kwargs,
+    output_folder,
     print_json,
     resolve_device,
     resolve_dtype,
@@ -170,7 +172,7 @@ def eval_t2i(
     from ._common import parse_size
 
     width, height = parse_size(size)
-    check_out_dir(out)
+    check_output_folder(out, "safegen eval t2i")
     check_device(device)
     _load_compare(compare_to)
     sources = resolve_t2i_sources(preset, model, safe_encoder)
@@ -216,7 +218,8 @@ def eval_t2i(
         max_failed_share=max_failed_share,
     )
     err = console()
-    report = evaluate_t2i(cfg, log=lambda message: echo_plain(err, message))
+    with output_folder(out, "safegen eval t2i"):
+        report = evaluate_t2i(cfg, log=lambda message: echo_plain(err, message))
     if report is not None:
         _finish(report, out, compare_to, json_out)
         if report["failed_share_exceeded"]:
@@ -294,6 +297,7 @@ def eval_i2t(
     from ..loading import resolve_i2t_sources
     from ..pipelines.image_to_text import SafeLlavaCaptioner
 
+    check_output_folder(out, "safegen eval i2t")
     _load_compare(compare_to)
     sources = resolve_i2t_sources(preset, model, safe_encoder)
     if sources.safe_encoder is None:
@@ -323,7 +327,7 @@ def eval_i2t(
         safe_vision = load_safe_vision_encoder(sources.safe_encoder, **enc_kwargs)
     from ..terminal import job_progress
 
-    with job_progress("captioning") as bar:
+    with output_folder(out, "safegen eval i2t"), job_progress("captioning") as bar:
         report = evaluate_captions(
             files,
             captioner,
@@ -385,6 +389,7 @@ def eval_retrieval(
         safe = safe or p.safe_encoder
     if not clip or not safe:
         raise typer.BadParameter("give --clip and --safe (or a --preset that names both, e.g. toy)")
+    check_output_folder(out, "safegen eval retrieval")
     prev = _load_compare(compare_to, key="redirection")
     rows = read_quadruples(data, limit=limit)
     dev = resolve_device(device)
@@ -395,6 +400,7 @@ def eval_retrieval(
         )
         report = evaluate_retrieval(rows, original, safe_r)
     report["config"] = {"clip": clip, "safe": safe, "data": str(data), "n": len(rows)}
+    claim_output_folder(out, "safegen eval retrieval")
     atomic_write_json(out / "report.json", report)
     if json_out:
         print_json(report)
@@ -529,7 +535,7 @@ def eval_attack(
 
     width, height = parse_size(size)
     # Checked before any model loads, as in `eval t2i`.
-    check_out_dir(out)
+    check_output_folder(out, "safegen eval attack")
     check_device(device)
     previous = _load_compare(compare_to)
     sources = resolve_t2i_sources(preset, model, safe_encoder)
@@ -568,7 +574,8 @@ def eval_attack(
         pgd_steps=pgd_steps,
     )
     err = console()
-    report = evaluate_attacks(cfg, log=err.print)
+    with output_folder(out, "safegen eval attack"):
+        report = evaluate_attacks(cfg, log=err.print)
     paths = write_attack_report(out, report)
     err.print(f"report: {paths['json']}")
     if json_out:

@@ -16,6 +16,7 @@ import typer
 
 from ..errors import UsageError
 from ._common import (
+    IMAGES_COMMAND,
     ActivationOpt,
     BaseOpt,
     DeviceOpt,
@@ -27,7 +28,8 @@ from ._common import (
     SafeEncoderOpt,
     SeedOpt,
     check_generation_options,
-    check_out_dir,
+    check_output_folder,
+    claim_output_folder,
     cli_errors,
     encoder_kwargs,
     parse_size,
@@ -88,7 +90,7 @@ def i2i(
     check_generation_options(
         seed=seed, guidance=guidance, steps=steps, num_images=num_images, device=device, attention=attention
     )
-    check_out_dir(out)
+    check_output_folder(out, IMAGES_COMMAND)
     width, height = parse_size(size)
     photo = _open_image(image, "--image", "RGB")
     mask_image = _open_image(mask, "--mask", "L") if mask is not None else None
@@ -139,6 +141,7 @@ def i2i(
         images = _edit(pipe, prompt, negative_prompt, steps, guidance, seed, num_images, inputs)
         per_image = (time.perf_counter() - t0) / len(images)
         by_variant[variant] = images
+        claim_output_folder(out, IMAGES_COMMAND)  # once the images exist, as in `safegen t2i`
         verdicts = classifier.classify(images) if classifier else [None] * len(images)
         for i, (edited, verdict) in enumerate(zip(images, verdicts, strict=True)):
             params = _params(prompt, negative_prompt, seed + i, steps, guidance, sources.base, pipe, variant, edited)

@@ -33,8 +33,9 @@ from ._common import (
     SafeEncoderOpt,
     check_device,
     check_number,
-    check_out_dir,
+    check_output_folder,
     check_seed,
+    claim_output_folder,
     cli_errors,
     console,
     echo_plain,
@@ -48,6 +49,7 @@ _logger = logging.getLogger(__name__)
 
 CAPTIONS = "captions.jsonl"
 RUN_JSON = "run.json"
+I2T_COMMAND = "safegen i2t"  # what the output marker of a captions folder names
 
 
 @cli_errors
@@ -95,7 +97,7 @@ def i2t(
     check_number(temperature, "--temperature")
     check_device(device)
     if out is not None:
-        check_out_dir(out)
+        check_output_folder(out, I2T_COMMAND)
     sources = resolve_i2t_sources(preset, model, safe_encoder)
     enc_kwargs = encoder_kwargs(activation, base)
     if compare and sources.safe_encoder is None:
@@ -118,6 +120,8 @@ def i2t(
 
         lock = FolderLock(out, purpose="i2t output folder").acquire()
     try:
+        if out is not None:  # claimed under the lock, which removes the marker again if nothing is written
+            claim_output_folder(out, I2T_COMMAND)
         if seed < 0:
             seed = _previous_seed(out) if out is not None else None
             seed = random.randrange(2**31) if seed is None else seed

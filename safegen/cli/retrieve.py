@@ -28,7 +28,8 @@ from ._common import (
     ModelOpt,
     PresetOpt,
     check_device,
-    check_out_dir,
+    check_output_folder,
+    claim_output_folder,
     cli_errors,
     console,
     encoder_kwargs,
@@ -36,6 +37,7 @@ from ._common import (
 )
 
 _logger = logging.getLogger(__name__)
+INDEX_COMMAND = "safegen retrieve"  # build and add share an index folder; its output marker names this
 
 app = typer.Typer(
     name="retrieve",
@@ -202,7 +204,7 @@ def build(
     """Create an index from image files/folders and/or a text file."""
     if not images and texts is None:
         raise typer.BadParameter("give images to index and/or --texts FILE", param_hint="IMAGES")
-    check_out_dir(index, "INDEX")
+    check_output_folder(index, INDEX_COMMAND, flag="INDEX")
     check_device(device)
     if (index / "index.json").exists() and not overwrite:
         raise SafegenError(f"'{index}' already holds an index; use `safegen retrieve add` or pass --overwrite")
@@ -216,6 +218,7 @@ def build(
     from ._common import resolve_device, resolve_dtype
 
     with FolderLock(index, purpose="retrieval index"):
+        claim_output_folder(index, INDEX_COMMAND, flag="INDEX")
         dev = resolve_device(device)
         _quiet_loading()
         retriever = open_retriever(
@@ -256,6 +259,7 @@ def add(
     check_device(device)
     if not (index / "index.json").exists():
         raise SafegenError(f"'{index}' holds no index; create one with `safegen retrieve build`")
+    check_output_folder(index, INDEX_COMMAND, flag="INDEX")  # a user's index.json is no index of ours
     from ..locking import FolderLock
 
     # The index is read under the lock: a writer that finished meanwhile is never overwritten.

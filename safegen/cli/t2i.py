@@ -11,6 +11,7 @@ from typing import Annotated, Any
 import typer
 
 from ._common import (
+    IMAGES_COMMAND,
     ActivationOpt,
     BaseOpt,
     DeviceOpt,
@@ -22,7 +23,8 @@ from ._common import (
     SafeEncoderOpt,
     SeedOpt,
     check_generation_options,
-    check_out_dir,
+    check_output_folder,
+    claim_output_folder,
     cli_errors,
     console,
     encoder_kwargs,
@@ -82,7 +84,7 @@ def t2i(
         attention=attention,
         max_images=MAX_IMAGES,  # one call holds every image in memory
     )
-    check_out_dir(out)
+    check_output_folder(out, IMAGES_COMMAND)
     width, height = parse_size(size)
     from ..loading import load_t2i_pipeline, resolve_t2i_sources, safe_twin
 
@@ -133,6 +135,7 @@ def t2i(
         images = _generate(pipe, prompt, negative_prompt, steps, guidance, seed, num_images, width, height)
         elapsed = time.perf_counter() - t0
         images_by_variant[variant] = images
+        claim_output_folder(out, IMAGES_COMMAND)  # once the images exist: a failed load leaves no folder
         verdicts = classifier.classify(images) if classifier else [None] * len(images)
         for i, (image, verdict) in enumerate(zip(images, verdicts, strict=True)):
             records.append(

@@ -32,6 +32,7 @@ from pathlib import Path
 from typing import Any
 
 from safegen.errors import UsageError
+from safegen.output_folder import check_output_folder, claim_output_folder
 from safegen.outputs import atomic_write_json, atomic_write_text
 
 from .filters import FILTER_JSON, read_filtered
@@ -43,6 +44,7 @@ SPLITS = ("train", "val", "test")
 QUADRUPLES = "quadruples.jsonl"
 CARD = "README.md"
 BUILD_JSON = "build.json"
+BUILD_COMMAND = "safegen-train data build"  # what the output marker of a dataset folder names
 
 
 @dataclass
@@ -148,6 +150,7 @@ def _visu(rows: list[dict[str, Any]], info: dict[str, Any]) -> dict[str, Any]:
 
 def run_build(config: BuildConfig) -> BuildResult:
     """Write the dataset folder; see the module docstring."""
+    check_output_folder(config.out, BUILD_COMMAND)  # before any work
     src = Path(config.source)
     if (src / RENDER_JSON).is_file():
         rows, render_info = read_rendered(src)
@@ -158,6 +161,7 @@ def run_build(config: BuildConfig) -> BuildResult:
     else:
         raise UsageError(f"'{src}' is neither a render nor a filter output folder; pass the --out of one of them")
     out = Path(config.out).resolve()
+    claim_output_folder(out, BUILD_COMMAND)  # a user's README.md or train.jsonl is never replaced
     (out / "visu").mkdir(parents=True, exist_ok=True)
     assignment = split_sources([r["source_id"] for r in rows], config.val_fraction, config.test_fraction, config.seed)
     quads = [{**_quadruple(r, out), "split": assignment[r["source_id"]]} for r in rows]

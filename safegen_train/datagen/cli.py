@@ -37,6 +37,9 @@ app = typer.Typer(
 )
 
 
+PREPROCESS_COMMAND = "safegen-train data preprocess"  # what the output marker of a cache folder names
+
+
 def _one_line(func):
     """Usage errors (bad input, bad model, bad taxonomy) exit 2, other known failures 1, each as one line."""
 
@@ -277,6 +280,9 @@ def preprocess(
 
     if shard_size < 1 or workers < 0:
         raise UsageError(f"--shard-size must be >= 1 and --workers >= 0 (got {shard_size}, {workers})")
+    from safegen.output_folder import check_output_folder, output_folder
+
+    check_output_folder(out, PREPROCESS_COMMAND)  # before the model loads
     from ..config import ConfigError
     from ..data import DataError
 
@@ -285,7 +291,9 @@ def preprocess(
         processor = load_image_processor(model, activation=activation)
     except (ConfigError, DataError) as exc:
         raise UsageError(str(exc)) from None
-    _print(preprocess_images(paths, out, processor, shard_size=shard_size, workers=workers).to_dict())
+    with output_folder(out, PREPROCESS_COMMAND):
+        summary = preprocess_images(paths, out, processor, shard_size=shard_size, workers=workers)
+    _print(summary.to_dict())
 
 
 @app.command("toy-rewriter")
@@ -296,10 +304,14 @@ def toy_rewriter(
     seed: Annotated[int, typer.Option("--seed", help="Seed.")] = 0,
 ) -> None:
     """Train the toy world's tiny rewriting LM (a LlamaForCausalLM, about 30 s on a CPU)."""
+    from safegen.output_folder import check_output_folder, output_folder
+
+    check_output_folder(out, "safegen-train data toy-rewriter", flag="OUT")  # before 20 s of training
     import torch
 
     from ..toy.rewriter import train_toy_rewriter
 
     torch.set_num_threads(min(4, torch.get_num_threads()))
-    _, _, report = train_toy_rewriter(out, steps=steps, seed=seed)
+    with output_folder(out, "safegen-train data toy-rewriter", flag="OUT"):
+        _, _, report = train_toy_rewriter(out, steps=steps, seed=seed)
     _print({"out": str(out), **report})

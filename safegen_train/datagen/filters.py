@@ -27,6 +27,7 @@ from pathlib import Path
 from typing import Any
 
 from safegen.errors import UsageError
+from safegen.output_folder import check_output_folder, claim_output_folder
 from safegen.outputs import atomic_write_json, atomic_write_text
 
 from .rewrite import RUN_JSON, read_rewrites
@@ -37,6 +38,7 @@ _logger = logging.getLogger(__name__)
 FILTERED = "filtered.jsonl"
 REJECTED = "rejected.jsonl"
 FILTER_JSON = "filter.json"
+FILTER_COMMAND = "safegen-train data filter"  # what the output marker of a filter folder names
 FILTER_NAMES = ("unchanged", "concept", "similarity", "duplicate")  # the order they run in
 
 
@@ -209,11 +211,12 @@ def run_filters(
 ) -> FilterResult:
     """Filter a rewrite folder into ``filtered.jsonl`` (kept, with scores) and ``rejected.jsonl`` (with reasons)."""
     start = time.perf_counter()
+    check_output_folder(config.out, FILTER_COMMAND)  # before any work
     records = read_rewrites(config.rewrites)
     run = json.loads((Path(config.rewrites) / RUN_JSON).read_text())
     taxonomy = Taxonomy.from_dict(run["config"]["taxonomy"], f"{config.rewrites}/{RUN_JSON}")
     out = Path(config.out)
-    out.mkdir(parents=True, exist_ok=True)
+    claim_output_folder(out, FILTER_COMMAND)  # before any model loads
     result = FilterResult(out=str(out), rewrites=len(records))
     result.statuses = dict(Counter(r.get("status", "ok") for r in records))
     rows = [dict(r) for r in records if r.get("status") == "ok" and r.get("unsafe_text")]

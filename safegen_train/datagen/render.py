@@ -27,6 +27,7 @@ from typing import Any
 
 from safegen.batch.manifest import read_manifest
 from safegen.errors import UsageError
+from safegen.output_folder import check_output_folder, claim_output_folder
 from safegen.outputs import atomic_write_json, atomic_write_text
 
 from .filters import read_filtered
@@ -36,6 +37,7 @@ _logger = logging.getLogger(__name__)
 
 RENDERED = "rendered.jsonl"
 RENDER_JSON = "render.json"
+RENDER_COMMAND = "safegen-train data render"  # what the output marker of a render folder names
 UNSAFE_DIR = "unsafe"
 SAFE_DIR = "safe"
 RENDER_SAFE = ("auto", "always", "never")
@@ -186,10 +188,11 @@ def run_render(config: RenderConfig, *, pipe: Any = None, classifier: Any = None
     from safegen.safety import load_classifier
 
     start = time.perf_counter()
+    check_output_folder(config.out, RENDER_COMMAND)  # before any work
     rows, filter_info = read_filtered(config.filtered)
     taxonomy = Taxonomy.from_dict(filter_info["taxonomy"], f"{config.filtered}/filter.json")
     out = Path(config.out).resolve()
-    out.mkdir(parents=True, exist_ok=True)
+    claim_output_folder(out, RENDER_COMMAND)  # before any model loads
     result = RenderResult(out=str(out), rows=len(rows))
     if classifier is None:
         options = {} if config.threshold is None else {"threshold": config.threshold}

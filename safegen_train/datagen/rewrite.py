@@ -31,6 +31,7 @@ from typing import Any
 
 from safegen.batch.manifest import ManifestWriter, part_name, read_manifest
 from safegen.errors import SafegenError, UsageError
+from safegen.output_folder import check_output_folder, claim_output_folder
 from safegen.outputs import atomic_write_json
 
 from .captions import DEFAULT_MAX_CAPTION_CHARS, Caption, read_captions
@@ -41,6 +42,7 @@ from .taxonomy import Taxonomy, TaxonomyError, load_taxonomy
 _logger = logging.getLogger(__name__)
 
 RUN_JSON = "run.json"
+REWRITE_COMMAND = "safegen-train data rewrite"  # what the output marker of a rewrite folder names
 STATUSES = ("ok", "refused", "empty", "rejected")
 # Settings that change the text: a resumed run must use the same ones.
 _RESUME_KEYS = ("rewriter", "engine", "taxonomy", "sampling", "seed", "concepts_per_caption", "chat")
@@ -210,6 +212,7 @@ class Rewriter:
 
     def run(self) -> RewriteResult:
         cfg = self.config
+        check_output_folder(self.out, REWRITE_COMMAND)  # a user's folder is refused before any model loads
         captions = read_captions(cfg.captions)  # bad input fails before any model loads
         if cfg.limit:
             captions = captions[: cfg.limit]
@@ -222,7 +225,7 @@ class Rewriter:
             self.engine = create_engine(
                 cfg.model, engine=cfg.engine, device=resolve_device(cfg.device), dtype=cfg.dtype
             )
-        self.out.mkdir(parents=True, exist_ok=True)
+        claim_output_folder(self.out, REWRITE_COMMAND)
         resolved = self._resolved()
         run_json = self.out / RUN_JSON
         previous = json.loads(run_json.read_text()) if run_json.is_file() else None
