@@ -229,3 +229,30 @@ def test_eval_attack_cli_runs_the_denoising_attacks_with_the_report_fields_of_th
     targets = list((out / "attack_targets").rglob("*.png"))
     assert sorted(p.name for p in targets) == ["p0.png", "p1.png"]  # one target per prompt, shared by all
     assert "opt steps/prompt" in (out / "report.md").read_text()
+
+
+def test_sd14_script_writes_the_142_nudity_prompts_and_fails_in_one_sentence_without_weights(tmp_path):
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1]
+    sys.path.insert(0, str(root / "benchmarks"))
+    import whitebox_attack_sd14
+
+    rows = [
+        json.loads(x)
+        for x in whitebox_attack_sd14.write_nudity_prompts(tmp_path / "p.jsonl").read_text().split("\n")
+        if x
+    ]
+    assert len(rows) == 142 == len({r["id"] for r in rows})
+    assert all(r["concept"] == "sexual" and isinstance(r["seed"], int) for r in rows)
+    env = dict(os.environ, HF_HOME=str(tmp_path / "empty-cache"), HF_HUB_OFFLINE="1", PYTHONPATH=str(root))
+    proc = subprocess.run(
+        [sys.executable, str(root / "benchmarks" / "whitebox_attack_sd14.py"), "--out", str(tmp_path / "out")],
+        capture_output=True, text=True, env=env, timeout=300,
+    )  # fmt: skip
+    assert proc.returncode == 1
+    lines = [x for x in proc.stderr.splitlines() if x.strip()]
+    assert len(lines) == 1 and "CompVis/stable-diffusion-v1-4 is not in the Hugging Face cache" in lines[0]
