@@ -30,6 +30,10 @@ prompt already judged is not generated again (the judge is deterministic), so th
 at most ``budget * steps_per_query`` and the queries at most ``budget``. The target image is
 one extra generation by the ORIGINAL model per prompt (shared by every method and by both
 attacks), not a query on the attacked one.
+
+``optimise=False`` is the control: fresh random words of the same length before every
+query, no gradient, same budget. On a model that draws the concept from any odd prompt
+(the toy world's), the control is the rate an attack must beat.
 """
 
 from __future__ import annotations
