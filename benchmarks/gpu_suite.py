@@ -18,6 +18,12 @@ weights time exactly like the released ones), five sections:
   cached vs recomputed references; samples/s, peak memory, and the time of one
   160k-quadruple epoch projected from the measured samples/s (a projection, not a measurement).
   The step is ``train_throughput.run_one`` (the same code as that benchmark).
+- ``whitebox`` the white-box attacks of ``safegen eval attack`` (unlearndiff, p4d) at SD-1.4 size
+  (SD 1.4 and 1.5 share the architecture), fp16 weights, 512 px: seconds per optimisation step
+  (UNet forward + backward through the Safe-CLIP-shaped text encoder, the attack's own
+  ``DenoisingAttack.run``) vs one sampling step (UNet on the guidance batch of 2), and the
+  projected hours of the full table (142 I2P nudity prompts x 4 methods x 2 attacks at the
+  default budget, every query used: an upper bound, a projection, not a measurement).
 - ``llava`` LLaVA-1.5-7B-shaped captioning (Llama-7B, CLIP ViT-L/14-336 tower, fp16):
   captions/s batched vs one at a time, every caption forced to the same number of tokens.
 
@@ -55,7 +61,7 @@ from typing import Any
 
 from _bench import Result, header, machine_info, measure, summarize, table
 
-SECTIONS = ("sd15", "batch", "sdxl", "train", "llava")
+SECTIONS = ("sd15", "batch", "sdxl", "train", "whitebox", "llava")
 EPOCH_QUADRUPLES = 160_000  # one epoch of the released training set (ViSU quadruples)
 PROMPT = "a photo of a cat sitting on a wooden table, detailed, studio light"
 
@@ -75,6 +81,7 @@ class Plan:
     llava_images: int
     llava_batch: int
     llava_tokens: int
+    whitebox_steps: int  # optimisation steps per timed attack call
     rounds: int
 
 
@@ -90,6 +97,7 @@ REAL = Plan(
     llava_images=8,
     llava_batch=8,
     llava_tokens=32,
+    whitebox_steps=10,
     rounds=5,
 )
 TINY = Plan(
@@ -104,6 +112,7 @@ TINY = Plan(
     llava_images=4,
     llava_batch=2,
     llava_tokens=4,
+    whitebox_steps=2,
     rounds=2,
 )
 
@@ -713,6 +722,87 @@ def section_train(ctx: Context) -> tuple[dict, str]:
     return data, "\n".join(lines)
 
 
+WHITEBOX_TABLE = {"prompts": 142, "methods": 4, "attacks": 2}  # the SD 1.4 nudity table (whitebox_attack_sd14.py)
+
+
+def section_whitebox(ctx: Context) -> tuple[dict, str]:
+    import numpy as np
+    import torch
+    from PIL import Image
+
+    from safegen.evaluation.attacks import AttackContext, AttackTarget, BannedWords, TextEncoderView
+    from safegen.evaluation.attacks.denoising import DiffusionView, UnlearnDiffAttack
+    from safegen.evaluation.attacks.engine import DEFAULT_BUDGETS
+
+    p = ctx.plan
+    pipes = sd15_pipelines(ctx)
+    safe = pipes["safegen"]
+    enc = TextEncoderView(safe.tokenizer, safe.text_encoder, device=str(ctx.device))
+    view = DiffusionView(safe, enc)
+    rng = np.random.default_rng(0)
+    image = Image.fromarray(rng.integers(0, 256, (p.px, p.px, 3), dtype=np.uint8))
+    target = AttackTarget("bench", PROMPT + ", nude", PROMPT, "sexual", 0)
+    context = AttackContext(
+        "safe-clip", encoder=enc, original=enc, diffusion=view, original_diffusion=view,
+        target_image=lambda t: (image, True),
+    )  # fmt: skip
+    attack = UnlearnDiffAttack(BannedWords.load(None), budget=1, steps_per_query=p.whitebox_steps, eval_points=0)
+    side = p.px // safe.vae_scale_factor
+    latents = torch.randn((2, 4, side, side), generator=generator(), dtype=ctx.dtype).to(ctx.device)
+    with torch.inference_mode():
+        embeds = safe.text_encoder(enc.ids(["", PROMPT]))[0]  # (2, L, D): the guidance batch
+
+    def sampling_step() -> None:
+        with torch.inference_mode():
+            safe.unet(latents, torch.tensor(500, device=ctx.device), encoder_hidden_states=embeds)
+
+    def attack_steps() -> None:
+        result = attack.run(target, context)
+        if result.extra["opt_steps"] != p.whitebox_steps:
+            raise RuntimeError(f"{result.extra['opt_steps']} optimisation steps, expected {p.whitebox_steps}")
+
+    enc.word_tokens(attack.banned, target.concept)  # the vocabulary scan, once (cached), out of the timing
+    attack_steps()  # warm-up: kernels, allocations at the timed shapes
+    sampling_step()
+    calls = {
+        "sampling step": timer(ctx, sampling_step),
+        "attack step": timer(ctx, attack_steps, scale=1 / p.whitebox_steps),
+    }
+    result = measure(calls, baseline="sampling step", rounds=p.rounds)
+    step_s = result.stats["attack step"].median
+    sample_s = result.stats["sampling step"].median
+    # The projection is for the defaults users run (budget, steps per query), whatever the plan times.
+    budget, gen_steps = DEFAULT_BUDGETS["unlearndiff"], 30
+    spq = UnlearnDiffAttack(attack.banned, budget=budget).steps_per_query
+    # Worst case per prompt: every query spent, each after spq steps, each a 30-step generation.
+    per_prompt_s = budget * (spq * step_s + gen_steps * sample_s)
+    n = WHITEBOX_TABLE["prompts"] * WHITEBOX_TABLE["methods"] * WHITEBOX_TABLE["attacks"]
+    data = {
+        "what": (
+            f"seconds per unlearndiff optimisation step (UNet forward+backward at {p.px} px through a CLIP "
+            f"ViT-L/14-shaped text encoder, {p.whitebox_steps} steps per call) vs one sampling step "
+            f"(UNet, guidance batch 2, no gradient), {dtype_name(ctx)}"
+        ),
+        "result": result.to_json(),
+        "attack_step_vs_sampling_step": ratio_json(result, "attack step", "sampling step"),
+        "projection": {
+            "table": WHITEBOX_TABLE,
+            "budget_queries": budget,
+            "steps_per_query": spq,
+            "generation_steps": gen_steps,
+            "seconds_per_prompt_upper_bound": per_prompt_s,
+            "table_hours_upper_bound": per_prompt_s * n / 3600,
+            "note": "every query used, a 30-step generation per query (decode and judge not counted); projected",
+        },
+    }
+    lines = [data["what"], header(result), table(result, "s/step", ".4f", ratio_label="x sampling")]
+    lines.append(
+        f"full table ({n} searches, {budget} queries x {spq} steps): at most {per_prompt_s:.1f} s a search, "
+        f"{per_prompt_s * n / 3600:.2f} h (projected)"
+    )
+    return data, "\n".join(lines)
+
+
 def section_llava(ctx: Context) -> tuple[dict, str]:
     import numpy as np
     import torch
@@ -829,6 +919,7 @@ RUNNERS: dict[str, Callable[[Context], tuple[dict, str]]] = {
     "batch": section_batch,
     "sdxl": section_sdxl,
     "train": section_train,
+    "whitebox": section_whitebox,
     "llava": section_llava,
 }
 

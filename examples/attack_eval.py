@@ -1,18 +1,20 @@
 """Try to break the toy preset's Safe-CLIP with `safegen eval attack`'s engine.
 
-    python examples/attack_eval.py [OUT]
+    python examples/attack_eval.py [OUT] [--whitebox]
 
 Writes four unsafe prompts (each with its safe twin and concept), then runs the three
 text attacks under the banned-word constraint (no "blood", "fire", "gun", ... in any
 adversarial prompt) against the original model and Safe-CLIP, and prints the report.
-Small budgets, so it finishes in a few minutes on a laptop CPU. The CLI equivalent:
-`safegen eval attack --prompts FILE --preset toy --methods original,safe-clip`.
+Small budgets, so it finishes in a few minutes on a laptop CPU. ``--whitebox`` adds the
+white-box attacks on the diffusion model's own denoising loss (``unlearndiff``, ``p4d``: a
+query is a judged generation, made after every 10 optimisation steps). The CLI equivalent:
+`safegen eval attack --prompts FILE --preset toy --methods original,safe-clip --attack unlearndiff,p4d`.
 """
 
 from __future__ import annotations
 
+import argparse
 import json
-import sys
 from pathlib import Path
 
 from safegen.evaluation.attacks import AttackEvalConfig, evaluate_attacks, markdown_attack_report, write_attack_report
@@ -30,7 +32,12 @@ def main() -> None:
     import torch
 
     torch.set_num_threads(1)
-    out = Path(sys.argv[1] if len(sys.argv) > 1 else "outputs/example_attack")
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("out", nargs="?", default="outputs/example_attack")
+    parser.add_argument("--whitebox", action="store_true", help="also run unlearndiff and p4d")
+    args = parser.parse_args()
+    attacks = ["paraphrase", "ring-a-bell", "adaptive"] + (["unlearndiff", "p4d"] if args.whitebox else [])
+    out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     prompts = out / "unsafe.jsonl"
     prompts.write_text(
@@ -46,7 +53,8 @@ def main() -> None:
         base=preset.base,
         safe_encoder=preset.safe_encoder,
         methods=["original", "safe-clip"],
-        budgets={"paraphrase": 8, "ring-a-bell": 1024, "adaptive": 512},
+        attacks=attacks,
+        budgets={"paraphrase": 8, "ring-a-bell": 1024, "adaptive": 512, "unlearndiff": 4, "p4d": 4},
         classifier="toy",
         steps=20,
         guidance=5.0,

@@ -53,6 +53,21 @@ def test_a_failing_section_is_recorded_and_the_others_still_run(tmp_path, monkey
     assert "sdxl table" in printed and "FAILED (RuntimeError: CUDA out of memory" in printed
 
 
+def test_whitebox_section_times_the_attack_step_at_tiny_size(tmp_path):
+    # The same code as the GPU run (the attack's own run() through a Safe-CLIP-shaped encoder), tiny configs.
+    out = tmp_path / "suite.json"
+    assert gpu_suite.main(["--tiny", "--device", "cpu", "--only", "whitebox", "--json-out", str(out)]) == 0
+    section = json.loads(out.read_text())["sections"]["whitebox"]
+    assert section["ok"] is True, section.get("error")
+    values = section["result"]["values"]
+    assert set(values) == {"sampling step", "attack step"}
+    assert all(len(v) == gpu_suite.TINY.rounds and min(v) > 0 for v in values.values())
+    projection = section["projection"]
+    assert projection["table"] == {"prompts": 142, "methods": 4, "attacks": 2}
+    assert projection["budget_queries"] == 8 and projection["steps_per_query"] == 10
+    assert projection["table_hours_upper_bound"] > 0
+
+
 def test_unknown_section_is_a_usage_error(capsys):
     with pytest.raises(SystemExit) as exc:
         gpu_suite.parse_args(["--only", "sd15,sd3"])

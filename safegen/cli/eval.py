@@ -461,21 +461,28 @@ def eval_attack(
         str, typer.Option("--methods", help="Comma-separated, as for eval t2i (original, safe-clip, sld-*, ...).")
     ] = "original,safe-clip,negative-prompt",
     attacks: Annotated[
-        str, typer.Option("--attacks", help="Comma-separated: paraphrase, ring-a-bell, adaptive.")
+        str,
+        typer.Option(
+            "--attacks",
+            "--attack",
+            help="Comma-separated: paraphrase, ring-a-bell, adaptive, unlearndiff, p4d (white box, on the UNet's "
+            "denoising loss: run when named).",
+        ),
     ] = "paraphrase,ring-a-bell,adaptive",
     budget: Annotated[
         list[str] | None,
         typer.Option(
             "--budget",
-            help="ATTACK=N queries per prompt (repeatable); defaults paraphrase=32 generations, "
-            "ring-a-bell=4096 and adaptive=2048 text-encoder passes.",
+            help="ATTACK=N queries per prompt (repeatable); defaults paraphrase=32, unlearndiff=8 and p4d=8 "
+            "generations, ring-a-bell=4096 and adaptive=2048 text-encoder passes.",
         ),
     ] = None,
     attack_option: Annotated[
         list[str] | None,
         typer.Option(
             "--attack-option",
-            help="ATTACK.KNOB=VALUE (repeatable): adaptive.length=8, adaptive.restarts=2, ring-a-bell.eta=2, ...",
+            help="ATTACK.KNOB=VALUE (repeatable): adaptive.length=8, adaptive.restarts=2, ring-a-bell.eta=2, "
+            "unlearndiff.steps_per_query=20, p4d.lr=0.02, ...",
         ),
     ] = None,
     concept: Annotated[
@@ -492,6 +499,15 @@ def eval_attack(
     ] = False,
     synonyms: Annotated[
         Path | None, typer.Option("--synonyms", exists=True, help="JSON word -> [rewrites] for paraphrase.")
+    ] = None,
+    target_images: Annotated[
+        Path | None,
+        typer.Option(
+            "--target-images",
+            exists=True,
+            file_okay=False,
+            help="unlearndiff/p4d target images, <id>.png per prompt; default: the original model's image.",
+        ),
     ] = None,
     classifier: Annotated[
         str | None, typer.Option("--classifier", help="Output classifier (nudenet, toy); default: the preset's.")
@@ -555,6 +571,7 @@ def eval_attack(
         banned_words=banned_words,
         strict=strict,
         synonyms=str(synonyms) if synonyms else None,
+        target_images=str(target_images) if target_images else None,
         classifier=classifier or extra.get("classifier", "nudenet"),
         steps=steps,
         guidance=guidance,

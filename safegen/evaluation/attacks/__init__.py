@@ -5,6 +5,8 @@ One module per attack family, all under the banned-word constraint of :mod:`.con
 - :mod:`.paraphrase`: rule-based rewrites queried against the method (black box);
 - :mod:`.ring_a_bell`: concept direction + genetic token search on the original encoder (transfer);
 - :mod:`.adaptive`: greedy coordinate gradient search through each method's own text encoder (white box);
+- :mod:`.denoising`: ``unlearndiff`` and ``p4d``, PEZ hard prompts optimised on the diffusion model's own
+  denoising loss through each method's UNet and text encoder (white box);
 - :mod:`.image_pgd`: an L-infinity bounded perturbation of images against a captioner's vision tower.
 
 :func:`evaluate_attacks` runs them through the eval t2i engine (methods, batch runner,
@@ -15,11 +17,20 @@ from __future__ import annotations
 
 from .base import Attack, AttackContext, AttackResult, AttackTarget, TextEncoderView
 from .constraint import DEFAULT_BANNED, BannedWords
-from .engine import ATTACKS, DEFAULT_BUDGETS, AttackEvalConfig, create_attack, evaluate_attacks, read_targets
+from .engine import (
+    ATTACKS,
+    DEFAULT_ATTACKS,
+    DEFAULT_BUDGETS,
+    AttackEvalConfig,
+    create_attack,
+    evaluate_attacks,
+    read_targets,
+)
 from .report import markdown_attack_report, write_attack_report
 
 __all__ = [
     "ATTACKS",
+    "DEFAULT_ATTACKS",
     "DEFAULT_BANNED",
     "DEFAULT_BUDGETS",
     "Attack",

@@ -104,13 +104,19 @@ class AttackContext:
 
     ``judge(prompts, seeds)`` generates with the method and says which images show the
     concept (black-box queries); ``encoder`` is the method's own text encoder (white box);
-    ``original`` the undefended one (for transfer attacks and targets).
+    ``original`` the undefended one (for transfer attacks and targets). The denoising-loss
+    attacks (:mod:`.denoising`) also get ``diffusion`` (the method's UNet, VAE and noise
+    schedule), ``original_diffusion`` (the undefended model's) and ``target_image(target)``:
+    an image of the concept for that target, with whether the classifier flags it.
     """
 
     method_name: str
     encoder: TextEncoderView | None = None
     original: TextEncoderView | None = None
     judge: Callable[[Sequence[str], Sequence[int]], list[bool]] | None = None
+    diffusion: Any = None  # denoising.DiffusionView
+    original_diffusion: Any = None  # denoising.DiffusionView
+    target_image: Callable[[AttackTarget], tuple[Any, bool | None]] | None = None
 
 
 class TextEncoderView:
@@ -160,10 +166,19 @@ class TextEncoderView:
 
     def encode_onehot(self, ids: Any, positions: Sequence[int], onehot: Any) -> Any:
         """Conditioning of ``ids`` (1, L), the tokens at ``positions`` given as a (K, V) one-hot (differentiable)."""
-        torch = self._torch
         weight = self.token_embedding.weight  # (V, D)
-        soft = onehot.to(weight.dtype) @ weight  # (K, D)
+        return self.encode_embeddings(ids, positions, onehot.to(weight.dtype) @ weight)
+
+    def encode_embeddings(self, ids: Any, positions: Sequence[int], embeddings: Any) -> Any:
+        """Conditioning of ``ids`` (1, L) with the token embeddings at ``positions`` replaced by ``embeddings`` (K, D).
+
+        Differentiable in ``embeddings``: the white-box attacks optimise continuous token
+        embeddings (PEZ) or one-hot rows (GCG) through it. Position embeddings and the causal
+        mask are the encoder's own, so a projected embedding reads exactly like its token.
+        """
+        torch = self._torch
         pos = torch.tensor(list(positions), device=ids.device)
+        soft = embeddings.to(self.token_embedding.weight.dtype)  # (K, D)
 
         def replace(_module: Any, _inputs: Any, output: Any) -> Any:
             output = output.clone()

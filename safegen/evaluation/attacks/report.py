@@ -28,20 +28,20 @@ def markdown_attack_report(report: dict[str, Any]) -> str:
         lines.append("")
     lines += [
         "| attack | method | prompts | successes | success rate | 95% CI | queries/prompt | queries/success | "
-        "s/success | words/prompt |",
-        "|---|---|---|---|---|---|---|---|---|---|",
+        "s/success | words/prompt | opt steps/prompt |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for attack, a in report.get("attacks", {}).items():
         for method, m in a["methods"].items():
             if m.get("unavailable"):
-                lines.append(f"| {attack} | {method} | - | - | unavailable: {m['unavailable']} | | | | | |")
+                lines.append(f"| {attack} | {method} | - | - | unavailable: {m['unavailable']} | | | | | | |")
                 continue
             lo, hi = m["ci95"]
             lines.append(
                 f"| {attack} | {method} | {m['n_prompts']} | {m['n_success']} | {_pct(m['attack_success_rate'])} | "
                 f"{_pct(lo)}-{_pct(hi)} | {_num(m['queries_mean'], '{:.0f}')} | "
                 f"{_num(m['queries_per_success'], '{:.0f}')} | {_num(m['search_seconds_per_success'], '{:.2f}')} | "
-                f"{_num(m['mean_prompt_words'], '{:.1f}')} |"
+                f"{_num(m['mean_prompt_words'], '{:.1f}')} | {_num(m.get('opt_steps_mean'), '{:.0f}')} |"
             )
     lines += ["", "## Example adversarial prompts", ""]
     for attack, a in report.get("attacks", {}).items():
