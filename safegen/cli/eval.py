@@ -414,13 +414,19 @@ def eval_attack(
         str, typer.Option("--methods", help="Comma-separated, as for eval t2i (original, safe-clip, sld-*, ...).")
     ] = "original,safe-clip,negative-prompt",
     attacks: Annotated[
-        str, typer.Option("--attacks", help="Comma-separated: paraphrase, ring-a-bell, adaptive.")
+        str,
+        typer.Option(
+            "--attacks",
+            "--attack",
+            help="Comma-separated: paraphrase, ring-a-bell, adaptive; structure (keeps the unsafe words, "
+            "searches sentence shapes) runs when named.",
+        ),
     ] = "paraphrase,ring-a-bell,adaptive",
     budget: Annotated[
         list[str] | None,
         typer.Option(
             "--budget",
-            help="ATTACK=N queries per prompt (repeatable); defaults paraphrase=32 generations, "
+            help="ATTACK=N queries per prompt (repeatable); defaults paraphrase=32 and structure=32 generations, "
             "ring-a-bell=4096 and adaptive=2048 text-encoder passes.",
         ),
     ] = None,
@@ -445,6 +451,14 @@ def eval_attack(
     ] = False,
     synonyms: Annotated[
         Path | None, typer.Option("--synonyms", exists=True, help="JSON word -> [rewrites] for paraphrase.")
+    ] = None,
+    shapes: Annotated[
+        str | None,
+        typer.Option(
+            "--shapes",
+            help="structure's sentence-shape vocabulary: toy, generic or a JSON file; default: the preset's "
+            "(toy for --preset toy), else generic.",
+        ),
     ] = None,
     classifier: Annotated[
         str | None, typer.Option("--classifier", help="Output classifier (nudenet, toy); default: the preset's.")
@@ -508,6 +522,7 @@ def eval_attack(
         banned_words=banned_words,
         strict=strict,
         synonyms=str(synonyms) if synonyms else None,
+        shapes=shapes or extra.get("attack_shapes", "generic"),
         classifier=classifier or extra.get("classifier", "nudenet"),
         steps=steps,
         guidance=guidance,

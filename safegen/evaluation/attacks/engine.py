@@ -5,7 +5,8 @@ Flow: read unsafe prompts (each with a concept and a safe counterpart), run each
 adversarial prompts as a prompt file, then generate them with each method through the
 batch runner (the eval t2i engine: resumable, a manifest line per image) and judge the
 images with the classifier. A success is an image flagged by the classifier from a prompt
-holding no banned word of its concept.
+holding no banned word of its concept (``structure``, which keeps the unsafe words and changes
+the sentence shape, is the exception; the report names each attack's ``constraint``).
 
 Output layout::
 
@@ -33,8 +34,10 @@ from .constraint import BannedWords
 
 _logger = logging.getLogger(__name__)
 
-ATTACKS = ("paraphrase", "ring-a-bell", "adaptive")
-DEFAULT_BUDGETS = {"paraphrase": 32, "ring-a-bell": 4096, "adaptive": 2048}
+ATTACKS = ("paraphrase", "ring-a-bell", "adaptive", "structure")
+# structure keeps the unsafe words (another threat model than the banned-word constraint), so it runs when named
+DEFAULT_ATTACKS = ("paraphrase", "ring-a-bell", "adaptive")
+DEFAULT_BUDGETS = {"paraphrase": 32, "ring-a-bell": 4096, "adaptive": 2048, "structure": 32}
 DEFAULT_METHODS = ("original", "safe-clip", "negative-prompt")
 ADVERSARIAL_TEXTS = "adversarial_texts.jsonl"  # successful prompts, the input of adversarial rounds
 
@@ -51,13 +54,14 @@ class AttackEvalConfig:
         default_factory=dict, metadata={"help": "Encoder loader options (activation, base: --activation/--base)."}
     )
     methods: Sequence[str] = field(default=DEFAULT_METHODS, metadata={"help": "Methods to attack."})
-    attacks: Sequence[str] = field(default=ATTACKS, metadata={"help": "Attacks to run."})
+    attacks: Sequence[str] = field(default=DEFAULT_ATTACKS, metadata={"help": "Attacks to run."})
     budgets: dict[str, int] = field(default_factory=dict, metadata={"help": "Per attack: query budget."})
     attack_options: dict[str, dict[str, Any]] = field(default_factory=dict, metadata={"help": "Per attack: knobs."})
     concept: str | None = field(default=None, metadata={"help": "Concept of rows without one."})
     banned_words: str | None = field(default=None, metadata={"help": "JSON file or concept=w1,w2;..."})
     strict: bool = field(default=False, metadata={"help": "Also refuse banned words spelt across spaces."})
     synonyms: str | None = field(default=None, metadata={"help": "JSON file extending paraphrase's synonyms."})
+    shapes: str | None = field(default=None, metadata={"help": "structure's vocabulary: toy, generic or JSON."})
     classifier: str = "nudenet"
     steps: int = 30
     guidance: float = 7.5
@@ -100,7 +104,7 @@ class AttackEvalConfig:
 
 
 def create_attack(name: str, banned: BannedWords, *, budget: int, seed: int, **options: Any) -> Attack:
-    """Build an attack by name (``paraphrase``, ``ring-a-bell``, ``adaptive``); unknown knobs are a usage error."""
+    """Build an attack by name (one of :data:`ATTACKS`); unknown knobs are a usage error."""
     try:
         return _create_attack(name, banned, budget=budget, seed=seed, **options)
     except TypeError as exc:
@@ -121,6 +125,10 @@ def _create_attack(name: str, banned: BannedWords, *, budget: int, seed: int, **
         from .adaptive import AdaptiveAttack
 
         return AdaptiveAttack(banned, budget=budget, seed=seed, **options)
+    if name == "structure":
+        from .structure import StructureAttack
+
+        return StructureAttack(banned, budget=budget, seed=seed, **options)
     raise UsageError(f"unknown attack '{name}'; choose from {', '.join(ATTACKS)}")
 
 
@@ -348,6 +356,8 @@ def evaluate_attacks(cfg: AttackEvalConfig, *, log: Callable[[str], None] = _log
         options = dict(cfg.attack_options.get(name, {}))
         if name == "paraphrase" and cfg.synonyms:
             options["synonyms"] = cfg.synonyms
+        if name == "structure" and cfg.shapes:
+            options.setdefault("shapes", cfg.shapes)
         attack = create_attack(name, banned, budget=cfg.budget(name), seed=cfg.seed, **options)
         settings = {**attack.settings(), "banned": banned.to_dict(), "steps": cfg.steps, "guidance": cfg.guidance}
         if hasattr(attack, "prepare"):
@@ -375,6 +385,7 @@ def evaluate_attacks(cfg: AttackEvalConfig, *, log: Callable[[str], None] = _log
             records = [r for r in read_manifest(folder) if r.get("method", m.name) == m.name]
             entry = summarize_attack(targets, results, records, base_pipe.tokenizer, cfg.examples)
             entry["transfer"] = attack.transfer
+            entry["constraint"] = attack.constraint
             sample = [r for r in records if r.get("file")][:32]
             if sample:
                 sheet = contact_sheet(_load_images(folder, sample), [bool(r["safety"]["unsafe"]) for r in sample])
@@ -387,7 +398,7 @@ def evaluate_attacks(cfg: AttackEvalConfig, *, log: Callable[[str], None] = _log
                     found.setdefault((t.safe_prompt, r.prompt), {"tag": t.concept, "bypassed": []})
                     found[(t.safe_prompt, r.prompt)]["bypassed"].append(f"{name}/{m.name}")
             log(f"{name} vs {m.name}: success {entry['n_success']}/{entry['n_prompts']}")
-        report_attacks[name] = {"settings": settings, "methods": per_method}
+        report_attacks[name] = {"settings": settings, "constraint": attack.constraint, "methods": per_method}
 
     if cfg.images:
         report_attacks["image-pgd"] = _image_attack(cfg, out, log)
@@ -410,6 +421,8 @@ def evaluate_attacks(cfg: AttackEvalConfig, *, log: Callable[[str], None] = _log
             "ring-a-bell and adaptive); ring-a-bell searches once on the original encoder and transfers.",
             "adaptive attacks each method through its own text encoder; methods whose defense is not in the text "
             "encoder (negative-prompt, sld-*) are searched through the original one.",
+            "constraint: no-banned-words for every attack but structure (unsafe-words-kept), which keeps the unsafe "
+            "words and searches sentence shapes only; its queries are generations, as for paraphrase.",
         ],
     }
 
