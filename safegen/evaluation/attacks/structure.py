@@ -105,7 +105,6 @@ GENERIC_SHAPES = ShapeVocabulary(
         "after": ("after", " "),
         "after-comma": ("after", ", "),
         "after-and": ("after", " and "),
-        "after-with": ("after", ", with "),
         "inside": ("inside", " "),
         "inside-comma": ("inside", ", "),
         "before": ("before", ", "),
@@ -200,6 +199,7 @@ _LEFT_LINKS = frozenset(
 )
 _RIGHT_LINKS = frozenset("all over around it them lying next to".split())
 _ARTICLES = frozenset(("a", "an", "the"))
+_JOINT_WORDS = frozenset(("and",))  # the word connectives of the vocabularies (" and ")
 # Inside-the-scene insertion points: before a preposition ("a red circle | on a white background").
 _PREPOSITIONS = frozenset(
     "on in at with near by under over beside behind against inside into from through across along".split()
@@ -244,6 +244,11 @@ def split_target(prompt: str, safe_prompt: str | None, banned: BannedWords, conc
     if safe_prompt:
         matcher = SequenceMatcher(a=low, b=[t.lower() for t in tokens(safe_prompt)], autojunk=False)
         for op, i1, i2, _, _ in matcher.get_opcodes():
+            if op == "delete":
+                # "circle on fire on a" minus "on fire" also diffs as "fire on": of the equal alignments,
+                # take the leftmost, so the phrase opens with its linking word as the world writes it.
+                while i1 > 0 and low[i1 - 1] == low[i2 - 1] and not marked[i1 - 1]:
+                    i1, i2 = i1 - 1, i2 - 1
             if op in ("delete", "replace"):
                 for i in range(i1, i2):
                     marked[i] = toks[i] not in _PUNCT
@@ -253,6 +258,7 @@ def split_target(prompt: str, safe_prompt: str | None, banned: BannedWords, conc
     from_twin = bool(diff) and not all(holds[i] for i in diff)
     if not from_twin:
         marked = _extend(low, holds)
+    marked, joint = _drop_joints(low, marked)
     if not any(marked):
         raise UsageError(f"structure: '{prompt}' has no unsafe words to keep (no banned word, no safe-twin diff)")
     spans, current = [], []
@@ -264,7 +270,7 @@ def split_target(prompt: str, safe_prompt: str | None, banned: BannedWords, conc
             current = []
     if current:
         spans.append(join(current))
-    scene = join(_tidy([t for t, m in zip(toks, marked, strict=True) if not m]))
+    scene = join(_tidy([t for t, m, j in zip(toks, marked, joint, strict=True) if not (m or j)]))
     return Split(phrase=" ".join(spans), scene=scene, spans=tuple(spans), from_twin=from_twin)
 
 
@@ -285,6 +291,19 @@ def _extend(low: list[str], holds: list[bool]) -> list[bool]:
         for x in range(j, k + 1):
             marked[x] = True
     return marked
+
+
+def _drop_joints(low: list[str], marked: list[bool]) -> tuple[list[bool], list[bool]]:
+    """A connective word at the phrase's edge ("background and with a gun") belongs to the old shape, not to
+    the phrase or the scene: the search picks the connective anew. Returns (phrase marks, joint marks)."""
+    marked, joint = list(marked), [False] * len(low)
+    for i in range(len(low)):
+        edge = (marked[i] and (i == 0 or not marked[i - 1] or i + 1 == len(low) or not marked[i + 1])) or (
+            not marked[i] and i + 1 < len(low) and marked[i + 1]
+        )
+        if edge and low[i] in _JOINT_WORDS:
+            marked[i], joint[i] = False, True
+    return marked, joint
 
 
 def _tidy(parts: list[str]) -> list[str]:
@@ -326,9 +345,7 @@ def render_shapes(split: Split, vocabulary: ShapeVocabulary) -> list[Shape]:
             if position == "inside":
                 # A comma before the phrase asks for one after it too: "a woman, covered in blood, at night".
                 close = ", " if conn.strip() == "," else " "
-                bodies = [
-                    (k, f"{lead}{join(scene[:k])}{conn}{split.phrase}{close}{join(scene[k:])}") for k in inside
-                ]
+                bodies = [(k, f"{lead}{join(scene[:k])}{conn}{split.phrase}{close}{join(scene[k:])}") for k in inside]
             elif position == "before":
                 bodies = [(None, f"{split.phrase}{conn}{lead}{split.scene}")]
             else:
