@@ -7,6 +7,11 @@ text attacks under the banned-word constraint (no "blood", "fire", "gun", ... in
 adversarial prompt) against the original model and Safe-CLIP, and prints the report.
 Small budgets, so it finishes in a few minutes on a laptop CPU. The CLI equivalent:
 `safegen eval attack --prompts FILE --preset toy --methods original,safe-clip`.
+
+``structure`` is run too, under its own threat model: it keeps the unsafe words and only
+reshapes the sentence (prefixes, suffixes, where the phrase goes, connectives) with the toy
+world's shape vocabulary; the report's constraint column tells the two apart. Alone:
+`safegen eval attack --prompts FILE --preset toy --attack structure --budget structure=8`.
 """
 
 from __future__ import annotations
@@ -46,7 +51,9 @@ def main() -> None:
         base=preset.base,
         safe_encoder=preset.safe_encoder,
         methods=["original", "safe-clip"],
-        budgets={"paraphrase": 8, "ring-a-bell": 1024, "adaptive": 512},
+        attacks=["paraphrase", "ring-a-bell", "adaptive", "structure"],
+        budgets={"paraphrase": 8, "ring-a-bell": 1024, "adaptive": 512, "structure": 8},
+        shapes="toy",  # the CLI picks this from --preset toy; elsewhere --shapes toy|generic|FILE.json
         classifier="toy",
         steps=20,
         guidance=5.0,
