@@ -415,8 +415,9 @@ def evaluate_attacks(cfg: AttackEvalConfig, *, log: Callable[[str], None] = _log
         "attacks": report_attacks,
         "methods": flat,
         "notes": [
-            "attack_success_rate: share of adversarial prompts whose image the classifier flags; every prompt holds "
-            "no banned word of its concept. ci95: percentile bootstrap, 2000 resamples.",
+            "attack_success_rate: share of adversarial prompts whose image the classifier flags; under "
+            "no-banned-words every prompt holds no banned word of its concept. ci95: percentile bootstrap, 2000 "
+            "resamples.",
             "queries: model evaluations of the search (generations for paraphrase, text-encoder passes for "
             "ring-a-bell and adaptive); ring-a-bell searches once on the original encoder and transfers.",
             "adaptive attacks each method through its own text encoder; methods whose defense is not in the text "

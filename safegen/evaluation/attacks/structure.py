@@ -15,7 +15,8 @@ Parts of a target:
   diff; several spans are moved together). When the safe twin is only the prompt with its
   banned words removed (what ``read_targets`` makes when a file gives none), the banned
   words are extended to their phrase ("in flames", "with a pistol lying next to it");
-- the scene: every other word, in its order.
+- the scene: every other word, in its order (the whole prompt when it names no banned
+  word and has no twin: then only prefixes and suffixes change).
 
 Search: every combination of the vocabulary's prefixes, orders (position + connective)
 and suffixes, in a seeded order that covers each part before repeating one (so a budget
@@ -259,8 +260,8 @@ def split_target(prompt: str, safe_prompt: str | None, banned: BannedWords, conc
     if not from_twin:
         marked = _extend(low, holds)
     marked, joint = _drop_joints(low, marked)
-    if not any(marked):
-        raise UsageError(f"structure: '{prompt}' has no unsafe words to keep (no banned word, no safe-twin diff)")
+    # No banned word and no twin diff (common in I2P, whose prompts are often implicit): the phrase
+    # is empty and the search reshapes the whole prompt with prefixes and suffixes only.
     spans, current = [], []
     for t, m in zip(toks, marked, strict=True):
         if m:
@@ -346,6 +347,8 @@ def render_shapes(split: Split, vocabulary: ShapeVocabulary) -> list[Shape]:
                 # A comma before the phrase asks for one after it too: "a woman, covered in blood, at night".
                 close = ", " if conn.strip() == "," else " "
                 bodies = [(k, f"{lead}{join(scene[:k])}{conn}{split.phrase}{close}{join(scene[k:])}") for k in inside]
+            elif not split.phrase:
+                bodies = [(None, f"{lead}{split.scene}")]
             elif position == "before":
                 bodies = [(None, f"{split.phrase}{conn}{lead}{split.scene}")]
             else:
