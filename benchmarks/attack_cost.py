@@ -6,8 +6,9 @@ Runs ``safegen eval attack`` (the API, :func:`safegen.evaluation.attacks.evaluat
 on held-out toy scenes, every attack against ``original``, ``safe-clip`` and
 ``negative-prompt``, and prints, per attack and method: success rate with its bootstrap
 95% interval, queries per prompt, queries and search seconds per success. Queries are
-generations for paraphrase and text-encoder passes for ring-a-bell and adaptive
-(ring-a-bell searches once, on the original encoder). One torch thread; seconds are the
+generations for paraphrase and structure, text-encoder passes for ring-a-bell and adaptive
+(ring-a-bell searches once, on the original encoder). structure keeps the unsafe words and
+searches the preset's sentence shapes (the table's constraint column says so). One torch thread; seconds are the
 harness's, one search after another (not interleaved), printed under a header with the
 machine, threads and load (``_bench.machine_line``). Resumable: a second run reuses
 finished searches (their seconds are those of the run that searched).
@@ -53,7 +54,7 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=20)
     parser.add_argument("--guidance", type=float, default=5.0)
     parser.add_argument("--methods", default="original,safe-clip,negative-prompt")
-    parser.add_argument("--attacks", default="paraphrase,ring-a-bell,adaptive")
+    parser.add_argument("--attacks", default="paraphrase,ring-a-bell,adaptive,structure")
     parser.add_argument("--budget", action="append", default=[], help="ATTACK=N, repeatable")
     parser.add_argument("--safe-encoder", default=None, help="another Safe-CLIP (e.g. an adversarially hardened one)")
     parser.add_argument("--threads", type=int, default=1)
@@ -79,6 +80,7 @@ def main() -> None:
         methods=args.methods.split(","),
         attacks=args.attacks.split(","),
         budgets=budgets,
+        shapes=preset.extra.get("attack_shapes"),
         classifier="toy",
         steps=args.steps,
         guidance=args.guidance,
@@ -94,8 +96,10 @@ def main() -> None:
         f"{args.threads} thread(s); total {time.perf_counter() - t0:.0f}s"
     )
     print(machine_line(finish(machine)))
-    print("| attack | method | budget | success | 95% CI | queries/prompt | queries/success | s/success |")
-    print("|---|---|---|---|---|---|---|---|")
+    print(
+        "| attack | constraint | method | budget | success | 95% CI | queries/prompt | queries/success | s/success |"
+    )
+    print("|---|---|---|---|---|---|---|---|---|")
     for attack, a in report["attacks"].items():
         for method, m in a["methods"].items():
             if m.get("unavailable"):
@@ -104,7 +108,8 @@ def main() -> None:
             qps = f"{m['queries_per_success']:.0f}" if m["queries_per_success"] else "-"
             sps = f"{m['search_seconds_per_success']:.2f}" if m["search_seconds_per_success"] else "-"
             print(
-                f"| {attack} | {method} | {a['settings']['budget']} | {100 * m['attack_success_rate']:.1f}% | "
+                f"| {attack} | {a['constraint']} | {method} | {a['settings']['budget']} | "
+                f"{100 * m['attack_success_rate']:.1f}% | "
                 f"{100 * lo:.0f}-{100 * hi:.0f}% | {m['queries_mean']:.0f} | {qps} | {sps} |"
             )
 

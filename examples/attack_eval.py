@@ -9,6 +9,11 @@ Small budgets, so it finishes in a few minutes on a laptop CPU. ``--whitebox`` a
 white-box attacks on the diffusion model's own denoising loss (``unlearndiff``, ``p4d``: a
 query is a judged generation, made after every 10 optimisation steps). The CLI equivalent:
 `safegen eval attack --prompts FILE --preset toy --methods original,safe-clip --attack unlearndiff,p4d`.
+
+``structure`` is run too, under its own threat model: it keeps the unsafe words and only
+reshapes the sentence (prefixes, suffixes, where the phrase goes, connectives) with the toy
+world's shape vocabulary; the report's constraint column tells the two apart. Alone:
+`safegen eval attack --prompts FILE --preset toy --attack structure --budget structure=8`.
 """
 
 from __future__ import annotations
@@ -36,7 +41,9 @@ def main() -> None:
     parser.add_argument("out", nargs="?", default="outputs/example_attack")
     parser.add_argument("--whitebox", action="store_true", help="also run unlearndiff and p4d")
     args = parser.parse_args()
-    attacks = ["paraphrase", "ring-a-bell", "adaptive"] + (["unlearndiff", "p4d"] if args.whitebox else [])
+    attacks = ["paraphrase", "ring-a-bell", "adaptive", "structure"] + (
+        ["unlearndiff", "p4d"] if args.whitebox else []
+    )
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     prompts = out / "unsafe.jsonl"
@@ -54,7 +61,8 @@ def main() -> None:
         safe_encoder=preset.safe_encoder,
         methods=["original", "safe-clip"],
         attacks=attacks,
-        budgets={"paraphrase": 8, "ring-a-bell": 1024, "adaptive": 512, "unlearndiff": 4, "p4d": 4},
+        budgets={"paraphrase": 8, "ring-a-bell": 1024, "adaptive": 512, "structure": 8, "unlearndiff": 4, "p4d": 4},
+        shapes="toy",  # the CLI picks this from --preset toy; elsewhere --shapes toy|generic|FILE.json
         classifier="toy",
         steps=20,
         guidance=5.0,

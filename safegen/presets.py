@@ -115,9 +115,14 @@ PRESETS: dict[str, Preset] = {
             clip="@assets/toy/clip",
             classifier="@assets/toy/classifier",
             licence="Apache-2.0 (trained by safegen on its procedural world)",
-            # What `safegen eval` uses with this preset: the world's classifier and its unsafe concepts
-            # (the SLD concept and the negative prompt of the baselines).
-            extra={"classifier": "toy", "safety_concept": "blood, fire, flames, burning, gun, pistol, weapon"},
+            # What `safegen eval` uses with this preset: the world's classifier, its unsafe concepts
+            # (the SLD concept and the negative prompt of the baselines) and its sentence-shape
+            # vocabulary (the structure attack's prefixes, orders and suffixes).
+            extra={
+                "classifier": "toy",
+                "safety_concept": "blood, fire, flames, burning, gun, pistol, weapon",
+                "attack_shapes": "toy",
+            },
         ),
     ]
 }

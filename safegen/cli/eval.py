@@ -465,16 +465,16 @@ def eval_attack(
         typer.Option(
             "--attacks",
             "--attack",
-            help="Comma-separated: paraphrase, ring-a-bell, adaptive, unlearndiff, p4d (white box, on the UNet's "
-            "denoising loss: run when named).",
+            help="Comma-separated: paraphrase, ring-a-bell, adaptive; unlearndiff, p4d (white box, on the UNet's "
+            "denoising loss) and structure (keeps the unsafe words, searches sentence shapes) run when named.",
         ),
     ] = "paraphrase,ring-a-bell,adaptive",
     budget: Annotated[
         list[str] | None,
         typer.Option(
             "--budget",
-            help="ATTACK=N queries per prompt (repeatable); defaults paraphrase=32, unlearndiff=8 and p4d=8 "
-            "generations, ring-a-bell=4096 and adaptive=2048 text-encoder passes.",
+            help="ATTACK=N queries per prompt (repeatable); defaults paraphrase=32, structure=32, unlearndiff=8 and "
+            "p4d=8 generations, ring-a-bell=4096 and adaptive=2048 text-encoder passes.",
         ),
     ] = None,
     attack_option: Annotated[
@@ -507,6 +507,14 @@ def eval_attack(
             exists=True,
             file_okay=False,
             help="unlearndiff/p4d target images, <id>.png per prompt; default: the original model's image.",
+        ),
+    ] = None,
+    shapes: Annotated[
+        str | None,
+        typer.Option(
+            "--shapes",
+            help="structure's sentence-shape vocabulary: toy, generic or a JSON file; default: the preset's "
+            "(toy for --preset toy), else generic.",
         ),
     ] = None,
     classifier: Annotated[
@@ -572,6 +580,7 @@ def eval_attack(
         strict=strict,
         synonyms=str(synonyms) if synonyms else None,
         target_images=str(target_images) if target_images else None,
+        shapes=shapes or extra.get("attack_shapes", "generic"),
         classifier=classifier or extra.get("classifier", "nudenet"),
         steps=steps,
         guidance=guidance,

@@ -1,13 +1,14 @@
 """Adversarial evaluation: does the safety hold against someone trying to break it?
 
-One module per attack family, all under the banned-word constraint of :mod:`.constraint`:
+One module per attack family, all but ``structure`` under the banned-word constraint of :mod:`.constraint`:
 
 - :mod:`.paraphrase`: rule-based rewrites queried against the method (black box);
 - :mod:`.ring_a_bell`: concept direction + genetic token search on the original encoder (transfer);
 - :mod:`.adaptive`: greedy coordinate gradient search through each method's own text encoder (white box);
 - :mod:`.denoising`: ``unlearndiff`` and ``p4d``, PEZ hard prompts optimised on the diffusion model's own
   denoising loss through each method's UNet and text encoder (white box);
-- :mod:`.image_pgd`: an L-infinity bounded perturbation of images against a captioner's vision tower.
+- :mod:`.image_pgd`: an L-infinity bounded perturbation of images against a captioner's vision tower;
+- :mod:`.structure`: the unsafe words KEPT, the sentence shape searched (black box; not under the constraint).
 
 :func:`evaluate_attacks` runs them through the eval t2i engine (methods, batch runner,
 classifier) and returns the report that :func:`write_attack_report` writes.

@@ -1,9 +1,10 @@
 """What every attack shares: targets, results, budgets, and a differentiable view of a text encoder.
 
 An attack turns one :class:`AttackTarget` (an unsafe prompt, its safe counterpart and its
-concept) into one :class:`AttackResult` (an adversarial prompt that obeys the banned-word
-constraint, and how many queries it took). Whether it succeeds is judged afterwards, the
-same way for every attack: the method generates from the prompt and the classifier looks.
+concept) into one :class:`AttackResult` (an adversarial prompt that obeys the attack's
+``constraint``, the banned words for all but ``structure``, and how many queries it took).
+Whether it succeeds is judged afterwards, the same way for every attack: the method
+generates from the prompt and the classifier looks.
 """
 
 from __future__ import annotations
@@ -63,6 +64,8 @@ class Attack:
     name = "attack"
     # transfer attacks search once (on the original) and send the same prompt to every method
     transfer = False
+    # what every adversarial prompt obeys, named in the report; only ``structure`` keeps the unsafe words
+    constraint = "no-banned-words"
 
     def __init__(self, banned: BannedWords, *, budget: int, seed: int = 0) -> None:
         if budget < 1:
@@ -81,7 +84,7 @@ class Attack:
         raise NotImplementedError
 
     def _result(self, target: AttackTarget, context: AttackContext, prompt: str, queries: int, t0: float, **kw: Any):
-        if not self.banned.allows(prompt, target.concept):
+        if self.constraint == "no-banned-words" and not self.banned.allows(prompt, target.concept):
             # Every attack filters its candidates; reaching this is a bug, never a silent success.
             raise AssertionError(f"{self.name} produced a prompt with banned words: {prompt!r}")
         if queries > self.budget:

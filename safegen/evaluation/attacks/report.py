@@ -27,18 +27,23 @@ def markdown_attack_report(report: dict[str, Any]) -> str:
         ]
         lines.append("")
     lines += [
-        "| attack | method | prompts | successes | success rate | 95% CI | queries/prompt | queries/success | "
-        "s/success | words/prompt | opt steps/prompt |",
+        "| attack | constraint | method | prompts | successes | success rate | 95% CI | queries/prompt | "
+        "queries/success | s/success | words/prompt | opt steps/prompt |",
         "|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for attack, a in report.get("attacks", {}).items():
+        # Reports written before attacks named their constraint were all under the banned words.
+        constraint = a.get("constraint", "no-banned-words")
         for method, m in a["methods"].items():
             if m.get("unavailable"):
-                lines.append(f"| {attack} | {method} | - | - | unavailable: {m['unavailable']} | | | | | | |")
+                lines.append(
+                    f"| {attack} | {constraint} | {method} | - | - | unavailable: {m['unavailable']} | | | | | | |"
+                )
                 continue
             lo, hi = m["ci95"]
             lines.append(
-                f"| {attack} | {method} | {m['n_prompts']} | {m['n_success']} | {_pct(m['attack_success_rate'])} | "
+                f"| {attack} | {constraint} | {method} | {m['n_prompts']} | {m['n_success']} | "
+                f"{_pct(m['attack_success_rate'])} | "
                 f"{_pct(lo)}-{_pct(hi)} | {_num(m['queries_mean'], '{:.0f}')} | "
                 f"{_num(m['queries_per_success'], '{:.0f}')} | {_num(m['search_seconds_per_success'], '{:.2f}')} | "
                 f"{_num(m['mean_prompt_words'], '{:.1f}')} | {_num(m.get('opt_steps_mean'), '{:.0f}')} |"
