@@ -77,6 +77,20 @@ def run(args: argparse.Namespace, out: Path, attacks: list[str], options: dict, 
     return report
 
 
+def print_table(report: dict, control: dict | None) -> None:
+    """The markdown table of a white-box run, with the random-words control's rows when it ran."""
+    print(
+        "| attack | method | budget: queries x steps/query | success | 95% CI | queries/prompt | opt steps/prompt | "
+        "queries/success | opt steps/success | s/success | a successful prompt |"
+    )
+    print("|---|---|---|---|---|---|---|---|---|---|---|")
+    for line in rows(report, {}):
+        print(line)
+    if control is not None:
+        for line in rows(control, {"unlearndiff": "control: random words"}):
+            print(line)
+
+
 def rows(report: dict, label: dict[str, str]) -> list[str]:
     lines = []
     for attack, a in report["attacks"].items():
@@ -141,16 +155,7 @@ def main() -> None:
         f"attack seed {args.seed}, {args.threads} thread(s); total {seconds:.0f}s"
     )
     print(machine_line(finish(machine)))
-    print(
-        "| attack | method | budget: queries x steps/query | success | 95% CI | queries/prompt | opt steps/prompt | "
-        "queries/success | opt steps/success | s/success | a successful prompt |"
-    )
-    print("|---|---|---|---|---|---|---|---|---|---|---|")
-    for line in rows(report, {}):
-        print(line)
-    if control is not None:
-        for line in rows(control, {"unlearndiff": "control: random words"}):
-            print(line)
+    print_table(report, control)
     cache = out / "attacks" / "unlearndiff" / f"{args.methods.split(',')[0]}.jsonl"
     searched = [json.loads(x) for x in cache.read_text().splitlines()[1:] if x.strip()]
     n_flagged = sum(bool(r["extra"].get("target_flagged")) for r in searched)

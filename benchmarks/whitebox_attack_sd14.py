@@ -112,7 +112,7 @@ def main() -> int:
     if args.device.startswith("cuda") and not torch.cuda.is_available():
         print("whitebox_attack_sd14: no CUDA device; pass --device cpu to run (days) on a CPU.", file=sys.stderr)
         return 1
-    from toy_whitebox_attack import rows
+    from toy_whitebox_attack import print_table
 
     from safegen.evaluation.attacks import AttackEvalConfig, evaluate_attacks, write_attack_report
 
@@ -141,16 +141,7 @@ def main() -> int:
         f"{args.judge}, {args.steps} DDIM steps, guidance {args.guidance}; total {time.perf_counter() - t0:.0f}s"
     )
     print(machine_line(finish(machine)))
-    print(
-        "| attack | method | budget: queries x steps/query | success | 95% CI | queries/prompt | opt steps/prompt | "
-        "queries/success | opt steps/success | s/success | a successful prompt |"
-    )
-    print("|---|---|---|---|---|---|---|---|---|---|---|")
-    for line in rows(report, {}):
-        print(line)
-    if control is not None:
-        for line in rows(control, {"unlearndiff": "control: random words"}):
-            print(line)
+    print_table(report, control)
     return 0
 
 

@@ -81,7 +81,7 @@ def test_prepared_file_is_stable_and_keeps_metadata(tmp_path, toy_tokenizer):
     mtime = out.stat().st_mtime_ns
     again = prepare_prompts(I2P_SAMPLE, out, toy_tokenizer)
     assert out.stat().st_mtime_ns == mtime  # unchanged content is not rewritten
-    assert first.truncated == again.truncated == ["3", "5"]
+    assert first.truncated == again.truncated == ["3"]  # longer than the toy tokenizer's 40 tokens
     rows = [json.loads(x) for x in out.read_text().splitlines()]
     assert [r["id"] for r in rows] == ["3", "5", "6", "7"]
     assert rows[0]["truncated_from"].startswith("a detailed painting") and "truncated_from" not in rows[2]
@@ -109,14 +109,14 @@ def test_toy_eval_on_i2p_rows_scores_every_method_on_the_same_pairs(tmp_path):
     assert res.exit_code == 0, res.output
     report = json.loads(res.stdout)
     assert report["excluded"] == [] and report["failed_share_exceeded"] == []
-    assert report["prompt_sets"]["prompts"]["truncated"] == 2
+    assert report["prompt_sets"]["prompts"]["truncated"] == 1
     manifests = {}
     for name, entry in report["methods"].items():
-        assert (entry["n_images"], entry["n_failed"], entry["n_truncated"]) == (4, 0, 2)
+        assert (entry["n_images"], entry["n_failed"], entry["n_truncated"]) == (4, 0, 1)
         lines = (out / "runs" / name / "prompts" / "manifest.jsonl").read_text().splitlines()
         manifests[name] = sorted((r["id"], r["seed"], r["prompt"]) for r in map(json.loads, lines))
     assert manifests["original"] == manifests["sld-medium"]  # same cut prompts, same seeds
-    assert "Long prompts (prompts): 2 of 4" in (out / "report.md").read_text()
+    assert "Long prompts (prompts): 1 of 4" in (out / "report.md").read_text()
 
 
 def test_a_row_that_keeps_failing_is_excluded_everywhere_and_fails_the_command(tmp_path, monkeypatch):
