@@ -52,3 +52,17 @@ def tiny_clip_dir(tmp_path_factory):
     path = tmp_path_factory.mktemp("tiny_clip")
     tiny_clip_model(seed=5).save_pretrained(path)
     return path
+
+
+def write_toy_attack_prompts(path, n: int = 2, seed: int = 99):
+    """``n`` toy-world unsafe prompts with their safe twins and concepts, as `safegen eval attack` reads them."""
+    import json
+
+    from safegen_train.toy.world import sample_scenes
+
+    rows = [
+        {"id": f"p{i}", "prompt": s.unsafe_text, "safe_prompt": s.safe_text, "concept": s.concept, "seed": i}
+        for i, s in enumerate(sample_scenes(n, seed))
+    ]
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    return path

@@ -150,17 +150,12 @@ def test_adaptive_attack_succeeds_more_on_the_original_than_on_safe_clip(toy):
 
 
 def test_eval_attack_cli_writes_report(tmp_path):
+    from conftest import write_toy_attack_prompts
     from typer.testing import CliRunner
 
     from safegen.cli.main import app
-    from safegen_train.toy.world import sample_scenes
 
-    prompts = tmp_path / "unsafe.jsonl"
-    rows = [
-        {"id": f"p{i}", "prompt": s.unsafe_text, "safe_prompt": s.safe_text, "concept": s.concept, "seed": i}
-        for i, s in enumerate(sample_scenes(2, 99))
-    ]
-    prompts.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    prompts = write_toy_attack_prompts(tmp_path / "unsafe.jsonl", 2, 99)
     out = tmp_path / "out"
     args = ["eval", "attack", "--prompts", str(prompts), "--preset", "toy", "--methods", "original,safe-clip",
             "--steps", "4", "--budget", "paraphrase=3", "--budget", "ring-a-bell=128", "--budget", "adaptive=80",
@@ -440,17 +435,12 @@ def test_structure_shape_vocabulary_from_json_and_bad_sources(tmp_path):
 
 
 def test_eval_attack_cli_runs_structure_and_names_each_constraint(tmp_path):
+    from conftest import write_toy_attack_prompts
     from typer.testing import CliRunner
 
     from safegen.cli.main import app
-    from safegen_train.toy.world import sample_scenes
 
-    prompts = tmp_path / "unsafe.jsonl"
-    rows = [
-        {"id": f"p{i}", "prompt": s.unsafe_text, "safe_prompt": s.safe_text, "concept": s.concept, "seed": i}
-        for i, s in enumerate(sample_scenes(2, 77))
-    ]
-    prompts.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    prompts = write_toy_attack_prompts(tmp_path / "unsafe.jsonl", 2, 77)
     out = tmp_path / "out"
     args = ["eval", "attack", "--prompts", str(prompts), "--preset", "toy", "--methods", "original,safe-clip",
             "--attack", "structure,paraphrase", "--budget", "structure=3", "--budget", "paraphrase=2",

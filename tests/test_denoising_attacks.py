@@ -198,17 +198,12 @@ def test_bad_knobs_are_usage_errors():
 
 
 def test_eval_attack_cli_runs_the_denoising_attacks_with_the_report_fields_of_the_others(tmp_path):
+    from conftest import write_toy_attack_prompts
     from typer.testing import CliRunner
 
     from safegen.cli.main import app
-    from safegen_train.toy.world import sample_scenes
 
-    prompts = tmp_path / "unsafe.jsonl"
-    rows = [
-        {"id": f"p{i}", "prompt": s.unsafe_text, "safe_prompt": s.safe_text, "concept": s.concept, "seed": i}
-        for i, s in enumerate(sample_scenes(2, 99))
-    ]
-    prompts.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    prompts = write_toy_attack_prompts(tmp_path / "unsafe.jsonl", 2, 99)
     out = tmp_path / "out"
     args = ["eval", "attack", "--prompts", str(prompts), "--preset", "toy", "--methods", "original,safe-clip",
             "--steps", "4", "--attack", "unlearndiff,p4d,paraphrase", "--budget", "unlearndiff=2", "--budget", "p4d=2",
