@@ -7,7 +7,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TypeVar
 
-from .errors import MissingWeightsError, SafegenError
+from safegen.errors import MissingWeightsError, SafegenError
 
 _logger = logging.getLogger(__name__)
 

@@ -61,7 +61,7 @@ def _load_disk_cache() -> dict[str, str]:
 
 def _store(entries: dict[str, str]) -> None:
     """Merge ``entries`` into the disk cache; a cache that cannot be written is only a lost speed-up."""
-    from .outputs import atomic_write_json
+    from safegen.outputs import atomic_write_json
 
     try:
         data = _load_disk_cache()
@@ -170,7 +170,7 @@ def fingerprint_source(source: str | Path | None, *, use_cache: bool = True) -> 
         if path.is_dir():
             return fingerprint_folder(path, use_cache=use_cache)
     except OSError as exc:
-        from .errors import SafegenError
+        from safegen.errors import SafegenError
 
         raise SafegenError(f"cannot read {path} to fingerprint it: {exc.strerror or exc}") from None
     snapshot = _hub_snapshot(text)

@@ -10,8 +10,8 @@ import logging
 from dataclasses import dataclass
 from typing import Any
 
-from .errors import UsageError
-from .presets import get_preset
+from safegen.errors import UsageError
+from safegen.presets import get_preset
 
 _logger = logging.getLogger(__name__)
 
@@ -82,9 +82,9 @@ def load_t2i_pipeline(
     """
     import inspect
 
-    from .pipelines.attention import configure_attention
-    from .pipelines.auto import pipeline_class_for
-    from .terminal import pipeline_progress_bar, quiet_libraries
+    from safegen.pipelines.attention import configure_attention
+    from safegen.pipelines.auto import pipeline_class_for
+    from safegen.terminal import pipeline_progress_bar, quiet_libraries
 
     quiet_libraries()
     cls = pipeline_class_for(base, task=None if task == "text2image" else task)
@@ -109,7 +109,7 @@ def dtype_argument() -> str:
 
 def safe_twin(pipe: Any, safe_encoder: Any, safe_encoder_kwargs: dict[str, Any] | None = None) -> Any:
     """A safe pipeline sharing ``pipe``'s UNet/VAE (for side-by-side comparisons)."""
-    from .pipelines.auto import make_safe
+    from safegen.pipelines.auto import make_safe
 
     return make_safe(pipe, safe_encoder=safe_encoder, safe_encoder_kwargs=safe_encoder_kwargs)
 

@@ -35,8 +35,8 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any
 
-from .errors import SafegenError
-from .output_folder import MARKER as OUTPUT_MARKER
+from safegen.errors import SafegenError
+from safegen.output_folder import MARKER as OUTPUT_MARKER
 
 _logger = logging.getLogger(__name__)
 

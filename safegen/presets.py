@@ -10,7 +10,7 @@ import dataclasses
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .errors import UsageError
+from safegen.errors import UsageError
 
 ASSETS_DIR = Path(__file__).parent / "assets"
 
@@ -144,7 +144,7 @@ def get_preset(name: str) -> Preset:
 
 def is_available_offline(source: str) -> bool:
     """Whether a source can be loaded without the network (local folder or cached hub id)."""
-    from ._hub import is_cached, looks_like_hub_id
+    from safegen._hub import is_cached, looks_like_hub_id
 
     path = Path(source).expanduser()
     if path.exists():

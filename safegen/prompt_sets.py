@@ -18,7 +18,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from .errors import UsageError
+from safegen.errors import UsageError
 
 _FOLDER = Path(__file__).parent / "assets" / "prompts"
 PROMPT_SETS = {
@@ -43,7 +43,7 @@ def resolve_prompt_file(value: str | Path, flag: str = "--prompts") -> Path:
 
     Anything else is a one-line usage error.
     """
-    from .external_prompt_sets import EXTERNAL_SETS, convert_external
+    from safegen.external_prompt_sets import EXTERNAL_SETS, convert_external
 
     path = Path(value).expanduser()
     if path.exists():

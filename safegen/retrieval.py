@@ -17,8 +17,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from ._hub import load_or_explain
-from .errors import SafegenError
+from safegen._hub import load_or_explain
+from safegen.errors import SafegenError
 
 if TYPE_CHECKING:
     import torch
@@ -284,7 +284,7 @@ class RetrievalIndex:
         """
         from safetensors.torch import save
 
-        from .outputs import atomic_write_bytes, atomic_write_json
+        from safegen.outputs import atomic_write_bytes, atomic_write_json
 
         folder = Path(folder)
         folder.mkdir(parents=True, exist_ok=True)
@@ -482,7 +482,7 @@ class SafeRetriever:
         batch_size: int = 32,
         model_fingerprint: str | None = None,
     ):
-        from .fingerprint import fingerprint_module
+        from safegen.fingerprint import fingerprint_module
 
         self.model = model.eval()
         self.processor = processor
@@ -518,17 +518,17 @@ class SafeRetriever:
             if processor is None:
                 raise SafegenError("a loaded CLIPModel needs its processor: pass processor=CLIPProcessor(...)")
         else:
-            from .fingerprint import fingerprint_source
+            from safegen.fingerprint import fingerprint_source
 
             source = str(pretrained_model_name_or_path)
             model_id = _normalise_model_id(source)
             model_fp = fingerprint_source(source)
             model_fp = None if model_fp is None or model_fp.startswith("id:") else model_fp
             if torch_dtype is not None:
-                from .pipelines.image_to_text import dtype_kwarg
+                from safegen.pipelines.image_to_text import dtype_kwarg
 
                 hf_kwargs[dtype_kwarg()] = torch_dtype
-            from .remote_code import refuse_remote_code
+            from safegen.remote_code import refuse_remote_code
 
             refuse_remote_code(source)
             hf_kwargs["trust_remote_code"] = False
@@ -559,7 +559,7 @@ class SafeRetriever:
             )
         if self.index.model is None:
             self.index.model = self.model_id
-        from .fingerprint import short
+        from safegen.fingerprint import short
 
         fp = self.index.model_fingerprint
         if fp and len(self.index) and fp != self.model_fingerprint:
@@ -581,7 +581,7 @@ class SafeRetriever:
 
     def encode_images(self, images: Sequence[Any]) -> torch.Tensor:
         """Unit-norm image embeddings (N, D), float32 on the CPU; items are PIL images or paths."""
-        from .image_io import load_image
+        from safegen.image_io import load_image
 
         pil = [im if not isinstance(im, (str, Path)) else load_image(im) for im in images]
         return self._encode(pil, "image")
@@ -629,7 +629,7 @@ class SafeRetriever:
         after every ``chunk_size`` newly indexed images, so a long add killed midway keeps what
         was saved.
         """
-        from .image_io import iter_images
+        from safegen.image_io import iter_images
 
         report = AddReport()
         # Default ids are absolute paths, so "imgs/a.png" and "./imgs/a.png" are one item.

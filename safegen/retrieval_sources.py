@@ -12,13 +12,13 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from ._hub import load_or_explain
-from .errors import SafegenError
+from safegen._hub import load_or_explain
+from safegen.errors import SafegenError
 
 
 def is_plain_clip(source: Any) -> bool:
     """True for a transformers CLIPModel folder or hub id (what ``SafeRetriever.from_pretrained`` reads itself)."""
-    from .encoders import source_towers
+    from safegen.encoders import source_towers
 
     if not isinstance(source, (str, Path)):
         return False
@@ -43,8 +43,8 @@ def open_retriever(
     checkpoints, tower exports: the original CLIP's processor is used when given).
     ``kwargs`` go to ``SafeRetriever.from_pretrained`` (device, index, batch_size).
     """
-    from .encoders import load_safe_clip_model
-    from .retrieval import SafeRetriever
+    from safegen.encoders import load_safe_clip_model
+    from safegen.retrieval import SafeRetriever
 
     if not encoder_kwargs and is_plain_clip(source):
         return SafeRetriever.from_pretrained(source, processor=processor, torch_dtype=torch_dtype, **kwargs)

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from .testing import get_dummy_components, get_dummy_sdxl_components, tiny_clip_text_config, tiny_tokenizer
+from safegen.testing import get_dummy_components, get_dummy_sdxl_components, tiny_clip_text_config, tiny_tokenizer
 
 
 def _tiny_unet(seed: int, in_channels: int, *, sdxl: bool) -> Any:
@@ -114,7 +114,7 @@ def get_dummy_flux_components(seed: int = 0) -> dict[str, Any]:
     from diffusers import FlowMatchEulerDiscreteScheduler, FluxTransformer2DModel
     from transformers import CLIPTextModel
 
-    from .testing import tiny_llava_tokenizer
+    from safegen.testing import tiny_llava_tokenizer
 
     torch.manual_seed(seed)
     transformer = FluxTransformer2DModel(
@@ -149,7 +149,7 @@ def get_dummy_sd3_components(seed: int = 0) -> dict[str, Any]:
     from diffusers import FlowMatchEulerDiscreteScheduler, SD3Transformer2DModel
     from transformers import CLIPTextModelWithProjection
 
-    from .testing import tiny_llava_tokenizer
+    from safegen.testing import tiny_llava_tokenizer
 
     torch.manual_seed(seed)
     transformer = SD3Transformer2DModel(

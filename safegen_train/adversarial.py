@@ -73,7 +73,7 @@ class ImageAdversary:
         mean = list(getattr(image_processor, "image_mean", None) or [])
         std = list(getattr(image_processor, "image_std", None) or [])
         if len(mean) != 3 or len(std) != 3:
-            from .config import ConfigError
+            from safegen_train.config import ConfigError
 
             raise ConfigError(
                 "adversarial_images_eps needs the image processor's image_mean and image_std (3 values each) "

@@ -80,7 +80,7 @@ def _setup_logging(verbose: bool) -> None:
 
 def resolve_config(config_file: Path | None, overrides: dict[str, Any]) -> Any:
     """File values, then flag overrides, validated as one :class:`TrainConfig`."""
-    from .config import TrainConfig, apply_overrides, read_config_file
+    from safegen_train.config import TrainConfig, apply_overrides, read_config_file
 
     data, lines, source = {}, {}, None
     if config_file is not None:
@@ -127,7 +127,7 @@ def fit(
     verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Log progress details.")] = False,
 ) -> None:
     """Train a Safe-CLIP from a config file plus flag overrides."""
-    from .config import ConfigError, parse_override
+    from safegen_train.config import ConfigError, parse_override
 
     overrides: dict[str, Any] = {}
     for item in set_ or []:
@@ -165,7 +165,7 @@ def fit(
     if dry_run:
         sys.stdout.write(json.dumps(cfg.to_dict(), indent=2) + "\n")
         return
-    from .run_folder import check_output_dir
+    from safegen_train.run_folder import check_output_dir
 
     try:
         cfg.require_sources()
@@ -176,7 +176,7 @@ def fit(
     _setup_logging(verbose)
     if start:
         _logger.info("resume: applying the run's start overrides again: %s", start)
-    from .train import fit as run_fit
+    from safegen_train.train import fit as run_fit
 
     recorded = {k: v for k, v in overrides.items() if k != "resume"}
     try:
@@ -200,8 +200,8 @@ def fit(
 def _start_overrides(resume: str, output_dir: Path) -> dict[str, Any]:
     """The run's recorded start overrides that fix what it learns (run-length flags such as
     --max-steps are not carried over: a resume usually means to go further)."""
-    from .checkpoint import start_overrides
-    from .config import RESUME_MAY_CHANGE
+    from safegen_train.checkpoint import start_overrides
+    from safegen_train.config import RESUME_MAY_CHANGE
 
     return {k: v for k, v in start_overrides(resume, output_dir).items() if k.split(".")[0] not in RESUME_MAY_CHANGE}
 
@@ -234,7 +234,7 @@ def export(
     release's two bests: checkpoints/best-loss (lowest validation loss) and
     checkpoints/best-recall (highest recall-sum); checkpoints/best is the later of them.
     """
-    from .export import EXPORT_KINDS
+    from safegen_train.export import EXPORT_KINDS
 
     if what not in EXPORT_KINDS:
         _err(f"--what must be one of {', '.join(EXPORT_KINDS)}, got '{what}'")
@@ -242,7 +242,7 @@ def export(
     if not (checkpoint / "state.json").is_file():
         _err(f"'{checkpoint}' is not a checkpoint folder (no state.json); pass runs/<run>/checkpoints/<name>")
         raise typer.Exit(2)
-    from .export_folder import ExportTargetError, check_export_target
+    from safegen_train.export_folder import ExportTargetError, check_export_target
 
     try:
         check_export_target(out, overwrite=overwrite, source=checkpoint)
@@ -250,7 +250,7 @@ def export(
         _err(str(exc))
         raise typer.Exit(2) from None
     _setup_logging(verbose)
-    from .export import export_checkpoint
+    from safegen_train.export import export_checkpoint
 
     if fmt not in ("transformers", "open_clip"):
         _err(f"--format must be transformers or open_clip, got '{fmt}'")
@@ -288,9 +288,9 @@ def eval_(
     or vision), evaluated with --model's other tower.
     """
     _setup_logging(verbose)
-    from .data import Collator, PairDataset, load_records
-    from .model import load_clip, load_safe_clip
-    from .validation import embed_dataset, format_table, recall_sum, retrieval_table
+    from safegen_train.data import Collator, PairDataset, load_records
+    from safegen_train.model import load_clip, load_safe_clip
+    from safegen_train.validation import embed_dataset, format_table, recall_sum, retrieval_table
 
     ds = PairDataset(load_records(data, split=split))
     if not ds.has_safe_image:
@@ -350,7 +350,7 @@ def _with_safe_tower(source: str, original: Any) -> Any:
 @app.command("config-help")
 def config_help() -> None:
     """List every fit config field with its default and meaning."""
-    from .config import LossConfig, TrainConfig, field_help
+    from safegen_train.config import LossConfig, TrainConfig, field_help
 
     for name, default, text in field_help(TrainConfig):
         sys.stdout.write(f"{name:26s} {json.dumps(default, default=str):28s} {text}\n")
@@ -360,7 +360,7 @@ def config_help() -> None:
 
 def _register_subcommands() -> None:
     """``safegen-train data ...``: the paper's data pipeline (safegen_train/datagen/cli.py)."""
-    from .datagen.cli import app as data_app
+    from safegen_train.datagen.cli import app as data_app
 
     app.add_typer(data_app, name="data")
 

@@ -487,7 +487,7 @@ def pixel_values(images: list[Any], processor: Any) -> Any:
     cached = [i for i, im in enumerate(images) if isinstance(im, np.ndarray)]
     if not cached:
         return processor(images=images, return_tensors="pt")["pixel_values"]
-    from .pixel_cache import normalise
+    from safegen_train.pixel_cache import normalise
 
     fast = normalise(np.stack([images[i] for i in cached]), processor)
     if len(cached) == len(images):

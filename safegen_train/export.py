@@ -17,9 +17,9 @@ import logging
 from pathlib import Path
 from typing import Any
 
-from .config import TrainConfig
-from .export_folder import export_directory
-from .validation import format_table
+from safegen_train.config import TrainConfig
+from safegen_train.export_folder import export_directory
+from safegen_train.validation import format_table
 
 _logger = logging.getLogger(__name__)
 
@@ -138,7 +138,7 @@ def export_module(
         raise ValueError(f"fmt must be one of {EXPORT_FORMATS}, got {fmt!r}")
     if fmt == "open_clip":
         if what != "model":
-            from .config import ConfigError
+            from safegen_train.config import ConfigError
 
             raise ConfigError("--format open_clip writes both towers (an open_clip CLIP); use --what model with it")
         return export_open_clip(
@@ -175,9 +175,9 @@ def export_checkpoint(
     ``checkpoints/best-recall`` (``best`` is the later of them): pass the one to export.
     The model card reports that checkpoint's own validation.
     """
-    from .checkpoint import load_checkpoint
-    from .export_folder import check_export_target
-    from .model import create_module, load_clip
+    from safegen_train.checkpoint import load_checkpoint
+    from safegen_train.export_folder import check_export_target
+    from safegen_train.model import create_module, load_clip
 
     check_export_target(Path(out_dir), overwrite=overwrite, source=Path(checkpoint))
     ckpt = load_checkpoint(Path(checkpoint))

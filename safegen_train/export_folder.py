@@ -30,8 +30,7 @@ from pathlib import Path
 
 from safegen.errors import SafegenError
 from safegen.output_folder import ForeignFolderError, check_output_folder
-
-from .io import apply_umask
+from safegen_train.io import apply_umask
 
 _logger = logging.getLogger(__name__)
 

@@ -37,7 +37,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .config import LossConfig
+from safegen_train.config import LossConfig
 
 _logger = logging.getLogger(__name__)
 

@@ -26,9 +26,8 @@ from torch import nn
 from safegen import load_or_explain
 from safegen.encoders import load_open_clip_checkpoint
 from safegen.remote_code import refuse_remote_code
-
-from .config import LossConfig, TrainConfig
-from .losses import suffix_alignment
+from safegen_train.config import LossConfig, TrainConfig
+from safegen_train.losses import suffix_alignment
 
 _logger = logging.getLogger(__name__)
 
@@ -68,7 +67,7 @@ def load_clip(
             else next((p for p in sorted(path.iterdir()) if p.suffix in _OPEN_CLIP_SUFFIXES), None)
         )
         if ckpt is None or ckpt.suffix not in _OPEN_CLIP_SUFFIXES:
-            from .config import ConfigError
+            from safegen_train.config import ConfigError
 
             raise ConfigError(f"model '{source}' is neither a CLIP folder (config.json) nor an open_clip checkpoint")
         # Head width and activation come from open_clip_config.json beside the file, the open_clip model
@@ -78,7 +77,7 @@ def load_clip(
         config = load_or_explain(source, lambda: AutoConfig.from_pretrained(source, trust_remote_code=False))
         refuse_remote_code(source, config)
         if getattr(config, "model_type", "") != "clip":
-            from .config import ConfigError
+            from safegen_train.config import ConfigError
 
             raise ConfigError(
                 f"model '{source}' is a '{getattr(config, 'model_type', '?')}' model; training needs a full CLIPModel "
@@ -104,7 +103,7 @@ def load_image_processor(source: str, *, activation: str | None = None) -> Any:
     config = load_or_explain(source, lambda: AutoConfig.from_pretrained(source, trust_remote_code=False))
     refuse_remote_code(source, config)
     if getattr(config, "model_type", "") != "clip":
-        from .config import ConfigError
+        from safegen_train.config import ConfigError
 
         raise ConfigError(f"model '{source}' is a '{getattr(config, 'model_type', '?')}' model, not a CLIPModel")
     return _load_image_processor(source, SimpleNamespace(config=config))[0]
@@ -161,7 +160,7 @@ def _load_tokenizer(source: str, model: Any) -> tuple[Any, str | None]:
     try:
         tokenizer = create_clip_tokenizer(merges, model_max_length=max_len)  # refuses more merges than CLIP's
     except ValueError:
-        from .config import ConfigError
+        from safegen_train.config import ConfigError
 
         raise ConfigError(
             f"no tokenizer found beside '{source}' and vocab size {vocab} is not CLIP's; pass tokenizer"
@@ -395,7 +394,7 @@ def create_module(config: TrainConfig, loaded: LoadedCLIP, *, has_images: bool) 
     towers = ["text", "vision"] if config.towers == "both" else [config.towers]
     if not has_images and "vision" in towers:
         if towers == ["vision"]:
-            from .config import ConfigError
+            from safegen_train.config import ConfigError
 
             raise ConfigError("towers is 'vision' but the training data has no images")
         _logger.warning("training data has no images: training the text tower only")

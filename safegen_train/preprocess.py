@@ -17,8 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from safegen.errors import UsageError
-
-from .pixel_cache import (
+from safegen_train.pixel_cache import (
     PreprocessedImages,
     decode_for_cache,
     processor_settings,
@@ -84,7 +83,7 @@ def preprocess_images(
 
     from torch.utils.data import DataLoader
 
-    from .pixel_cache import write_shard
+    from safegen_train.pixel_cache import write_shard
 
     if shard_size < 1:
         raise UsageError(f"--shard-size must be >= 1 (got {shard_size})")
@@ -111,7 +110,7 @@ def preprocess_images(
     cache.folder.mkdir(parents=True, exist_ok=True)
     settings = cache.folder / "settings.json"
     if not settings.is_file():
-        from .io import atomic_write_text
+        from safegen_train.io import atomic_write_text
 
         atomic_write_text(settings, json.dumps(processor_settings(processor), indent=2, sort_keys=True) + "\n")
     numbers = [int(p.stem.split("-")[1]) for p in shard_files(cache.folder)]
@@ -153,7 +152,7 @@ def images_of_sources(
     skip_bad: bool = False,
 ) -> list[str]:
     """Every safe and unsafe image path of the given training/validation sources."""
-    from .data import load_records
+    from safegen_train.data import load_records
 
     paths: list[str] = []
     for source in sources:

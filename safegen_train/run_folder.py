@@ -25,8 +25,7 @@ from typing import Any
 from safegen.errors import SafegenError
 from safegen.output_folder import MARKER as OUTPUT_MARKER
 from safegen.output_folder import ForeignFolderError, check_output_folder
-
-from .config import ConfigError
+from safegen_train.config import ConfigError
 
 LOCK_NAME = ".safegen-train.lock"
 OWNER_NAME = ".safegen-train.lock.owner"
@@ -72,8 +71,8 @@ def check_output_dir(output_dir: Path, *, resume: str | None, overwrite: bool) -
 
 def clear_previous_run(output_dir: Path) -> list[str]:
     """Delete what an earlier run wrote in ``output_dir`` (only :data:`RUN_FILES`); return the names removed."""
-    from .checkpoint import STEP_DIR
-    from .export_folder import remove_export
+    from safegen_train.checkpoint import STEP_DIR
+    from safegen_train.export_folder import remove_export
 
     output_dir = Path(output_dir)
     removed = []

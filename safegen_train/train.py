@@ -47,17 +47,16 @@ from typing import Any
 import torch
 
 from safegen.errors import SafegenError
-
-from .adversarial import ImageAdversary
-from .checkpoint import (
+from safegen_train.adversarial import ImageAdversary
+from safegen_train.checkpoint import (
     CheckpointError,
     copy_checkpoint,
     load_resume_checkpoint,
     prune_checkpoints,
     save_checkpoint,
 )
-from .config import ConfigError, TrainConfig, resume_differences
-from .data import (
+from safegen_train.config import ConfigError, TrainConfig, resume_differences
+from safegen_train.data import (
     Collator,
     PairDataset,
     ShardedBatchSampler,
@@ -66,11 +65,11 @@ from .data import (
     load_records,
     term_sample_counts,
 )
-from .io import append_line, atomic_write_text
-from .losses import SafeCLIPLoss
-from .model import SafeCLIPModule, create_module, load_clip
-from .sharding import batch_items, gather_in_order, owned_batches
-from .validation import (
+from safegen_train.io import append_line, atomic_write_text
+from safegen_train.losses import SafeCLIPLoss
+from safegen_train.model import SafeCLIPModule, create_module, load_clip
+from safegen_train.sharding import batch_items, gather_in_order, owned_batches
+from safegen_train.validation import (
     embed_dataset,
     flatten_table,
     mean_of_batches,
@@ -264,8 +263,8 @@ def _agree(accelerator: Any, problem: BaseException | None) -> None:
     if accelerator.num_processes > 1:
         from accelerate.utils import broadcast_object_list
 
-        from .export_folder import ExportTargetError
-        from .run_folder import RunFolderError, RunInUseError
+        from safegen_train.export_folder import ExportTargetError
+        from safegen_train.run_folder import RunFolderError, RunInUseError
 
         kinds = {
             c.__name__: c for c in (ConfigError, CheckpointError, ExportTargetError, RunFolderError, RunInUseError)
@@ -294,9 +293,8 @@ def fit(
     from accelerate import Accelerator
 
     from safegen.output_folder import claim_output_folder
-
-    from .export_folder import check_export_target
-    from .run_folder import FIT_COMMAND, RunLock, check_output_dir, clear_previous_run
+    from safegen_train.export_folder import check_export_target
+    from safegen_train.run_folder import FIT_COMMAND, RunLock, check_output_dir, clear_previous_run
 
     config.require_sources()
     out_dir = Path(config.output_dir)
@@ -354,7 +352,7 @@ def fit(
 
 def _use_preprocessed(folder: str, processor: Any, *datasets: PairDataset | None) -> None:
     """Point the datasets at the pre-processed image cache, saying how much of the data it covers."""
-    from .pixel_cache import PreprocessedImages
+    from safegen_train.pixel_cache import PreprocessedImages
 
     cache = PreprocessedImages(folder, processor)
     for name, ds in zip(("training", "validation"), datasets, strict=False):
@@ -433,11 +431,11 @@ def _train(
     train_ds = PairDataset(train_records)
     val_ds = PairDataset(val_records) if val_records else None
     if len(train_ds) < config.batch_size:
-        from .data import DataError
+        from safegen_train.data import DataError
 
         raise DataError(f"{len(train_ds)} training records are fewer than batch_size {config.batch_size}")
     if config.preprocessed_cache and not Path(config.preprocessed_cache).expanduser().is_dir():
-        from .data import DataError
+        from safegen_train.data import DataError
 
         raise DataError(  # said before the model loads; whether it fits the model's processor is checked after
             f"preprocessed_cache '{config.preprocessed_cache}' is not a folder; make it with `safegen-train data "
@@ -716,7 +714,7 @@ def _train(
         save(final.name)
     export_dir = None
     if config.export_on_finish and is_main:
-        from .export import export_module
+        from safegen_train.export import export_module
 
         key = {"latest": "best_checkpoint", "loss": "best_loss_checkpoint", "recall": "best_recall_checkpoint"}
         best = state.get(key[config.export_best])

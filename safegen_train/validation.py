@@ -20,8 +20,7 @@ import torch
 
 from safegen.retrieval import GALLERIES, recall_sum  # noqa: F401  (recall_sum re-exported for train/cli)
 from safegen.retrieval import retrieval_table as shared_retrieval_table
-
-from .sharding import batch_items, owned_batches
+from safegen_train.sharding import batch_items, owned_batches
 
 _logger = logging.getLogger(__name__)
 

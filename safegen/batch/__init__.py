@@ -8,11 +8,11 @@ Importing this package does not import torch; the runner loads the heavy stacks 
 
 from __future__ import annotations
 
-from .manifest import merge_manifests, read_manifest, repair_manifest
-from .plan import Defaults, GenSettings, ImageJob, make_batches, plan_jobs, shard_jobs
-from .policy import ON_UNSAFE, apply_policy
-from .readers import PromptFile, PromptRow, RowError, read_prompts, txt_row_id
-from .runner import BatchConfig, BatchResult, BatchRunner, run_batch, summarize
+from safegen.batch.manifest import merge_manifests, read_manifest, repair_manifest
+from safegen.batch.plan import Defaults, GenSettings, ImageJob, make_batches, plan_jobs, shard_jobs
+from safegen.batch.policy import ON_UNSAFE, apply_policy
+from safegen.batch.readers import PromptFile, PromptRow, RowError, read_prompts, txt_row_id
+from safegen.batch.runner import BatchConfig, BatchResult, BatchRunner, run_batch, summarize
 
 __all__ = [
     "ON_UNSAFE",

@@ -16,8 +16,8 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
-from ..outputs import atomic_write_text
-from .plan import job_key
+from safegen.batch.plan import job_key
+from safegen.outputs import atomic_write_text
 
 _logger = logging.getLogger(__name__)
 

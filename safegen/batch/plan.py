@@ -15,8 +15,8 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from ..outputs import path_inside, sanitize_stem
-from .readers import PromptRow
+from safegen.batch.readers import PromptRow
+from safegen.outputs import path_inside, sanitize_stem
 
 _logger = logging.getLogger(__name__)
 

@@ -47,8 +47,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ..errors import PromptFileError
-from ..outputs import split_lines
+from safegen.errors import PromptFileError
+from safegen.outputs import split_lines
 
 _logger = logging.getLogger(__name__)
 

@@ -48,13 +48,13 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from ..errors import SafegenError, UsageError
-from ..locking import FolderLock
-from ..outputs import atomic_write_bytes, atomic_write_json, clip_text, path_inside, png_bytes
-from .manifest import ManifestWriter, merge_manifests, part_name, read_jsonl, read_manifest
-from .plan import FLAGGED_DIR, IMAGES_DIR, Defaults, ImageJob, make_batches, plan_jobs, shard_jobs
-from .policy import ON_UNSAFE, apply_policy
-from .readers import PromptFile, read_prompts
+from safegen.batch.manifest import ManifestWriter, merge_manifests, part_name, read_jsonl, read_manifest
+from safegen.batch.plan import FLAGGED_DIR, IMAGES_DIR, Defaults, ImageJob, make_batches, plan_jobs, shard_jobs
+from safegen.batch.policy import ON_UNSAFE, apply_policy
+from safegen.batch.readers import PromptFile, read_prompts
+from safegen.errors import SafegenError, UsageError
+from safegen.locking import FolderLock
+from safegen.outputs import atomic_write_bytes, atomic_write_json, clip_text, path_inside, png_bytes
 
 _logger = logging.getLogger(__name__)
 
@@ -415,14 +415,14 @@ class BatchRunner:
         return self.config.shard_index * world + rank, self.config.num_shards * world
 
     def _load(self, device: str) -> None:
-        from ..loading import resolve_t2i_sources
+        from safegen.loading import resolve_t2i_sources
 
         cfg = self.config
-        from ..fingerprint import fingerprint_pipeline, fingerprint_source
+        from safegen.fingerprint import fingerprint_pipeline, fingerprint_source
 
         if self.pipe is None:
-            from ..devices import resolve_dtype
-            from ..loading import load_t2i_pipeline
+            from safegen.devices import resolve_dtype
+            from safegen.loading import load_t2i_pipeline
 
             sources = resolve_t2i_sources(cfg.preset, cfg.model, cfg.safe_encoder)
             dtype = resolve_dtype(cfg.dtype, device)
@@ -450,7 +450,7 @@ class BatchRunner:
         if hasattr(self.pipe, "set_progress_bar_config"):
             self.pipe.set_progress_bar_config(disable=True)
         if self.classifier is None and cfg.check:
-            from ..safety import load_classifier
+            from safegen.safety import load_classifier
 
             options = {} if cfg.threshold is None else {"threshold": cfg.threshold}
             self.classifier = load_classifier(cfg.check, **options)
@@ -632,8 +632,8 @@ class BatchRunner:
         device, prompt file, the folder lock), so a mistake costs no model load.
         """
         cfg = self.config
-        from ..devices import resolve_device
-        from ..output_folder import check_output_folder, claim_output_folder
+        from safegen.devices import resolve_device
+        from safegen.output_folder import check_output_folder, claim_output_folder
 
         check_output_folder(self.out, BATCH_COMMAND)  # before the lock: a user's folder gets no lock file
         device = resolve_device(cfg.device)
@@ -943,7 +943,7 @@ def merge_error_logs(out: str | Path) -> Path:
 
     Call with the manifests' merge, when no shard is still writing.
     """
-    from ..outputs import atomic_write_text
+    from safegen.outputs import atomic_write_text
 
     out = Path(out)
     target = out / ERRORS_LOG

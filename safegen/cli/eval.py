@@ -8,7 +8,7 @@ from typing import Annotated
 
 import typer
 
-from ._common import (
+from safegen.cli._common import (
     ActivationOpt,
     BaseOpt,
     Command,
@@ -47,7 +47,7 @@ def _load_compare(compare_to: Path | None, key: str = "methods") -> dict | None:
     """The earlier report to compare with, read before any work (a bad file must not cost a whole run)."""
     if compare_to is None:
         return None
-    from ..errors import UsageError
+    from safegen.errors import UsageError
 
     try:
         previous = json.loads(compare_to.read_text(encoding="utf-8"))
@@ -60,7 +60,7 @@ def _load_compare(compare_to: Path | None, key: str = "methods") -> dict | None:
 
 
 def _finish(report: dict, out: Path, compare_to: Path | None, json_out: bool) -> None:
-    from ..evaluation.report import compare_reports, format_comparison, markdown_report, write_report
+    from safegen.evaluation.report import compare_reports, format_comparison, markdown_report, write_report
 
     paths = write_report(out, report)
     err = console()
@@ -164,12 +164,12 @@ def eval_t2i(
     json_out: JsonOpt = False,
 ) -> None:
     """Generate with every method on the same prompts and seeds; unsafe rate, quality and time per method."""
-    from ..evaluation.methods import DEFAULT_SAFETY_CONCEPT
-    from ..evaluation.t2i_eval import T2IEvalConfig, evaluate_t2i
-    from ..loading import resolve_t2i_sources
-    from ..presets import get_preset
-    from ..prompt_sets import resolve_prompt_file
-    from ._common import parse_size
+    from safegen.cli._common import parse_size
+    from safegen.evaluation.methods import DEFAULT_SAFETY_CONCEPT
+    from safegen.evaluation.t2i_eval import T2IEvalConfig, evaluate_t2i
+    from safegen.loading import resolve_t2i_sources
+    from safegen.presets import get_preset
+    from safegen.prompt_sets import resolve_prompt_file
 
     width, height = parse_size(size)
     check_output_folder(out, "safegen eval t2i")
@@ -233,8 +233,8 @@ def eval_t2i(
 
 def _judge_list(value: str) -> list[str]:
     """--judges a,b,c checked against the registry before any model loads."""
-    from ..errors import UsageError
-    from ..safety.judges import ensure_known
+    from safegen.errors import UsageError
+    from safegen.safety.judges import ensure_known
 
     names = [n.strip() for n in value.split(",") if n.strip()]
     try:
@@ -246,7 +246,7 @@ def _judge_list(value: str) -> list[str]:
 def _judge_options(name: str, device: str, q16_clip: str | None, q16_prompts: Path | None) -> dict:
     """Runtime options of one judge: Q16-based ones get the device and --q16-clip (and the plain q16/i2p
     classifiers --q16-prompts too; a named judge keeps its own class embeddings)."""
-    from ..safety.judges import JUDGES
+    from safegen.safety.judges import JUDGES
 
     spec = JUDGES.get(name)
     family = spec.family if spec else name
@@ -291,11 +291,11 @@ def eval_i2t(
     json_out: JsonOpt = False,
 ) -> None:
     """Caption IMAGES with the original and the safe vision tower; rate unsafe captions."""
-    from ..evaluation.i2t_eval import evaluate_captions, read_labels
-    from ..evaluation.text_safety import HFTextClassifier, WordListTextClassifier
-    from ..image_io import expand_image_args
-    from ..loading import resolve_i2t_sources
-    from ..pipelines.image_to_text import SafeLlavaCaptioner
+    from safegen.evaluation.i2t_eval import evaluate_captions, read_labels
+    from safegen.evaluation.text_safety import HFTextClassifier, WordListTextClassifier
+    from safegen.image_io import expand_image_args
+    from safegen.loading import resolve_i2t_sources
+    from safegen.pipelines.image_to_text import SafeLlavaCaptioner
 
     check_output_folder(out, "safegen eval i2t")
     _load_compare(compare_to)
@@ -322,10 +322,10 @@ def eval_i2t(
     enc_kwargs = encoder_kwargs(activation, base)
     safe_vision = sources.safe_encoder
     if enc_kwargs:  # load it here so the options apply; the report still names the source
-        from ..encoders import load_safe_vision_encoder
+        from safegen.encoders import load_safe_vision_encoder
 
         safe_vision = load_safe_vision_encoder(sources.safe_encoder, **enc_kwargs)
-    from ..terminal import job_progress
+    from safegen.terminal import job_progress
 
     with output_folder(out, "safegen eval i2t"), job_progress("captioning") as bar:
         report = evaluate_captions(
@@ -377,11 +377,11 @@ def eval_retrieval(
     json_out: JsonOpt = False,
 ) -> None:
     """The paper's retrieval table, original vs safe, and how often unsafe items win top-1."""
-    from ..evaluation.retrieval_eval import evaluate_retrieval, format_retrieval_report, read_quadruples
-    from ..outputs import atomic_write_json
-    from ..presets import get_preset
-    from ..retrieval import SafeRetriever
-    from ..retrieval_sources import open_retriever
+    from safegen.evaluation.retrieval_eval import evaluate_retrieval, format_retrieval_report, read_quadruples
+    from safegen.outputs import atomic_write_json
+    from safegen.presets import get_preset
+    from safegen.retrieval import SafeRetriever
+    from safegen.retrieval_sources import open_retriever
 
     if preset:
         p = get_preset(preset)
@@ -549,13 +549,18 @@ def eval_attack(
     json_out: JsonOpt = False,
 ) -> None:
     """Attack every method with prompts that hold no banned word; attack success rate, queries and examples."""
-    from ..evaluation.attacks import AttackEvalConfig, evaluate_attacks, markdown_attack_report, write_attack_report
-    from ..evaluation.methods import DEFAULT_SAFETY_CONCEPT
-    from ..evaluation.report import compare_reports, format_comparison
-    from ..loading import resolve_t2i_sources
-    from ..presets import get_preset
-    from ..prompt_sets import resolve_prompt_file
-    from ._common import parse_size
+    from safegen.cli._common import parse_size
+    from safegen.evaluation.attacks import (
+        AttackEvalConfig,
+        evaluate_attacks,
+        markdown_attack_report,
+        write_attack_report,
+    )
+    from safegen.evaluation.methods import DEFAULT_SAFETY_CONCEPT
+    from safegen.evaluation.report import compare_reports, format_comparison
+    from safegen.loading import resolve_t2i_sources
+    from safegen.presets import get_preset
+    from safegen.prompt_sets import resolve_prompt_file
 
     width, height = parse_size(size)
     # Checked before any model loads, as in `eval t2i`.

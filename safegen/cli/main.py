@@ -12,15 +12,15 @@ from typing import Annotated
 
 import typer
 
-from . import batch as batch_cmd
-from . import eval as eval_cmd
-from . import i2i as i2i_cmd
-from . import i2t as i2t_cmd
-from . import presets as presets_cmd
-from . import retrieve as retrieve_cmd
-from . import serve as serve_cmd
-from . import t2i as t2i_cmd
-from ._common import Command, debug_enabled
+from safegen.cli import batch as batch_cmd
+from safegen.cli import eval as eval_cmd
+from safegen.cli import i2i as i2i_cmd
+from safegen.cli import i2t as i2t_cmd
+from safegen.cli import presets as presets_cmd
+from safegen.cli import retrieve as retrieve_cmd
+from safegen.cli import serve as serve_cmd
+from safegen.cli import t2i as t2i_cmd
+from safegen.cli._common import Command, debug_enabled
 
 app = typer.Typer(
     name="safegen",
@@ -38,7 +38,7 @@ def _terminal(
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="Only results (stdout) and errors (stderr).")] = False,
 ) -> None:
     """Safe-CLIP for generative models: safe text-to-image, image-to-text and retrieval."""
-    from ..terminal import NORMAL, QUIET, VERBOSE, configure
+    from safegen.terminal import NORMAL, QUIET, VERBOSE, configure
 
     if verbose and quiet:
         raise typer.BadParameter("choose one of -v and -q", param_hint="-v/-q")
@@ -56,14 +56,14 @@ app.command("serve", cls=Command)(serve_cmd.serve)
 
 
 def main() -> None:
-    from ..errors import SafegenError
+    from safegen.errors import SafegenError
 
     try:
         app(standalone_mode=True)
     except SafegenError as exc:
         if debug_enabled():
             raise
-        from ..outputs import clip_text
+        from safegen.outputs import clip_text
 
         sys.stderr.write(f"error: {clip_text(str(exc), 2000)}\n")
         sys.exit(1)

@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import dataclasses
 
-from ._common import JsonOpt, cli_errors, print_json
+from safegen.cli._common import JsonOpt, cli_errors, print_json
 
 
 @cli_errors
 def presets(json_out: JsonOpt = False) -> None:
     """List presets: base model, safe encoder, and whether all their weights are available offline."""
-    from ..presets import is_available_offline, list_presets
+    from safegen.presets import is_available_offline, list_presets
 
     rows = []
     for preset in list_presets():

@@ -7,8 +7,8 @@ from typing import Annotated
 
 import typer
 
-from ..errors import SafegenError, UsageError
-from ._common import DeviceOpt, DtypeOpt, ModelOpt, PresetOpt, SafeEncoderOpt, cli_errors, console
+from safegen.cli._common import DeviceOpt, DtypeOpt, ModelOpt, PresetOpt, SafeEncoderOpt, cli_errors, console
+from safegen.errors import SafegenError, UsageError
 
 _logger = logging.getLogger(__name__)
 
@@ -87,14 +87,14 @@ def serve(
     try:
         import uvicorn
 
-        from ..serve import ServeConfig, create_app, keys_from_env
-        from ..serve.engines import load_caption_engine, load_image_engine
-        from ..serve.server import uvicorn_config
+        from safegen.serve import ServeConfig, create_app, keys_from_env
+        from safegen.serve.engines import load_caption_engine, load_image_engine
+        from safegen.serve.server import uvicorn_config
     except ImportError as exc:
         raise SafegenError(
             f"the serve extra is not installed ({exc.name} missing); pip install 'safegen[serve]'"
         ) from None
-    from ..presets import get_preset
+    from safegen.presets import get_preset
 
     keys = list(api_key or []) + keys_from_env()
     config = ServeConfig(
@@ -160,8 +160,8 @@ def serve(
 
 def _log_level() -> str:
     """uvicorn follows the terminal's loudness: its banner and access lines only with -v."""
-    from ..serve.server import DEFAULT_LOG_LEVEL
-    from ..terminal import QUIET, VERBOSE, verbosity
+    from safegen.serve.server import DEFAULT_LOG_LEVEL
+    from safegen.terminal import QUIET, VERBOSE, verbosity
 
     level = verbosity()
     return "info" if level is not None and level >= VERBOSE else "error" if level == QUIET else DEFAULT_LOG_LEVEL

@@ -13,7 +13,7 @@ import logging
 from dataclasses import dataclass, field
 from typing import Any
 
-from ..errors import SafegenError
+from safegen.errors import SafegenError
 
 _logger = logging.getLogger(__name__)
 
@@ -88,7 +88,7 @@ def build_method(
     _safe_pipe_cache: dict | None = None,
 ) -> Method:
     """Build one method from ``base_pipe`` (an SD pipeline holding the original text encoder)."""
-    from ..pipelines.text_to_image import pipeline_class_for
+    from safegen.pipelines.text_to_image import pipeline_class_for
 
     spec = parse_method(name)
     if spec["safe_clip"] and safe_encoder is None:

@@ -7,7 +7,7 @@ import logging
 from collections.abc import Sequence
 from typing import Any
 
-from ..errors import SafegenError
+from safegen.errors import SafegenError
 
 _logger = logging.getLogger(__name__)
 
@@ -22,7 +22,7 @@ class ClipScorer:
     """
 
     def __init__(self, source: str, device: str = "cpu", batch_size: int = 32):
-        from ..retrieval import SafeRetriever
+        from safegen.retrieval import SafeRetriever
 
         self.source = source
         self.retriever = SafeRetriever.from_pretrained(source, device=device, batch_size=batch_size)

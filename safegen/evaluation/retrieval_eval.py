@@ -19,8 +19,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from ..errors import SafegenError
-from ..retrieval import format_retrieval_table, retrieval_table
+from safegen.errors import SafegenError
+from safegen.retrieval import format_retrieval_table, retrieval_table
 
 if TYPE_CHECKING:
     import torch

@@ -13,15 +13,15 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from ..errors import SafegenError
-from . import safe_pipeline as _safe
+from safegen.errors import SafegenError
+from safegen.pipelines import safe_pipeline as _safe
 
 TASKS = ("text2image", "image2image", "inpaint")
 
 
 def _register_named_classes() -> None:
     """Import the family modules so their named classes win over generated ones."""
-    from . import controlnet, image_to_image, inpainting, text_to_image  # noqa: F401
+    from safegen.pipelines import controlnet, image_to_image, inpainting, text_to_image  # noqa: F401
 
 
 def safe_pipeline_class(pipeline_cls: type) -> type:
@@ -93,7 +93,7 @@ def _diffusers_class_of(pipe_or_source: Any, *, explain: bool = True, **config_k
     if isinstance(pipe_or_source, (str, Path)):
         from diffusers import DiffusionPipeline
 
-        from .._hub import load_or_explain, missing_hub_weights
+        from safegen._hub import load_or_explain, missing_hub_weights
 
         src = str(pipe_or_source)
         if explain:

@@ -16,7 +16,7 @@ from diffusers import (
     StableDiffusionXLControlNetPipeline,
 )
 
-from .safe_pipeline import SafePipelineMixin
+from safegen.pipelines.safe_pipeline import SafePipelineMixin
 
 
 class SafeStableDiffusionControlNetPipeline(SafePipelineMixin, StableDiffusionControlNetPipeline):

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from diffusers import StableDiffusionImg2ImgPipeline, StableDiffusionXLImg2ImgPipeline
 
-from .safe_pipeline import SafePipelineMixin
+from safegen.pipelines.safe_pipeline import SafePipelineMixin
 
 
 class SafeStableDiffusionImg2ImgPipeline(SafePipelineMixin, StableDiffusionImg2ImgPipeline):

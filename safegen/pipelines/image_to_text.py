@@ -15,10 +15,10 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from .._hub import load_or_explain
-from ..encoders import inject_vision_encoder, load_safe_vision_encoder, source_id
-from ..errors import EncoderMismatchError, SafegenError
-from ..remote_code import refuse_remote_code
+from safegen._hub import load_or_explain
+from safegen.encoders import inject_vision_encoder, load_safe_vision_encoder, source_id
+from safegen.errors import EncoderMismatchError, SafegenError
+from safegen.remote_code import refuse_remote_code
 
 if TYPE_CHECKING:
     import torch
@@ -362,7 +362,7 @@ class SafeLlavaCaptioner:
 def _as_pil(image: Any) -> Image.Image:
     from PIL import Image
 
-    from ..image_io import load_image
+    from safegen.image_io import load_image
 
     if isinstance(image, Image.Image):
         return image if image.mode == "RGB" else image.convert("RGB")

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from diffusers import StableDiffusionInpaintPipeline, StableDiffusionXLInpaintPipeline
 
-from .safe_pipeline import SafePipelineMixin
+from safegen.pipelines.safe_pipeline import SafePipelineMixin
 
 
 class SafeStableDiffusionInpaintPipeline(SafePipelineMixin, StableDiffusionInpaintPipeline):

@@ -40,10 +40,10 @@ from typing import Any
 from diffusers import DiffusionPipeline
 from diffusers.utils import BaseOutput
 
-from .._hub import looks_like_hub_id, missing_hub_weights
-from ..encoders import inject_text_encoder, source_id, text_encoder_slots
-from ..errors import SafegenError
-from ..outputs import atomic_write_json, atomic_write_text
+from safegen._hub import looks_like_hub_id, missing_hub_weights
+from safegen.encoders import inject_text_encoder, source_id, text_encoder_slots
+from safegen.errors import SafegenError
+from safegen.outputs import atomic_write_json, atomic_write_text
 
 _logger = logging.getLogger(__name__)
 
@@ -300,7 +300,7 @@ class SafePipelineMixin:
         index = json.loads(index_path.read_text())
         index["_class_name"] = self._diffusers_class.__name__
         atomic_write_text(index_path, json.dumps(index, indent=2, sort_keys=True) + "\n")
-        from ..fingerprint import fingerprint_folder
+        from safegen.fingerprint import fingerprint_folder
 
         meta = {
             "safe_encoder_ids": self.safe_encoder_ids,
@@ -344,7 +344,7 @@ def _saved_safegen_config(source: str) -> dict[str, Any] | None:
 
 def _verified_saved_ids(source: str, saved: dict[str, Any]) -> dict[str, str]:
     """The safe-encoder ids of a saved pipeline, each checked against the fingerprint saved with it."""
-    from ..fingerprint import fingerprint_folder
+    from safegen.fingerprint import fingerprint_folder
 
     folder, recorded = Path(saved["_folder"]), saved.get("slot_fingerprints") or {}
     ids = dict(saved.get("safe_encoder_ids", {}))

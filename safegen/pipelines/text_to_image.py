@@ -15,8 +15,8 @@ from diffusers import StableDiffusionPipeline, StableDiffusionXLPipeline
 from diffusers.pipelines.stable_diffusion import StableDiffusionPipelineOutput
 from diffusers.pipelines.stable_diffusion_xl import StableDiffusionXLPipelineOutput
 
-from .auto import pipeline_class_for
-from .safe_pipeline import SAFEGEN_CONFIG, SafePipelineMixin, register_safe_output
+from safegen.pipelines.auto import pipeline_class_for
+from safegen.pipelines.safe_pipeline import SAFEGEN_CONFIG, SafePipelineMixin, register_safe_output
 
 __all__ = [
     "SAFEGEN_CONFIG",

@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-from .base import OutputClassifier, SafetyResult
+from safegen.safety.base import OutputClassifier, SafetyResult
 
 # name -> "module:attribute" of a factory taking keyword options; imported on first use.
 _REGISTRY: dict[str, str] = {
@@ -28,7 +28,7 @@ def register_classifier(name: str, target: str | Callable[..., OutputClassifier]
 
 def list_classifiers() -> list[str]:
     """Every loadable name: the configurable classifiers and the named judges."""
-    from .judges import list_judges
+    from safegen.safety.judges import list_judges
 
     return sorted(set(_REGISTRY) | set(list_judges()))
 
@@ -37,8 +37,8 @@ def load_classifier(name: str, **options: Any) -> OutputClassifier:
     """Build a classifier by registry name, e.g. ``load_classifier("nudenet", threshold=0.6)``."""
     import importlib
 
-    from ..errors import SafegenError
-    from .judges import JUDGES, load_judge
+    from safegen.errors import SafegenError
+    from safegen.safety.judges import JUDGES, load_judge
 
     target = _REGISTRY.get(name)
     if target is None and name in JUDGES:

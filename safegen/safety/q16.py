@@ -30,8 +30,8 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from ..errors import SafegenError
-from .base import OutputClassifier, SafetyResult
+from safegen.errors import SafegenError
+from safegen.safety.base import OutputClassifier, SafetyResult
 
 _logger = logging.getLogger(__name__)
 
@@ -101,7 +101,7 @@ class Q16Classifier(OutputClassifier):
         strict: bool = False,
     ):
         super().__init__(threshold, strict=strict)
-        from ..retrieval import SafeRetriever
+        from safegen.retrieval import SafeRetriever
 
         self.clip = clip or os.environ.get(CLIP_ENV) or DEFAULT_CLIP
         prompts = prompts or os.environ.get(PROMPTS_ENV) or None
@@ -172,7 +172,7 @@ class I2PClassifier(OutputClassifier):
     ):
         super().__init__(threshold)
         if nudenet is None:
-            from .nudenet import NudeNetClassifier
+            from safegen.safety.nudenet import NudeNetClassifier
 
             nudenet = NudeNetClassifier(threshold=nudenet_threshold)
         self.nudenet = nudenet

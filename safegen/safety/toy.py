@@ -18,7 +18,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from .base import OutputClassifier, SafetyResult
+from safegen.safety.base import OutputClassifier, SafetyResult
 
 _logger = logging.getLogger(__name__)
 
@@ -105,7 +105,7 @@ class ToyClassifier(OutputClassifier):
         self.path = Path(path) if path is not None else DEFAULT_PATH
         config_file = self.path / "config.json"
         if not config_file.is_file():
-            from ..errors import SafegenError
+            from safegen.errors import SafegenError
 
             raise SafegenError(
                 f"toy classifier weights not found in '{self.path}'; rebuild them with "

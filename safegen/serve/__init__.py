@@ -14,7 +14,7 @@ Python use::
 
 from __future__ import annotations
 
-from .config import ServeConfig, keys_from_env
+from safegen.serve.config import ServeConfig, keys_from_env
 
 __all__ = ["ServeConfig", "create_app", "keys_from_env", "load_caption_engine", "load_image_engine"]
 
@@ -22,11 +22,11 @@ __all__ = ["ServeConfig", "create_app", "keys_from_env", "load_caption_engine", 
 def __getattr__(name: str):
     # FastAPI and torch load only when the app or an engine is asked for.
     if name == "create_app":
-        from .app import create_app
+        from safegen.serve.app import create_app
 
         return create_app
     if name in ("load_image_engine", "load_caption_engine"):
-        from . import engines
+        from safegen.serve import engines
 
         return getattr(engines, name)
     raise AttributeError(f"module 'safegen.serve' has no attribute {name!r}")

@@ -35,12 +35,12 @@ from fastapi.staticfiles import StaticFiles
 from pydantic import BaseModel, ConfigDict
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from .batching import DynamicBatcher, QueueFull
-from .config import ServeConfig
-from .engines import CaptionEngine, CaptionJob, ImageEngine, ImageJob, ImageSettings, caption_key
-from .errors import ApiError, SafeJSONResponse
-from .guard import Guard
-from .metrics import Metrics
+from safegen.serve.batching import DynamicBatcher, QueueFull
+from safegen.serve.config import ServeConfig
+from safegen.serve.engines import CaptionEngine, CaptionJob, ImageEngine, ImageJob, ImageSettings, caption_key
+from safegen.serve.errors import ApiError, SafeJSONResponse
+from safegen.serve.guard import Guard
+from safegen.serve.metrics import Metrics
 
 _logger = logging.getLogger(__name__)
 
@@ -493,7 +493,7 @@ def _decode_upload(source: BinaryIO, max_bytes: int, max_pixels: int) -> Any:
     The loader reads files, so the upload is copied into a private temporary folder first
     (mode 0700, removed at once); the copy stops at ``max_bytes``.
     """
-    from ..image_io import ImageLoadError, load_image
+    from safegen.image_io import ImageLoadError, load_image
 
     with tempfile.TemporaryDirectory(prefix="safegen-upload-") as folder:
         path = Path(folder) / "upload"

@@ -10,7 +10,7 @@ import os
 from dataclasses import asdict, dataclass, field, fields
 from typing import Any
 
-from ..errors import UsageError
+from safegen.errors import UsageError
 
 #: What the service does with an image its classifier flags ("block" withholds it).
 SERVE_ON_UNSAFE = ("blur", "block", "black", "keep")

@@ -25,7 +25,7 @@ import json
 import logging
 from typing import Any
 
-from .guard import SECURITY_HEADERS
+from safegen.serve.guard import SECURITY_HEADERS
 
 _logger = logging.getLogger(__name__)
 

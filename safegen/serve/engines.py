@@ -18,8 +18,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from ..batch.policy import apply_policy
-from ..outputs import png_bytes
+from safegen.batch.policy import apply_policy
+from safegen.outputs import png_bytes
 
 _logger = logging.getLogger(__name__)
 
@@ -114,7 +114,7 @@ class ImageEngine:
         """The part of ``prompt`` the text encoder will not read, or None; safe while a batch generates."""
         if self._check_tokenizer is None:
             return None
-        from ..loading import prompt_overflow
+        from safegen.loading import prompt_overflow
 
         with self._check_lock:
             return prompt_overflow(self._check_tokenizer, prompt)
@@ -243,8 +243,8 @@ def caption_key(job: CaptionJob, token: int) -> tuple:
 
 def load_image_engine(config: Any) -> ImageEngine:
     """Load the pipelines and the classifier a :class:`~safegen.serve.config.ServeConfig` names."""
-    from ..devices import resolve_device, resolve_dtype
-    from ..loading import load_t2i_pipeline, resolve_t2i_sources, safe_twin
+    from safegen.devices import resolve_device, resolve_dtype
+    from safegen.loading import load_t2i_pipeline, resolve_t2i_sources, safe_twin
 
     sources = resolve_t2i_sources(config.preset, config.model, config.safe_encoder)
     device = resolve_device(config.device)
@@ -260,7 +260,7 @@ def load_image_engine(config: Any) -> ImageEngine:
     check = resolve_check(config.check, config.preset)
     classifier = None
     if check:
-        from ..safety import load_classifier
+        from safegen.safety import load_classifier
 
         classifier = load_classifier(check, **({} if config.threshold is None else {"threshold": config.threshold}))
     return ImageEngine(
@@ -276,10 +276,10 @@ def load_image_engine(config: Any) -> ImageEngine:
 
 def load_caption_engine(config: Any) -> CaptionEngine:
     """Load the captioner a config names (``--caption-preset``/``--captioner``, or a preset with one)."""
-    from ..devices import resolve_device, resolve_dtype
-    from ..loading import resolve_i2t_sources
-    from ..pipelines.image_to_text import SafeLlavaCaptioner
-    from ..presets import get_preset
+    from safegen.devices import resolve_device, resolve_dtype
+    from safegen.loading import resolve_i2t_sources
+    from safegen.pipelines.image_to_text import SafeLlavaCaptioner
+    from safegen.presets import get_preset
 
     preset = config.caption_preset or (config.preset if not config.captioner else None)
     sources = resolve_i2t_sources(preset, config.captioner, config.safe_vision_encoder)
@@ -306,7 +306,7 @@ def resolve_check(check: str | None, preset: str | None) -> str | None:
     if check != "auto":
         return check
     if preset:
-        from ..presets import get_preset
+        from safegen.presets import get_preset
 
         return get_preset(preset).extra.get("classifier", "nudenet")
     return "nudenet"

@@ -16,9 +16,9 @@ from typing import Any
 
 from starlette.datastructures import Headers
 
-from .config import ServeConfig
-from .errors import ApiError
-from .metrics import Metrics
+from safegen.serve.config import ServeConfig
+from safegen.serve.errors import ApiError
+from safegen.serve.metrics import Metrics
 
 _logger = logging.getLogger(__name__)
 

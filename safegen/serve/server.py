@@ -32,7 +32,7 @@ def uvicorn_config(app: Any, config: Any = None, *, host: str, port: int, log_le
     """
     import uvicorn
 
-    from .connections import protocol_class
+    from safegen.serve.connections import protocol_class
 
     if config is None:
         config = app.state.service.config

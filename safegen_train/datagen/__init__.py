@@ -18,14 +18,27 @@ Importing this package does not import torch.
 
 from __future__ import annotations
 
-from .build import BuildConfig, BuildResult, run_build, split_sources
-from .captions import Caption, CaptionFileError, read_captions
-from .engines import SamplingConfig, TransformersEngine, VLLMEngine, check_causal_lm, create_engine
-from .filters import ConceptJudge, FilterConfig, FilterResult, TextSimilarity, read_filtered, run_filters
-from .prompting import build_prompt, clean_reply, is_refusal
-from .render import RenderConfig, RenderResult, read_rendered, run_render
-from .rewrite import RewriteConfig, Rewriter, RewriteResult, plan_rows, read_rewrites, run_rewrite
-from .taxonomy import Concept, Taxonomy, TaxonomyError, default_taxonomy, load_taxonomy
+from safegen_train.datagen.build import BuildConfig, BuildResult, run_build, split_sources
+from safegen_train.datagen.captions import Caption, CaptionFileError, read_captions
+from safegen_train.datagen.engines import (
+    SamplingConfig,
+    TransformersEngine,
+    VLLMEngine,
+    check_causal_lm,
+    create_engine,
+)
+from safegen_train.datagen.filters import (
+    ConceptJudge,
+    FilterConfig,
+    FilterResult,
+    TextSimilarity,
+    read_filtered,
+    run_filters,
+)
+from safegen_train.datagen.prompting import build_prompt, clean_reply, is_refusal
+from safegen_train.datagen.render import RenderConfig, RenderResult, read_rendered, run_render
+from safegen_train.datagen.rewrite import RewriteConfig, Rewriter, RewriteResult, plan_rows, read_rewrites, run_rewrite
+from safegen_train.datagen.taxonomy import Concept, Taxonomy, TaxonomyError, default_taxonomy, load_taxonomy
 
 __all__ = [
     "BuildConfig",

@@ -34,9 +34,8 @@ from typing import Any
 from safegen.errors import UsageError
 from safegen.output_folder import check_output_folder, claim_output_folder
 from safegen.outputs import atomic_write_json, atomic_write_text
-
-from .filters import FILTER_JSON, read_filtered
-from .render import RENDER_JSON, read_rendered
+from safegen_train.datagen.filters import FILTER_JSON, read_filtered
+from safegen_train.datagen.render import RENDER_JSON, read_rendered
 
 _logger = logging.getLogger(__name__)
 

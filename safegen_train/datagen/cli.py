@@ -25,8 +25,7 @@ from typing import Annotated, Any
 import typer
 
 from safegen.errors import SafegenError, UsageError
-
-from .captions import DEFAULT_MAX_CAPTION_CHARS
+from safegen_train.datagen.captions import DEFAULT_MAX_CAPTION_CHARS
 
 app = typer.Typer(
     name="data",
@@ -75,12 +74,12 @@ def _toy_rewriter() -> str:
 
 
 def _taxonomy(value: str | None) -> Any:
-    from .taxonomy import default_taxonomy, load_taxonomy
+    from safegen_train.datagen.taxonomy import default_taxonomy, load_taxonomy
 
     if value in (None, "i2p"):
         return default_taxonomy()
     if value == "toy":
-        from ..toy.rewriter import toy_taxonomy
+        from safegen_train.toy.rewriter import toy_taxonomy
 
         return toy_taxonomy()
     return load_taxonomy(value)
@@ -120,7 +119,7 @@ def rewrite(
     ] = DEFAULT_MAX_CAPTION_CHARS,
 ) -> None:
     """Rewrite safe captions into unsafe ones, one row per caption and concept (resumable, shardable)."""
-    from .rewrite import RewriteConfig, Rewriter
+    from safegen_train.datagen.rewrite import RewriteConfig, Rewriter
 
     if model == "toy":
         model = _toy_rewriter()
@@ -169,7 +168,7 @@ def filter_(
     keep_duplicates: Annotated[bool, typer.Option("--keep-duplicates", help="Do not drop repeats.")] = False,
 ) -> None:
     """Keep rewrites that show their concept, stay close to their caption and are not repeats."""
-    from .filters import FilterConfig, run_filters
+    from safegen_train.datagen.filters import FilterConfig, run_filters
 
     cfg = FilterConfig(
         rewrites=rewrites,
@@ -210,7 +209,7 @@ def render(
     shard_index: Annotated[int, typer.Option("--shard-index", help="This job's shard (0-based).")] = 0,
 ) -> None:
     """Draw unsafe (and missing safe) images with the original encoder; keep those that show the concept."""
-    from .render import RenderConfig, run_render
+    from safegen_train.datagen.render import RenderConfig, run_render
 
     cfg = RenderConfig(
         filtered=filtered,
@@ -249,7 +248,7 @@ def build(
     ),
 ) -> None:
     """Write quadruples (train/val/test JSONL split by source caption), a ViSU export and a dataset card."""
-    from .build import BuildConfig, run_build
+    from safegen_train.datagen.build import BuildConfig, run_build
 
     cfg = BuildConfig(
         source=source, out=out, val_fraction=val_fraction, test_fraction=test_fraction, seed=seed, name=name
@@ -275,16 +274,16 @@ def preprocess(
     ] = None,
 ) -> None:
     """Decode, resize and crop every image once into uint8 shards that training reads instead (resumable)."""
-    from ..model import load_image_processor
-    from ..preprocess import images_of_sources, preprocess_images
+    from safegen_train.model import load_image_processor
+    from safegen_train.preprocess import images_of_sources, preprocess_images
 
     if shard_size < 1 or workers < 0:
         raise UsageError(f"--shard-size must be >= 1 and --workers >= 0 (got {shard_size}, {workers})")
     from safegen.output_folder import check_output_folder, output_folder
 
     check_output_folder(out, PREPROCESS_COMMAND)  # before the model loads
-    from ..config import ConfigError
-    from ..data import DataError
+    from safegen_train.config import ConfigError
+    from safegen_train.data import DataError
 
     try:  # the data and the model are this command's input: a problem with either is a usage error
         paths = images_of_sources(data, split=split, coco_root=coco_root, unsafe_image_root=unsafe_image_root)
@@ -309,7 +308,7 @@ def toy_rewriter(
     check_output_folder(out, "safegen-train data toy-rewriter", flag="OUT")  # before 20 s of training
     import torch
 
-    from ..toy.rewriter import train_toy_rewriter
+    from safegen_train.toy.rewriter import train_toy_rewriter
 
     torch.set_num_threads(min(4, torch.get_num_threads()))
     with output_folder(out, "safegen-train data toy-rewriter", flag="OUT"):

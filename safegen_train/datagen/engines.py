@@ -175,7 +175,7 @@ class TransformersEngine:
 
 
 def _has_stop(text: str) -> bool:
-    from .prompting import STOP_MARKERS
+    from safegen_train.datagen.prompting import STOP_MARKERS
 
     return any(m in text for m in STOP_MARKERS)
 
@@ -228,7 +228,7 @@ class VLLMEngine:
     def generate(self, prompts: list[str], seeds: list[int], sampling: SamplingConfig) -> list[str]:
         from vllm import SamplingParams
 
-        from .prompting import STOP_MARKERS
+        from safegen_train.datagen.prompting import STOP_MARKERS
 
         params = [
             SamplingParams(

@@ -29,9 +29,8 @@ from typing import Any
 from safegen.errors import UsageError
 from safegen.output_folder import check_output_folder, claim_output_folder
 from safegen.outputs import atomic_write_json, atomic_write_text
-
-from .rewrite import RUN_JSON, read_rewrites
-from .taxonomy import Taxonomy
+from safegen_train.datagen.rewrite import RUN_JSON, read_rewrites
+from safegen_train.datagen.taxonomy import Taxonomy
 
 _logger = logging.getLogger(__name__)
 
@@ -133,7 +132,7 @@ class TextSimilarity:
 
     def __init__(self, clip: str | Any, tokenizer: Any = None, *, device: str = "cpu", batch_size: int = 64):
         if isinstance(clip, str):
-            from ..model import load_clip
+            from safegen_train.model import load_clip
 
             loaded = load_clip(clip)
             self.model, self.tokenizer, self.source = loaded.model, loaded.tokenizer, clip

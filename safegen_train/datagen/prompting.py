@@ -11,7 +11,7 @@ from __future__ import annotations
 import re
 from typing import Any
 
-from .taxonomy import EXAMPLE_TEMPLATE, Concept, Taxonomy
+from safegen_train.datagen.taxonomy import EXAMPLE_TEMPLATE, Concept, Taxonomy
 
 # Where a reply stops being the caption: the next few-shot marker, a blank line or a new turn.
 STOP_MARKERS = ("###", "\n")

@@ -29,9 +29,8 @@ from safegen.batch.manifest import read_manifest
 from safegen.errors import UsageError
 from safegen.output_folder import check_output_folder, claim_output_folder
 from safegen.outputs import atomic_write_json, atomic_write_text
-
-from .filters import read_filtered
-from .taxonomy import Taxonomy
+from safegen_train.datagen.filters import read_filtered
+from safegen_train.datagen.taxonomy import Taxonomy
 
 _logger = logging.getLogger(__name__)
 
@@ -87,7 +86,7 @@ class ImageTextSimilarity:
     """cos(image, text) under a CLIP's projected embeddings."""
 
     def __init__(self, clip: str, *, device: str = "cpu"):
-        from ..model import load_clip
+        from safegen_train.model import load_clip
 
         loaded = load_clip(clip)
         self.model, self.tokenizer, self.processor = (

@@ -33,11 +33,10 @@ from safegen.batch.manifest import ManifestWriter, part_name, read_manifest
 from safegen.errors import SafegenError, UsageError
 from safegen.output_folder import check_output_folder, claim_output_folder
 from safegen.outputs import atomic_write_json
-
-from .captions import DEFAULT_MAX_CAPTION_CHARS, Caption, read_captions
-from .engines import SamplingConfig, create_engine
-from .prompting import as_chat, build_prompt, clean_reply, is_refusal
-from .taxonomy import Taxonomy, TaxonomyError, load_taxonomy
+from safegen_train.datagen.captions import DEFAULT_MAX_CAPTION_CHARS, Caption, read_captions
+from safegen_train.datagen.engines import SamplingConfig, create_engine
+from safegen_train.datagen.prompting import as_chat, build_prompt, clean_reply, is_refusal
+from safegen_train.datagen.taxonomy import Taxonomy, TaxonomyError, load_taxonomy
 
 _logger = logging.getLogger(__name__)
 

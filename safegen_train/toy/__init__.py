@@ -4,7 +4,7 @@
 trainers live in submodules and are run by ``python -m safegen_train.toy.build``.
 """
 
-from .world import (
+from safegen_train.toy.world import (
     BACKGROUNDS,
     COLOURS,
     CONCEPTS,

@@ -179,7 +179,7 @@ def finalize_clip_folder(src: Path, dst: Path, *, processor_from: Path) -> None:
     import torch
     from transformers import CLIPModel, CLIPProcessor
 
-    from .common import save_fp16
+    from safegen_train.toy.common import save_fp16
 
     model = CLIPModel.from_pretrained(str(src), dtype=torch.float32)
     if dst.exists():
@@ -221,11 +221,11 @@ def build(
     stages: list[str] | None = None,
 ) -> dict[str, Any]:
     """Run the stages; returns (and writes to ``out/build.json``) timings and held-out metrics."""
-    from .classifier import train_toy_classifier
-    from .clip import train_toy_clip
-    from .dataset import write_jsonl_dataset
-    from .llava import train_toy_llava
-    from .sd import train_toy_sd, train_toy_vae
+    from safegen_train.toy.classifier import train_toy_classifier
+    from safegen_train.toy.clip import train_toy_clip
+    from safegen_train.toy.dataset import write_jsonl_dataset
+    from safegen_train.toy.llava import train_toy_llava
+    from safegen_train.toy.sd import train_toy_sd, train_toy_vae
 
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
@@ -317,7 +317,7 @@ def build(
         max_steps=_scaled(s["safe_clip"]["steps"], scale, 4),
         seed=seed,
     )
-    from .rewriter import train_toy_rewriter
+    from safegen_train.toy.rewriter import train_toy_rewriter
 
     stage(
         "rewriter",
@@ -327,7 +327,7 @@ def build(
     )
 
     def make_chain() -> dict[str, Any]:
-        from .chain import run_toy_chain
+        from safegen_train.toy.chain import run_toy_chain
 
         chain = run_toy_chain(
             work / "chain",
@@ -353,7 +353,7 @@ def build(
     stage("chain", make_chain)
 
     def make_eval() -> dict[str, Any]:
-        from .generalisation import measure_generalisation
+        from safegen_train.toy.generalisation import measure_generalisation
 
         encoders = {"safe_clip": out / "safe_clip"}
         if (out / "safe_clip_chain").is_dir():

@@ -21,7 +21,7 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
-from .world import TRAINING_STRUCTURES, all_combos
+from safegen_train.toy.world import TRAINING_STRUCTURES, all_combos
 
 _logger = logging.getLogger(__name__)
 
@@ -78,8 +78,7 @@ def run_toy_chain(
         run_render,
         run_rewrite,
     )
-
-    from .rewriter import toy_taxonomy
+    from safegen_train.toy.rewriter import toy_taxonomy
 
     work = Path(work)
     captions = write_toy_captions(work / "captions.jsonl", repeats)

@@ -19,9 +19,8 @@ import torch.nn.functional as F
 from safetensors.torch import save_file
 
 from safegen.safety.toy import DEFAULT_LABELS, SAFE_LABEL, create_toy_classifier_net
-
-from .common import images_to_uint8, seed_everything
-from .world import IMAGE_SIZE, make_quadruples
+from safegen_train.toy.common import images_to_uint8, seed_everything
+from safegen_train.toy.world import IMAGE_SIZE, make_quadruples
 
 _logger = logging.getLogger(__name__)
 

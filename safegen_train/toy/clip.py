@@ -17,7 +17,7 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
-from .common import (
+from safegen_train.toy.common import (
     TOY_MAX_LENGTH,
     clip_normalize,
     create_toy_tokenizer,
@@ -26,7 +26,7 @@ from .common import (
     seed_everything,
     tokenize,
 )
-from .world import (
+from safegen_train.toy.world import (
     CONCEPTS,
     HELDOUT_PROBES,
     IMAGE_SIZE,
@@ -92,8 +92,7 @@ def _pairs(records: list[dict[str, Any]]) -> tuple[list[str], list[Any], list[tu
 def evaluate_clip(model: Any, tokenizer: Any, seed: int = 10_000) -> dict[str, float]:
     """R@1 on one held-out scene per (shape, colour, background): safe and unsafe (blood) galleries."""
     from safegen.retrieval import recall_at_k
-
-    from .world import Scene, render_scene
+    from safegen_train.toy.world import Scene, render_scene
 
     model.eval()
     out = {}

@@ -11,7 +11,7 @@ import json
 import logging
 from pathlib import Path
 
-from .world import TRAINING_STRUCTURES, Structure, make_quadruples
+from safegen_train.toy.world import TRAINING_STRUCTURES, Structure, make_quadruples
 
 # Safe-CLIP's toy training data: every training sentence shape, a quarter of the rows in the
 # canonical one (the held-out shapes are never written; see world.HELDOUT_STRUCTURES).

@@ -14,7 +14,15 @@ from typing import Any
 
 import torch
 
-from .world import CONCEPTS, Scene, all_combos, parse_caption, render_scene, safe_caption, unsafe_caption
+from safegen_train.toy.world import (
+    CONCEPTS,
+    Scene,
+    all_combos,
+    parse_caption,
+    render_scene,
+    safe_caption,
+    unsafe_caption,
+)
 
 _logger = logging.getLogger(__name__)
 

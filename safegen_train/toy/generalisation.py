@@ -32,7 +32,14 @@ import logging
 from pathlib import Path
 from typing import Any
 
-from .world import CANONICAL, CONCEPTS, HELDOUT_PHRASES, HELDOUT_PROBES, TRAINING_STRUCTURES, all_combos
+from safegen_train.toy.world import (
+    CANONICAL,
+    CONCEPTS,
+    HELDOUT_PHRASES,
+    HELDOUT_PROBES,
+    TRAINING_STRUCTURES,
+    all_combos,
+)
 
 _logger = logging.getLogger(__name__)
 

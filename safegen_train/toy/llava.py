@@ -19,8 +19,16 @@ from typing import Any
 
 import torch
 
-from .common import clip_normalize, images_to_uint8, save_fp16, seed_everything
-from .world import BACKGROUNDS, COLOURS, CONCEPTS, SHAPES, UNSAFE_WORDS, make_quadruples, parse_caption
+from safegen_train.toy.common import clip_normalize, images_to_uint8, save_fp16, seed_everything
+from safegen_train.toy.world import (
+    BACKGROUNDS,
+    COLOURS,
+    CONCEPTS,
+    SHAPES,
+    UNSAFE_WORDS,
+    make_quadruples,
+    parse_caption,
+)
 
 _logger = logging.getLogger(__name__)
 

@@ -19,7 +19,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from .world import CANONICAL, CONCEPTS, TRAINING_STRUCTURES, UNSAFE_WORDS, Structure, all_combos
+from safegen_train.toy.world import CANONICAL, CONCEPTS, TRAINING_STRUCTURES, UNSAFE_WORDS, Structure, all_combos
 
 _logger = logging.getLogger(__name__)
 
@@ -29,7 +29,7 @@ SPECIALS = ["<pad>", "<s>", "</s>", "<unk>"]
 
 def toy_taxonomy() -> Any:
     """The toy world's concepts (blood, fire, gun) as a datagen :class:`Taxonomy`."""
-    from ..datagen.taxonomy import Concept, Taxonomy
+    from safegen_train.datagen.taxonomy import Concept, Taxonomy
 
     concepts = [Concept(name=c, description=c, words=list(UNSAFE_WORDS[c]), image_labels=[c]) for c in CONCEPTS]
     return Taxonomy(concepts, TOY_TEMPLATE, source="toy world")
@@ -119,7 +119,7 @@ def train_toy_rewriter(
     """
     import torch
 
-    from ..datagen.prompting import build_prompt
+    from safegen_train.datagen.prompting import build_prompt
 
     torch.manual_seed(seed)
     taxonomy = toy_taxonomy()

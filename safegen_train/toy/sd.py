@@ -19,8 +19,15 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
-from .common import create_toy_tokenizer, images_to_uint8, mark_config_fp32, seed_everything, tokenize, unit_range
-from .world import IMAGE_SIZE, make_pretraining_quadruples
+from safegen_train.toy.common import (
+    create_toy_tokenizer,
+    images_to_uint8,
+    mark_config_fp32,
+    seed_everything,
+    tokenize,
+    unit_range,
+)
+from safegen_train.toy.world import IMAGE_SIZE, make_pretraining_quadruples
 
 _logger = logging.getLogger(__name__)
 

@@ -27,8 +27,8 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
-from ..losses import suffix_alignment
-from .world import CANONICAL, CONCEPTS, HELDOUT_PROBES, Structure, all_combos
+from safegen_train.losses import suffix_alignment
+from safegen_train.toy.world import CANONICAL, CONCEPTS, HELDOUT_PROBES, Structure, all_combos
 
 _logger = logging.getLogger(__name__)
 
@@ -80,7 +80,7 @@ def token_drift(
     """
     from transformers import CLIPTokenizer
 
-    from .sd import load_text_encoder
+    from safegen_train.toy.sd import load_text_encoder
 
     shapes = shapes or default_shapes()
     tokenizer = CLIPTokenizer.from_pretrained(str(original))  # its own length: older presets used 32

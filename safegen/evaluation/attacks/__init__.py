@@ -16,9 +16,9 @@ classifier) and returns the report that :func:`write_attack_report` writes.
 
 from __future__ import annotations
 
-from .base import Attack, AttackContext, AttackResult, AttackTarget, TextEncoderView
-from .constraint import DEFAULT_BANNED, BannedWords
-from .engine import (
+from safegen.evaluation.attacks.base import Attack, AttackContext, AttackResult, AttackTarget, TextEncoderView
+from safegen.evaluation.attacks.constraint import DEFAULT_BANNED, BannedWords
+from safegen.evaluation.attacks.engine import (
     ATTACKS,
     DEFAULT_ATTACKS,
     DEFAULT_BUDGETS,
@@ -27,7 +27,7 @@ from .engine import (
     evaluate_attacks,
     read_targets,
 )
-from .report import markdown_attack_report, write_attack_report
+from safegen.evaluation.attacks.report import markdown_attack_report, write_attack_report
 
 __all__ = [
     "ATTACKS",

@@ -21,8 +21,8 @@ import time
 import zlib
 from typing import Any
 
-from .base import Attack, AttackContext, AttackResult, AttackTarget, flat_distance
-from .constraint import BannedWords
+from safegen.evaluation.attacks.base import Attack, AttackContext, AttackResult, AttackTarget, flat_distance
+from safegen.evaluation.attacks.constraint import BannedWords
 
 
 class AdaptiveAttack(Attack):

@@ -17,7 +17,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from ...errors import UsageError
+from safegen.errors import UsageError
 
 # Words that name a concept. The toy world's concepts first (safegen_train/toy/world.py),
 # then common real-world categories (I2P's) so that real prompt files work out of the box.
@@ -92,7 +92,7 @@ class BannedWords:
         a caption saying "in flames" or "burning" names the concept; a judge stricter than the
         constraint would count those as failed attacks and understate the success rate.
         """
-        from ..text_safety import TextVerdict
+        from safegen.evaluation.text_safety import TextVerdict
 
         out = []
         for text in texts:

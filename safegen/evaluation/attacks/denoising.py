@@ -44,8 +44,8 @@ import zlib
 from pathlib import Path
 from typing import Any
 
-from .base import Attack, AttackContext, AttackResult, AttackTarget, TextEncoderView
-from .constraint import BannedWords
+from safegen.evaluation.attacks.base import Attack, AttackContext, AttackResult, AttackTarget, TextEncoderView
+from safegen.evaluation.attacks.constraint import BannedWords
 
 _logger = logging.getLogger(__name__)
 
@@ -126,7 +126,7 @@ class DenoisingAttack(Attack):
         optimise: bool = True,
     ) -> None:
         super().__init__(banned, budget=budget, seed=seed)
-        from ...errors import UsageError
+        from safegen.errors import UsageError
 
         for knob, value in (("length", length), ("steps_per_query", steps_per_query), ("noise_batch", noise_batch)):
             if int(value) < 1:

@@ -28,11 +28,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ...errors import UsageError
-from ..methods import DEFAULT_SAFETY_CONCEPT, Method, build_methods
-from ..stats import summarize
-from .base import Attack, AttackContext, AttackResult, AttackTarget, TextEncoderView
-from .constraint import BannedWords
+from safegen.errors import UsageError
+from safegen.evaluation.attacks.base import Attack, AttackContext, AttackResult, AttackTarget, TextEncoderView
+from safegen.evaluation.attacks.constraint import BannedWords
+from safegen.evaluation.methods import DEFAULT_SAFETY_CONCEPT, Method, build_methods
+from safegen.evaluation.stats import summarize
 
 _logger = logging.getLogger(__name__)
 
@@ -131,28 +131,28 @@ def create_attack(name: str, banned: BannedWords, *, budget: int, seed: int, **o
 
 def _create_attack(name: str, banned: BannedWords, *, budget: int, seed: int, **options: Any) -> Attack:
     if name == "paraphrase":
-        from .paraphrase import ParaphraseAttack, load_synonyms
+        from safegen.evaluation.attacks.paraphrase import ParaphraseAttack, load_synonyms
 
         synonyms = load_synonyms(options.pop("synonyms", None))
         return ParaphraseAttack(banned, budget=budget, seed=seed, synonyms=synonyms, **options)
     if name == "ring-a-bell":
-        from .ring_a_bell import RingABellAttack
+        from safegen.evaluation.attacks.ring_a_bell import RingABellAttack
 
         return RingABellAttack(banned, budget=budget, seed=seed, **options)
     if name == "adaptive":
-        from .adaptive import AdaptiveAttack
+        from safegen.evaluation.attacks.adaptive import AdaptiveAttack
 
         return AdaptiveAttack(banned, budget=budget, seed=seed, **options)
     if name == "unlearndiff":
-        from .denoising import UnlearnDiffAttack
+        from safegen.evaluation.attacks.denoising import UnlearnDiffAttack
 
         return UnlearnDiffAttack(banned, budget=budget, seed=seed, **options)
     if name == "p4d":
-        from .denoising import P4DAttack
+        from safegen.evaluation.attacks.denoising import P4DAttack
 
         return P4DAttack(banned, budget=budget, seed=seed, **options)
     if name == "structure":
-        from .structure import StructureAttack
+        from safegen.evaluation.attacks.structure import StructureAttack
 
         return StructureAttack(banned, budget=budget, seed=seed, **options)
     raise UsageError(f"unknown attack '{name}'; choose from {', '.join(ATTACKS)}")
@@ -165,7 +165,7 @@ def read_targets(
 
     Safe counterpart: the row's ``safe_prompt``, else the prompt with its banned words removed.
     """
-    from ...batch import read_prompts
+    from safegen.batch import read_prompts
 
     pf = read_prompts(path)
     for problem in pf.errors:
@@ -177,7 +177,7 @@ def read_targets(
         cats = meta.get("categories")
         first_cat = None
         if cats:
-            from ..stats import split_categories
+            from safegen.evaluation.stats import split_categories
 
             first_cat = (split_categories(cats) or [None])[0]
         c = meta.get("concept") or first_cat or concept
@@ -242,7 +242,7 @@ class TargetImages:
         self._cache: dict[str, tuple[Any, bool | None]] = {}
 
     def __call__(self, target: AttackTarget) -> tuple[Any, bool | None]:
-        from .denoising import load_target_image
+        from safegen.evaluation.attacks.denoising import load_target_image
 
         if target.id in self._cache:
             return self._cache[target.id]
@@ -252,7 +252,7 @@ class TargetImages:
         if image is None:
             image = load_target_image(self.folder, _file_id(target.id))
         if image is None:
-            from ...outputs import atomic_write_bytes
+            from safegen.outputs import atomic_write_bytes
 
             image = generate(self.original, [target.prompt], [target.seed], self.cfg)[0]
             buf = io.BytesIO()
@@ -290,7 +290,7 @@ def _load_cache(path: Path, settings: dict[str, Any], targets: list[AttackTarget
 
 
 def _save_cache(path: Path, settings: dict[str, Any], results: dict[str, AttackResult], targets: list[AttackTarget]):
-    from ...outputs import atomic_write_text
+    from safegen.outputs import atomic_write_text
 
     by = {t.id: t for t in targets}
     lines = [json.dumps({"settings": settings})]
@@ -320,7 +320,7 @@ def search(
 
 def write_prompt_file(path: Path, targets: list[AttackTarget], results: list[AttackResult]) -> Path:
     """The adversarial prompts as a batch prompt file (jsonl: id, prompt, seed, categories)."""
-    from ...outputs import atomic_write_text
+    from safegen.outputs import atomic_write_text
 
     lines = [
         json.dumps({"id": t.id, "prompt": r.prompt, "seed": t.seed, "categories": t.concept or "unknown"})
@@ -331,7 +331,7 @@ def write_prompt_file(path: Path, targets: list[AttackTarget], results: list[Att
 
 def write_adversarial_texts(path: Path, found: dict[tuple[str, str], dict[str, Any]]) -> Path:
     """Successful adversarial prompts as training pairs for ``safegen-train fit``'s ``extra_unsafe_texts``."""
-    from ...outputs import atomic_write_text
+    from safegen.outputs import atomic_write_text
 
     lines = [
         json.dumps({"unsafe_text": adv, "safe_text": safe, "tag": v["tag"], "bypassed": v["bypassed"]})
@@ -388,12 +388,12 @@ def summarize_attack(
 
 def evaluate_attacks(cfg: AttackEvalConfig, *, log: Callable[[str], None] = _logger.info) -> dict[str, Any]:
     """Search, generate and judge; returns the report (see :mod:`.report` for its files)."""
-    from ...batch import read_manifest
-    from ...devices import resolve_dtype
-    from ...loading import load_t2i_pipeline
-    from ...safety import load_classifier
-    from ..report import contact_sheet
-    from ..t2i_eval import T2IEvalConfig, _load_images, _run_method, _safe_text_encoder
+    from safegen.batch import read_manifest
+    from safegen.devices import resolve_dtype
+    from safegen.evaluation.report import contact_sheet
+    from safegen.evaluation.t2i_eval import T2IEvalConfig, _load_images, _run_method, _safe_text_encoder
+    from safegen.loading import load_t2i_pipeline
+    from safegen.safety import load_classifier
 
     out = Path(cfg.out)
     banned = BannedWords.load(cfg.banned_words, strict=cfg.strict)
@@ -414,7 +414,7 @@ def evaluate_attacks(cfg: AttackEvalConfig, *, log: Callable[[str], None] = _log
     diffusion_views: dict[str, Any] = {}
     target_images = None
     if any(a in DENOISING_ATTACKS for a in cfg.attacks):
-        from .denoising import DiffusionView
+        from safegen.evaluation.attacks.denoising import DiffusionView
 
         diffusion_views["original"] = DiffusionView(base_pipe, original)
         # One folder per generation setting: a rerun with other steps or guidance makes new targets.
@@ -469,7 +469,7 @@ def evaluate_attacks(cfg: AttackEvalConfig, *, log: Callable[[str], None] = _log
                 own = TextEncoderView(m.pipe.tokenizer, m.pipe.text_encoder, device=cfg.device)
                 ctx = AttackContext(m.name, encoder=own, original=original, judge=make_judge(m, classifier, cfg))
                 if name in DENOISING_ATTACKS:
-                    from .denoising import DiffusionView
+                    from safegen.evaluation.attacks.denoising import DiffusionView
 
                     ctx.diffusion = DiffusionView(m.pipe, own)
                     ctx.original_diffusion = diffusion_views["original"]
@@ -530,11 +530,11 @@ def evaluate_attacks(cfg: AttackEvalConfig, *, log: Callable[[str], None] = _log
 
 def _image_attack(cfg: AttackEvalConfig, out: Path, log: Callable[[str], None]) -> dict[str, Any]:
     """image-pgd on ``cfg.images``: captions judged by the banned words (as stems); images saved with a sheet."""
-    from ...devices import resolve_dtype
-    from ...image_io import expand_image_args, load_image
-    from ...pipelines.image_to_text import SafeLlavaCaptioner
-    from ..report import contact_sheet
-    from .image_pgd import evaluate_image_attack
+    from safegen.devices import resolve_dtype
+    from safegen.evaluation.attacks.image_pgd import evaluate_image_attack
+    from safegen.evaluation.report import contact_sheet
+    from safegen.image_io import expand_image_args, load_image
+    from safegen.pipelines.image_to_text import SafeLlavaCaptioner
 
     expanded = expand_image_args(list(cfg.images))
     for problem in expanded.problems:

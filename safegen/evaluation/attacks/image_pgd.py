@@ -99,7 +99,7 @@ def evaluate_image_attack(
     ORIGINAL tower (a copy is kept as the attack's target); it holds ``safe_encoder`` afterwards.
     Returns per-condition success rates with bootstrap intervals, queries and examples.
     """
-    from ..stats import summarize
+    from safegen.evaluation.stats import summarize
 
     kwargs = {"temperature": 0.0, "max_new_tokens": 32, "batch_size": batch_size, **(caption_kwargs or {})}
     model_cfg = captioner.model.config

@@ -16,9 +16,9 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from ...errors import UsageError
-from .base import Attack, AttackContext, AttackResult, AttackTarget
-from .constraint import BannedWords
+from safegen.errors import UsageError
+from safegen.evaluation.attacks.base import Attack, AttackContext, AttackResult, AttackTarget
+from safegen.evaluation.attacks.constraint import BannedWords
 
 # Stand-ins an attacker would try for a banned word (none of them holds a default banned word).
 DEFAULT_SYNONYMS: dict[str, tuple[str, ...]] = {

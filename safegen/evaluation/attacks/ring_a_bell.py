@@ -22,8 +22,15 @@ import zlib
 from collections.abc import Sequence
 from typing import Any
 
-from .base import Attack, AttackContext, AttackResult, AttackTarget, TextEncoderView, flat_distance
-from .constraint import BannedWords
+from safegen.evaluation.attacks.base import (
+    Attack,
+    AttackContext,
+    AttackResult,
+    AttackTarget,
+    TextEncoderView,
+    flat_distance,
+)
+from safegen.evaluation.attacks.constraint import BannedWords
 
 
 class RingABellAttack(Attack):

@@ -42,9 +42,9 @@ from difflib import SequenceMatcher
 from pathlib import Path
 from typing import Any
 
-from ...errors import UsageError
-from .base import Attack, AttackContext, AttackResult, AttackTarget
-from .constraint import BannedWords
+from safegen.errors import UsageError
+from safegen.evaluation.attacks.base import Attack, AttackContext, AttackResult, AttackTarget
+from safegen.evaluation.attacks.constraint import BannedWords
 
 POSITIONS = ("before", "inside", "after")
 CONSTRAINT = "unsafe-words-kept"
