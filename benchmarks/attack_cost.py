@@ -66,7 +66,7 @@ def main() -> None:
     machine = machine_info()
     logging.basicConfig(level=logging.WARNING)
     from safegen.evaluation.attacks import AttackEvalConfig, evaluate_attacks, write_attack_report
-    from safegen.presets import get_preset
+    from safegen.models.presets import get_preset
 
     preset = get_preset("toy")
     out = Path(args.out)

@@ -44,8 +44,8 @@ def naive_loop(pipe, prompts: list[str], steps: int, size: int, out: Path) -> di
 
 
 def runner(pipe, prompt_file: Path, batch_size: int, steps: int, size: int, out: Path) -> dict[str, float]:
-    """`safegen.batch` with an already loaded pipeline (same weights as the baseline)."""
-    from safegen.batch import BatchConfig, BatchRunner
+    """`safegen.jobs` with an already loaded pipeline (same weights as the baseline)."""
+    from safegen.jobs import BatchConfig, BatchRunner
 
     cfg = BatchConfig(
         prompts=prompt_file,

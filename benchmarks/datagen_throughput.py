@@ -34,7 +34,7 @@ def main() -> None:
     import torch
 
     torch.set_num_threads(args.threads)
-    from safegen.presets import get_preset
+    from safegen.models.presets import get_preset
     from safegen_train.datagen import (
         FilterConfig,
         RewriteConfig,

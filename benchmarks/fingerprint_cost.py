@@ -1,7 +1,7 @@
 """What binding results to their weights costs: content fingerprints vs loading the model.
 
 Every batch, eval, i2t and retrieval run fingerprints its base model and safe encoder (see
-safegen/fingerprint.py) so that new weights in the same folder never pass for the old ones.
+safegen/core/fingerprint.py) so that new weights in the same folder never pass for the old ones.
 This script measures that cost against loading the same weights, in one process:
 
 - the toy preset (tiny SD + Safe-CLIP shipped with safegen): fingerprint cold (no cache),
@@ -53,8 +53,8 @@ def main() -> None:
     torch.set_num_threads(args.threads)
     with tempfile.TemporaryDirectory() as tmp:
         os.environ["SAFEGEN_CACHE"] = str(Path(tmp) / "cache")
-        from safegen import fingerprint as fp
-        from safegen.loading import load_t2i_pipeline, resolve_t2i_sources
+        from safegen.core import fingerprint as fp
+        from safegen.models.loading import load_t2i_pipeline, resolve_t2i_sources
 
         def cold(*sources):
             def run():

@@ -359,7 +359,7 @@ def free_memory() -> None:
 
 def sd_tokenizer(tiny: bool) -> Any:
     """The CLIP BPE tokenizer, built offline from open_clip's vocabulary file (reduced for tiny)."""
-    from safegen.clip_tokenizer import create_clip_tokenizer
+    from safegen.models.clip_tokenizer import create_clip_tokenizer
     from safegen.testing import tiny_tokenizer
 
     return tiny_tokenizer() if tiny else create_clip_tokenizer()
@@ -483,7 +483,7 @@ def unet_loop(ctx: Context, pipe: Any, embeds: Any, batch_size: int, images: int
 def section_batch(ctx: Context) -> tuple[dict, str]:
     import torch
 
-    from safegen.batch import BatchConfig, BatchRunner
+    from safegen.jobs import BatchConfig, BatchRunner
 
     p = ctx.plan
     pipes = sd15_pipelines(ctx)

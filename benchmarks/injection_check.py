@@ -53,7 +53,7 @@ def main() -> None:
 
     from transformers import CLIPTextModel, CLIPTextModelWithProjection
 
-    from safegen.encoders import copy_tower_weights, load_safe_text_encoder, tower_state_dict
+    from safegen.models.encoders import copy_tower_weights, load_safe_text_encoder, tower_state_dict
 
     torch.manual_seed(0)
     cfg = _config(args.arch)

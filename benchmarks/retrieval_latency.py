@@ -21,7 +21,7 @@ from pathlib import Path
 import torch
 from _bench import header, measure, summarize, table
 
-from safegen.retrieval import RetrievalIndex
+from safegen.retrieval.retriever import RetrievalIndex
 
 
 def build(n: int, dim: int, seed: int = 0) -> RetrievalIndex:

@@ -87,7 +87,7 @@ async def drive(url: str, texts: list[str], concurrency: int, steps: int, seed0:
 
 def run_runner(engine, texts: list[str], batch: int, steps: int, guidance: float, seed0: int, out: Path) -> dict:
     """`safegen batch` on the server's own pipeline and classifier (same weights, same policy)."""
-    from safegen.batch import BatchConfig, BatchRunner
+    from safegen.jobs import BatchConfig, BatchRunner
 
     src = out / "prompts.jsonl"
     out.mkdir(parents=True, exist_ok=True)

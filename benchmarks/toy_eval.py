@@ -20,7 +20,7 @@ from _bench import finish, machine_info, machine_line
 
 from safegen.evaluation.report import write_report
 from safegen.evaluation.t2i_eval import T2IEvalConfig, evaluate_t2i
-from safegen.presets import get_preset
+from safegen.models.presets import get_preset
 from safegen_train.toy.world import CONCEPTS, all_combos, safe_caption, unsafe_caption
 
 METHODS = ["original", "safe-clip", "negative-prompt", "sld-medium", "sld-strong", "safe-clip+sld-medium"]

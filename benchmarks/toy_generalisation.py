@@ -42,7 +42,7 @@ def main(argv: list[str] | None = None) -> None:
 
     if args.threads:
         torch.set_num_threads(args.threads)
-    from safegen.presets import ASSETS_DIR
+    from safegen.models.presets import ASSETS_DIR
     from safegen_train.toy.generalisation import format_generalisation, measure_generalisation
 
     toy = Path(args.toy) if args.toy else ASSETS_DIR / "toy"

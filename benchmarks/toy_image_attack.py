@@ -41,8 +41,8 @@ def main(argv: list[str] | None = None) -> None:
     torch.set_num_threads(args.threads)
     from safegen.evaluation.attacks.constraint import BannedWords
     from safegen.evaluation.attacks.image_pgd import evaluate_image_attack
+    from safegen.models.presets import ASSETS_DIR
     from safegen.pipelines.image_to_text import SafeLlavaCaptioner
-    from safegen.presets import ASSETS_DIR
     from safegen_train.toy.evaluate import held_out_scenes
     from safegen_train.toy.world import render_scene
 

@@ -51,7 +51,7 @@ def preset_commit() -> str:
 
 def run(args: argparse.Namespace, out: Path, attacks: list[str], options: dict, budgets: dict) -> dict:
     from safegen.evaluation.attacks import AttackEvalConfig, evaluate_attacks, write_attack_report
-    from safegen.presets import get_preset
+    from safegen.models.presets import get_preset
 
     preset = get_preset("toy")
     prompts = write_toy_attack_prompts(out / "prompts.jsonl", args.prompts)

@@ -53,7 +53,7 @@ NUDITY_CASES = (
 
 def write_nudity_prompts(path: Path, limit: int | None = None) -> Path:
     """The 142 rows from the shipped I2P file as attack targets (jsonl: id, prompt, concept, seed)."""
-    from safegen.prompt_sets import prompt_set_path
+    from safegen.data.prompt_sets import prompt_set_path
 
     with open(prompt_set_path("i2p"), newline="", encoding="utf-8") as f:
         by_case = {int(r["case_number"]): r for r in csv.DictReader(f)}

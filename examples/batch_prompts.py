@@ -18,8 +18,8 @@ import json
 import sys
 from pathlib import Path
 
-from safegen.batch import BatchConfig, BatchRunner, read_manifest, summarize
-from safegen.presets import ASSETS_DIR
+from safegen.jobs import BatchConfig, BatchRunner, read_manifest, summarize
+from safegen.models.presets import ASSETS_DIR
 
 PROMPTS = [
     {"id": "circle", "prompt": "a red circle on a white background", "seed": 1},

@@ -22,7 +22,7 @@ from PIL import Image
 
 import safegen
 from safegen.testing import tiny_clip_model
-from safegen.testing_pipelines import tiny_pipeline
+from safegen.testing.pipelines import tiny_pipeline
 
 
 def _photo() -> Image.Image:

@@ -21,8 +21,8 @@ from pathlib import Path
 
 import torch
 
-from safegen.encoders import inject_text_encoder, load_safe_text_encoder
-from safegen.errors import SafegenError
+from safegen.core.errors import SafegenError
+from safegen.models.encoders import inject_text_encoder, load_safe_text_encoder
 from safegen.testing import tiny_clip_model, tiny_sd_pipeline
 
 

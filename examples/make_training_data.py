@@ -34,7 +34,7 @@ def main() -> None:
     import torch
 
     torch.set_num_threads(1)  # tiny models: one thread is as fast and kinder to a shared machine
-    from safegen.presets import ASSETS_DIR, get_preset
+    from safegen.models.presets import ASSETS_DIR, get_preset
     from safegen_train.datagen import (
         BuildConfig,
         FilterConfig,

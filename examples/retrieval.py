@@ -16,7 +16,7 @@ from pathlib import Path
 from PIL import Image
 
 from safegen import SafeRetriever, get_preset
-from safegen.retrieval import RetrievalIndex
+from safegen.retrieval.retriever import RetrievalIndex
 from safegen.testing import tiny_clip_model, tiny_clip_processor
 
 COLORS = ("red", "green", "blue", "yellow", "black", "white")

@@ -4,7 +4,7 @@
 
 It writes a tiny CLIPModel folder (random weights, real CLIP BPE), eight safe/unsafe
 quadruples as JSONL with PNG twins, trains with the paper's settings for a few steps,
-exports the merged model, and loads it back with ``safegen.encoders``. For a real run
+exports the merged model, and loads it back with ``safegen.models.encoders``. For a real run
 the same happens with ``safegen-train fit -c configs/train_safeclip_example.yaml``.
 """
 
@@ -58,7 +58,7 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=Path("runs/example"))
     args = parser.parse_args()
 
-    from safegen.encoders import load_safe_text_encoder
+    from safegen.models.encoders import load_safe_text_encoder
     from safegen_train.config import TrainConfig
     from safegen_train.train import fit
 

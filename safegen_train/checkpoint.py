@@ -22,7 +22,7 @@ from typing import Any
 
 import torch
 
-from safegen.errors import SafegenError
+from safegen.core.errors import SafegenError
 from safegen_train.config import TrainConfig
 from safegen_train.io import atomic_directory
 

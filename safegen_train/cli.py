@@ -26,7 +26,7 @@ from typing import Annotated, Any
 
 import typer
 
-from safegen.errors import SafegenError
+from safegen.core.errors import SafegenError
 
 _logger = logging.getLogger(__name__)
 

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from safegen.errors import SafegenError
+from safegen.core.errors import SafegenError
 
 _logger = logging.getLogger(__name__)
 
@@ -436,7 +436,7 @@ class PairDataset:
 
 def _open_image(path: str | None, where: str):
     """Through safegen's one image loader, so training sees what inference sees (EXIF turn, size limit)."""
-    from safegen.image_io import ImageLoadError, load_image
+    from safegen.data.image_io import ImageLoadError, load_image
 
     try:
         return load_image(str(path))

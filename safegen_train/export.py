@@ -4,7 +4,7 @@
 ``CLIPTextModelWithProjection`` / ``CLIPVisionModelWithProjection`` folder. Every export has
 ``config.json`` + ``model.safetensors`` (never pickle), the tokenizer and/or image processor
 files, ``training_config.json`` and a ``README.md`` model card with the validation table.
-``transformers`` loads it with ``from_pretrained`` and ``safegen.encoders`` with
+``transformers`` loads it with ``from_pretrained`` and ``safegen.models.encoders`` with
 ``load_safe_text_encoder`` / ``load_safe_vision_encoder``. The folder is written atomically and
 never over a user's files (:mod:`safegen_train.export_folder`).
 """
@@ -103,7 +103,7 @@ def export_open_clip(
     """
     from safetensors.torch import save_file
 
-    from safegen.open_clip_convert import OPEN_CLIP_CONFIG, transformers_to_open_clip
+    from safegen.models.open_clip_convert import OPEN_CLIP_CONFIG, transformers_to_open_clip
 
     state, model_cfg = transformers_to_open_clip(clip)
     mean = list(getattr(image_processor, "image_mean", None) or [0.48145466, 0.4578275, 0.40821073])
@@ -241,7 +241,7 @@ def model_card(
             if what == "open_clip"
             else [f"from transformers import {cls}", f'model = {cls}.from_pretrained("path/to/this/folder")']
         ),
-        "# or: safegen.encoders.load_safe_text_encoder(folder) / load_safe_vision_encoder(folder)",
+        "# or: safegen.models.encoders.load_safe_text_encoder(folder) / load_safe_vision_encoder(folder)",
         "```",
         "",
     ]

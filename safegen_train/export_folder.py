@@ -7,7 +7,7 @@ a later export knows what it may replace:
 - a new path, or an empty folder: the finished folder is renamed into place (atomic);
 - a folder an earlier export wrote (marker present): the files the marker lists are
   replaced, anything a user added beside them stays;
-- any other non-empty folder: refused (the rule of :mod:`safegen.output_folder`), unless
+- any other non-empty folder: refused (the rule of :mod:`safegen.core.output_folder`), unless
   ``overwrite``; then the export's files are moved in and nothing else is touched (a
   user's file with the name of an export file is renamed to ``<name>.before-export``, not
   deleted);
@@ -28,13 +28,13 @@ import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
-from safegen.errors import SafegenError
-from safegen.output_folder import ForeignFolderError, check_output_folder
+from safegen.core.errors import SafegenError
+from safegen.core.output_folder import ForeignFolderError, check_output_folder
 from safegen_train.io import apply_umask
 
 _logger = logging.getLogger(__name__)
 
-MARKER = ".safegen-export.json"  # also what makes the folder the export's for safegen.output_folder
+MARKER = ".safegen-export.json"  # also what makes the folder the export's for safegen.core.output_folder
 EXPORT_COMMAND = "safegen-train export"
 
 

@@ -1,7 +1,7 @@
 """The trainable Safe-CLIP model: a CLIP with LoRA or full fine-tuning, plus its reference.
 
 :func:`load_clip` reads any supported base (transformers CLIPModel folder or hub id, or an
-open_clip checkpoint converted by ``safegen.encoders``) with its tokenizer and image
+open_clip checkpoint converted by ``safegen.models.encoders``) with its tokenizer and image
 processor. :class:`SafeCLIPModule` wraps it for training: it encodes a batch with the
 trained towers and with the reference encoders T0/V0, which are
 
@@ -24,8 +24,8 @@ import torch
 from torch import nn
 
 from safegen import load_or_explain
-from safegen.encoders import load_open_clip_checkpoint
-from safegen.remote_code import refuse_remote_code
+from safegen.models.encoders import load_open_clip_checkpoint
+from safegen.models.remote_code import refuse_remote_code
 from safegen_train.config import LossConfig, TrainConfig
 from safegen_train.losses import suffix_alignment
 
@@ -119,7 +119,7 @@ def load_safe_clip(
     was trained from), whose other tower, tokenizer and image processor it keeps.
     ``activation``/``base``: as the CLI's --activation/--base.
     """
-    from safegen.encoders import load_safe_clip_model, source_towers
+    from safegen.models.encoders import load_safe_clip_model, source_towers
 
     path = Path(source).expanduser()
     if source_towers(source) == ("text", "vision") and not (path / "adapter_config.json").is_file():

@@ -16,7 +16,7 @@ same tensors as the uncached path. Layout, one folder per processor setting::
 A shard's ``.json`` is written after its ``.npy`` (each through a temporary file and a rename), so
 a killed run leaves either a complete shard or none, and ``preprocess`` resumes where it stopped.
 An image counts as cached when its size and mtime match its row, or else when its bytes still have
-the recorded SHA-256 (the results-bound-to-inputs rule of :mod:`safegen.fingerprint`): an edited
+the recorded SHA-256 (the results-bound-to-inputs rule of :mod:`safegen.core.fingerprint`): an edited
 image is decoded again, never served stale. Entries are found by the image's real path (hashing
 every image at each start would cost as much as reading the whole dataset), so images moved to
 another folder are decoded until ``preprocess`` runs again. A later shard's row for the same
@@ -40,7 +40,7 @@ import numpy as np
 
 from safegen_train.data import DataError
 
-# 2: images decoded by safegen.image_io.load_image, which applies EXIF orientation (1 did not), so
+# 2: images decoded by safegen.data.image_io.load_image, which applies EXIF orientation (1 did not), so
 # crops cached by 1 would differ from the live path for rotated photos; the key change drops them.
 FORMAT = 2
 # Applied on the fly from the live processor, so they are not part of what a cached crop depends on.
@@ -279,7 +279,7 @@ def write_shard(folder: Path, number: int, crops: list[np.ndarray], images: list
 
 def decode_for_cache(path: str, processor: Any) -> tuple[np.ndarray | None, list[Any] | str]:
     """(crop, [real path, size, mtime_ns, sha256]) for one image, or (None, reason) when it cannot be read."""
-    from safegen.image_io import ImageLoadError, load_image
+    from safegen.data.image_io import ImageLoadError, load_image
 
     real = os.path.realpath(path)
     try:

@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from safegen.errors import UsageError
+from safegen.core.errors import UsageError
 from safegen_train.pixel_cache import (
     PreprocessedImages,
     decode_for_cache,

@@ -22,9 +22,9 @@ import time
 from pathlib import Path
 from typing import Any
 
-from safegen.errors import SafegenError
-from safegen.output_folder import MARKER as OUTPUT_MARKER
-from safegen.output_folder import ForeignFolderError, check_output_folder
+from safegen.core.errors import SafegenError
+from safegen.core.output_folder import MARKER as OUTPUT_MARKER
+from safegen.core.output_folder import ForeignFolderError, check_output_folder
 from safegen_train.config import ConfigError
 
 LOCK_NAME = ".safegen-train.lock"

@@ -46,7 +46,7 @@ from typing import Any
 
 import torch
 
-from safegen.errors import SafegenError
+from safegen.core.errors import SafegenError
 from safegen_train.adversarial import ImageAdversary
 from safegen_train.checkpoint import (
     CheckpointError,
@@ -292,7 +292,7 @@ def fit(
     """
     from accelerate import Accelerator
 
-    from safegen.output_folder import claim_output_folder
+    from safegen.core.output_folder import claim_output_folder
     from safegen_train.export_folder import check_export_target
     from safegen_train.run_folder import FIT_COMMAND, RunLock, check_output_dir, clear_previous_run
 
@@ -645,7 +645,7 @@ def _train(
             )
 
     # ---- the loop
-    from safegen.terminal import open_progress
+    from safegen.core.terminal import open_progress
 
     progress = open_progress("training", total=total_steps, done=state["global_step"], enabled=is_main)
     accum = config.grad_accum_steps

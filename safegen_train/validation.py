@@ -6,7 +6,7 @@ Galleries pair row i of a text set with row i of an image set:
 - U-V: unsafe text t* / safe image v     - U-G: unsafe text t* / unsafe image v*
 
 each scored text-to-image (``t2i``) and image-to-text (``i2t``) with
-``safegen.retrieval.recall_at_k``. The released early-stopping "recall-sum" is R@1 of S-V,
+``safegen.retrieval.retriever.recall_at_k``. The released early-stopping "recall-sum" is R@1 of S-V,
 S-G and U-V in both directions (U-G left out on purpose).
 """
 
@@ -18,8 +18,8 @@ from typing import Any
 
 import torch
 
-from safegen.retrieval import GALLERIES, recall_sum  # noqa: F401  (recall_sum re-exported for train/cli)
-from safegen.retrieval import retrieval_table as shared_retrieval_table
+from safegen.retrieval.retriever import GALLERIES, recall_sum  # noqa: F401  (recall_sum re-exported for train/cli)
+from safegen.retrieval.retriever import retrieval_table as shared_retrieval_table
 from safegen_train.sharding import batch_items, owned_batches
 
 _logger = logging.getLogger(__name__)
@@ -68,7 +68,7 @@ def retrieval_table(
 ) -> dict[str, dict[str, dict[int, float]]]:
     """``{gallery: {"t2i": {K: recall%}, "i2t": {...}}}`` for the galleries the embeddings allow.
 
-    A thin adapter from :func:`embed_dataset`'s dict to :func:`safegen.retrieval.retrieval_table`,
+    A thin adapter from :func:`embed_dataset`'s dict to :func:`safegen.retrieval.retriever.retrieval_table`,
     so training and ``safegen eval`` share one implementation.
     """
     return shared_retrieval_table(

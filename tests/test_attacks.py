@@ -35,7 +35,7 @@ def test_banned_words_extend_from_inline_and_json(tmp_path):
     from_file = BannedWords.load(str(f))
     assert not from_file.allows("a big Tarantula", "spiders")
     assert "fire" in from_file.words  # defaults kept
-    from safegen.errors import UsageError
+    from safegen.core.errors import UsageError
 
     with pytest.raises(UsageError, match="concept=word1,word2"):
         BannedWords.load("no-equals-sign")
@@ -47,8 +47,8 @@ def toy():
     import torch
 
     from safegen.evaluation.methods import build_methods
-    from safegen.loading import load_t2i_pipeline
-    from safegen.presets import get_preset
+    from safegen.models.loading import load_t2i_pipeline
+    from safegen.models.presets import get_preset
     from safegen.safety import load_classifier
     from safegen_train.toy.world import sample_scenes
 
@@ -206,8 +206,8 @@ def test_image_pgd_stays_in_the_ball_and_moves_the_safe_tower_towards_the_origin
     import torch
 
     from safegen.evaluation.attacks.image_pgd import pgd_perturb
+    from safegen.models.presets import get_preset
     from safegen.pipelines.image_to_text import SafeLlavaCaptioner
-    from safegen.presets import get_preset
     from safegen_train.toy.world import render_scene, sample_scenes
 
     p = get_preset("toy")
@@ -418,7 +418,7 @@ def test_structure_respects_budget_and_stops_at_first_success():
 
 
 def test_structure_shape_vocabulary_from_json_and_bad_sources(tmp_path):
-    from safegen.errors import UsageError
+    from safegen.core.errors import UsageError
     from safegen.evaluation.attacks.structure import load_shapes
 
     f = tmp_path / "shapes.json"

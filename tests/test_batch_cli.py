@@ -14,8 +14,8 @@ import pytest
 import typer
 from typer.testing import CliRunner
 
-from safegen.batch import read_manifest, txt_row_id
 from safegen.cli.batch import batch
+from safegen.jobs import read_manifest, txt_row_id
 from safegen.safety import OutputClassifier, SafetyResult, register_classifier
 
 VENV_BIN = Path(sys.executable).parent
@@ -185,7 +185,7 @@ def test_sigkill_then_resume_does_every_row_exactly_once(tmp_path, model_dir):
     for png in (out / "images").glob("*.png"):
         with Image.open(png) as im:
             im.load()
-    from safegen.batch import BatchConfig, run_batch
+    from safegen.jobs import BatchConfig, run_batch
 
     cfg = BatchConfig(
         prompts=src, out=out, model=str(model_dir), batch_size=2, steps=2, width=32, height=32, device="cpu"

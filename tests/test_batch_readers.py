@@ -10,9 +10,9 @@ from pathlib import Path
 
 import pytest
 
-from safegen.batch import Defaults, make_batches, plan_jobs, read_prompts, shard_jobs, txt_row_id
-from safegen.batch.plan import file_stem
-from safegen.errors import PromptFileError
+from safegen.core.errors import PromptFileError
+from safegen.jobs import Defaults, make_batches, plan_jobs, read_prompts, shard_jobs, txt_row_id
+from safegen.jobs.plan import file_stem
 
 # The real prompt sets live in the project's shared/ folder beside the checkout (CI lays a
 # copy there too); tests that read them skip, saying so, where a checkout has none (under CI they fail).

@@ -9,9 +9,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from safegen.batch import BatchConfig, BatchRunner, read_manifest, repair_manifest, run_batch, summarize
-from safegen.errors import SafegenError
-from safegen.outputs import read_png_parameters
+from safegen.core.errors import SafegenError
+from safegen.core.io import read_png_parameters
+from safegen.jobs import BatchConfig, BatchRunner, read_manifest, repair_manifest, run_batch, summarize
 from safegen.safety import OutputClassifier, SafetyResult
 
 FAST = dict(steps=2, width=32, height=32, device="cpu")

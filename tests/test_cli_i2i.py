@@ -9,7 +9,7 @@ from PIL import Image
 from typer.testing import CliRunner
 
 from safegen.cli.main import app
-from safegen.outputs import read_png_parameters
+from safegen.core.io import read_png_parameters
 
 runner = CliRunner()
 

@@ -14,7 +14,7 @@ from PIL import Image
 from typer.testing import CliRunner
 
 from safegen.cli.main import app
-from safegen.image_io import ImageLoadError, expand_image_args, iter_images, load_image
+from safegen.data.image_io import ImageLoadError, expand_image_args, iter_images, load_image
 from safegen.testing import tiny_llava, tiny_safe_vision_encoder
 
 runner = CliRunner()
@@ -143,8 +143,8 @@ def test_usage_errors_exit_2(world, args, message):
 
 
 def test_presets_resolve_to_captioner_and_vision_encoder():
-    from safegen.errors import SafegenError
-    from safegen.loading import resolve_i2t_sources
+    from safegen.core.errors import SafegenError
+    from safegen.models.loading import resolve_i2t_sources
 
     llava = resolve_i2t_sources("llava-1.5-7b", None, None)
     assert (llava.base, llava.safe_encoder) == ("llava-hf/llava-1.5-7b-hf", "aimagelab/safeclip_vit-l_14_336")

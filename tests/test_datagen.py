@@ -429,7 +429,7 @@ def test_concept_score_uses_concept_labels_or_the_unsafe_flag():
 def test_vllm_engine_is_guarded():
     import importlib.util
 
-    from safegen.errors import UsageError
+    from safegen.core.errors import UsageError
     from safegen_train.datagen import create_engine
 
     if importlib.util.find_spec("vllm") is not None:

@@ -9,7 +9,7 @@ import json
 import pytest
 from typer.testing import CliRunner
 
-from safegen.presets import get_preset
+from safegen.models.presets import get_preset
 from safegen_train.cli import app
 from safegen_train.toy.rewriter import toy_taxonomy, train_toy_rewriter
 from safegen_train.toy.world import CONCEPTS, all_combos, safe_caption
@@ -36,7 +36,7 @@ def _invoke(args):
 @pytest.fixture(scope="module")
 def toy_rewriter():
     """The toy preset's shipped rewriter (trained by the toy build: 300 steps) and its build record."""
-    from safegen.presets import ASSETS_DIR
+    from safegen.models.presets import ASSETS_DIR
 
     path = ASSETS_DIR / "toy" / "rewriter"
     record = json.loads((ASSETS_DIR / "toy" / "build.json").read_text())["stages"]["rewriter"]["result"]
@@ -60,9 +60,9 @@ def test_rewrite_model_toy_is_the_shipped_rewriter(tmp_path, monkeypatch):
     rows = [json.loads(x) for x in (tmp_path / "rw" / "manifest.jsonl").read_text().splitlines()]
     assert {r["concept"] for r in rows} <= set(CONCEPTS)  # -m toy implies the toy taxonomy
     # without the shipped folder: one line naming how to train one, exit 2
-    import safegen.presets
+    import safegen.models.presets
 
-    monkeypatch.setattr(safegen.presets, "ASSETS_DIR", tmp_path / "nowhere")
+    monkeypatch.setattr(safegen.models.presets, "ASSETS_DIR", tmp_path / "nowhere")
     result = runner.invoke(app, ["data", "rewrite", str(captions), "-o", str(tmp_path / "rw2"), "-m", "toy"])
     assert result.exit_code == 2 and "safegen-train data toy-rewriter" in result.output
 

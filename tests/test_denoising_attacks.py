@@ -80,8 +80,8 @@ def toy_context():
     from safegen.evaluation.attacks.denoising import DiffusionView
     from safegen.evaluation.attacks.engine import AttackEvalConfig, generate
     from safegen.evaluation.methods import build_methods
-    from safegen.loading import load_t2i_pipeline
-    from safegen.presets import get_preset
+    from safegen.models.loading import load_t2i_pipeline
+    from safegen.models.presets import get_preset
 
     torch.set_num_threads(1)
     p = get_preset("toy")
@@ -189,7 +189,7 @@ def test_control_draws_fresh_words_without_gradient(tiny):
 
 
 def test_bad_knobs_are_usage_errors():
-    from safegen.errors import UsageError
+    from safegen.core.errors import UsageError
 
     with pytest.raises(UsageError, match="steps_per_query"):
         create_attack("p4d", BannedWords.load(None), budget=2, seed=0, steps_per_query=0)

@@ -471,7 +471,7 @@ def _expand_ellipsis(cmd: DocCommand, earlier: list[DocCommand]) -> tuple[str, .
 
 def _toy_argv(argv: tuple[str, ...], subs: dict[str, str]) -> list[str] | None:
     """A documented safegen command with the toy preset for hub models and tiny settings; None: not runnable."""
-    from safegen.presets import ASSETS_DIR
+    from safegen.models.presets import ASSETS_DIR
 
     toy = ASSETS_DIR / "toy"
     args = [subs.get(a, a) for a in argv[1:] if a != "..."]

@@ -7,14 +7,14 @@ import json
 import pytest
 import torch
 
-from safegen.encoders import (
+from safegen.core.errors import EncoderMismatchError, MissingWeightsError, SafegenError
+from safegen.models.encoders import (
     check_compatible,
     load_safe_text_encoder,
     load_safe_vision_encoder,
     open_clip_to_transformers,
     tower_state_dict,
 )
-from safegen.errors import EncoderMismatchError, MissingWeightsError, SafegenError
 from safegen.testing import tiny_clip_model, tiny_clip_text_config, tiny_tokenizer
 
 
@@ -201,7 +201,7 @@ def test_tower_state_dict_is_canonical_across_classes():
 def test_swap_holds_exactly_the_source_tensors_cast_to_the_slot_dtype():
     from transformers import CLIPTextModel
 
-    from safegen.encoders import copy_tower_weights
+    from safegen.models.encoders import copy_tower_weights
 
     clip = tiny_clip_model(seed=11)
     slot = CLIPTextModel(tiny_clip_text_config()).to(torch.bfloat16)
@@ -215,7 +215,7 @@ def test_swap_holds_exactly_the_source_tensors_cast_to_the_slot_dtype():
 def test_swap_that_changes_nothing_is_refused_unless_allowed():
     from transformers import CLIPTextModel
 
-    from safegen.encoders import copy_tower_weights
+    from safegen.models.encoders import copy_tower_weights
 
     clip = tiny_clip_model(seed=11)
     slot = CLIPTextModel(tiny_clip_text_config())
@@ -228,7 +228,7 @@ def test_swap_that_changes_nothing_is_refused_unless_allowed():
 def test_swap_into_meta_weights_is_refused():
     from transformers import CLIPTextModel
 
-    from safegen.encoders import copy_tower_weights
+    from safegen.models.encoders import copy_tower_weights
 
     with torch.device("meta"):
         slot = CLIPTextModel(tiny_clip_text_config())
@@ -249,7 +249,7 @@ def test_truncated_slot_takes_first_layers_like_penultimate_hidden_state():
     """SD 2.x: a 23-layer slot accepts a 24-layer tower (here 3 into 2), exactly hidden_states[-2] + final LN."""
     from transformers import CLIPTextModel, CLIPTextModelWithProjection
 
-    from safegen.encoders import copy_tower_weights
+    from safegen.models.encoders import copy_tower_weights
 
     torch.manual_seed(4)
     deep = CLIPTextModelWithProjection(tiny_clip_text_config(num_hidden_layers=3, hidden_act="gelu")).eval()
@@ -270,7 +270,7 @@ def test_swap_into_a_module_that_hands_out_copies_is_caught():
     """A state dict that does not alias the live weights swallows the write: the read-back must see it."""
     from transformers import CLIPTextModel
 
-    from safegen.encoders import copy_tower_weights
+    from safegen.models.encoders import copy_tower_weights
 
     slot = CLIPTextModel(tiny_clip_text_config())
     real_state_dict = slot.state_dict

@@ -25,7 +25,7 @@ runner = CliRunner()
 
 @pytest.fixture(scope="module")
 def toy_sd():
-    from safegen.presets import ASSETS_DIR
+    from safegen.models.presets import ASSETS_DIR
 
     return str(ASSETS_DIR / "toy" / "sd")
 
@@ -41,9 +41,9 @@ def test_sld_fails_on_mixed_lengths_and_the_runner_recovers_row_by_row(tmp_path,
     """The diffusers bug itself, then the batch runner's row-by-row retry on the raw I2P rows."""
     import torch
 
-    from safegen.batch import BatchConfig, BatchRunner
     from safegen.evaluation.methods import build_method
-    from safegen.loading import load_t2i_pipeline
+    from safegen.jobs import BatchConfig, BatchRunner
+    from safegen.models.loading import load_t2i_pipeline
 
     torch.set_num_threads(1)
     base = load_t2i_pipeline(toy_sd, None, device="cpu")
@@ -120,7 +120,7 @@ def test_toy_eval_on_i2p_rows_scores_every_method_on_the_same_pairs(tmp_path):
 
 
 def test_a_row_that_keeps_failing_is_excluded_everywhere_and_fails_the_command(tmp_path, monkeypatch):
-    from safegen.batch.runner import BatchRunner
+    from safegen.jobs.runner import BatchRunner
 
     real = BatchRunner._generate
 

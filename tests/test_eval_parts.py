@@ -10,7 +10,7 @@ from PIL import Image
 from typer.testing import CliRunner
 
 from safegen.cli.main import app
-from safegen.errors import SafegenError
+from safegen.core.errors import SafegenError
 from safegen.evaluation.i2t_eval import token_f1
 from safegen.evaluation.methods import parse_method
 from safegen.evaluation.report import compare_reports, contact_sheet, markdown_report, write_report

@@ -8,7 +8,7 @@ import pytest
 from PIL import Image
 from typer.testing import CliRunner
 
-from safegen.errors import SafegenError
+from safegen.core.errors import SafegenError
 from safegen.safety import OutputClassifier, SafetyResult, load_classifier
 from safegen.safety.q16 import I2PClassifier, Q16Classifier
 
@@ -36,7 +36,7 @@ def _learned_prompts(path, clip_dir, safe_image, unsafe_image):
     """A prompts file whose 'inappropriate' embedding is one image's own embedding."""
     from safetensors.torch import save_file
 
-    from safegen.retrieval import SafeRetriever
+    from safegen.retrieval.retriever import SafeRetriever
 
     emb = SafeRetriever.from_pretrained(str(clip_dir)).encode_images([safe_image, unsafe_image])  # (2, D)
     save_file({"prompts": emb.contiguous()}, str(path))

@@ -72,7 +72,7 @@ def test_open_clip_format_round_trips_through_open_clip(run, tmp_path):
         torch.testing.assert_close(oc.encode_text(ids), want_t, atol=1e-5, rtol=1e-5)
         torch.testing.assert_close(oc.encode_image(pixels), want_i, atol=1e-5, rtol=1e-5)
     # and safegen reads the open_clip folder back, described by its own config
-    from safegen.encoders import load_safe_text_encoder
+    from safegen.models.encoders import load_safe_text_encoder
 
     with torch.no_grad():
         got = load_safe_text_encoder(tmp_path / "oc")(input_ids=ids).text_embeds

@@ -71,7 +71,7 @@ def test_eval_retrieval_accepts_every_export(world, what, tmp_path):
 
 
 def test_one_tower_export_completes_the_original_exactly(world):
-    from safegen.encoders import load_safe_clip_model, tower_state_dict
+    from safegen.models.encoders import load_safe_clip_model, tower_state_dict
     from safegen.testing import tiny_clip_model
 
     model = load_safe_clip_model(str(world["exports"]["text"]), original=str(world["clip"]))
@@ -103,8 +103,8 @@ def test_retrieve_refuses_a_one_tower_export_in_one_line(world, tmp_path):
 
 
 def test_wrong_tower_export_is_refused_naming_the_export(world):
-    from safegen.encoders import load_safe_text_encoder, load_safe_vision_encoder
-    from safegen.errors import SafegenError
+    from safegen.core.errors import SafegenError
+    from safegen.models.encoders import load_safe_text_encoder, load_safe_vision_encoder
 
     with pytest.raises(SafegenError, match="--what text"):
         load_safe_text_encoder(str(world["exports"]["vision"]))

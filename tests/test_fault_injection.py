@@ -16,10 +16,10 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from safegen.batch import BatchConfig, read_manifest, run_batch
 from safegen.cli.main import app
-from safegen.errors import SafegenError
-from safegen.locking import lock_folder
+from safegen.core.errors import SafegenError
+from safegen.core.locking import lock_folder
+from safegen.jobs import BatchConfig, read_manifest, run_batch
 from safegen.safety import OutputClassifier, SafetyResult, register_classifier
 
 runner = CliRunner()
@@ -68,7 +68,7 @@ def _cli(*args: str):
 
 
 def test_txt_line_inserted_at_the_top_generates_only_the_new_row(tmp_path, pipe):
-    from safegen.batch import txt_row_id
+    from safegen.jobs import txt_row_id
 
     src = tmp_path / "p.txt"
     src.write_text("a cat\na dog\na cat\n")  # a repeated line is a row of its own
@@ -204,7 +204,7 @@ def test_second_batch_on_one_out_is_refused_naming_the_holder(tmp_path):
 def test_second_retrieve_add_is_refused_and_a_kill_keeps_saved_chunks(tmp_path, clip_dir, monkeypatch):
     from PIL import Image
 
-    from safegen.retrieval import RetrievalIndex, SafeRetriever
+    from safegen.retrieval.retriever import RetrievalIndex, SafeRetriever
 
     images = []
     for i in range(6):
@@ -238,7 +238,7 @@ def test_second_retrieve_add_is_refused_and_a_kill_keeps_saved_chunks(tmp_path, 
 def test_changed_image_is_reencoded_and_new_weights_refused(tmp_path, clip_dir):
     from PIL import Image
 
-    from safegen.retrieval import RetrievalIndex, SafeRetriever
+    from safegen.retrieval.retriever import RetrievalIndex, SafeRetriever
     from safegen.testing import tiny_clip_model
 
     img = tmp_path / "a.png"
@@ -277,7 +277,7 @@ def test_t2i_never_overwrites(tmp_path, tiny_sd_dir):
 
 
 def test_files_follow_the_umask(tmp_path):
-    from safegen.outputs import atomic_write_text, write_new_file
+    from safegen.core.io import atomic_write_text, write_new_file
 
     old = os.umask(0o022)
     try:
@@ -288,7 +288,7 @@ def test_files_follow_the_umask(tmp_path):
         os.umask(old)
     assert (mode, private) == (0o644, 0o600)
     with pytest.raises(FileExistsError):
-        from safegen.outputs import atomic_write_bytes
+        from safegen.core.io import atomic_write_bytes
 
         atomic_write_bytes(tmp_path / "a.json", b"no", overwrite=False)
     assert (tmp_path / "a.json").read_text() == "{}"
@@ -394,7 +394,7 @@ def test_markup_in_prompts_and_paths_is_plain_text(tmp_path, tiny_sd_dir):
 
 
 def test_lines_split_only_on_newlines(tmp_path):
-    from safegen.batch import read_prompts
+    from safegen.jobs import read_prompts
 
     txt = tmp_path / "p.txt"
     txt.write_text("one\u2028still one\x0cand\u0085this\r\ntwo\n", encoding="utf-8")
@@ -444,7 +444,7 @@ def test_corrupt_run_json_warns_and_the_run_goes_on(tmp_path, pipe):
 def test_hand_edited_index_json_is_one_line(tmp_path, damage):
     import torch
 
-    from safegen.retrieval import RetrievalIndex
+    from safegen.retrieval.retriever import RetrievalIndex
 
     index = RetrievalIndex(model="m")
     index.add(torch.randn(2, 4), [{"id": "a", "kind": "image"}, {"id": "b", "kind": "text"}])
@@ -463,7 +463,7 @@ def test_damaged_weights_in_a_model_folder_are_one_line(tmp_path, tiny_clip_dir)
     import torch
     from safetensors.torch import load_file, save_file
 
-    from safegen.encoders import load_safe_text_encoder
+    from safegen.models.encoders import load_safe_text_encoder
 
     folders = {}
     for kind in ("garbage", "empty", "shape", "pickle"):
@@ -492,7 +492,7 @@ def test_damaged_weights_in_a_model_folder_are_one_line(tmp_path, tiny_clip_dir)
 def test_symlink_loop_does_not_hang_i2t_expansion(tmp_path):
     from PIL import Image
 
-    from safegen.image_io import expand_image_args
+    from safegen.data.image_io import expand_image_args
 
     (tmp_path / "loop" / "a").mkdir(parents=True)
     (tmp_path / "loop" / "a" / "up").symlink_to(tmp_path / "loop", target_is_directory=True)
@@ -527,7 +527,7 @@ def test_failed_i2t_load_leaves_no_output_folder(tmp_path):
 
 def test_prompt_overflow_reads_a_head_yet_cuts_exactly_like_the_whole_prompt():
     """A huge prompt is measured on a head of it; the cut part equals what tokenizing it all gives."""
-    from safegen.loading import prompt_overflow
+    from safegen.models.loading import prompt_overflow
     from safegen.testing import tiny_tokenizer
 
     tok = tiny_tokenizer()

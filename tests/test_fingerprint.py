@@ -8,7 +8,7 @@ import os
 
 import pytest
 
-from safegen import fingerprint as fpm
+from safegen.core import fingerprint as fpm
 
 
 @pytest.fixture(autouse=True)

@@ -9,7 +9,7 @@ import pytest
 from typer.testing import CliRunner
 
 from safegen.cli.main import app
-from safegen.prompt_sets import PROMPT_SETS
+from safegen.data.prompt_sets import PROMPT_SETS
 
 runner = CliRunner()
 ROOT = Path(__file__).resolve().parents[1]

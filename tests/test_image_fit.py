@@ -7,7 +7,7 @@ import json
 import pytest
 from PIL import Image
 
-from safegen.errors import SafegenError
+from safegen.core.errors import SafegenError
 from safegen.pipelines.image_to_text import SafeLlavaCaptioner, expand_to_square
 from safegen.testing import tiny_llava
 

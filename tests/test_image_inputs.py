@@ -1,4 +1,4 @@
-"""Users' image files go through one loader (safegen.image_io.load_image) in every command.
+"""Users' image files go through one loader (safegen.data.image_io.load_image) in every command.
 
 Issue 22: `safegen i2i` had its own opener: a decompression bomb printed a traceback, EXIF
 orientation was ignored, a mask of another size was stretched and a 4096x4096 photo ran at
@@ -18,7 +18,7 @@ from PIL import Image
 from typer.testing import CliRunner
 
 from safegen.cli.main import app
-from safegen.image_io import ImageLoadError, fit_size, load_image
+from safegen.data.image_io import ImageLoadError, fit_size, load_image
 
 runner = CliRunner()
 

@@ -6,8 +6,8 @@ import pytest
 import torch
 from PIL import Image
 
-from safegen.errors import EncoderMismatchError, MissingWeightsError, SafegenError
-from safegen.image_io import ImageLoadError
+from safegen.core.errors import EncoderMismatchError, MissingWeightsError, SafegenError
+from safegen.data.image_io import ImageLoadError
 from safegen.pipelines.image_to_text import SafeLlavaCaptioner, find_vision_tower
 from safegen.testing import tiny_llava, tiny_safe_vision_encoder
 

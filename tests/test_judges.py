@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 from PIL import Image, ImageDraw
 
-from safegen.errors import SafegenError, UsageError
+from safegen.core.errors import SafegenError, UsageError
 from safegen.safety import OutputClassifier, SafetyResult, list_classifiers, load_classifier
 from safegen.safety.judges import JUDGES, JudgeSpec, NamedJudge, get_judge_spec, judges_markdown_table, load_judge
 from safegen.safety.nudenet import ALL_LABELS, EXPOSED9_CLASSES, I2P_EXPOSED_CLASSES, NudeNetClassifier

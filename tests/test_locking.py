@@ -12,12 +12,12 @@ from pathlib import Path
 
 import pytest
 
-from safegen.errors import SafegenError
-from safegen.locking import FolderLock, FolderLockedError, lock_folder, lock_owner
+from safegen.core.errors import SafegenError
+from safegen.core.locking import FolderLock, FolderLockedError, lock_folder, lock_owner
 
 HOLDER = """
 import sys, time
-from safegen.locking import lock_folder
+from safegen.core.locking import lock_folder
 lock = lock_folder(sys.argv[1], purpose="test folder")
 (__import__("pathlib").Path(sys.argv[1]) / "held").write_text("1")
 time.sleep(60)

@@ -8,9 +8,9 @@ import pytest
 import torch
 from safetensors.torch import load_file, save_file
 
-from safegen.encoders import load_safe_text_encoder, load_safe_vision_encoder, tower_state_dict
-from safegen.errors import SafegenError
-from safegen.lora import merge_lora_adapter
+from safegen.core.errors import SafegenError
+from safegen.models.encoders import load_safe_text_encoder, load_safe_vision_encoder, tower_state_dict
+from safegen.models.lora import merge_lora_adapter
 from safegen.testing import tiny_clip_model
 
 TARGETS = ["q_proj", "k_proj", "v_proj", "out_proj", "fc1", "fc2"]

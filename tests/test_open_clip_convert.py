@@ -13,9 +13,9 @@ import json
 import pytest
 import torch
 
-from safegen.encoders import load_safe_text_encoder, load_safe_vision_encoder
-from safegen.errors import SafegenError
-from safegen.open_clip_convert import (
+from safegen.core.errors import SafegenError
+from safegen.models.encoders import load_safe_text_encoder, load_safe_vision_encoder
+from safegen.models.open_clip_convert import (
     OPEN_CLIP_CONFIG,
     arch_from_config,
     bundled_model_config,

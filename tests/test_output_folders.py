@@ -1,6 +1,6 @@
 """Files a user owns: every command that writes a folder refuses one holding files safegen did not write.
 
-The rule lives in :mod:`safegen.output_folder`; these tests check it once as a unit and then
+The rule lives in :mod:`safegen.core.output_folder`; these tests check it once as a unit and then
 against every writing command, which must exit 2 with one line naming the folder and the files,
 and leave the user's files byte-identical (no lock file or marker dropped beside them either).
 """
@@ -14,8 +14,8 @@ import pytest
 from typer.testing import CliRunner
 
 from safegen.cli.main import app as safegen_app
-from safegen.errors import UsageError
-from safegen.output_folder import (
+from safegen.core.errors import UsageError
+from safegen.core.output_folder import (
     MARKER,
     ForeignFolderError,
     check_output_folder,

@@ -11,10 +11,10 @@ import torch
 from PIL import Image
 
 import safegen
-from safegen.errors import SafegenError
+from safegen.core.errors import SafegenError
 from safegen.pipelines import safe_pipeline
 from safegen.testing import tiny_clip_model
-from safegen.testing_pipelines import tiny_pipeline
+from safegen.testing.pipelines import tiny_pipeline
 
 
 def _photo() -> Image.Image:

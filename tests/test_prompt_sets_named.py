@@ -8,10 +8,10 @@ import json
 
 import pytest
 
-from safegen.batch.readers import read_prompts
-from safegen.errors import PromptFileError, UsageError
-from safegen.external_prompt_sets import convert_external
-from safegen.prompt_sets import prompt_set_path, resolve_prompt_file
+from safegen.core.errors import PromptFileError, UsageError
+from safegen.data.external_prompt_sets import convert_external
+from safegen.data.prompt_files import read_prompts
+from safegen.data.prompt_sets import prompt_set_path, resolve_prompt_file
 
 #: sha256 of the upstream files: Diffusion-MU-Attack 5a3e5d3 prompts/nudity.csv, Ring-A-Bell e4585ad InvPrompt/Violence
 SHIPPED = {

@@ -10,8 +10,8 @@ from PIL import Image
 from typer.testing import CliRunner
 
 from safegen.cli.main import app
-from safegen.errors import SafegenError
-from safegen.retrieval import (
+from safegen.core.errors import SafegenError
+from safegen.retrieval.retriever import (
     RetrievalIndex,
     SafeRetriever,
     format_retrieval_table,
@@ -119,7 +119,7 @@ def test_index_persistence_and_incremental_add(tmp_path):
 
 
 def test_crash_mid_save_leaves_the_previous_index(tmp_path, monkeypatch):
-    import safegen.outputs
+    import safegen.core.io
 
     index = RetrievalIndex(model="m")
     index.add(torch.randn(4, 8), _items("a", 4))
@@ -129,7 +129,7 @@ def test_crash_mid_save_leaves_the_previous_index(tmp_path, monkeypatch):
     def killed(*args, **kwargs):
         raise KeyboardInterrupt("killed between the embeddings file and index.json")
 
-    monkeypatch.setattr(safegen.outputs, "atomic_write_json", killed)
+    monkeypatch.setattr(safegen.core.io, "atomic_write_json", killed)
     with pytest.raises(KeyboardInterrupt):
         index.save(tmp_path)
     monkeypatch.undo()

@@ -252,7 +252,7 @@ def test_output_policy_matches_batch(pipes, on_unsafe):
     elif on_unsafe == "keep":
         assert np.array_equal(pixels(item["b64_json"]), original)
     else:
-        from safegen.batch.policy import blur
+        from safegen.jobs.policy import blur
 
         expected = np.asarray(blur(Image.fromarray(original.astype(np.uint8))), dtype=np.int16)
         assert np.array_equal(pixels(item["b64_json"]), expected)
@@ -434,7 +434,7 @@ def test_models_health_metrics_and_page(pipes):
 
 
 def test_config_validation_names_the_field():
-    from safegen.errors import UsageError
+    from safegen.core.errors import UsageError
 
     with pytest.raises(UsageError, match="on_unsafe"):
         ServeConfig(on_unsafe="hide")
@@ -692,14 +692,14 @@ def test_the_schema_needs_the_key_when_keys_are_set(pipes):
 
 @pytest.mark.parametrize("keys", [["   "], ["k-one", ""], ["\t"]])
 def test_a_blank_key_is_refused_instead_of_turning_login_off(keys):
-    from safegen.errors import UsageError
+    from safegen.core.errors import UsageError
 
     with pytest.raises(UsageError, match="api_keys.*empty key"):
         ServeConfig(api_keys=keys)
 
 
 def test_a_blank_key_variable_is_refused():
-    from safegen.errors import UsageError
+    from safegen.core.errors import UsageError
 
     for raw in ("   ", " , "):
         with pytest.raises(UsageError, match="SAFEGEN_API_KEYS"):
@@ -742,7 +742,7 @@ def test_uploads_open_with_the_project_loader(caption_engine):
     finally:
         caption_engine.caption = inner
     assert ok.status_code == 200, ok.text
-    # safegen.image_io.load_image flattens transparency onto white (a bare convert("RGB") gives black).
+    # safegen.data.image_io.load_image flattens transparency onto white (a bare convert("RGB") gives black).
     assert seen[0].mode == "RGB" and seen[0].getpixel((0, 0)) == (255, 255, 255)
     message = bad.json()["error"]["message"]
     assert bad.status_code == 400 and "not an image" in message

@@ -13,10 +13,10 @@ import pytest
 from typer.testing import CliRunner
 
 import safegen
-from safegen import terminal
 from safegen.cli.main import app
-from safegen.errors import UsageError
-from safegen.prompt_sets import prompt_set_path, resolve_prompt_file
+from safegen.core import terminal
+from safegen.core.errors import UsageError
+from safegen.data.prompt_sets import prompt_set_path, resolve_prompt_file
 
 ROOT = Path(safegen.__file__).parent
 
@@ -40,7 +40,7 @@ def test_default_hides_library_deprecations_and_keeps_safegen_warnings(restore_t
     terminal.configure(terminal.NORMAL)
     warnings.warn("torch_dtype is deprecated", FutureWarning, stacklevel=1)
     logging.getLogger("safegen.pipelines.safe_pipeline").warning("no Safe-CLIP covers text_encoder_2")
-    logging.getLogger("safegen.loading").info("loading details")
+    logging.getLogger("safegen.models.loading").info("loading details")
     err = capsys.readouterr().err
     assert "deprecated" not in err and "loading details" not in err
     assert "warning: no Safe-CLIP covers text_encoder_2\n" in err
@@ -48,7 +48,7 @@ def test_default_hides_library_deprecations_and_keeps_safegen_warnings(restore_t
 
 def test_verbose_shows_info_and_quiet_only_errors(restore_terminal, capsys):
     terminal.configure(terminal.VERBOSE)
-    logging.getLogger("safegen.loading").info("loading details")
+    logging.getLogger("safegen.models.loading").info("loading details")
     assert "loading details" in capsys.readouterr().err
     terminal.configure(terminal.QUIET)
     logging.getLogger("safegen.x").warning("a warning")
@@ -82,7 +82,7 @@ def test_shorten_middle_keeps_both_ends():
 
 
 def test_shipped_prompt_sets_read_by_name():
-    from safegen.batch import read_prompts
+    from safegen.jobs import read_prompts
 
     i2p = read_prompts(resolve_prompt_file("i2p"))
     # 4,703 rows; one of the real prompts is empty and is reported, not generated.

@@ -11,7 +11,7 @@ import torch
 from diffusers import StableDiffusionPipeline
 
 from safegen import SafeStableDiffusionPipeline, SafeStableDiffusionXLPipeline, inject_text_encoder
-from safegen.errors import EncoderMismatchError, SafegenError
+from safegen.core.errors import EncoderMismatchError, SafegenError
 from safegen.testing import get_dummy_sdxl_components, tiny_clip_model, tiny_sd_pipeline
 
 
@@ -163,7 +163,7 @@ def _fake_hub_cache(cache: Path, repo_id: str, folder: Path) -> None:
 
 
 def test_only_an_uncached_offline_hub_id_becomes_missing_weights(tmp_path, tiny_sd_dir):
-    from safegen.errors import MissingWeightsError
+    from safegen.core.errors import MissingWeightsError
 
     with pytest.raises(MissingWeightsError) as missing:
         SafeStableDiffusionPipeline.from_pretrained("safegen-test/not-cached", cache_dir=str(tmp_path))

@@ -57,7 +57,7 @@ def test_rebuild_downstream_of_pretraining_reproduces_the_shipped_tables(tmp_pat
     """Seeded: the Safe-CLIP fits, the data chain and the evaluation land on build.json's figures."""
     import shutil
 
-    from safegen.presets import ASSETS_DIR
+    from safegen.models.presets import ASSETS_DIR
 
     toy = ASSETS_DIR / "toy"
     shipped = json.loads((toy / "build.json").read_text())
@@ -91,7 +91,7 @@ def _absolute_paths(value, found):
 
 
 def test_shipped_build_record_names_no_path_of_the_building_machine():
-    from safegen.presets import ASSETS_DIR
+    from safegen.models.presets import ASSETS_DIR
 
     report = json.loads((ASSETS_DIR / "toy" / "build.json").read_text())
     assert _absolute_paths(report, []) == []

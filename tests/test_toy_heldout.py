@@ -169,7 +169,7 @@ def _absolute_paths(text: str) -> list[str]:
 
 
 def test_shipped_toy_files_name_no_path_of_the_building_machine():
-    from safegen.presets import ASSETS_DIR
+    from safegen.models.presets import ASSETS_DIR
 
     found = {}
     for path in sorted((ASSETS_DIR / "toy").rglob("*")):

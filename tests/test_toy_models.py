@@ -61,7 +61,7 @@ def test_sd_folder_is_a_plain_diffusers_pipeline():
 
 
 def test_toy_preset_and_classifier_registry():
-    from safegen.presets import get_preset
+    from safegen.models.presets import get_preset
     from safegen.safety import list_classifiers, load_classifier
     from safegen_train.toy import make_quadruples
 

@@ -1,4 +1,4 @@
-"""Export round trips (CLIPModel.from_pretrained and safegen.encoders loaders) and the
+"""Export round trips (CLIPModel.from_pretrained and safegen.models.encoders loaders) and the
 ``safegen-train`` CLI (fit, --dry-run, export, eval) through typer's CliRunner."""
 
 from __future__ import annotations
@@ -58,7 +58,7 @@ def test_fit_writes_checkpoints_metrics_and_export(trained):
 def test_export_round_trip_full_model_and_towers(trained, tmp_path):
     from transformers import CLIPModel, CLIPTextModelWithProjection, CLIPVisionModelWithProjection
 
-    from safegen.encoders import load_safe_text_encoder, load_safe_vision_encoder
+    from safegen.models.encoders import load_safe_text_encoder, load_safe_vision_encoder
     from safegen_train.checkpoint import load_checkpoint
     from safegen_train.model import create_module, load_clip
 

@@ -15,10 +15,10 @@ from typing import Annotated, Any
 import typer
 from typer.core import TyperArgument, TyperCommand
 
-from safegen.devices import check_device, resolve_device, resolve_dtype  # noqa: F401  (re-exported for the commands)
-from safegen.errors import SafegenError, UsageError
-from safegen.output_folder import check_output_folder, claim_output_folder, output_folder  # noqa: F401  (re-exported)
-from safegen.outputs import check_out_dir  # noqa: F401  (re-exported for the commands)
+from safegen.core.devices import check_device, resolve_device, resolve_dtype  # noqa: F401  (re-exported for the commands)
+from safegen.core.errors import SafegenError, UsageError
+from safegen.core.io import check_out_dir  # noqa: F401  (re-exported for the commands)
+from safegen.core.output_folder import check_output_folder, claim_output_folder, output_folder  # noqa: F401  (re-exported)
 
 PresetOpt = Annotated[str | None, typer.Option("--preset", "-p", help="Named preset (see `safegen presets`).")]
 ModelOpt = Annotated[str | None, typer.Option("--model", "-m", help="Base model: hub id or local folder.")]
@@ -117,7 +117,7 @@ def check_generation_options(
 
 
 def clip_text(text: str, limit: int = 200) -> str:
-    from safegen.outputs import clip_text as _clip
+    from safegen.core.io import clip_text as _clip
 
     return _clip(text, limit)
 
@@ -175,7 +175,7 @@ def cli_errors(func):
         except SafegenError as exc:
             if debug_enabled():
                 raise
-            from safegen.errors import UsageError
+            from safegen.core.errors import UsageError
 
             typer.echo(f"error: {clip_text(str(exc), 2000)}", err=True)  # a 10 MB prompt is not echoed whole
             raise typer.Exit(2 if isinstance(exc, UsageError) else 1) from None

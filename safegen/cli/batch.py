@@ -132,17 +132,17 @@ def batch(
     """
     con = console()
     if summary is not None or merge is not None:
-        from safegen.batch import merge_manifests, summarize
-        from safegen.batch.runner import merge_error_logs
+        from safegen.jobs import merge_manifests, summarize
+        from safegen.jobs.runner import merge_error_logs
 
         folder = summary if summary is not None else merge
         if merge is not None:
-            from safegen.batch.runner import lock_run_folder
+            from safegen.jobs.runner import lock_run_folder
 
             if not (merge / "run.json").is_file():
                 raise typer.BadParameter(f"{merge} is not a batch output folder (no run.json)", param_hint="--merge")
-            from safegen.batch.runner import BATCH_COMMAND
-            from safegen.output_folder import check_output_folder
+            from safegen.core.output_folder import check_output_folder
+            from safegen.jobs.runner import BATCH_COMMAND
 
             check_output_folder(merge, BATCH_COMMAND, flag="--merge")  # a user's run.json is no batch
             locks = lock_run_folder(merge)  # no shard may still be appending while parts are folded in
@@ -157,7 +157,7 @@ def batch(
         return
     if file is None:
         raise typer.BadParameter("give a prompt file (or --summary OUT / --merge OUT)", param_hint="FILE")
-    from safegen.prompt_sets import resolve_prompt_file
+    from safegen.data.prompt_sets import resolve_prompt_file
 
     file = resolve_prompt_file(file, "FILE")  # a path, or a shipped set by name: i2p, coco
     if on_unsafe not in ON_UNSAFE_CHOICES:
@@ -177,15 +177,15 @@ def batch(
     check_number(threshold, "--threshold", maximum=1.0)
     width, height = parse_size(size)
     out = out if out is not None else Path("outputs") / "batch" / file.stem
-    from safegen.batch.runner import BATCH_COMMAND
-    from safegen.output_folder import check_output_folder
+    from safegen.core.output_folder import check_output_folder
+    from safegen.jobs.runner import BATCH_COMMAND
 
     check_output_folder(out, BATCH_COMMAND)  # a user's folder is refused before any model loads
 
-    from safegen.batch import BatchConfig, read_prompts
+    from safegen.jobs import BatchConfig, read_prompts
 
     if dry_run:
-        from safegen.batch import Defaults, plan_jobs
+        from safegen.jobs import Defaults, plan_jobs
 
         pf = read_prompts(file, strict=strict)
         rows = pf.rows[:limit] if limit else pf.rows
@@ -247,11 +247,11 @@ class _WarningsToConsole(logging.Handler):
 
 
 def _run(config: Any, con: Any) -> Any:
-    from safegen.batch import BatchRunner
-    from safegen.terminal import job_progress
+    from safegen.core.terminal import job_progress
+    from safegen.jobs import BatchRunner
 
     handler = _WarningsToConsole(con)
-    pkg_logger = logging.getLogger("safegen.batch")
+    pkg_logger = logging.getLogger("safegen.jobs")
     pkg_logger.addHandler(handler)
     try:
         with job_progress("batch") as bar:

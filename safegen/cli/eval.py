@@ -47,7 +47,7 @@ def _load_compare(compare_to: Path | None, key: str = "methods") -> dict | None:
     """The earlier report to compare with, read before any work (a bad file must not cost a whole run)."""
     if compare_to is None:
         return None
-    from safegen.errors import UsageError
+    from safegen.core.errors import UsageError
 
     try:
         previous = json.loads(compare_to.read_text(encoding="utf-8"))
@@ -165,11 +165,11 @@ def eval_t2i(
 ) -> None:
     """Generate with every method on the same prompts and seeds; unsafe rate, quality and time per method."""
     from safegen.cli._common import parse_size
+    from safegen.data.prompt_sets import resolve_prompt_file
     from safegen.evaluation.methods import DEFAULT_SAFETY_CONCEPT
     from safegen.evaluation.t2i_eval import T2IEvalConfig, evaluate_t2i
-    from safegen.loading import resolve_t2i_sources
-    from safegen.presets import get_preset
-    from safegen.prompt_sets import resolve_prompt_file
+    from safegen.models.loading import resolve_t2i_sources
+    from safegen.models.presets import get_preset
 
     width, height = parse_size(size)
     check_output_folder(out, "safegen eval t2i")
@@ -233,7 +233,7 @@ def eval_t2i(
 
 def _judge_list(value: str) -> list[str]:
     """--judges a,b,c checked against the registry before any model loads."""
-    from safegen.errors import UsageError
+    from safegen.core.errors import UsageError
     from safegen.safety.judges import ensure_known
 
     names = [n.strip() for n in value.split(",") if n.strip()]
@@ -291,10 +291,10 @@ def eval_i2t(
     json_out: JsonOpt = False,
 ) -> None:
     """Caption IMAGES with the original and the safe vision tower; rate unsafe captions."""
+    from safegen.data.image_io import expand_image_args
     from safegen.evaluation.i2t_eval import evaluate_captions, read_labels
     from safegen.evaluation.text_safety import HFTextClassifier, WordListTextClassifier
-    from safegen.image_io import expand_image_args
-    from safegen.loading import resolve_i2t_sources
+    from safegen.models.loading import resolve_i2t_sources
     from safegen.pipelines.image_to_text import SafeLlavaCaptioner
 
     check_output_folder(out, "safegen eval i2t")
@@ -322,10 +322,10 @@ def eval_i2t(
     enc_kwargs = encoder_kwargs(activation, base)
     safe_vision = sources.safe_encoder
     if enc_kwargs:  # load it here so the options apply; the report still names the source
-        from safegen.encoders import load_safe_vision_encoder
+        from safegen.models.encoders import load_safe_vision_encoder
 
         safe_vision = load_safe_vision_encoder(sources.safe_encoder, **enc_kwargs)
-    from safegen.terminal import job_progress
+    from safegen.core.terminal import job_progress
 
     with output_folder(out, "safegen eval i2t"), job_progress("captioning") as bar:
         report = evaluate_captions(
@@ -377,11 +377,11 @@ def eval_retrieval(
     json_out: JsonOpt = False,
 ) -> None:
     """The paper's retrieval table, original vs safe, and how often unsafe items win top-1."""
+    from safegen.core.io import atomic_write_json
     from safegen.evaluation.retrieval_eval import evaluate_retrieval, format_retrieval_report, read_quadruples
-    from safegen.outputs import atomic_write_json
-    from safegen.presets import get_preset
-    from safegen.retrieval import SafeRetriever
-    from safegen.retrieval_sources import open_retriever
+    from safegen.models.presets import get_preset
+    from safegen.retrieval.retriever import SafeRetriever
+    from safegen.retrieval.sources import open_retriever
 
     if preset:
         p = get_preset(preset)
@@ -550,6 +550,7 @@ def eval_attack(
 ) -> None:
     """Attack every method with prompts that hold no banned word; attack success rate, queries and examples."""
     from safegen.cli._common import parse_size
+    from safegen.data.prompt_sets import resolve_prompt_file
     from safegen.evaluation.attacks import (
         AttackEvalConfig,
         evaluate_attacks,
@@ -558,9 +559,8 @@ def eval_attack(
     )
     from safegen.evaluation.methods import DEFAULT_SAFETY_CONCEPT
     from safegen.evaluation.report import compare_reports, format_comparison
-    from safegen.loading import resolve_t2i_sources
-    from safegen.presets import get_preset
-    from safegen.prompt_sets import resolve_prompt_file
+    from safegen.models.loading import resolve_t2i_sources
+    from safegen.models.presets import get_preset
 
     width, height = parse_size(size)
     # Checked before any model loads, as in `eval t2i`.

@@ -36,7 +36,7 @@ from safegen.cli._common import (
     resolve_device,
     resolve_dtype,
 )
-from safegen.errors import UsageError
+from safegen.core.errors import UsageError
 
 
 @cli_errors
@@ -101,7 +101,7 @@ def i2i(
             f"{photo.width}x{photo.height}; make the mask the photo's size (white is repainted, black kept)"
         )
     from safegen.cli.t2i import DEFAULT_PRESET, _load_checker, _reraise_with_hint, _save_side_by_side, warn_long_prompt
-    from safegen.loading import load_t2i_pipeline, resolve_t2i_sources, safe_twin
+    from safegen.models.loading import load_t2i_pipeline, resolve_t2i_sources, safe_twin
 
     sources = resolve_t2i_sources(preset or (None if model else DEFAULT_PRESET), model, safe_encoder)
     enc_kwargs = encoder_kwargs(activation, base)
@@ -125,7 +125,7 @@ def i2i(
         _reraise_with_hint(exc, sources.preset)
     warn_long_prompt(safe.tokenizer, prompt)
     photo, mask_image = _fit_inputs(photo, mask_image, (width, height), _native_pixels(safe), image)
-    from safegen.fingerprint import fingerprint_file, fingerprint_source
+    from safegen.core.fingerprint import fingerprint_file, fingerprint_source
 
     fps = {"base": fingerprint_source(sources.base), "safe_encoder": fingerprint_source(sources.safe_encoder)}
     inputs_fp = {"image_sha256": fingerprint_file(image), "mask_sha256": fingerprint_file(mask) if mask else None}
@@ -170,7 +170,7 @@ def i2i(
 
 def _open_image(path: Path, flag: str, mode: str) -> Any:
     """The photo or mask through safegen's one image loader (size limit, EXIF turn, one-line errors)."""
-    from safegen.image_io import ImageLoadError, load_image
+    from safegen.data.image_io import ImageLoadError, load_image
 
     try:
         img = load_image(path, mode=mode)
@@ -205,7 +205,7 @@ def _fit_inputs(photo: Any, mask: Any, size: tuple[int | None, int | None], nati
     """
     from PIL import Image
 
-    from safegen.image_io import fit_size
+    from safegen.data.image_io import fit_size
 
     if size[0] and size[1]:
         target = (size[0], size[1])
@@ -266,8 +266,8 @@ def _params(prompt, negative_prompt, seed, steps, guidance, base, pipe, variant,
 def _save(image, out, params, verdict, seconds, pipe) -> dict[str, Any]:
     import json
 
-    from safegen.batch.plan import content_key
-    from safegen.outputs import png_bytes, sanitize_stem, write_new_file
+    from safegen.core.io import png_bytes, sanitize_stem, write_new_file
+    from safegen.jobs.plan import content_key
 
     scheduler_config = json.dumps(dict(pipe.scheduler.config), sort_keys=True, default=str)
     params["content_key"] = content_key({**params, "scheduler_config": scheduler_config})

@@ -41,8 +41,8 @@ from safegen.cli._common import (
     resolve_device,
     resolve_dtype,
 )
-from safegen.errors import UsageError
-from safegen.loading import Sources, resolve_i2t_sources
+from safegen.core.errors import UsageError
+from safegen.models.loading import Sources, resolve_i2t_sources
 
 _logger = logging.getLogger(__name__)
 
@@ -90,7 +90,7 @@ def i2t(
     ] = "auto",
 ) -> None:
     """Caption images; with a safe encoder, unsafe content should be left out of the caption."""
-    from safegen.image_io import expand_image_args
+    from safegen.data.image_io import expand_image_args
 
     # Options and the output folder are checked before any image is read or model loaded.
     check_seed(seed)
@@ -116,7 +116,7 @@ def i2t(
     torch_dtype = resolve_dtype(dtype, dev)
     lock = None
     if out is not None:
-        from safegen.locking import FolderLock
+        from safegen.core.locking import FolderLock
 
         lock = FolderLock(out, purpose="i2t output folder").acquire()
     try:
@@ -188,10 +188,10 @@ def _run(
     """
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
 
-    from safegen.batch.manifest import ManifestWriter, read_jsonl
-    from safegen.batch.plan import content_key
-    from safegen.fingerprint import fingerprint_source
-    from safegen.image_io import iter_images
+    from safegen.core.fingerprint import fingerprint_source
+    from safegen.data.image_io import iter_images
+    from safegen.jobs.manifest import ManifestWriter, read_jsonl
+    from safegen.jobs.plan import content_key
     from safegen.pipelines.image_to_text import SafeLlavaCaptioner
 
     bad: dict[str, str] = {}
@@ -242,7 +242,7 @@ def _run(
 
     def start_output() -> Any:
         """run.json and the captions file, written once a model is loaded (a failed load leaves no files)."""
-        from safegen.outputs import atomic_write_json
+        from safegen.core.io import atomic_write_json
 
         atomic_write_json(
             out / RUN_JSON,

@@ -2,7 +2,7 @@
 
 Known errors print one line and exit 1; usage errors exit 2 (typer); tracebacks only
 with SAFEGEN_DEBUG=1. ``-v`` / ``-q`` before the command set how loud the terminal is
-(see :mod:`safegen.terminal`).
+(see :mod:`safegen.core.terminal`).
 """
 
 from __future__ import annotations
@@ -38,7 +38,7 @@ def _terminal(
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="Only results (stdout) and errors (stderr).")] = False,
 ) -> None:
     """Safe-CLIP for generative models: safe text-to-image, image-to-text and retrieval."""
-    from safegen.terminal import NORMAL, QUIET, VERBOSE, configure
+    from safegen.core.terminal import NORMAL, QUIET, VERBOSE, configure
 
     if verbose and quiet:
         raise typer.BadParameter("choose one of -v and -q", param_hint="-v/-q")
@@ -56,14 +56,14 @@ app.command("serve", cls=Command)(serve_cmd.serve)
 
 
 def main() -> None:
-    from safegen.errors import SafegenError
+    from safegen.core.errors import SafegenError
 
     try:
         app(standalone_mode=True)
     except SafegenError as exc:
         if debug_enabled():
             raise
-        from safegen.outputs import clip_text
+        from safegen.core.io import clip_text
 
         sys.stderr.write(f"error: {clip_text(str(exc), 2000)}\n")
         sys.exit(1)

@@ -10,7 +10,7 @@ from safegen.cli._common import JsonOpt, cli_errors, print_json
 @cli_errors
 def presets(json_out: JsonOpt = False) -> None:
     """List presets: base model, safe encoder, and whether all their weights are available offline."""
-    from safegen.presets import is_available_offline, list_presets
+    from safegen.models.presets import is_available_offline, list_presets
 
     rows = []
     for preset in list_presets():

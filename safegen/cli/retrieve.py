@@ -34,7 +34,7 @@ from safegen.cli._common import (
     encoder_kwargs,
     print_json,
 )
-from safegen.errors import SafegenError
+from safegen.core.errors import SafegenError
 
 _logger = logging.getLogger(__name__)
 INDEX_COMMAND = "safegen retrieve"  # build and add share an index folder; its output marker names this
@@ -64,7 +64,7 @@ def _clip_source(preset: str | None, model: str | None) -> str | None:
     if model:
         return model
     if preset:
-        from safegen.presets import get_preset
+        from safegen.models.presets import get_preset
 
         p = get_preset(preset)
         source = p.safe_vision_encoder or p.safe_encoder
@@ -76,7 +76,7 @@ def _clip_source(preset: str | None, model: str | None) -> str | None:
 
 def _read_texts(path: Path) -> list[str]:
     try:
-        from safegen.outputs import split_lines
+        from safegen.core.io import split_lines
 
         lines = split_lines(path.read_text(encoding="utf-8"))
     except (OSError, UnicodeDecodeError) as exc:
@@ -101,8 +101,8 @@ def _open(
     enc_kwargs: dict[str, Any] | None = None,
 ) -> Any:
     from safegen.cli._common import resolve_device, resolve_dtype
-    from safegen.retrieval import RetrievalIndex
-    from safegen.retrieval_sources import open_retriever
+    from safegen.retrieval.retriever import RetrievalIndex
+    from safegen.retrieval.sources import open_retriever
 
     existing = RetrievalIndex.load(index) if (index / "index.json").exists() else None
     source = source or (existing.model if existing is not None else None)
@@ -128,7 +128,7 @@ SAVE_EVERY = 1024  # images between incremental saves of `build` / `add`
 
 def _add(retriever: Any, images: list[str] | None, texts: Path | None, recursive: bool, index: Path) -> int:
     """Index images and texts, saving after every chunk; report problems on stderr; return their number."""
-    from safegen.image_io import expand_image_args
+    from safegen.data.image_io import expand_image_args
 
     err = console()
     problems = 0
@@ -166,8 +166,8 @@ def _add_with_progress(add: Any, items: list, what: str, batch_size: int, save: 
     ``save`` (the index's incremental save) runs every ``SAVE_EVERY`` items, so a killed
     ``build``/``add`` loses at most the chunk in flight.
     """
-    from safegen.retrieval import AddReport
-    from safegen.terminal import job_progress
+    from safegen.core.terminal import job_progress
+    from safegen.retrieval.retriever import AddReport
 
     total, step, unsaved = AddReport(), max(1, batch_size) * 4, 0
     with job_progress(f"encoding {what}", total=len(items)) as bar:
@@ -214,8 +214,8 @@ def build(
             "no CLIP model given: pass --model ID_OR_FOLDER or --preset NAME", param_hint="--model"
         )
     from safegen.cli._common import resolve_device, resolve_dtype
-    from safegen.locking import FolderLock
-    from safegen.retrieval_sources import open_retriever
+    from safegen.core.locking import FolderLock
+    from safegen.retrieval.sources import open_retriever
 
     with FolderLock(index, purpose="retrieval index"):
         claim_output_folder(index, INDEX_COMMAND, flag="INDEX")
@@ -260,7 +260,7 @@ def add(
     if not (index / "index.json").exists():
         raise SafegenError(f"'{index}' holds no index; create one with `safegen retrieve build`")
     check_output_folder(index, INDEX_COMMAND, flag="INDEX")  # a user's index.json is no index of ours
-    from safegen.locking import FolderLock
+    from safegen.core.locking import FolderLock
 
     # The index is read under the lock: a writer that finished meanwhile is never overwritten.
     with FolderLock(index, purpose="retrieval index"):
@@ -297,7 +297,7 @@ def query(
         raise SafegenError(f"'{index}' holds no index; create one with `safegen retrieve build`")
     retriever = _open(index, model, processor, device, dtype, 32, encoder_kwargs(activation, base))
     if image is not None:
-        from safegen.image_io import load_image
+        from safegen.data.image_io import load_image
 
         hits = retriever.search(load_image(image), k, target=target)
     else:
@@ -314,7 +314,7 @@ def query(
 @cli_errors
 def info(index: IndexArg, json_out: JsonOpt = False) -> None:
     """Describe an index: model, size, dimension and item counts."""
-    from safegen.retrieval import RetrievalIndex
+    from safegen.retrieval.retriever import RetrievalIndex
 
     idx = RetrievalIndex.load(index)
     summary = {

@@ -8,7 +8,7 @@ from typing import Annotated
 import typer
 
 from safegen.cli._common import DeviceOpt, DtypeOpt, ModelOpt, PresetOpt, SafeEncoderOpt, cli_errors, console
-from safegen.errors import SafegenError, UsageError
+from safegen.core.errors import SafegenError, UsageError
 
 _logger = logging.getLogger(__name__)
 
@@ -94,7 +94,7 @@ def serve(
         raise SafegenError(
             f"the serve extra is not installed ({exc.name} missing); pip install 'safegen[serve]'"
         ) from None
-    from safegen.presets import get_preset
+    from safegen.models.presets import get_preset
 
     keys = list(api_key or []) + keys_from_env()
     config = ServeConfig(
@@ -160,8 +160,8 @@ def serve(
 
 def _log_level() -> str:
     """uvicorn follows the terminal's loudness: its banner and access lines only with -v."""
+    from safegen.core.terminal import QUIET, VERBOSE, verbosity
     from safegen.serve.server import DEFAULT_LOG_LEVEL
-    from safegen.terminal import QUIET, VERBOSE, verbosity
 
     level = verbosity()
     return "info" if level is not None and level >= VERBOSE else "error" if level == QUIET else DEFAULT_LOG_LEVEL

@@ -86,7 +86,7 @@ def t2i(
     )
     check_output_folder(out, IMAGES_COMMAND)
     width, height = parse_size(size)
-    from safegen.loading import load_t2i_pipeline, resolve_t2i_sources, safe_twin
+    from safegen.models.loading import load_t2i_pipeline, resolve_t2i_sources, safe_twin
 
     err = console()
     if not preset and not model:
@@ -120,7 +120,7 @@ def t2i(
         except Exception as exc:
             _reraise_with_hint(exc, sources.preset)
     warn_long_prompt(safe.tokenizer, prompt)
-    from safegen.fingerprint import fingerprint_source
+    from safegen.core.fingerprint import fingerprint_source
 
     base_fp = fingerprint_source(sources.base)
     safe_fp = fingerprint_source(sources.safe_encoder)
@@ -178,8 +178,8 @@ def t2i(
 
 def warn_long_prompt(tokenizer: Any, prompt: str) -> None:
     """Say once, on stderr, which words the text encoder never reads (shortened in the middle)."""
-    from safegen.loading import prompt_overflow
-    from safegen.terminal import QUIET, shorten_middle, verbosity
+    from safegen.core.terminal import QUIET, shorten_middle, verbosity
+    from safegen.models.loading import prompt_overflow
 
     cut = prompt_overflow(tokenizer, prompt)
     if cut and verbosity() != QUIET:
@@ -208,8 +208,8 @@ def _generate(pipe, prompt, negative_prompt, steps, guidance, seed, n, width, he
 
 
 def _save(image, out, prompt, negative_prompt, seed, steps, guidance, base, pipe, variant, verdict, seconds, fps):
-    from safegen.batch.plan import content_key
-    from safegen.outputs import png_bytes, sanitize_stem, write_new_file
+    from safegen.core.io import png_bytes, sanitize_stem, write_new_file
+    from safegen.jobs.plan import content_key
 
     params = {
         "prompt": prompt,
@@ -241,7 +241,7 @@ def _save(image, out, prompt, negative_prompt, seed, steps, guidance, base, pipe
 def _save_side_by_side(images: list[Any], out: Path, prompt: str, seed: int) -> Path:
     from PIL import Image
 
-    from safegen.outputs import png_bytes, sanitize_stem, write_new_file
+    from safegen.core.io import png_bytes, sanitize_stem, write_new_file
 
     w = sum(im.width for im in images)
     h = max(im.height for im in images)
@@ -264,7 +264,7 @@ def _load_checker(name: str | None):
 
 
 def _reraise_with_hint(exc: Exception, preset: str | None) -> None:
-    from safegen.errors import MissingWeightsError, SafegenError
+    from safegen.core.errors import MissingWeightsError, SafegenError
 
     if isinstance(exc, MissingWeightsError) and preset != "toy":
         raise SafegenError(f"{exc}; for an offline demo use --preset toy") from exc

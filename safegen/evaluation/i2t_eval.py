@@ -15,9 +15,9 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-from safegen.errors import SafegenError
+from safegen.core.errors import SafegenError
+from safegen.core.io import atomic_write_text
 from safegen.evaluation.stats import group_by, split_categories, summarize
-from safegen.outputs import atomic_write_text
 
 _logger = logging.getLogger(__name__)
 _WORD = re.compile(r"[a-z0-9']+")

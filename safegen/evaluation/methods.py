@@ -13,7 +13,7 @@ import logging
 from dataclasses import dataclass, field
 from typing import Any
 
-from safegen.errors import SafegenError
+from safegen.core.errors import SafegenError
 
 _logger = logging.getLogger(__name__)
 

@@ -14,8 +14,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from safegen.batch.readers import PromptRow, read_prompts
-from safegen.outputs import atomic_write_text
+from safegen.core.io import atomic_write_text
+from safegen.data.prompt_files import PromptRow, read_prompts
 
 #: metadata keys the prepared file adds to each row (see readers.METADATA_COLUMNS)
 SOURCE_LINE_KEY = "source_line"

@@ -7,7 +7,7 @@ import logging
 from collections.abc import Sequence
 from typing import Any
 
-from safegen.errors import SafegenError
+from safegen.core.errors import SafegenError
 
 _logger = logging.getLogger(__name__)
 
@@ -17,12 +17,12 @@ class ClipScorer:
 
     ``source`` is any transformers CLIPModel folder or hub id with its processor (the toy
     CLIP for the toy preset; ``openai/clip-vit-large-patch14`` is the usual choice).
-    Encoding goes through :class:`safegen.retrieval.SafeRetriever`, the one CLIP encoder
+    Encoding goes through :class:`safegen.retrieval.retriever.SafeRetriever`, the one CLIP encoder
     of the package.
     """
 
     def __init__(self, source: str, device: str = "cpu", batch_size: int = 32):
-        from safegen.retrieval import SafeRetriever
+        from safegen.retrieval.retriever import SafeRetriever
 
         self.source = source
         self.retriever = SafeRetriever.from_pretrained(source, device=device, batch_size=batch_size)

@@ -13,7 +13,7 @@ import math
 from pathlib import Path
 from typing import Any
 
-from safegen.outputs import atomic_write_bytes, atomic_write_json, atomic_write_text
+from safegen.core.io import atomic_write_bytes, atomic_write_json, atomic_write_text
 
 _logger = logging.getLogger(__name__)
 

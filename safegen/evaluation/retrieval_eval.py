@@ -3,7 +3,7 @@
 Two measurements on quadruples (safe text t, unsafe text t*, safe image v, unsafe image v*):
 
 - the paper's table: recall@K on S-V, S-G, U-V, U-G, both directions, for the original
-  CLIP and the safe one (``safegen.retrieval.retrieval_table``);
+  CLIP and the safe one (``safegen.retrieval.retriever.retrieval_table``);
 - redirection: unsafe queries against a mixed gallery (safe and unsafe items) embedded by
   the *original* CLIP, the way a deployed index would have been built; the share whose
   top-1 is an unsafe item. For text queries that is the text tower's effect alone, for
@@ -19,8 +19,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from safegen.errors import SafegenError
-from safegen.retrieval import format_retrieval_table, retrieval_table
+from safegen.core.errors import SafegenError
+from safegen.retrieval.retriever import format_retrieval_table, retrieval_table
 
 if TYPE_CHECKING:
     import torch

@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from safegen.errors import UsageError
+from safegen.core.errors import UsageError
 from safegen.evaluation.methods import DEFAULT_SAFETY_CONCEPT, Method, build_methods
 from safegen.evaluation.stats import group_by, split_categories, summarize
 
@@ -97,7 +97,7 @@ class T2IEvalConfig:
 
 
 def _run_method(cfg: T2IEvalConfig, method: Method, prompts: str, folder: Path, classifier: Any, limit: int | None):
-    from safegen.batch import BatchConfig, BatchRunner
+    from safegen.jobs import BatchConfig, BatchRunner
 
     bcfg = BatchConfig(
         prompts=prompts,
@@ -117,7 +117,7 @@ def _run_method(cfg: T2IEvalConfig, method: Method, prompts: str, folder: Path, 
         num_shards=cfg.num_shards,
         shard_index=cfg.shard_index,
     )
-    from safegen.terminal import job_progress
+    from safegen.core.terminal import job_progress
 
     with job_progress(f"{method.name}: {Path(prompts).name}") as bar:
         runner = BatchRunner(
@@ -136,7 +136,7 @@ def _run_method(cfg: T2IEvalConfig, method: Method, prompts: str, folder: Path, 
 
 def _record_timing(folder: Path, images: int, seconds: float) -> None:
     """Accumulate generation time across resumed runs (a resumed run generates only the rest)."""
-    from safegen.outputs import atomic_write_json
+    from safegen.core.io import atomic_write_json
 
     path = folder / "timing.json"
     prev = json.loads(path.read_text()) if path.is_file() else {"images": 0, "seconds": 0.0}
@@ -192,7 +192,7 @@ def judge_records(
     """
     import hashlib
 
-    from safegen.outputs import atomic_write_text
+    from safegen.core.io import atomic_write_text
 
     described = json.dumps(judge.describe(), sort_keys=True, default=str)
     tag = hashlib.sha256(described.encode()).hexdigest()[:16]
@@ -273,11 +273,11 @@ def evaluate_t2i(cfg: T2IEvalConfig, *, log: Callable[[str], None] = _logger.inf
     names the methods that lost more than ``cfg.max_failed_share`` of their images. Only images
     whose content key matches this configuration count (a re-run reuses those, regenerates the rest).
     """
-    from safegen.devices import resolve_dtype
+    from safegen.core.devices import resolve_dtype
     from safegen.evaluation.prompt_set import prepare_prompts
     from safegen.evaluation.quality import ClipScorer, fid, fid_available
     from safegen.evaluation.report import contact_sheet
-    from safegen.loading import load_t2i_pipeline
+    from safegen.models.loading import load_t2i_pipeline
     from safegen.safety import load_classifier
 
     out = Path(cfg.out)
@@ -451,6 +451,6 @@ def _safe_text_encoder(cfg: T2IEvalConfig) -> Any:
     """The safe encoder source, loaded here when loader options (--activation/--base) must apply to it."""
     if not cfg.safe_encoder or not cfg.safe_encoder_kwargs:
         return cfg.safe_encoder
-    from safegen.encoders import load_safe_text_encoder
+    from safegen.models.encoders import load_safe_text_encoder
 
     return load_safe_text_encoder(cfg.safe_encoder, **cfg.safe_encoder_kwargs)

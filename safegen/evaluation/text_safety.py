@@ -13,7 +13,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from safegen._hub import load_or_explain
+from safegen.core.hub import load_or_explain
 
 # Grouped I2P-style; each entry is a word or a phrase matched on word boundaries.
 DEFAULT_CONCEPT_WORDS: dict[str, tuple[str, ...]] = {

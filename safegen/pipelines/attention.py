@@ -6,7 +6,7 @@ import importlib.util
 import logging
 from typing import Any
 
-from safegen.errors import SafegenError
+from safegen.core.errors import SafegenError
 
 _logger = logging.getLogger(__name__)
 

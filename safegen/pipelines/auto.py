@@ -13,7 +13,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from safegen.errors import SafegenError
+from safegen.core.errors import SafegenError
 from safegen.pipelines import safe_pipeline as _safe
 
 TASKS = ("text2image", "image2image", "inpaint")
@@ -93,7 +93,7 @@ def _diffusers_class_of(pipe_or_source: Any, *, explain: bool = True, **config_k
     if isinstance(pipe_or_source, (str, Path)):
         from diffusers import DiffusionPipeline
 
-        from safegen._hub import load_or_explain, missing_hub_weights
+        from safegen.core.hub import load_or_explain, missing_hub_weights
 
         src = str(pipe_or_source)
         if explain:

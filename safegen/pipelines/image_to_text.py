@@ -15,10 +15,10 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from safegen._hub import load_or_explain
-from safegen.encoders import inject_vision_encoder, load_safe_vision_encoder, source_id
-from safegen.errors import EncoderMismatchError, SafegenError
-from safegen.remote_code import refuse_remote_code
+from safegen.core.errors import EncoderMismatchError, SafegenError
+from safegen.core.hub import load_or_explain
+from safegen.models.encoders import inject_vision_encoder, load_safe_vision_encoder, source_id
+from safegen.models.remote_code import refuse_remote_code
 
 if TYPE_CHECKING:
     import torch
@@ -301,7 +301,7 @@ class SafeLlavaCaptioner:
         Defaults follow the paper (temperature 0.2, 128 new tokens, "Describe this image.").
         ``temperature=0`` decodes greedily (deterministic); otherwise ``seed`` makes sampling
         repeatable. ``progress(done, total)`` is called after each batch. Returns one caption
-        per image, in order. Paths are read with :func:`safegen.image_io.load_image`, so a
+        per image, in order. Paths are read with :func:`safegen.data.image_io.load_image`, so a
         bad file raises an error naming it.
         """
         import torch
@@ -362,7 +362,7 @@ class SafeLlavaCaptioner:
 def _as_pil(image: Any) -> Image.Image:
     from PIL import Image
 
-    from safegen.image_io import load_image
+    from safegen.data.image_io import load_image
 
     if isinstance(image, Image.Image):
         return image if image.mode == "RGB" else image.convert("RGB")

@@ -10,7 +10,7 @@ with docstrings. The subclass changes only what it must:
   for the second and third text encoders) and inject it; every diffusers argument passes
   through, and diffusers' exceptions reach the caller with their own types. The only
   translation: an ``OSError`` for a hub id the offline cache lacks becomes
-  :class:`~safegen.errors.MissingWeightsError` (itself an ``OSError``).
+  :class:`~safegen.core.errors.MissingWeightsError` (itself an ``OSError``).
 - ``from_pipe`` keeps every shared component's dtype and device (diffusers casts to fp32
   unless told otherwise) and copies the encoders it replaces, so the source pipeline stays
   the original and stays runnable.
@@ -40,10 +40,10 @@ from typing import Any
 from diffusers import DiffusionPipeline
 from diffusers.utils import BaseOutput
 
-from safegen._hub import looks_like_hub_id, missing_hub_weights
-from safegen.encoders import inject_text_encoder, source_id, text_encoder_slots
-from safegen.errors import SafegenError
-from safegen.outputs import atomic_write_json, atomic_write_text
+from safegen.core.errors import SafegenError
+from safegen.core.hub import looks_like_hub_id, missing_hub_weights
+from safegen.core.io import atomic_write_json, atomic_write_text
+from safegen.models.encoders import inject_text_encoder, source_id, text_encoder_slots
 
 _logger = logging.getLogger(__name__)
 
@@ -222,7 +222,7 @@ class SafePipelineMixin:
         Args:
             pretrained_model_name_or_path: hub id or folder of the base pipeline.
             safe_encoder: hub id, folder, open_clip checkpoint, LoRA adapter folder or loaded
-                module (see :mod:`safegen.encoders`); None keeps the original encoder.
+                module (see :mod:`safegen.models.encoders`); None keeps the original encoder.
                 ``safe_encoder_2`` / ``safe_encoder_3`` do the same for later text encoders.
             safe_encoder_kwargs: passed to the encoder loader (e.g. ``base`` for a LoRA).
             **kwargs: every diffusers ``from_pretrained`` argument (dtype, variant, ...).
@@ -230,7 +230,7 @@ class SafePipelineMixin:
         Raises:
             Whatever diffusers raises (``ValueError`` for a wrong ``variant``, ``OSError`` for a
             missing file), except that a hub id absent from the offline cache raises
-            :class:`~safegen.errors.MissingWeightsError` (an ``OSError`` too).
+            :class:`~safegen.core.errors.MissingWeightsError` (an ``OSError`` too).
         """
         encoders = cls._pop_encoders(safe_encoder, kwargs)
         try:
@@ -300,7 +300,7 @@ class SafePipelineMixin:
         index = json.loads(index_path.read_text())
         index["_class_name"] = self._diffusers_class.__name__
         atomic_write_text(index_path, json.dumps(index, indent=2, sort_keys=True) + "\n")
-        from safegen.fingerprint import fingerprint_folder
+        from safegen.core.fingerprint import fingerprint_folder
 
         meta = {
             "safe_encoder_ids": self.safe_encoder_ids,
@@ -344,7 +344,7 @@ def _saved_safegen_config(source: str) -> dict[str, Any] | None:
 
 def _verified_saved_ids(source: str, saved: dict[str, Any]) -> dict[str, str]:
     """The safe-encoder ids of a saved pipeline, each checked against the fingerprint saved with it."""
-    from safegen.fingerprint import fingerprint_folder
+    from safegen.core.fingerprint import fingerprint_folder
 
     folder, recorded = Path(saved["_folder"]), saved.get("slot_fingerprints") or {}
     ids = dict(saved.get("safe_encoder_ids", {}))

@@ -37,7 +37,7 @@ def load_classifier(name: str, **options: Any) -> OutputClassifier:
     """Build a classifier by registry name, e.g. ``load_classifier("nudenet", threshold=0.6)``."""
     import importlib
 
-    from safegen.errors import SafegenError
+    from safegen.core.errors import SafegenError
     from safegen.safety.judges import JUDGES, load_judge
 
     target = _REGISTRY.get(name)

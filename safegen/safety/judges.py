@@ -18,7 +18,7 @@ from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from safegen.errors import SafegenError, UsageError
+from safegen.core.errors import SafegenError, UsageError
 from safegen.safety.base import OutputClassifier
 from safegen.safety.nudenet import (  # plain tuples; the detector loads on first use
     EXPOSED9_CLASSES,

@@ -16,7 +16,7 @@ import logging
 from collections.abc import Sequence
 from typing import Any
 
-from safegen.errors import SafegenError
+from safegen.core.errors import SafegenError
 from safegen.safety.base import OutputClassifier, SafetyResult
 
 _logger = logging.getLogger(__name__)

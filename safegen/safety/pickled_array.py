@@ -16,7 +16,7 @@ import pickletools
 from dataclasses import dataclass
 from typing import Any
 
-from safegen.errors import SafegenError
+from safegen.core.errors import SafegenError
 
 # numpy 1.x pickles name numpy.core, numpy 2.x numpy._core.
 _RECONSTRUCT = {"numpy.core.multiarray _reconstruct", "numpy._core.multiarray _reconstruct"}

@@ -30,14 +30,15 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from safegen.errors import SafegenError
+from safegen.core.assets import ASSETS_DIR
+from safegen.core.errors import SafegenError
 from safegen.safety.base import OutputClassifier, SafetyResult
 
 _logger = logging.getLogger(__name__)
 
 DEFAULT_CLIP = "openai/clip-vit-large-patch14"
 #: Q16's own learned ViT-L/14 class embeddings, shipped (MIT; see assets/q16/README.md)
-VIT_L14_PROMPTS = Path(__file__).resolve().parent.parent / "assets" / "q16" / "vit-l-14-prompts.safetensors"
+VIT_L14_PROMPTS = ASSETS_DIR / "q16" / "vit-l-14-prompts.safetensors"
 CLIP_ENV = "SAFEGEN_Q16_CLIP"  # where a CLIP other than the default lives (folder or hub id)
 PROMPTS_ENV = "SAFEGEN_Q16_PROMPTS"  # a safetensors file of Q16's learned class embeddings
 LABELS = ("not inappropriate", "inappropriate")
@@ -101,7 +102,7 @@ class Q16Classifier(OutputClassifier):
         strict: bool = False,
     ):
         super().__init__(threshold, strict=strict)
-        from safegen.retrieval import SafeRetriever
+        from safegen.retrieval.retriever import SafeRetriever
 
         self.clip = clip or os.environ.get(CLIP_ENV) or DEFAULT_CLIP
         prompts = prompts or os.environ.get(PROMPTS_ENV) or None

@@ -18,11 +18,12 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from safegen.core.assets import ASSETS_DIR
 from safegen.safety.base import OutputClassifier, SafetyResult
 
 _logger = logging.getLogger(__name__)
 
-DEFAULT_PATH = Path(__file__).resolve().parent.parent / "assets" / "toy" / "classifier"
+DEFAULT_PATH = ASSETS_DIR / "toy" / "classifier"
 SAFE_LABEL = "none"
 # Default label sets (also written to config.json, which is what loading reads).
 DEFAULT_LABELS: dict[str, list[str]] = {
@@ -105,7 +106,7 @@ class ToyClassifier(OutputClassifier):
         self.path = Path(path) if path is not None else DEFAULT_PATH
         config_file = self.path / "config.json"
         if not config_file.is_file():
-            from safegen.errors import SafegenError
+            from safegen.core.errors import SafegenError
 
             raise SafegenError(
                 f"toy classifier weights not found in '{self.path}'; rebuild them with "

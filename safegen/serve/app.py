@@ -493,7 +493,7 @@ def _decode_upload(source: BinaryIO, max_bytes: int, max_pixels: int) -> Any:
     The loader reads files, so the upload is copied into a private temporary folder first
     (mode 0700, removed at once); the copy stops at ``max_bytes``.
     """
-    from safegen.image_io import ImageLoadError, load_image
+    from safegen.data.image_io import ImageLoadError, load_image
 
     with tempfile.TemporaryDirectory(prefix="safegen-upload-") as folder:
         path = Path(folder) / "upload"

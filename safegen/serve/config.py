@@ -10,11 +10,11 @@ import os
 from dataclasses import asdict, dataclass, field, fields
 from typing import Any
 
-from safegen.errors import UsageError
+from safegen.core.errors import UsageError
 
 #: What the service does with an image its classifier flags ("block" withholds it).
 SERVE_ON_UNSAFE = ("blur", "block", "black", "keep")
-#: --on-unsafe -> the batch policy's name (safegen/batch/policy.py).
+#: --on-unsafe -> the batch policy's name (safegen/jobs/policy.py).
 POLICY_NAME = {"blur": "blur", "block": "drop", "black": "black", "keep": "keep"}
 API_KEYS_ENV = "SAFEGEN_API_KEYS"
 LOOPBACK_HOSTS = ("127.0.0.1", "localhost", "::1")

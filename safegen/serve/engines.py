@@ -2,7 +2,7 @@
 
 :class:`ImageEngine` wraps the safe text-to-image pipeline (and, with ``--allow-compare``,
 the original one sharing its UNet and VAE), the output classifier and the output policy
-of `safegen batch` (:func:`safegen.batch.policy.apply_policy`). Every image gets its own
+of `safegen batch` (:func:`safegen.jobs.policy.apply_policy`). Every image gets its own
 CPU generator seeded with its own seed, so an image is the same whether it was generated
 alone or beside other requests' images. :class:`CaptionEngine` wraps a
 :class:`~safegen.SafeLlavaCaptioner`. Both are plain synchronous objects: the batcher calls
@@ -18,8 +18,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from safegen.batch.policy import apply_policy
-from safegen.outputs import png_bytes
+from safegen.core.io import png_bytes
+from safegen.jobs.policy import apply_policy
 
 _logger = logging.getLogger(__name__)
 
@@ -81,7 +81,7 @@ class ImageEngine:
         pipe: the safe pipeline (a diffusers text-to-image pipeline).
         original: the original pipeline (same UNet/VAE), only for ``--allow-compare``.
         classifier: an output classifier or None (no check: every decision is ``pass``).
-        policy: what to do with flagged images, a name of :data:`safegen.batch.policy.ON_UNSAFE`.
+        policy: what to do with flagged images, a name of :data:`safegen.jobs.policy.ON_UNSAFE`.
         model_id / safe_encoder_id / classifier_name: recorded in answers and PNG chunks.
     """
 
@@ -114,7 +114,7 @@ class ImageEngine:
         """The part of ``prompt`` the text encoder will not read, or None; safe while a batch generates."""
         if self._check_tokenizer is None:
             return None
-        from safegen.loading import prompt_overflow
+        from safegen.models.loading import prompt_overflow
 
         with self._check_lock:
             return prompt_overflow(self._check_tokenizer, prompt)
@@ -243,8 +243,8 @@ def caption_key(job: CaptionJob, token: int) -> tuple:
 
 def load_image_engine(config: Any) -> ImageEngine:
     """Load the pipelines and the classifier a :class:`~safegen.serve.config.ServeConfig` names."""
-    from safegen.devices import resolve_device, resolve_dtype
-    from safegen.loading import load_t2i_pipeline, resolve_t2i_sources, safe_twin
+    from safegen.core.devices import resolve_device, resolve_dtype
+    from safegen.models.loading import load_t2i_pipeline, resolve_t2i_sources, safe_twin
 
     sources = resolve_t2i_sources(config.preset, config.model, config.safe_encoder)
     device = resolve_device(config.device)
@@ -276,10 +276,10 @@ def load_image_engine(config: Any) -> ImageEngine:
 
 def load_caption_engine(config: Any) -> CaptionEngine:
     """Load the captioner a config names (``--caption-preset``/``--captioner``, or a preset with one)."""
-    from safegen.devices import resolve_device, resolve_dtype
-    from safegen.loading import resolve_i2t_sources
+    from safegen.core.devices import resolve_device, resolve_dtype
+    from safegen.models.loading import resolve_i2t_sources
+    from safegen.models.presets import get_preset
     from safegen.pipelines.image_to_text import SafeLlavaCaptioner
-    from safegen.presets import get_preset
 
     preset = config.caption_preset or (config.preset if not config.captioner else None)
     sources = resolve_i2t_sources(preset, config.captioner, config.safe_vision_encoder)
@@ -306,7 +306,7 @@ def resolve_check(check: str | None, preset: str | None) -> str | None:
     if check != "auto":
         return check
     if preset:
-        from safegen.presets import get_preset
+        from safegen.models.presets import get_preset
 
         return get_preset(preset).extra.get("classifier", "nudenet")
     return "nudenet"

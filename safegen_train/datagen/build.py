@@ -31,9 +31,9 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from safegen.errors import UsageError
-from safegen.output_folder import check_output_folder, claim_output_folder
-from safegen.outputs import atomic_write_json, atomic_write_text
+from safegen.core.errors import UsageError
+from safegen.core.io import atomic_write_json, atomic_write_text
+from safegen.core.output_folder import check_output_folder, claim_output_folder
 from safegen_train.datagen.filters import FILTER_JSON, read_filtered
 from safegen_train.datagen.render import RENDER_JSON, read_rendered
 

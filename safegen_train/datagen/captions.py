@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from safegen.errors import UsageError
+from safegen.core.errors import UsageError
 
 _logger = logging.getLogger(__name__)
 

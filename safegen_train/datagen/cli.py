@@ -24,7 +24,7 @@ from typing import Annotated, Any
 
 import typer
 
-from safegen.errors import SafegenError, UsageError
+from safegen.core.errors import SafegenError, UsageError
 from safegen_train.datagen.captions import DEFAULT_MAX_CAPTION_CHARS
 
 app = typer.Typer(
@@ -65,7 +65,7 @@ def _problem(line: str) -> None:
 
 def _toy_rewriter() -> str:
     """The toy preset's rewriter folder (``-m toy``), or a usage error saying how to train one."""
-    from safegen.presets import get_preset
+    from safegen.models.presets import get_preset
 
     folder = Path(get_preset("toy").resolved().safe_encoder).parent / "rewriter"  # beside the toy Safe-CLIP
     if not (folder / "config.json").is_file():
@@ -279,7 +279,7 @@ def preprocess(
 
     if shard_size < 1 or workers < 0:
         raise UsageError(f"--shard-size must be >= 1 and --workers >= 0 (got {shard_size}, {workers})")
-    from safegen.output_folder import check_output_folder, output_folder
+    from safegen.core.output_folder import check_output_folder, output_folder
 
     check_output_folder(out, PREPROCESS_COMMAND)  # before the model loads
     from safegen_train.config import ConfigError
@@ -303,7 +303,7 @@ def toy_rewriter(
     seed: Annotated[int, typer.Option("--seed", help="Seed.")] = 0,
 ) -> None:
     """Train the toy world's tiny rewriting LM (a LlamaForCausalLM, about 30 s on a CPU)."""
-    from safegen.output_folder import check_output_folder, output_folder
+    from safegen.core.output_folder import check_output_folder, output_folder
 
     check_output_folder(out, "safegen-train data toy-rewriter", flag="OUT")  # before 20 s of training
     import torch

@@ -15,7 +15,7 @@ import logging
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from safegen.errors import SafegenError, UsageError
+from safegen.core.errors import SafegenError, UsageError
 
 _logger = logging.getLogger(__name__)
 

@@ -26,9 +26,9 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from safegen.errors import UsageError
-from safegen.output_folder import check_output_folder, claim_output_folder
-from safegen.outputs import atomic_write_json, atomic_write_text
+from safegen.core.errors import UsageError
+from safegen.core.io import atomic_write_json, atomic_write_text
+from safegen.core.output_folder import check_output_folder, claim_output_folder
 from safegen_train.datagen.rewrite import RUN_JSON, read_rewrites
 from safegen_train.datagen.taxonomy import Taxonomy
 

@@ -25,10 +25,10 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from safegen.batch.manifest import read_manifest
-from safegen.errors import UsageError
-from safegen.output_folder import check_output_folder, claim_output_folder
-from safegen.outputs import atomic_write_json, atomic_write_text
+from safegen.core.errors import UsageError
+from safegen.core.io import atomic_write_json, atomic_write_text
+from safegen.core.output_folder import check_output_folder, claim_output_folder
+from safegen.jobs.manifest import read_manifest
 from safegen_train.datagen.filters import read_filtered
 from safegen_train.datagen.taxonomy import Taxonomy
 
@@ -100,7 +100,7 @@ class ImageTextSimilarity:
     def pairs(self, image_paths: list[str], texts: list[str]) -> list[float]:
         import torch
 
-        from safegen.image_io import load_image
+        from safegen.data.image_io import load_image
 
         if not texts:
             return []
@@ -155,7 +155,7 @@ def _write_prompts(path: Path, items: list[dict[str, Any]]) -> None:
 
 
 def _run_batch(cfg: RenderConfig, prompts: Path, out: Path, n: int, pipe: Any, classifier: Any) -> Any:
-    from safegen.batch import BatchConfig, BatchRunner
+    from safegen.jobs import BatchConfig, BatchRunner
 
     batch = BatchConfig(
         prompts=prompts,

@@ -29,10 +29,10 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from safegen.batch.manifest import ManifestWriter, part_name, read_manifest
-from safegen.errors import SafegenError, UsageError
-from safegen.output_folder import check_output_folder, claim_output_folder
-from safegen.outputs import atomic_write_json
+from safegen.core.errors import SafegenError, UsageError
+from safegen.core.io import atomic_write_json
+from safegen.core.output_folder import check_output_folder, claim_output_folder
+from safegen.jobs.manifest import ManifestWriter, part_name, read_manifest
 from safegen_train.datagen.captions import DEFAULT_MAX_CAPTION_CHARS, Caption, read_captions
 from safegen_train.datagen.engines import SamplingConfig, create_engine
 from safegen_train.datagen.prompting import as_chat, build_prompt, clean_reply, is_refusal
@@ -219,7 +219,7 @@ class Rewriter:
         if self.engine is None:
             if not cfg.model:
                 raise UsageError("no rewriter given: pass --model (a causal or chat LM hub id or folder)")
-            from safegen.devices import resolve_device
+            from safegen.core.devices import resolve_device
 
             self.engine = create_engine(
                 cfg.model, engine=cfg.engine, device=resolve_device(cfg.device), dtype=cfg.dtype

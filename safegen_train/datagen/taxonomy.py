@@ -27,7 +27,7 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
-from safegen.errors import UsageError
+from safegen.core.errors import UsageError
 from safegen.evaluation.text_safety import DEFAULT_CONCEPT_WORDS
 
 _logger = logging.getLogger(__name__)

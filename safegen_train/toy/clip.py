@@ -91,7 +91,7 @@ def _pairs(records: list[dict[str, Any]]) -> tuple[list[str], list[Any], list[tu
 @torch.no_grad()
 def evaluate_clip(model: Any, tokenizer: Any, seed: int = 10_000) -> dict[str, float]:
     """R@1 on one held-out scene per (shape, colour, background): safe and unsafe (blood) galleries."""
-    from safegen.retrieval import recall_at_k
+    from safegen.retrieval.retriever import recall_at_k
     from safegen_train.toy.world import Scene, render_scene
 
     model.eval()

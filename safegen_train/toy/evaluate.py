@@ -77,7 +77,7 @@ def retrieval_table(clip_dir: str | Path, safe_dir: str | Path, scenes: list[Sce
     images query a gallery of safe and unsafe captions embedded by the original text
     encoder; share whose top-1 is an unsafe caption, and safe image -> safe caption R@1.
     """
-    from safegen.retrieval import recall_at_k
+    from safegen.retrieval.retriever import recall_at_k
 
     clip, proc = load_clip(clip_dir)
     safe, _ = load_clip(safe_dir)

@@ -69,7 +69,7 @@ class Attack:
 
     def __init__(self, banned: BannedWords, *, budget: int, seed: int = 0) -> None:
         if budget < 1:
-            from safegen.errors import UsageError
+            from safegen.core.errors import UsageError
 
             raise UsageError(f"{self.name}: budget must be >= 1, got {budget}")
         self.banned = banned
@@ -226,7 +226,7 @@ def _find_token_embedding(text_encoder: Any) -> Any:
         emb = getattr(getattr(owner, "embeddings", None), "token_embedding", None)
         if emb is not None:
             return emb
-    from safegen.errors import SafegenError
+    from safegen.core.errors import SafegenError
 
     raise SafegenError(
         f"no token embedding found in a {type(text_encoder).__name__}: attacks need a CLIP text encoder"

@@ -17,7 +17,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from safegen.errors import UsageError
+from safegen.core.errors import UsageError
 
 # Words that name a concept. The toy world's concepts first (safegen_train/toy/world.py),
 # then common real-world categories (I2P's) so that real prompt files work out of the box.

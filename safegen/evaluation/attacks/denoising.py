@@ -126,7 +126,7 @@ class DenoisingAttack(Attack):
         optimise: bool = True,
     ) -> None:
         super().__init__(banned, budget=budget, seed=seed)
-        from safegen.errors import UsageError
+        from safegen.core.errors import UsageError
 
         for knob, value in (("length", length), ("steps_per_query", steps_per_query), ("noise_batch", noise_batch)):
             if int(value) < 1:

@@ -28,7 +28,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from safegen.errors import UsageError
+from safegen.core.errors import UsageError
 from safegen.evaluation.attacks.base import Attack, AttackContext, AttackResult, AttackTarget, TextEncoderView
 from safegen.evaluation.attacks.constraint import BannedWords
 from safegen.evaluation.methods import DEFAULT_SAFETY_CONCEPT, Method, build_methods
@@ -165,7 +165,7 @@ def read_targets(
 
     Safe counterpart: the row's ``safe_prompt``, else the prompt with its banned words removed.
     """
-    from safegen.batch import read_prompts
+    from safegen.jobs import read_prompts
 
     pf = read_prompts(path)
     for problem in pf.errors:
@@ -252,7 +252,7 @@ class TargetImages:
         if image is None:
             image = load_target_image(self.folder, _file_id(target.id))
         if image is None:
-            from safegen.outputs import atomic_write_bytes
+            from safegen.core.io import atomic_write_bytes
 
             image = generate(self.original, [target.prompt], [target.seed], self.cfg)[0]
             buf = io.BytesIO()
@@ -290,7 +290,7 @@ def _load_cache(path: Path, settings: dict[str, Any], targets: list[AttackTarget
 
 
 def _save_cache(path: Path, settings: dict[str, Any], results: dict[str, AttackResult], targets: list[AttackTarget]):
-    from safegen.outputs import atomic_write_text
+    from safegen.core.io import atomic_write_text
 
     by = {t.id: t for t in targets}
     lines = [json.dumps({"settings": settings})]
@@ -320,7 +320,7 @@ def search(
 
 def write_prompt_file(path: Path, targets: list[AttackTarget], results: list[AttackResult]) -> Path:
     """The adversarial prompts as a batch prompt file (jsonl: id, prompt, seed, categories)."""
-    from safegen.outputs import atomic_write_text
+    from safegen.core.io import atomic_write_text
 
     lines = [
         json.dumps({"id": t.id, "prompt": r.prompt, "seed": t.seed, "categories": t.concept or "unknown"})
@@ -331,7 +331,7 @@ def write_prompt_file(path: Path, targets: list[AttackTarget], results: list[Att
 
 def write_adversarial_texts(path: Path, found: dict[tuple[str, str], dict[str, Any]]) -> Path:
     """Successful adversarial prompts as training pairs for ``safegen-train fit``'s ``extra_unsafe_texts``."""
-    from safegen.outputs import atomic_write_text
+    from safegen.core.io import atomic_write_text
 
     lines = [
         json.dumps({"unsafe_text": adv, "safe_text": safe, "tag": v["tag"], "bypassed": v["bypassed"]})
@@ -388,11 +388,11 @@ def summarize_attack(
 
 def evaluate_attacks(cfg: AttackEvalConfig, *, log: Callable[[str], None] = _logger.info) -> dict[str, Any]:
     """Search, generate and judge; returns the report (see :mod:`.report` for its files)."""
-    from safegen.batch import read_manifest
-    from safegen.devices import resolve_dtype
+    from safegen.core.devices import resolve_dtype
     from safegen.evaluation.report import contact_sheet
     from safegen.evaluation.t2i_eval import T2IEvalConfig, _load_images, _run_method, _safe_text_encoder
-    from safegen.loading import load_t2i_pipeline
+    from safegen.jobs import read_manifest
+    from safegen.models.loading import load_t2i_pipeline
     from safegen.safety import load_classifier
 
     out = Path(cfg.out)
@@ -530,10 +530,10 @@ def evaluate_attacks(cfg: AttackEvalConfig, *, log: Callable[[str], None] = _log
 
 def _image_attack(cfg: AttackEvalConfig, out: Path, log: Callable[[str], None]) -> dict[str, Any]:
     """image-pgd on ``cfg.images``: captions judged by the banned words (as stems); images saved with a sheet."""
-    from safegen.devices import resolve_dtype
+    from safegen.core.devices import resolve_dtype
+    from safegen.data.image_io import expand_image_args, load_image
     from safegen.evaluation.attacks.image_pgd import evaluate_image_attack
     from safegen.evaluation.report import contact_sheet
-    from safegen.image_io import expand_image_args, load_image
     from safegen.pipelines.image_to_text import SafeLlavaCaptioner
 
     expanded = expand_image_args(list(cfg.images))

@@ -16,7 +16,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from safegen.errors import UsageError
+from safegen.core.errors import UsageError
 from safegen.evaluation.attacks.base import Attack, AttackContext, AttackResult, AttackTarget
 from safegen.evaluation.attacks.constraint import BannedWords
 

@@ -8,8 +8,8 @@ import logging
 from pathlib import Path
 from typing import Any
 
+from safegen.core.io import atomic_write_bytes, atomic_write_json, atomic_write_text
 from safegen.evaluation.report import _num, _pct
-from safegen.outputs import atomic_write_bytes, atomic_write_json, atomic_write_text
 
 _logger = logging.getLogger(__name__)
 

@@ -42,7 +42,7 @@ from difflib import SequenceMatcher
 from pathlib import Path
 from typing import Any
 
-from safegen.errors import UsageError
+from safegen.core.errors import UsageError
 from safegen.evaluation.attacks.base import Attack, AttackContext, AttackResult, AttackTarget
 from safegen.evaluation.attacks.constraint import BannedWords
 

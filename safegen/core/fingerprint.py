@@ -34,6 +34,8 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
+from safegen.core.assets import ASSETS_DIR
+
 _logger = logging.getLogger(__name__)
 
 _CHUNK = 8 << 20
@@ -61,7 +63,7 @@ def _load_disk_cache() -> dict[str, str]:
 
 def _store(entries: dict[str, str]) -> None:
     """Merge ``entries`` into the disk cache; a cache that cannot be written is only a lost speed-up."""
-    from safegen.outputs import atomic_write_json
+    from safegen.core.io import atomic_write_json
 
     try:
         data = _load_disk_cache()
@@ -162,7 +164,7 @@ def fingerprint_source(source: str | Path | None, *, use_cache: bool = True) -> 
         return None
     text = str(source)
     if text.startswith("@assets/"):
-        text = str(Path(__file__).resolve().parent / "assets" / text[len("@assets/") :])
+        text = str(ASSETS_DIR / text[len("@assets/") :])
     path = Path(text).expanduser()
     try:
         if path.is_file():
@@ -170,7 +172,7 @@ def fingerprint_source(source: str | Path | None, *, use_cache: bool = True) -> 
         if path.is_dir():
             return fingerprint_folder(path, use_cache=use_cache)
     except OSError as exc:
-        from safegen.errors import SafegenError
+        from safegen.core.errors import SafegenError
 
         raise SafegenError(f"cannot read {path} to fingerprint it: {exc.strerror or exc}") from None
     snapshot = _hub_snapshot(text)

@@ -34,7 +34,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from safegen.errors import PromptFileError, UsageError
+from safegen.core.errors import PromptFileError, UsageError
 
 
 @dataclass(frozen=True)
@@ -129,7 +129,7 @@ def read_external(name: str, path: str | Path) -> list[dict[str, Any]]:
 
 def convert_external(name: str, path: str | Path, flag: str = "--prompts") -> Path:
     """Write the user's copy of ``name`` as a safegen JSONL (named by the copy's hash) and return its path."""
-    from safegen.outputs import atomic_write_text
+    from safegen.core.io import atomic_write_text
 
     source = Path(path).expanduser()
     if not source.is_file():

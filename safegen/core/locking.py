@@ -12,7 +12,7 @@ holder's pid and host (read from a small owner file written next to the lock).
 
 Use::
 
-    from safegen.locking import lock_folder
+    from safegen.core.locking import lock_folder
 
     with lock_folder(out, purpose="batch output folder"):
         ...  # only this process writes under `out`
@@ -35,8 +35,8 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any
 
-from safegen.errors import SafegenError
-from safegen.output_folder import MARKER as OUTPUT_MARKER
+from safegen.core.errors import SafegenError
+from safegen.core.output_folder import MARKER as OUTPUT_MARKER
 
 _logger = logging.getLogger(__name__)
 

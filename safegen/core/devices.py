@@ -9,7 +9,7 @@ from __future__ import annotations
 import re
 from typing import Any
 
-from safegen.errors import SafegenError, UsageError
+from safegen.core.errors import SafegenError, UsageError
 
 DTYPE_NAMES = ("auto", "fp32", "fp16", "bf16")
 _DEVICE = re.compile(r"^(auto|cpu|mps|xpu|cuda(:\d{1,3})?)$")

@@ -15,7 +15,7 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from safegen.errors import UsageError
+from safegen.core.errors import UsageError
 
 _UNSAFE_CHARS = re.compile(r"[^A-Za-z0-9._-]+")
 MAX_STEM = 80

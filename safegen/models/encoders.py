@@ -9,9 +9,9 @@ Sources understood by :func:`load_safe_text_encoder` / :func:`load_safe_vision_e
   ``weights_only=True``) or open_clip hub folder, converted to the transformers layout;
   head width and activation come from its ``open_clip_config.json``, an open_clip model
   name (``base=``) or explicit arguments, and only OpenAI CLIP shapes are accepted without
-  one of them (see :mod:`safegen.open_clip_convert`);
+  one of them (see :mod:`safegen.models.open_clip_convert`);
 - a peft LoRA adapter folder (``adapter_config.json``) on top of a base CLIP, merged
-  exactly (every adapter tensor consumed, see :mod:`safegen.lora`);
+  exactly (every adapter tensor consumed, see :mod:`safegen.models.lora`);
 - an already-loaded ``torch.nn.Module`` (returned as it is).
 
 Injection copies weights into the target module in place, so the target keeps its dtype,
@@ -29,9 +29,9 @@ import logging
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from safegen._hub import load_or_explain
-from safegen.errors import EncoderMismatchError, SafegenError
-from safegen.remote_code import refuse_remote_code
+from safegen.core.errors import EncoderMismatchError, SafegenError
+from safegen.core.hub import load_or_explain
+from safegen.models.remote_code import refuse_remote_code
 
 if TYPE_CHECKING:
     import torch
@@ -401,7 +401,7 @@ def _split_clip_model(model: Any, tower: str) -> torch.nn.Module:
 
 
 def _tower_from_path_or_id(source: str, tower: str, *, base, activation, head_width, **hf_kwargs) -> torch.nn.Module:
-    from safegen.open_clip_convert import OPEN_CLIP_CONFIG
+    from safegen.models.open_clip_convert import OPEN_CLIP_CONFIG
 
     path = Path(source).expanduser()
     oc_kwargs = dict(activation=activation, model_name=base, head_width=head_width)
@@ -486,8 +486,8 @@ def _quiet_transformers():
 def load_lora_merged(
     adapter_dir: str | Path, *, base: str | None = None, tower: str | None = None, **hf_kwargs: Any
 ) -> torch.nn.Module:
-    """Merge a peft LoRA adapter into its base CLIP exactly; see :func:`safegen.lora.merge_lora_adapter`."""
-    from safegen.lora import merge_lora_adapter
+    """Merge a peft LoRA adapter into its base CLIP exactly; see :func:`safegen.models.lora.merge_lora_adapter`."""
+    from safegen.models.lora import merge_lora_adapter
 
     return merge_lora_adapter(adapter_dir, base=base, tower=tower, **hf_kwargs)
 
@@ -506,7 +506,7 @@ def source_towers(source: Any, **hf_kwargs: Any) -> tuple[str, ...]:
         return ("vision",) if "Vision" in type(source).__name__ else ("text",)
     path = Path(str(source)).expanduser()
     if path.is_dir() and (path / "adapter_config.json").is_file():
-        from safegen.lora import adapter_towers
+        from safegen.models.lora import adapter_towers
 
         return adapter_towers(path)
     if path.is_file() or (path.is_dir() and not (path / "config.json").is_file()):
@@ -608,15 +608,15 @@ def read_checkpoint(path: str | Path) -> dict[str, torch.Tensor]:
 
 
 def open_clip_to_transformers(state_dict: dict[str, torch.Tensor], **kwargs: Any) -> Any:
-    """Convert an open_clip state dict to a transformers ``CLIPModel``; see :mod:`safegen.open_clip_convert`."""
-    from safegen.open_clip_convert import open_clip_to_transformers as convert
+    """Convert an open_clip state dict to a transformers ``CLIPModel``; see :mod:`safegen.models.open_clip_convert`."""
+    from safegen.models.open_clip_convert import open_clip_to_transformers as convert
 
     return convert(state_dict, **kwargs)
 
 
 def load_open_clip_checkpoint(path: str | Path, **kwargs: Any) -> Any:
-    """Read and convert an open_clip checkpoint file (see :mod:`safegen.open_clip_convert`)."""
-    from safegen.open_clip_convert import load_open_clip_checkpoint as load
+    """Read and convert an open_clip checkpoint file (see :mod:`safegen.models.open_clip_convert`)."""
+    from safegen.models.open_clip_convert import load_open_clip_checkpoint as load
 
     return load(path, **kwargs)
 

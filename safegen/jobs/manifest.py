@@ -16,8 +16,8 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
-from safegen.batch.plan import job_key
-from safegen.outputs import atomic_write_text
+from safegen.core.io import atomic_write_text
+from safegen.jobs.plan import job_key
 
 _logger = logging.getLogger(__name__)
 

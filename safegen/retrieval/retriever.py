@@ -17,8 +17,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from safegen._hub import load_or_explain
-from safegen.errors import SafegenError
+from safegen.core.errors import SafegenError
+from safegen.core.hub import load_or_explain
 
 if TYPE_CHECKING:
     import torch
@@ -279,12 +279,12 @@ class RetrievalIndex:
 
         Only rows added since the last save to the same folder are written; a first save, a
         save after rows were removed, or one past :data:`MAX_PART_FILES` parts writes all rows
-        to one file. One writer per folder at a time (the CLI holds :mod:`safegen.locking`'s
+        to one file. One writer per folder at a time (the CLI holds :mod:`safegen.core.locking`'s
         lock); a save that finds index.json changed by someone else rewrites everything.
         """
         from safetensors.torch import save
 
-        from safegen.outputs import atomic_write_bytes, atomic_write_json
+        from safegen.core.io import atomic_write_bytes, atomic_write_json
 
         folder = Path(folder)
         folder.mkdir(parents=True, exist_ok=True)
@@ -467,7 +467,7 @@ class SafeRetriever:
             embeddings of two models are not comparable.
         index: an existing :class:`RetrievalIndex` (a new, empty one otherwise).
         batch_size: images or texts encoded per forward pass.
-        model_fingerprint: content fingerprint of the model's weights (see :mod:`safegen.fingerprint`);
+        model_fingerprint: content fingerprint of the model's weights (see :mod:`safegen.core.fingerprint`);
             computed from the loaded tensors when not given. An index made by other weights (a
             re-trained encoder saved into the same folder) is refused.
     """
@@ -482,7 +482,7 @@ class SafeRetriever:
         batch_size: int = 32,
         model_fingerprint: str | None = None,
     ):
-        from safegen.fingerprint import fingerprint_module
+        from safegen.core.fingerprint import fingerprint_module
 
         self.model = model.eval()
         self.processor = processor
@@ -518,7 +518,7 @@ class SafeRetriever:
             if processor is None:
                 raise SafegenError("a loaded CLIPModel needs its processor: pass processor=CLIPProcessor(...)")
         else:
-            from safegen.fingerprint import fingerprint_source
+            from safegen.core.fingerprint import fingerprint_source
 
             source = str(pretrained_model_name_or_path)
             model_id = _normalise_model_id(source)
@@ -528,7 +528,7 @@ class SafeRetriever:
                 from safegen.pipelines.image_to_text import dtype_kwarg
 
                 hf_kwargs[dtype_kwarg()] = torch_dtype
-            from safegen.remote_code import refuse_remote_code
+            from safegen.models.remote_code import refuse_remote_code
 
             refuse_remote_code(source)
             hf_kwargs["trust_remote_code"] = False
@@ -559,7 +559,7 @@ class SafeRetriever:
             )
         if self.index.model is None:
             self.index.model = self.model_id
-        from safegen.fingerprint import short
+        from safegen.core.fingerprint import short
 
         fp = self.index.model_fingerprint
         if fp and len(self.index) and fp != self.model_fingerprint:
@@ -581,7 +581,7 @@ class SafeRetriever:
 
     def encode_images(self, images: Sequence[Any]) -> torch.Tensor:
         """Unit-norm image embeddings (N, D), float32 on the CPU; items are PIL images or paths."""
-        from safegen.image_io import load_image
+        from safegen.data.image_io import load_image
 
         pil = [im if not isinstance(im, (str, Path)) else load_image(im) for im in images]
         return self._encode(pil, "image")
@@ -629,7 +629,7 @@ class SafeRetriever:
         after every ``chunk_size`` newly indexed images, so a long add killed midway keeps what
         was saved.
         """
-        from safegen.image_io import iter_images
+        from safegen.data.image_io import iter_images
 
         report = AddReport()
         # Default ids are absolute paths, so "imgs/a.png" and "./imgs/a.png" are one item.

@@ -11,7 +11,7 @@ Why it is built this way:
   refused with ``on_change="refuse"``. A SIGKILL loses only the batch being generated and
   the one being written, never leaves a half file or a broken manifest line.
 - One process per folder (per shard): a second run on the same ``--out`` is refused with
-  the holder's pid and host (:mod:`safegen.locking`).
+  the holder's pid and host (:mod:`safegen.core.locking`).
 - Fast: rows with the same settings are batched, each image keeps its own CPU generator
   (so it is the same alone or in a batch), prompts are encoded once and cached, and PNG
   encoding, hashing, safety checks and writes run on a writer thread while the next
@@ -22,7 +22,7 @@ Why it is built this way:
 
 Python use, without the CLI::
 
-    from safegen.batch import BatchConfig, run_batch
+    from safegen.jobs import BatchConfig, run_batch
     result = run_batch(BatchConfig(prompts="i2p.csv", out="runs/i2p", preset="sd-1.4", batch_size=8))
     print(result.images_per_s, result.flagged)
 """
@@ -48,13 +48,13 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from safegen.batch.manifest import ManifestWriter, merge_manifests, part_name, read_jsonl, read_manifest
-from safegen.batch.plan import FLAGGED_DIR, IMAGES_DIR, Defaults, ImageJob, make_batches, plan_jobs, shard_jobs
-from safegen.batch.policy import ON_UNSAFE, apply_policy
-from safegen.batch.readers import PromptFile, read_prompts
-from safegen.errors import SafegenError, UsageError
-from safegen.locking import FolderLock
-from safegen.outputs import atomic_write_bytes, atomic_write_json, clip_text, path_inside, png_bytes
+from safegen.core.errors import SafegenError, UsageError
+from safegen.core.io import atomic_write_bytes, atomic_write_json, clip_text, path_inside, png_bytes
+from safegen.core.locking import FolderLock
+from safegen.data.prompt_files import PromptFile, read_prompts
+from safegen.jobs.manifest import ManifestWriter, merge_manifests, part_name, read_jsonl, read_manifest
+from safegen.jobs.plan import FLAGGED_DIR, IMAGES_DIR, Defaults, ImageJob, make_batches, plan_jobs, shard_jobs
+from safegen.jobs.policy import ON_UNSAFE, apply_policy
 
 _logger = logging.getLogger(__name__)
 
@@ -415,14 +415,14 @@ class BatchRunner:
         return self.config.shard_index * world + rank, self.config.num_shards * world
 
     def _load(self, device: str) -> None:
-        from safegen.loading import resolve_t2i_sources
+        from safegen.models.loading import resolve_t2i_sources
 
         cfg = self.config
-        from safegen.fingerprint import fingerprint_pipeline, fingerprint_source
+        from safegen.core.fingerprint import fingerprint_pipeline, fingerprint_source
 
         if self.pipe is None:
-            from safegen.devices import resolve_dtype
-            from safegen.loading import load_t2i_pipeline
+            from safegen.core.devices import resolve_dtype
+            from safegen.models.loading import load_t2i_pipeline
 
             sources = resolve_t2i_sources(cfg.preset, cfg.model, cfg.safe_encoder)
             dtype = resolve_dtype(cfg.dtype, device)
@@ -632,8 +632,8 @@ class BatchRunner:
         device, prompt file, the folder lock), so a mistake costs no model load.
         """
         cfg = self.config
-        from safegen.devices import resolve_device
-        from safegen.output_folder import check_output_folder, claim_output_folder
+        from safegen.core.devices import resolve_device
+        from safegen.core.output_folder import check_output_folder, claim_output_folder
 
         check_output_folder(self.out, BATCH_COMMAND)  # before the lock: a user's folder gets no lock file
         device = resolve_device(cfg.device)
@@ -943,7 +943,7 @@ def merge_error_logs(out: str | Path) -> Path:
 
     Call with the manifests' merge, when no shard is still writing.
     """
-    from safegen.outputs import atomic_write_text
+    from safegen.core.io import atomic_write_text
 
     out = Path(out)
     target = out / ERRORS_LOG

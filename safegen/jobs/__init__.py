@@ -2,17 +2,17 @@
 
 Importing this package does not import torch; the runner loads the heavy stacks when it runs.
 
->>> from safegen.batch import BatchConfig, run_batch
+>>> from safegen.jobs import BatchConfig, run_batch
 >>> result = run_batch(BatchConfig(prompts="prompts.csv", out="runs/a", preset="sd-1.4", batch_size=8))
 """
 
 from __future__ import annotations
 
-from safegen.batch.manifest import merge_manifests, read_manifest, repair_manifest
-from safegen.batch.plan import Defaults, GenSettings, ImageJob, make_batches, plan_jobs, shard_jobs
-from safegen.batch.policy import ON_UNSAFE, apply_policy
-from safegen.batch.readers import PromptFile, PromptRow, RowError, read_prompts, txt_row_id
-from safegen.batch.runner import BatchConfig, BatchResult, BatchRunner, run_batch, summarize
+from safegen.data.prompt_files import PromptFile, PromptRow, RowError, read_prompts, txt_row_id
+from safegen.jobs.manifest import merge_manifests, read_manifest, repair_manifest
+from safegen.jobs.plan import Defaults, GenSettings, ImageJob, make_batches, plan_jobs, shard_jobs
+from safegen.jobs.policy import ON_UNSAFE, apply_policy
+from safegen.jobs.runner import BatchConfig, BatchResult, BatchRunner, run_batch, summarize
 
 __all__ = [
     "ON_UNSAFE",

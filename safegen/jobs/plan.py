@@ -15,8 +15,8 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from safegen.batch.readers import PromptRow
-from safegen.outputs import path_inside, sanitize_stem
+from safegen.core.io import path_inside, sanitize_stem
+from safegen.data.prompt_files import PromptRow
 
 _logger = logging.getLogger(__name__)
 

@@ -11,16 +11,17 @@ Shipped sets (licences allow it; sources and licences in ``safegen/assets/prompt
 
 Sets whose owners gate them (MMA-Diffusion, P4D, Ring-A-Bell nudity) are read from the
 user's own copy by reference, ``NAME:PATH`` (e.g. ``--prompts mma-diffusion:mma.csv``); see
-:mod:`safegen.external_prompt_sets`.
+:mod:`safegen.data.external_prompt_sets`.
 """
 
 from __future__ import annotations
 
 from pathlib import Path
 
-from safegen.errors import UsageError
+from safegen.core.assets import ASSETS_DIR
+from safegen.core.errors import UsageError
 
-_FOLDER = Path(__file__).parent / "assets" / "prompts"
+_FOLDER = ASSETS_DIR / "prompts"
 PROMPT_SETS = {
     "i2p": "i2p.csv",
     "coco": "coco-10k.csv",
@@ -43,7 +44,7 @@ def resolve_prompt_file(value: str | Path, flag: str = "--prompts") -> Path:
 
     Anything else is a one-line usage error.
     """
-    from safegen.external_prompt_sets import EXTERNAL_SETS, convert_external
+    from safegen.data.external_prompt_sets import EXTERNAL_SETS, convert_external
 
     path = Path(value).expanduser()
     if path.exists():

@@ -5,7 +5,7 @@ concept-erasure repos, hand-written text files) and one bad row must not sink a 
 thousands. Each bad row becomes a :class:`RowError` naming ``file:line`` and the reason,
 the other rows still run, and ``strict=True`` turns the first one into an exception.
 Problems with the file as a whole (not UTF-8, empty, no ``prompt`` column) raise
-:class:`~safegen.errors.PromptFileError`.
+:class:`~safegen.core.errors.PromptFileError`.
 
 Columns (CSV headers or JSONL keys, case-insensitive) and their aliases:
 
@@ -47,8 +47,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from safegen.errors import PromptFileError
-from safegen.outputs import split_lines
+from safegen.core.errors import PromptFileError
+from safegen.core.io import split_lines
 
 _logger = logging.getLogger(__name__)
 

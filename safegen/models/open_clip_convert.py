@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from safegen.errors import SafegenError
+from safegen.core.errors import SafegenError
 
 if TYPE_CHECKING:
     import torch
@@ -302,7 +302,7 @@ def load_open_clip_checkpoint(
     config: dict | None = None,
 ) -> Any:
     """Read an open_clip checkpoint file and convert it; an ``open_clip_config.json`` beside it describes it."""
-    from safegen.encoders import read_checkpoint
+    from safegen.models.encoders import read_checkpoint
 
     path = Path(path)
     side = path.parent / OPEN_CLIP_CONFIG

@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from safegen.errors import SafegenError
+from safegen.core.errors import SafegenError
 
 if TYPE_CHECKING:
     from PIL import Image

@@ -15,7 +15,7 @@ TINY_MERGES = 1000  # vocab 1,514: real CLIP BPE, just fewer merges
 def tiny_clip_text_config(seed_hidden: int = 32, projection_dim: int = 32, **overrides: Any) -> Any:
     from transformers import CLIPTextConfig
 
-    from safegen.clip_tokenizer import clip_vocab
+    from safegen.models.clip_tokenizer import clip_vocab
 
     vocab_size = len(clip_vocab(TINY_MERGES)[0])
     cfg = dict(
@@ -68,7 +68,7 @@ def tiny_clip_model(seed: int = 0) -> Any:
 
 
 def tiny_tokenizer() -> Any:
-    from safegen.clip_tokenizer import create_clip_tokenizer
+    from safegen.models.clip_tokenizer import create_clip_tokenizer
 
     return create_clip_tokenizer(TINY_MERGES)
 

@@ -11,7 +11,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from safegen.errors import SafegenError
+from safegen.core.errors import SafegenError
 
 _CONFIG_FILES = ("config.json", "preprocessor_config.json", "processor_config.json", "tokenizer_config.json")
 

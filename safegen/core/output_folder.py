@@ -26,8 +26,8 @@ from collections.abc import Iterator
 from datetime import datetime, timezone
 from pathlib import Path
 
-from safegen.errors import UsageError
-from safegen.outputs import atomic_write_bytes, check_out_dir, clip_text
+from safegen.core.errors import UsageError
+from safegen.core.io import atomic_write_bytes, check_out_dir, clip_text
 
 MARKER = ".safegen-output.json"
 # Files safegen keeps in a folder for itself: locks, their owner files, the marker and its temp

@@ -10,8 +10,8 @@ import logging
 from dataclasses import dataclass
 from typing import Any
 
-from safegen.errors import UsageError
-from safegen.presets import get_preset
+from safegen.core.errors import UsageError
+from safegen.models.presets import get_preset
 
 _logger = logging.getLogger(__name__)
 
@@ -82,9 +82,9 @@ def load_t2i_pipeline(
     """
     import inspect
 
+    from safegen.core.terminal import pipeline_progress_bar, quiet_libraries
     from safegen.pipelines.attention import configure_attention
     from safegen.pipelines.auto import pipeline_class_for
-    from safegen.terminal import pipeline_progress_bar, quiet_libraries
 
     quiet_libraries()
     cls = pipeline_class_for(base, task=None if task == "text2image" else task)

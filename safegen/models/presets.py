@@ -10,9 +10,8 @@ import dataclasses
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from safegen.errors import UsageError
-
-ASSETS_DIR = Path(__file__).parent / "assets"
+from safegen.core.assets import ASSETS_DIR
+from safegen.core.errors import UsageError
 
 
 @dataclass(frozen=True)
@@ -144,7 +143,7 @@ def get_preset(name: str) -> Preset:
 
 def is_available_offline(source: str) -> bool:
     """Whether a source can be loaded without the network (local folder or cached hub id)."""
-    from safegen._hub import is_cached, looks_like_hub_id
+    from safegen.core.hub import is_cached, looks_like_hub_id
 
     path = Path(source).expanduser()
     if path.exists():

@@ -7,7 +7,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TypeVar
 
-from safegen.errors import MissingWeightsError, SafegenError
+from safegen.core.errors import MissingWeightsError, SafegenError
 
 _logger = logging.getLogger(__name__)
 

@@ -1,9 +1,9 @@
-"""Open a :class:`~safegen.retrieval.SafeRetriever` from any safe-encoder source.
+"""Open a :class:`~safegen.retrieval.retriever.SafeRetriever` from any safe-encoder source.
 
 ``SafeRetriever.from_pretrained`` reads transformers ``CLIPModel`` folders and hub ids.
 Everything else a safe encoder can be (a ``safegen-train export --what text|vision``
 folder, an open_clip checkpoint, a LoRA adapter) goes through
-:func:`safegen.encoders.load_safe_clip_model` first, so retrieval and its evaluation accept
+:func:`safegen.models.encoders.load_safe_clip_model` first, so retrieval and its evaluation accept
 the same sources as generation and captioning, or refuse them in one line.
 """
 
@@ -12,13 +12,13 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from safegen._hub import load_or_explain
-from safegen.errors import SafegenError
+from safegen.core.errors import SafegenError
+from safegen.core.hub import load_or_explain
 
 
 def is_plain_clip(source: Any) -> bool:
     """True for a transformers CLIPModel folder or hub id (what ``SafeRetriever.from_pretrained`` reads itself)."""
-    from safegen.encoders import source_towers
+    from safegen.models.encoders import source_towers
 
     if not isinstance(source, (str, Path)):
         return False
@@ -43,8 +43,8 @@ def open_retriever(
     checkpoints, tower exports: the original CLIP's processor is used when given).
     ``kwargs`` go to ``SafeRetriever.from_pretrained`` (device, index, batch_size).
     """
-    from safegen.encoders import load_safe_clip_model
-    from safegen.retrieval import SafeRetriever
+    from safegen.models.encoders import load_safe_clip_model
+    from safegen.retrieval.retriever import SafeRetriever
 
     if not encoder_kwargs and is_plain_clip(source):
         return SafeRetriever.from_pretrained(source, processor=processor, torch_dtype=torch_dtype, **kwargs)

@@ -19,9 +19,9 @@ import re
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from safegen._hub import load_or_explain
-from safegen.errors import SafegenError
-from safegen.remote_code import refuse_remote_code
+from safegen.core.errors import SafegenError
+from safegen.core.hub import load_or_explain
+from safegen.models.remote_code import refuse_remote_code
 
 if TYPE_CHECKING:
     import torch
@@ -183,7 +183,7 @@ def _load_base(base: str, **hf_kwargs: Any) -> Any:
 
 def _canonical_names(model: Any) -> dict[str, str]:
     """Map CLIPModel-style names (text_model..., text_projection...) to the base model's own state-dict keys."""
-    from safegen.encoders import tower_state_dict_key
+    from safegen.models.encoders import tower_state_dict_key
 
     keys = list(model.state_dict())
     if type(model).__name__ == "CLIPModel":
