@@ -108,7 +108,8 @@ def test_library_modules_never_import_the_cli():
 
 
 def test_docs_point_only_inside_the_repository():
-    texts = [ROOT.parent / "README.md", *ROOT.rglob("*.py"), *(ROOT.parent / "examples").glob("*.py")]
+    texts = [ROOT.parent / "README.md", *(ROOT.parent / "docs").glob("**/*.md"), *ROOT.rglob("*.py")]
+    texts += [*(ROOT.parent / "examples").glob("*.py")]
     assert not [str(p) for p in texts if "../shared" in p.read_text()]
 
 
