@@ -24,7 +24,7 @@ import torch
 
 from safegen.core.errors import SafegenError
 from safegen_train.config import TrainConfig
-from safegen_train.io import atomic_directory
+from safegen.core.io import atomic_directory
 
 _logger = logging.getLogger(__name__)
 

@@ -257,7 +257,7 @@ def _atomic_save(path: Path, write: Callable[[Any], None]) -> None:
             write(fh)
             fh.flush()
             os.fsync(fh.fileno())
-        from safegen_train.io import apply_umask
+        from safegen.core.io import apply_umask
 
         apply_umask(Path(tmp))
         os.replace(tmp, path)

@@ -65,7 +65,7 @@ from safegen_train.data import (
     load_records,
     term_sample_counts,
 )
-from safegen_train.io import append_line, atomic_write_text
+from safegen.core.io import append_line, atomic_write_text
 from safegen_train.losses import SafeCLIPLoss
 from safegen_train.model import SafeCLIPModule, create_module, load_clip
 from safegen_train.sharding import batch_items, gather_in_order, owned_batches
