@@ -19,6 +19,7 @@ from safegen.core.devices import check_device, resolve_device, resolve_dtype  # 
 from safegen.core.errors import SafegenError, UsageError
 from safegen.core.io import check_out_dir  # noqa: F401  (re-exported for the commands)
 from safegen.core.output_folder import check_output_folder, claim_output_folder, output_folder  # noqa: F401  (re-exported)
+from safegen.core.seeds import is_valid_seed
 
 PresetOpt = Annotated[str | None, typer.Option("--preset", "-p", help="Named preset (see `safegen presets`).")]
 ModelOpt = Annotated[str | None, typer.Option("--model", "-m", help="Base model: hub id or local folder.")]
@@ -66,7 +67,6 @@ IMAGES_COMMAND = "safegen t2i/i2i"
 
 
 ATTENTION_CHOICES = ("auto", "sdpa", "xformers", "eager")
-MAX_SEED = 2**63 - 1
 MAX_STEPS = 10_000
 MAX_IMAGES = 10_000
 
@@ -78,7 +78,7 @@ def check_attention(mode: str) -> str:
 
 
 def check_seed(seed: int, flag: str = "--seed") -> int:
-    if not -1 <= seed <= MAX_SEED:
+    if not is_valid_seed(seed):
         raise UsageError(f"{flag} must be -1 (random) or in [0, 2**63), got {clip_text(str(seed), 40)}")
     return seed
 

@@ -7,7 +7,6 @@ as ``safegen t2i`` plus the source image, mask and strength.
 
 from __future__ import annotations
 
-import random
 import time
 from pathlib import Path
 from typing import Annotated, Any
@@ -37,6 +36,7 @@ from safegen.cli._common import (
     resolve_dtype,
 )
 from safegen.core.errors import UsageError
+from safegen.core.seeds import resolve_seed
 
 
 @cli_errors
@@ -109,7 +109,7 @@ def i2i(
         raise typer.BadParameter("--compare needs a safe encoder (from --preset or --safe-encoder)")
     dev = resolve_device(device)
     torch_dtype = resolve_dtype(dtype, dev)
-    seed = random.randrange(2**31) if seed < 0 else seed
+    seed = resolve_seed(seed)
     task = "inpaint" if mask_image is not None else "image2image"
     classifier = _load_checker(check)
 

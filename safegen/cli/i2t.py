@@ -14,7 +14,6 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import random
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -42,6 +41,7 @@ from safegen.cli._common import (
     resolve_dtype,
 )
 from safegen.core.errors import UsageError
+from safegen.core.seeds import resolve_seed
 from safegen.models.loading import Sources, resolve_i2t_sources
 
 _logger = logging.getLogger(__name__)
@@ -124,7 +124,7 @@ def i2t(
             claim_output_folder(out, I2T_COMMAND)
         if seed < 0:
             seed = _previous_seed(out) if out is not None else None
-            seed = random.randrange(2**31) if seed is None else seed
+            seed = resolve_seed(seed)
         records, failed, stats = _run(
             expanded.paths,
             sources,

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import random
 import time
 from pathlib import Path
 from typing import Annotated, Any
@@ -34,6 +33,7 @@ from safegen.cli._common import (
     resolve_dtype,
     status,
 )
+from safegen.core.seeds import resolve_seed
 
 DEFAULT_PRESET = "sd-1.4"
 MAX_IMAGES = 64
@@ -97,7 +97,7 @@ def t2i(
         raise typer.BadParameter("--compare needs a safe encoder (from --preset or --safe-encoder)")
     dev = resolve_device(device)
     torch_dtype = resolve_dtype(dtype, dev)
-    seed = random.randrange(2**31) if seed < 0 else seed
+    seed = resolve_seed(seed)
     classifier = _load_checker(check)
 
     with status(err, f"loading {sources.base}"):

@@ -49,11 +49,11 @@ from typing import Any
 
 from safegen.core.errors import PromptFileError
 from safegen.core.io import split_lines
+from safegen.core.seeds import MAX_SEED
 
 _logger = logging.getLogger(__name__)
 
 SUFFIXES = (".txt", ".jsonl", ".ndjson", ".csv")
-MAX_SEED = 2**63 - 1
 # Rows nest at most this deep: metadata is copied into manifests, and deep values break encoders.
 MAX_JSON_DEPTH = 32
 

@@ -36,7 +36,6 @@ import math
 import os
 import platform
 import queue
-import random
 import signal
 import sys
 import threading
@@ -51,6 +50,7 @@ from typing import Any
 from safegen.core.errors import SafegenError, UsageError
 from safegen.core.io import atomic_write_bytes, atomic_write_json, clip_text, path_inside, png_bytes
 from safegen.core.locking import FolderLock
+from safegen.core.seeds import MAX_SEED, is_valid_seed, random_seed
 from safegen.data.prompt_files import PromptFile, read_prompts
 from safegen.jobs.manifest import ManifestWriter, merge_manifests, part_name, read_jsonl, read_manifest
 from safegen.jobs.plan import FLAGGED_DIR, IMAGES_DIR, Defaults, ImageJob, make_batches, plan_jobs, shard_jobs
@@ -62,7 +62,6 @@ RUN_JSON = "run.json"
 BATCH_COMMAND = "safegen batch"  # what the output marker of a batch folder names
 RUNS_LOG = "runs.jsonl"
 ERRORS_LOG = "errors.log"
-MAX_SEED = 2**63 - 1
 MAX_STEPS = 10_000
 MAX_IMAGES = 10_000
 ON_CHANGE = ("regenerate", "refuse")
@@ -138,7 +137,7 @@ class BatchConfig:
                 raise bad(name, f"must be a positive multiple of 8, got {value}")
         if not 1 <= self.n <= MAX_IMAGES:
             raise bad("n", f"must be between 1 and {MAX_IMAGES}, got {self.n}")
-        if not -1 <= self.seed <= MAX_SEED:
+        if not is_valid_seed(self.seed):
             raise bad("seed", f"must be -1 or in [0, 2**63), got {self.seed}")
         if self.batch_size < 1:
             raise bad("batch_size", f"must be >= 1, got {self.batch_size}")
@@ -676,7 +675,7 @@ class BatchRunner:
             old_seed = (previous or {}).get("config", {}).get("seed")
             self.seed = int(old_seed) if isinstance(old_seed, int) and 0 <= old_seed <= MAX_SEED else None
             if self.seed is None:
-                self.seed = random.randrange(2**31)
+                self.seed = random_seed()
 
         self._load(device)
         width, height = self._default_size()

@@ -20,7 +20,6 @@ from __future__ import annotations
 import asyncio
 import base64
 import logging
-import random
 import re
 import tempfile
 import time
@@ -35,6 +34,7 @@ from fastapi.staticfiles import StaticFiles
 from pydantic import BaseModel, ConfigDict
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from safegen.core.seeds import MAX_SEED, random_seed
 from safegen.serve.batching import DynamicBatcher, QueueFull
 from safegen.serve.config import ServeConfig
 from safegen.serve.engines import CaptionEngine, CaptionJob, ImageEngine, ImageJob, ImageSettings, caption_key
@@ -45,7 +45,6 @@ from safegen.serve.metrics import Metrics
 _logger = logging.getLogger(__name__)
 
 STATIC_DIR = Path(__file__).parent / "static"
-MAX_SEED = 2**63 - 1
 OPEN_PATHS = ("/", "/healthz", "/metrics", "/v1/info")
 
 
@@ -375,7 +374,7 @@ def check_text(value: str, param: str) -> None:
 
 def _seed(seed: int | None) -> int:
     if seed is None or seed < 0:
-        return random.randrange(2**31)
+        return random_seed()
     if seed > MAX_SEED:
         raise ApiError(400, f"seed must be below 2**63, got {seed}", param="seed")
     return seed
