@@ -47,6 +47,7 @@ from typing import Any
 import torch
 
 from safegen.core.errors import SafegenError
+from safegen.core.io import append_line, atomic_write_text
 from safegen_train.adversarial import ImageAdversary
 from safegen_train.checkpoint import (
     CheckpointError,
@@ -65,7 +66,6 @@ from safegen_train.data import (
     load_records,
     term_sample_counts,
 )
-from safegen.core.io import append_line, atomic_write_text
 from safegen_train.losses import SafeCLIPLoss
 from safegen_train.model import SafeCLIPModule, create_module, load_clip
 from safegen_train.sharding import batch_items, gather_in_order, owned_batches

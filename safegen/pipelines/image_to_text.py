@@ -15,6 +15,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from safegen.core.devices import dtype_keyword
 from safegen.core.errors import EncoderMismatchError, SafegenError
 from safegen.core.hub import load_or_explain
 from safegen.models.encoders import inject_vision_encoder, load_safe_vision_encoder, source_id
@@ -44,13 +45,6 @@ def expand_to_square(image: Image.Image, background: tuple[int, int, int]) -> Im
     out = Image.new(image.mode, (side, side), background)
     out.paste(image, ((side - width) // 2, (side - height) // 2))
     return out
-
-
-def dtype_kwarg() -> str:
-    """transformers 5 calls the loading dtype ``dtype``; 4.x called it ``torch_dtype``."""
-    import transformers
-
-    return "dtype" if int(transformers.__version__.split(".")[0]) >= 5 else "torch_dtype"
 
 
 def find_vision_tower(model: Any) -> tuple[str, torch.nn.Module]:
@@ -171,7 +165,7 @@ class SafeLlavaCaptioner:
 
         source = str(pretrained_model_name_or_path)
         if torch_dtype is not None:
-            hf_kwargs[dtype_kwarg()] = torch_dtype
+            hf_kwargs[dtype_keyword("transformers")] = torch_dtype
         hf_kwargs["trust_remote_code"] = False  # model code from a folder or the hub never runs
         refuse_remote_code(source)
         model = load_or_explain(source, lambda: AutoModelForImageTextToText.from_pretrained(source, **hf_kwargs))

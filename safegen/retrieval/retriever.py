@@ -525,9 +525,9 @@ class SafeRetriever:
             model_fp = fingerprint_source(source)
             model_fp = None if model_fp is None or model_fp.startswith("id:") else model_fp
             if torch_dtype is not None:
-                from safegen.pipelines.image_to_text import dtype_kwarg
+                from safegen.core.devices import dtype_keyword
 
-                hf_kwargs[dtype_kwarg()] = torch_dtype
+                hf_kwargs[dtype_keyword("transformers")] = torch_dtype
             from safegen.models.remote_code import refuse_remote_code
 
             refuse_remote_code(source)
