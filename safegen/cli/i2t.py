@@ -42,6 +42,7 @@ from safegen.cli._common import (
 )
 from safegen.core.errors import UsageError
 from safegen.core.seeds import resolve_seed
+from safegen.core.terminal import hide_loading_bars
 from safegen.models.loading import Sources, resolve_i2t_sources
 
 _logger = logging.getLogger(__name__)
@@ -261,7 +262,7 @@ def _run(
     try:
         if any(todo.values()):
             echo_plain(err, f"loading {sources.base} ...")
-            _quiet_loading()
+            hide_loading_bars()
             captioner = SafeLlavaCaptioner.from_pretrained(
                 sources.base,
                 safe_encoder=None if compare else sources.safe_encoder,
@@ -361,13 +362,6 @@ def _log_errors(out: Path, records: list[dict[str, Any]]) -> None:
     if errors:
         with open(out / "errors.log", "a", encoding="utf-8") as fh:
             fh.write("".join(line + "\n" for line in errors))
-
-
-def _quiet_loading() -> None:
-    """transformers 5 draws a progress bar per weight file; this command's stderr is for its own progress."""
-    from transformers.utils import logging as hf_logging
-
-    hf_logging.disable_progress_bar()
 
 
 def _report(problem: str) -> None:

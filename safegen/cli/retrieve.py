@@ -35,6 +35,7 @@ from safegen.cli._common import (
     print_json,
 )
 from safegen.core.errors import SafegenError
+from safegen.core.terminal import hide_loading_bars
 
 _logger = logging.getLogger(__name__)
 INDEX_COMMAND = "safegen retrieve"  # build and add share an index folder; its output marker names this
@@ -84,13 +85,6 @@ def _read_texts(path: Path) -> list[str]:
     return [line.strip() for line in lines if line.strip() and not line.lstrip().startswith("#")]
 
 
-def _quiet_loading() -> None:
-    """transformers 5 draws a progress bar per weight file; this command's stderr is for its own messages."""
-    from transformers.utils import logging as hf_logging
-
-    hf_logging.disable_progress_bar()
-
-
 def _open(
     index: Path,
     source: str | None,
@@ -111,7 +105,7 @@ def _open(
             "no CLIP model given: pass --model ID_OR_FOLDER or --preset NAME", param_hint="--model"
         )
     dev = resolve_device(device)
-    _quiet_loading()
+    hide_loading_bars()
     return open_retriever(
         source,
         processor=processor,
@@ -220,7 +214,7 @@ def build(
     with FolderLock(index, purpose="retrieval index"):
         claim_output_folder(index, INDEX_COMMAND, flag="INDEX")
         dev = resolve_device(device)
-        _quiet_loading()
+        hide_loading_bars()
         retriever = open_retriever(
             source,
             processor=processor,

@@ -23,7 +23,6 @@ Folders that ship custom code (``auto_map``) are refused; nothing runs with
 
 from __future__ import annotations
 
-import contextlib
 import copy
 import logging
 from pathlib import Path
@@ -31,6 +30,7 @@ from typing import TYPE_CHECKING, Any
 
 from safegen.core.errors import EncoderMismatchError, SafegenError
 from safegen.core.hub import load_or_explain
+from safegen.core.terminal import transformers_errors_only
 from safegen.models.remote_code import refuse_remote_code
 
 if TYPE_CHECKING:
@@ -466,21 +466,9 @@ def _load_transformers_tower(source: str, tower: str, **hf_kwargs) -> torch.nn.M
         tower_cfg.projection_dim = config.projection_dim
         hf_kwargs.setdefault("config", tower_cfg)
         # The other tower's weights are expected leftovers: keep transformers' report of them quiet.
-        with _quiet_transformers():
+        with transformers_errors_only():
             return load_or_explain(source, lambda: cls.from_pretrained(source, **hf_kwargs))
     return load_or_explain(source, lambda: cls.from_pretrained(source, **hf_kwargs))
-
-
-@contextlib.contextmanager
-def _quiet_transformers():
-    from transformers.utils import logging as hf_logging
-
-    level = hf_logging.get_verbosity()
-    hf_logging.set_verbosity_error()
-    try:
-        yield
-    finally:
-        hf_logging.set_verbosity(level)
 
 
 def load_lora_merged(
