@@ -76,13 +76,13 @@ def _clip_source(preset: str | None, model: str | None) -> str | None:
 
 
 def _read_texts(path: Path) -> list[str]:
-    try:
-        from safegen.core.io import split_lines
+    from safegen.core.io import text_rows
 
-        lines = split_lines(path.read_text(encoding="utf-8"))
+    try:
+        text = path.read_text(encoding="utf-8")
     except (OSError, UnicodeDecodeError) as exc:
         raise SafegenError(f"cannot read text file {path}: {exc}") from exc
-    return [line.strip() for line in lines if line.strip() and not line.lstrip().startswith("#")]
+    return [line for _, line in text_rows(text)]
 
 
 def _open(

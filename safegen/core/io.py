@@ -160,6 +160,25 @@ def split_lines(text: str) -> list[str]:
     return [line[:-1] if line.endswith("\r") else line for line in lines]
 
 
+def text_rows(text: str) -> Iterator[tuple[int, str]]:
+    """(line number, stripped line) of a one-item-a-line text file: prompts, captions, texts.
+
+    The one rule every such file follows: blank lines and ``#`` comments are skipped, and
+    lines end at \\n or \\r\\n only (:func:`split_lines`).
+    """
+    for line_no, raw in enumerate(split_lines(text), start=1):
+        line = raw.strip()
+        if line and not line.startswith("#"):
+            yield line_no, line
+
+
+def jsonl_rows(text: str) -> Iterator[tuple[int, str]]:
+    """(line number, line) of every non-blank line of a JSONL text, split by :func:`split_lines`."""
+    for line_no, line in enumerate(split_lines(text), start=1):
+        if line.strip():
+            yield line_no, line
+
+
 def clip_text(text: str, limit: int = 200) -> str:
     """``text`` cut to ``limit`` characters for messages (a 10 MB prompt is never echoed whole)."""
     text = str(text)

@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from safegen.core.errors import UsageError
-from safegen.core.io import atomic_write_json, atomic_write_text
+from safegen.core.io import atomic_write_json, atomic_write_text, jsonl_rows
 from safegen.core.output_folder import check_output_folder, claim_output_folder
 from safegen.jobs.manifest import read_manifest
 from safegen_train.datagen.filters import read_filtered
@@ -311,5 +311,5 @@ def read_rendered(folder: str | Path) -> tuple[list[dict[str, Any]], dict[str, A
         raise UsageError(
             f"'{folder}' is not a render output folder (no {RENDER_JSON}); pass the --out of `data render`"
         )
-    rows = [json.loads(line) for line in (folder / RENDERED).read_text(encoding="utf-8").splitlines() if line.strip()]
+    rows = [json.loads(line) for _, line in jsonl_rows((folder / RENDERED).read_text(encoding="utf-8"))]
     return rows, json.loads((folder / RENDER_JSON).read_text())
