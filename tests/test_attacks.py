@@ -47,8 +47,8 @@ def toy():
     import torch
 
     from safegen.evaluation.methods import build_methods
-    from safegen.models.loading import load_t2i_pipeline
     from safegen.models.presets import get_preset
+    from safegen.pipelines.loading import load_t2i_pipeline
     from safegen.safety import load_classifier
     from safegen_train.toy.world import sample_scenes
 

@@ -144,7 +144,7 @@ def test_usage_errors_exit_2(world, args, message):
 
 def test_presets_resolve_to_captioner_and_vision_encoder():
     from safegen.core.errors import SafegenError
-    from safegen.models.loading import resolve_i2t_sources
+    from safegen.pipelines.loading import resolve_i2t_sources
 
     llava = resolve_i2t_sources("llava-1.5-7b", None, None)
     assert (llava.base, llava.safe_encoder) == ("llava-hf/llava-1.5-7b-hf", "aimagelab/safeclip_vit-l_14_336")

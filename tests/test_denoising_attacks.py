@@ -80,8 +80,8 @@ def toy_context():
     from safegen.evaluation.attacks.denoising import DiffusionView
     from safegen.evaluation.attacks.engine import AttackEvalConfig, generate
     from safegen.evaluation.methods import build_methods
-    from safegen.models.loading import load_t2i_pipeline
     from safegen.models.presets import get_preset
+    from safegen.pipelines.loading import load_t2i_pipeline
 
     torch.set_num_threads(1)
     p = get_preset("toy")

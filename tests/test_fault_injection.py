@@ -527,7 +527,7 @@ def test_failed_i2t_load_leaves_no_output_folder(tmp_path):
 
 def test_prompt_overflow_reads_a_head_yet_cuts_exactly_like_the_whole_prompt():
     """A huge prompt is measured on a head of it; the cut part equals what tokenizing it all gives."""
-    from safegen.models.loading import prompt_overflow
+    from safegen.pipelines.loading import prompt_overflow
     from safegen.testing import tiny_tokenizer
 
     tok = tiny_tokenizer()

@@ -168,8 +168,8 @@ def eval_t2i(
     from safegen.data.prompt_sets import resolve_prompt_file
     from safegen.evaluation.methods import DEFAULT_SAFETY_CONCEPT
     from safegen.evaluation.t2i_eval import T2IEvalConfig, evaluate_t2i
-    from safegen.models.loading import resolve_t2i_sources
     from safegen.models.presets import get_preset
+    from safegen.pipelines.loading import resolve_t2i_sources
 
     width, height = parse_size(size)
     check_output_folder(out, "safegen eval t2i")
@@ -294,8 +294,8 @@ def eval_i2t(
     from safegen.data.image_io import expand_image_args
     from safegen.evaluation.i2t_eval import evaluate_captions, read_labels
     from safegen.evaluation.text_safety import HFTextClassifier, WordListTextClassifier
-    from safegen.models.loading import resolve_i2t_sources
     from safegen.pipelines.image_to_text import SafeLlavaCaptioner
+    from safegen.pipelines.loading import resolve_i2t_sources
 
     check_output_folder(out, "safegen eval i2t")
     _load_compare(compare_to)
@@ -559,8 +559,8 @@ def eval_attack(
     )
     from safegen.evaluation.methods import DEFAULT_SAFETY_CONCEPT
     from safegen.evaluation.report import compare_reports, format_comparison
-    from safegen.models.loading import resolve_t2i_sources
     from safegen.models.presets import get_preset
+    from safegen.pipelines.loading import resolve_t2i_sources
 
     width, height = parse_size(size)
     # Checked before any model loads, as in `eval t2i`.

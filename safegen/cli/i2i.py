@@ -101,7 +101,7 @@ def i2i(
             f"{photo.width}x{photo.height}; make the mask the photo's size (white is repainted, black kept)"
         )
     from safegen.cli.t2i import DEFAULT_PRESET, _load_checker, _reraise_with_hint, _save_side_by_side, warn_long_prompt
-    from safegen.models.loading import load_t2i_pipeline, resolve_t2i_sources, safe_twin
+    from safegen.pipelines.loading import load_t2i_pipeline, resolve_t2i_sources, safe_twin
 
     sources = resolve_t2i_sources(preset or (None if model else DEFAULT_PRESET), model, safe_encoder)
     enc_kwargs = encoder_kwargs(activation, base)

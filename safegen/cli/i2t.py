@@ -43,7 +43,7 @@ from safegen.cli._common import (
 from safegen.core.errors import UsageError
 from safegen.core.seeds import resolve_seed
 from safegen.core.terminal import hide_loading_bars
-from safegen.models.loading import Sources, resolve_i2t_sources
+from safegen.pipelines.loading import Sources, resolve_i2t_sources
 
 _logger = logging.getLogger(__name__)
 

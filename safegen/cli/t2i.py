@@ -86,7 +86,7 @@ def t2i(
     )
     check_output_folder(out, IMAGES_COMMAND)
     width, height = parse_size(size)
-    from safegen.models.loading import load_t2i_pipeline, resolve_t2i_sources, safe_twin
+    from safegen.pipelines.loading import load_t2i_pipeline, resolve_t2i_sources, safe_twin
 
     err = console()
     if not preset and not model:
@@ -179,7 +179,7 @@ def t2i(
 def warn_long_prompt(tokenizer: Any, prompt: str) -> None:
     """Say once, on stderr, which words the text encoder never reads (shortened in the middle)."""
     from safegen.core.terminal import QUIET, shorten_middle, verbosity
-    from safegen.models.loading import prompt_overflow
+    from safegen.pipelines.loading import prompt_overflow
 
     cut = prompt_overflow(tokenizer, prompt)
     if cut and verbosity() != QUIET:

@@ -277,7 +277,7 @@ def evaluate_t2i(cfg: T2IEvalConfig, *, log: Callable[[str], None] = _logger.inf
     from safegen.evaluation.prompt_set import prepare_prompts
     from safegen.evaluation.quality import ClipScorer, fid, fid_available
     from safegen.evaluation.report import contact_sheet
-    from safegen.models.loading import load_t2i_pipeline
+    from safegen.pipelines.loading import load_t2i_pipeline
     from safegen.safety import load_classifier
 
     out = Path(cfg.out)

@@ -414,14 +414,14 @@ class BatchRunner:
         return self.config.shard_index * world + rank, self.config.num_shards * world
 
     def _load(self, device: str) -> None:
-        from safegen.models.loading import resolve_t2i_sources
+        from safegen.pipelines.loading import resolve_t2i_sources
 
         cfg = self.config
         from safegen.core.fingerprint import fingerprint_pipeline, fingerprint_source
 
         if self.pipe is None:
             from safegen.core.devices import resolve_dtype
-            from safegen.models.loading import load_t2i_pipeline
+            from safegen.pipelines.loading import load_t2i_pipeline
 
             sources = resolve_t2i_sources(cfg.preset, cfg.model, cfg.safe_encoder)
             dtype = resolve_dtype(cfg.dtype, device)

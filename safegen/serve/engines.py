@@ -114,7 +114,7 @@ class ImageEngine:
         """The part of ``prompt`` the text encoder will not read, or None; safe while a batch generates."""
         if self._check_tokenizer is None:
             return None
-        from safegen.models.loading import prompt_overflow
+        from safegen.pipelines.loading import prompt_overflow
 
         with self._check_lock:
             return prompt_overflow(self._check_tokenizer, prompt)
@@ -244,7 +244,7 @@ def caption_key(job: CaptionJob, token: int) -> tuple:
 def load_image_engine(config: Any) -> ImageEngine:
     """Load the pipelines and the classifier a :class:`~safegen.serve.config.ServeConfig` names."""
     from safegen.core.devices import resolve_device, resolve_dtype
-    from safegen.models.loading import load_t2i_pipeline, resolve_t2i_sources, safe_twin
+    from safegen.pipelines.loading import load_t2i_pipeline, resolve_t2i_sources, safe_twin
 
     sources = resolve_t2i_sources(config.preset, config.model, config.safe_encoder)
     device = resolve_device(config.device)
@@ -277,9 +277,9 @@ def load_image_engine(config: Any) -> ImageEngine:
 def load_caption_engine(config: Any) -> CaptionEngine:
     """Load the captioner a config names (``--caption-preset``/``--captioner``, or a preset with one)."""
     from safegen.core.devices import resolve_device, resolve_dtype
-    from safegen.models.loading import resolve_i2t_sources
     from safegen.models.presets import get_preset
     from safegen.pipelines.image_to_text import SafeLlavaCaptioner
+    from safegen.pipelines.loading import resolve_i2t_sources
 
     preset = config.caption_preset or (config.preset if not config.captioner else None)
     sources = resolve_i2t_sources(preset, config.captioner, config.safe_vision_encoder)

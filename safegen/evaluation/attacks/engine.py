@@ -392,7 +392,7 @@ def evaluate_attacks(cfg: AttackEvalConfig, *, log: Callable[[str], None] = _log
     from safegen.evaluation.report import contact_sheet
     from safegen.evaluation.t2i_eval import T2IEvalConfig, _load_images, _run_method, _safe_text_encoder
     from safegen.jobs import read_manifest
-    from safegen.models.loading import load_t2i_pipeline
+    from safegen.pipelines.loading import load_t2i_pipeline
     from safegen.safety import load_classifier
 
     out = Path(cfg.out)
