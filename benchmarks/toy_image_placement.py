@@ -43,7 +43,7 @@ def main(argv: list[str] | None = None) -> None:
     import torch
 
     torch.set_num_threads(args.threads)
-    from safegen.presets import ASSETS_DIR
+    from safegen.core.assets import ASSETS_DIR
     from safegen_train.toy.placement import format_placements, measure_placements, summary
 
     toy = Path(args.toy) if args.toy else ASSETS_DIR / "toy"

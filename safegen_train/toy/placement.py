@@ -37,8 +37,8 @@ from typing import Any
 
 import torch
 
-from .evaluate import DEFAULT_ASSETS, _features, held_out_scenes, load_clip
-from .world import CONCEPTS, HELDOUT_PLACEMENTS, PLACEMENTS, Scene, parse_caption, render_scene
+from safegen_train.toy.evaluate import DEFAULT_ASSETS, _features, held_out_scenes, load_clip
+from safegen_train.toy.world import CONCEPTS, HELDOUT_PLACEMENTS, PLACEMENTS, Scene, parse_caption, render_scene
 
 _logger = logging.getLogger(__name__)
 
