@@ -6,7 +6,7 @@ import json
 
 import pytest
 import torch
-from test_train_fixtures import base_config, make_clip_folder, make_jsonl
+from helpers import base_config, make_clip_folder, make_jsonl
 
 from safegen_train.adversarial import ImageAdversary
 from safegen_train.config import ConfigError, TrainConfig

@@ -19,7 +19,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from test_train_fixtures import base_config, make_clip_folder, make_jsonl
+from helpers import base_config, make_clip_folder, make_jsonl
 from typer.testing import CliRunner
 
 from safegen_train.cli import app

@@ -7,7 +7,7 @@ import json
 
 import pytest
 import torch
-from test_train_fixtures import base_config, make_clip_folder, make_jsonl
+from helpers import base_config, make_clip_folder, make_jsonl
 
 from safegen_train.data import Collator, PairDataset, load_records
 from safegen_train.losses import TERMS as RELEASED_TERMS

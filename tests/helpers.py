@@ -1,9 +1,11 @@
-"""Shared builders for the safegen_train tests: a tiny CLIP folder and tiny quadruple datasets.
+"""Plain helpers shared by test files (``from helpers import ...``); fixtures live in conftest.py.
 
-Imported by the other ``test_train_*`` files; it holds no tests itself. Everything is
-built in code (no downloads): a seeded tiny CLIPModel saved with its CLIPTokenizer and
-CLIPImageProcessor beside it (the layout the toy world uses), and JSONL files whose
-safe/unsafe PNG twins are spatially aligned colour patterns.
+Not named ``test_*``: it holds no tests, so pytest does not collect it. Everything is built
+in code (no downloads).
+
+Training builders: a seeded tiny CLIPModel saved with its CLIPTokenizer and
+CLIPImageProcessor beside it (the layout the toy world uses), JSONL files whose safe/unsafe
+PNG twins are spatially aligned colour patterns, and a fast TrainConfig.
 """
 
 from __future__ import annotations
