@@ -34,6 +34,23 @@ def pytest_runtest_setup(item):
             pytest.skip(reason)
 
 
+@pytest.fixture(scope="module")
+def one_thread():
+    """Torch on one thread for the rest of the module, then back to what it was.
+
+    The tiny models gain nothing from more threads, and on a shared 2-core machine OpenMP
+    spin contention makes their small matmuls up to 10x slower. Use it from a module's
+    ``pytestmark = pytest.mark.usefixtures("one_thread")`` or as an argument of the module
+    fixture that builds the models.
+    """
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
 @pytest.fixture(scope="session")
 def tiny_sd_dir(tmp_path_factory):
     """A tiny StableDiffusionPipeline saved as a plain diffusers folder."""

@@ -55,22 +55,19 @@ class GatedEngine(ImageEngine):
 
 
 @pytest.fixture(scope="module")
-def pipes():
+def pipes(one_thread):
     import torch
 
     from safegen import SafeStableDiffusionPipeline
     from safegen.testing import tiny_sd_pipeline
 
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)  # tiny matmuls on shared cores
     safe = tiny_sd_pipeline(seed=0, cls=SafeStableDiffusionPipeline)
     original = tiny_sd_pipeline(seed=0, cls=SafeStableDiffusionPipeline)
     # A different text encoder stands in for "the original" so comparisons can tell them apart.
     torch.manual_seed(7)
     for p in original.text_encoder.parameters():
         p.data.normal_(0, 0.2)
-    yield safe, original
-    torch.set_num_threads(threads)
+    return safe, original
 
 
 def make_engine(pipes, *, classifier=None, policy="blur", compare=False, cls=ImageEngine):

@@ -15,14 +15,7 @@ from safegen_train.losses import SafeCLIPLoss
 from safegen_train.model import create_module, load_clip
 from safegen_train.train import accumulate_gradients, fit
 
-
-@pytest.fixture(scope="module", autouse=True)
-def _one_thread():
-    # tiny models on a shared 2-core machine: one thread is fastest and avoids oversubscription
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")
