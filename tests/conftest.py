@@ -51,6 +51,15 @@ def one_thread():
     torch.set_num_threads(before)
 
 
+@pytest.fixture(scope="module")
+def tiny_safe_pipe(one_thread):
+    """A tiny SafeStableDiffusionPipeline in memory, one per module (its tests run 2 steps at 32x32)."""
+    from safegen import SafeStableDiffusionPipeline
+    from safegen.testing import tiny_sd_pipeline
+
+    return tiny_sd_pipeline(cls=SafeStableDiffusionPipeline)
+
+
 @pytest.fixture(scope="session")
 def tiny_sd_dir(tmp_path_factory):
     """A tiny StableDiffusionPipeline saved as a plain diffusers folder."""
