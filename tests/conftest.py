@@ -60,6 +60,15 @@ def tiny_safe_pipe(one_thread):
     return tiny_sd_pipeline(cls=SafeStableDiffusionPipeline)
 
 
+@pytest.fixture(scope="module")
+def train_world(tmp_path_factory):
+    """A tiny CLIP folder and 8 training quadruples with images, one per module (its runs write under root)."""
+    from helpers import make_clip_folder, make_jsonl
+
+    root = tmp_path_factory.mktemp("train_world")
+    return {"root": root, "clip": make_clip_folder(root / "clip"), "train": make_jsonl(root / "data", 8)}
+
+
 @pytest.fixture(scope="session")
 def tiny_sd_dir(tmp_path_factory):
     """A tiny StableDiffusionPipeline saved as a plain diffusers folder."""
