@@ -6,12 +6,16 @@ in code (no downloads).
 Training builders: a seeded tiny CLIPModel saved with its CLIPTokenizer and
 CLIPImageProcessor beside it (the layout the toy world uses), JSONL files whose safe/unsafe
 PNG twins are spatially aligned colour patterns, and a fast TrainConfig.
+
+Output judges: ``BrightClassifier``, a deterministic stand-in a test registers under its own name.
 """
 
 from __future__ import annotations
 
 import json
 from pathlib import Path
+
+from safegen.safety import OutputClassifier, SafetyResult
 
 WORDS = ["dog", "cat", "tree", "car", "house", "boat", "bird", "lamp", "road", "hill", "cup", "book"]
 
@@ -79,3 +83,23 @@ def base_config(tmp: Path, clip_dir: Path, train: Path, **overrides):
     )
     cfg.update(overrides)
     return TrainConfig(**cfg)
+
+
+# ----------------------------------------------------------------------------- output judges
+
+
+class BrightClassifier(OutputClassifier):
+    """Flags images brighter than the threshold: deterministic, so a test can recompute every flag."""
+
+    name = "bright"
+
+    def __init__(self, threshold: float = 0.5):
+        super().__init__(threshold)
+
+    def classify(self, images):
+        out = []
+        for im in images:
+            gray = list(im.convert("L").getdata())
+            score = sum(gray) / (255.0 * len(gray))
+            out.append(SafetyResult(unsafe=score >= self.threshold, score=score, labels={"bright": score}))
+        return out

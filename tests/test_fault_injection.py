@@ -14,13 +14,14 @@ import stat
 from pathlib import Path
 
 import pytest
+from helpers import BrightClassifier
 from typer.testing import CliRunner
 
 from safegen.cli.main import app
 from safegen.core.errors import SafegenError
 from safegen.core.locking import lock_folder
 from safegen.jobs import BatchConfig, read_manifest, run_batch
-from safegen.safety import OutputClassifier, SafetyResult, register_classifier
+from safegen.safety import register_classifier
 
 runner = CliRunner()
 FAST = dict(steps=2, width=32, height=32, device="cpu")
@@ -133,21 +134,10 @@ def test_retrained_safe_encoder_in_the_same_folder_regenerates(tmp_path, tiny_sd
     assert "safe encoder weights" in (tmp_path / "o" / "errors.log").read_text()
 
 
-class _Bright(OutputClassifier):
-    """Flags images brighter than the threshold (deterministic)."""
+class _Bright(BrightClassifier):
+    """The brightness judge under this file's own registry name."""
 
     name = "fi-bright"
-
-    def __init__(self, threshold: float = 0.5):
-        super().__init__(threshold)
-
-    def classify(self, images):
-        out = []
-        for im in images:
-            gray = list(im.convert("L").getdata())
-            score = sum(gray) / (255.0 * len(gray))
-            out.append(SafetyResult(unsafe=score >= self.threshold, score=score, labels={"bright": score}))
-        return out
 
 
 register_classifier("fi-bright", _Bright)
