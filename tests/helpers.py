@@ -7,12 +7,16 @@ Training builders: a seeded tiny CLIPModel saved with its CLIPTokenizer and
 CLIPImageProcessor beside it (the layout the toy world uses), JSONL files whose safe/unsafe
 PNG twins are spatially aligned colour patterns, and a fast TrainConfig.
 
+Image files: ``bomb_png``, a decompression bomb in a few bytes.
+
 Output judges: ``BrightClassifier``, a deterministic stand-in a test registers under its own name.
 """
 
 from __future__ import annotations
 
 import json
+import struct
+import zlib
 from pathlib import Path
 
 from safegen.safety import OutputClassifier, SafetyResult
@@ -103,3 +107,17 @@ class BrightClassifier(OutputClassifier):
             score = sum(gray) / (255.0 * len(gray))
             out.append(SafetyResult(unsafe=score >= self.threshold, score=score, labels={"bright": score}))
         return out
+
+
+# ----------------------------------------------------------------------------- image files
+
+
+def _png_chunk(kind: bytes, data: bytes) -> bytes:
+    return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data) & 0xFFFFFFFF)
+
+
+def bomb_png(side: int = 60_000) -> bytes:
+    """A PNG of about 70 bytes whose header claims side x side RGB pixels (10 GB decoded)."""
+    ihdr = struct.pack(">IIBBBBB", side, side, 8, 2, 0, 0, 0)
+    idat = zlib.compress(b"\0" * 64)
+    return b"\x89PNG\r\n\x1a\n" + _png_chunk(b"IHDR", ihdr) + _png_chunk(b"IDAT", idat) + _png_chunk(b"IEND", b"")
