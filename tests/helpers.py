@@ -5,7 +5,7 @@ in code (no downloads).
 
 Training builders: a seeded tiny CLIPModel saved with its CLIPTokenizer and
 CLIPImageProcessor beside it (the layout the toy world uses), JSONL files whose safe/unsafe
-PNG twins are spatially aligned colour patterns, and a fast TrainConfig.
+PNG twins are spatially aligned colour patterns, a fast TrainConfig and a fit YAML.
 
 Image files: ``bomb_png``, a decompression bomb in a few bytes.
 
@@ -87,6 +87,21 @@ def base_config(tmp: Path, clip_dir: Path, train: Path, **overrides):
     )
     cfg.update(overrides)
     return TrainConfig(**cfg)
+
+
+def write_fit_config(root: Path, epochs: int, extra: str = "") -> dict[str, Path]:
+    """A tiny CLIP, 8 training and 8 validation quadruples and a `safegen-train fit` YAML naming them (run under
+    ``root / "run"``); ``extra``: more YAML lines."""
+    clip = make_clip_folder(root / "clip")
+    train = make_jsonl(root / "data", 8)
+    val = make_jsonl(root / "data", 8, name="val.jsonl", offset=40)
+    cfg = root / "fit.yaml"
+    cfg.write_text(
+        f"model: {clip}\ntrain_data: {train}\nval_data: {val}\noutput_dir: {root / 'run'}\n"
+        f"batch_size: 4\nepochs: {epochs}\nlr: 0.05\nlora_alpha: 16\nmax_text_length: 16\ncpu: true\n"
+        "save_every_steps: 0\n" + extra
+    )
+    return {"clip": clip, "train": train, "val": val, "cfg": cfg}
 
 
 # ----------------------------------------------------------------------------- output judges
