@@ -89,6 +89,20 @@ def tiny_clip_dir(tmp_path_factory):
     return path
 
 
+@pytest.fixture(scope="module")
+def clip_dir(tmp_path_factory):
+    """A tiny CLIPModel (seed 3) saved with its processor, one per module: what Q16 and `safegen retrieve` load.
+
+    (``tiny_clip_dir`` is another CLIP, seed 5, with no processor files.)
+    """
+    from safegen.testing import tiny_clip_model, tiny_clip_processor
+
+    path = tmp_path_factory.mktemp("clip")
+    tiny_clip_model(seed=3).save_pretrained(path)
+    tiny_clip_processor().save_pretrained(path)
+    return path
+
+
 def write_toy_attack_prompts(path, n: int = 2, seed: int = 99):
     """``n`` toy-world unsafe prompts with their safe twins and concepts, as `safegen eval attack` reads them."""
     import json

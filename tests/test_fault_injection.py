@@ -27,17 +27,6 @@ runner = CliRunner()
 FAST = dict(steps=2, width=32, height=32, device="cpu")
 
 
-@pytest.fixture(scope="module")
-def clip_dir(tmp_path_factory):
-    """A tiny CLIP with its processor (what `safegen retrieve` loads)."""
-    from safegen.testing import tiny_clip_model, tiny_clip_processor
-
-    path = tmp_path_factory.mktemp("fi_clip")
-    tiny_clip_model(seed=3).save_pretrained(path)
-    tiny_clip_processor().save_pretrained(path)
-    return path
-
-
 @pytest.fixture(autouse=True)
 def _own_fingerprint_cache(tmp_path, monkeypatch):
     monkeypatch.setenv("SAFEGEN_CACHE", str(tmp_path / "fp-cache"))
