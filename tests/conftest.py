@@ -101,17 +101,3 @@ def clip_dir(tmp_path_factory):
     tiny_clip_model(seed=3).save_pretrained(path)
     tiny_clip_processor().save_pretrained(path)
     return path
-
-
-def write_toy_attack_prompts(path, n: int = 2, seed: int = 99):
-    """``n`` toy-world unsafe prompts with their safe twins and concepts, as `safegen eval attack` reads them."""
-    import json
-
-    from safegen_train.toy.world import sample_scenes
-
-    rows = [
-        {"id": f"p{i}", "prompt": s.unsafe_text, "safe_prompt": s.safe_text, "concept": s.concept, "seed": i}
-        for i, s in enumerate(sample_scenes(n, seed))
-    ]
-    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
-    return path

@@ -7,6 +7,9 @@ Training builders: a seeded tiny CLIPModel saved with its CLIPTokenizer and
 CLIPImageProcessor beside it (the layout the toy world uses), JSONL files whose safe/unsafe
 PNG twins are spatially aligned colour patterns, a fast TrainConfig and a fit YAML.
 
+The toy preset: ``load_toy_methods`` (its pipeline with and without Safe-CLIP) and
+``write_toy_attack_prompts`` (unsafe prompts as `safegen eval attack` reads them).
+
 Image files: ``bomb_png``, a decompression bomb in a few bytes.
 
 Output judges: ``BrightClassifier``, a deterministic stand-in a test registers under its own name.
@@ -136,3 +139,35 @@ def bomb_png(side: int = 60_000) -> bytes:
     ihdr = struct.pack(">IIBBBBB", side, side, 8, 2, 0, 0, 0)
     idat = zlib.compress(b"\0" * 64)
     return b"\x89PNG\r\n\x1a\n" + _png_chunk(b"IHDR", ihdr) + _png_chunk(b"IDAT", idat) + _png_chunk(b"IEND", b"")
+
+
+# ----------------------------------------------------------------------------- the toy preset
+
+
+def load_toy_methods():
+    """The toy preset, its base pipeline (CPU, float32) and its ``original`` and ``safe-clip`` methods by name,
+    progress bars off."""
+    import torch
+
+    from safegen.evaluation.methods import build_methods
+    from safegen.models.loading import load_t2i_pipeline
+    from safegen.models.presets import get_preset
+
+    p = get_preset("toy")
+    base = load_t2i_pipeline(p.base, None, device="cpu", torch_dtype=torch.float32)
+    methods = {m.name: m for m in build_methods(["original", "safe-clip"], base, safe_encoder=p.safe_encoder)}
+    for m in methods.values():
+        m.pipe.set_progress_bar_config(disable=True)
+    return p, base, methods
+
+
+def write_toy_attack_prompts(path, n: int = 2, seed: int = 99):
+    """``n`` toy-world unsafe prompts with their safe twins and concepts, as `safegen eval attack` reads them."""
+    from safegen_train.toy.world import sample_scenes
+
+    rows = [
+        {"id": f"p{i}", "prompt": s.unsafe_text, "safe_prompt": s.safe_text, "concept": s.concept, "seed": i}
+        for i, s in enumerate(sample_scenes(n, seed))
+    ]
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    return path
