@@ -12,7 +12,8 @@ The toy preset: ``load_toy_methods`` (its pipeline with and without Safe-CLIP) a
 
 Image files: ``bomb_png``, a decompression bomb in a few bytes.
 
-Output judges: ``BrightClassifier``, a deterministic stand-in a test registers under its own name.
+Output judges: ``BrightClassifier`` (deterministic: a test registers it under its own name) and
+``FlagAll`` (flags everything, or nothing).
 """
 
 from __future__ import annotations
@@ -125,6 +126,20 @@ class BrightClassifier(OutputClassifier):
             score = sum(gray) / (255.0 * len(gray))
             out.append(SafetyResult(unsafe=score >= self.threshold, score=score, labels={"bright": score}))
         return out
+
+
+class FlagAll(OutputClassifier):
+    """Flags every image (score 0.9), or none (score 0.1) with ``unsafe=False``."""
+
+    name = "flag-all"
+
+    def __init__(self, unsafe: bool = True):
+        super().__init__(threshold=0.5)
+        self.unsafe = unsafe
+
+    def classify(self, images):
+        score = 0.9 if self.unsafe else 0.1
+        return [SafetyResult(unsafe=self.unsafe, score=score, labels={"TEST": score}) for _ in images]
 
 
 # ----------------------------------------------------------------------------- image files

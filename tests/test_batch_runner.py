@@ -7,12 +7,12 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from helpers import FlagAll
 from PIL import Image
 
 from safegen.core.errors import SafegenError
 from safegen.core.io import read_png_parameters
 from safegen.jobs import BatchConfig, BatchRunner, read_manifest, repair_manifest, run_batch, summarize
-from safegen.safety import OutputClassifier, SafetyResult
 
 FAST = dict(steps=2, width=32, height=32, device="cpu")
 
@@ -25,20 +25,6 @@ def _jsonl(path: Path, rows: list[dict]) -> Path:
 def _pixels(path: Path) -> np.ndarray:
     with Image.open(path) as im:
         return np.asarray(im.convert("RGB"), dtype=np.int16)
-
-
-class FlagAll(OutputClassifier):
-    """Flags every image (score 0.9), or none (score 0.1) with ``unsafe=False``."""
-
-    name = "flag-all"
-
-    def __init__(self, unsafe: bool = True):
-        super().__init__(threshold=0.5)
-        self.unsafe = unsafe
-
-    def classify(self, images):
-        score = 0.9 if self.unsafe else 0.1
-        return [SafetyResult(unsafe=self.unsafe, score=score, labels={"TEST": score}) for _ in images]
 
 
 def test_batch_equals_single_and_plain_diffusers(tmp_path, tiny_safe_pipe):

@@ -15,26 +15,12 @@ from PIL import Image
 pytest.importorskip("fastapi")
 import httpx  # noqa: E402
 from fastapi.testclient import TestClient  # noqa: E402
+from helpers import FlagAll  # noqa: E402
 
-from safegen.safety import OutputClassifier, SafetyResult  # noqa: E402
 from safegen.serve import ServeConfig, create_app, keys_from_env  # noqa: E402
 from safegen.serve.engines import CaptionEngine, CaptionJob, ImageEngine  # noqa: E402
 
 FAST = {"steps": 2, "size": "32x32"}
-
-
-class FlagAll(OutputClassifier):
-    """Flags every image with score 0.9 (or none, with ``unsafe=False``)."""
-
-    name = "flag-all"
-
-    def __init__(self, unsafe: bool = True):
-        super().__init__(0.5)
-        self.unsafe = unsafe
-
-    def classify(self, images):
-        score = 0.9 if self.unsafe else 0.1
-        return [SafetyResult(unsafe=self.unsafe, score=score, labels={"TEST": score}) for _ in images]
 
 
 class GatedEngine(ImageEngine):
