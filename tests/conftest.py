@@ -69,6 +69,23 @@ def train_world(tmp_path_factory):
     return {"root": root, "clip": make_clip_folder(root / "clip"), "train": make_jsonl(root / "data", 8)}
 
 
+@pytest.fixture(scope="module")
+def tiny_pipes(one_thread):
+    """Two tiny SafeStableDiffusionPipelines (safe, original), one pair per module, for the `safegen serve` tests."""
+    import torch
+
+    from safegen import SafeStableDiffusionPipeline
+    from safegen.testing import tiny_sd_pipeline
+
+    safe = tiny_sd_pipeline(seed=0, cls=SafeStableDiffusionPipeline)
+    original = tiny_sd_pipeline(seed=0, cls=SafeStableDiffusionPipeline)
+    # A different text encoder stands in for "the original" so comparisons can tell them apart.
+    torch.manual_seed(7)
+    for p in original.text_encoder.parameters():
+        p.data.normal_(0, 0.2)
+    return safe, original
+
+
 @pytest.fixture(scope="session")
 def tiny_sd_dir(tmp_path_factory):
     """A tiny StableDiffusionPipeline saved as a plain diffusers folder."""

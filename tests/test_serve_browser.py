@@ -46,18 +46,10 @@ from safegen.serve.server import BackgroundServer as LoopbackServer  # noqa: E40
 
 
 @pytest.fixture(scope="module")
-def engine_parts(one_thread):
-    import torch
-
-    from safegen import SafeStableDiffusionPipeline
+def engine_parts(tiny_pipes):
     from safegen.safety import load_classifier
-    from safegen.testing import tiny_sd_pipeline
 
-    safe = tiny_sd_pipeline(seed=0, cls=SafeStableDiffusionPipeline)
-    original = tiny_sd_pipeline(seed=0, cls=SafeStableDiffusionPipeline)
-    torch.manual_seed(7)
-    for p in original.text_encoder.parameters():
-        p.data.normal_(0, 0.2)
+    safe, original = tiny_pipes
     return safe, original, load_classifier("toy")
 
 
