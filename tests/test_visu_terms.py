@@ -5,8 +5,8 @@ from __future__ import annotations
 import json
 
 import pytest
+from helpers import base_config, make_clip_folder, make_jsonl
 from PIL import Image
-from test_train_fixtures import base_config, make_clip_folder, make_jsonl
 
 from safegen_train.config import LossConfig
 from safegen_train.data import (
