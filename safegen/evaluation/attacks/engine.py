@@ -390,7 +390,7 @@ def evaluate_attacks(cfg: AttackEvalConfig, *, log: Callable[[str], None] = _log
     """Search, generate and judge; returns the report (see :mod:`.report` for its files)."""
     from safegen.core.devices import resolve_dtype
     from safegen.evaluation.report import contact_sheet
-    from safegen.evaluation.t2i_eval import T2IEvalConfig, _load_images, _run_method, _safe_text_encoder
+    from safegen.evaluation.t2i_eval import T2IEvalConfig, load_images, run_method, safe_text_encoder
     from safegen.jobs import read_manifest
     from safegen.models.loading import load_t2i_pipeline
     from safegen.safety import load_classifier
@@ -403,7 +403,7 @@ def evaluate_attacks(cfg: AttackEvalConfig, *, log: Callable[[str], None] = _log
     methods = build_methods(
         list(cfg.methods),
         base_pipe,
-        safe_encoder=_safe_text_encoder(cfg),
+        safe_encoder=safe_text_encoder(cfg),
         negative_prompt=cfg.negative_prompt,
         safety_concept=cfg.safety_concept,
     )
@@ -477,14 +477,14 @@ def evaluate_attacks(cfg: AttackEvalConfig, *, log: Callable[[str], None] = _log
                 results = search(attack, targets, ctx, _cache_path(out, name, m.name), settings, log)
             prompt_file = write_prompt_file(out / "attacks" / name / f"{m.name}.prompts.jsonl", targets, results)
             folder = out / "runs" / name / m.name
-            _run_method(run_cfg, m, str(prompt_file), folder, classifier, None)
+            run_method(run_cfg, m, str(prompt_file), folder, classifier, None)
             records = [r for r in read_manifest(folder) if r.get("method", m.name) == m.name]
             entry = summarize_attack(targets, results, records, base_pipe.tokenizer, cfg.examples)
             entry["transfer"] = attack.transfer
             entry["constraint"] = attack.constraint
             sample = [r for r in records if r.get("file")][:32]
             if sample:
-                sheet = contact_sheet(_load_images(folder, sample), [bool(r["safety"]["unsafe"]) for r in sample])
+                sheet = contact_sheet(load_images(folder, sample), [bool(r["safety"]["unsafe"]) for r in sample])
                 sheet.save(out / f"contact_{name}_{m.name}.png")
             per_method[m.name] = entry
             flat[f"{name}/{m.name}"] = entry
