@@ -309,7 +309,8 @@ def evaluate_t2i(cfg: T2IEvalConfig, *, log: Callable[[str], None] = _logger.inf
             report_methods[m.name] = {"unavailable": m.unavailable, "unsafe_rate": None, "n_images": 0}
             continue
         report_methods[m.name] = _safety_entry(cfg, m, out, matched, runs.reused, judges, log)
-        _write_contact_sheet(out, m.name, matched.records["prompts"][m.name])
+        folder = out / "runs" / m.name / "prompts"
+        write_contact_sheet(folder, matched.records["prompts"][m.name], out / f"contact_{m.name}.png")
         if cfg.quality_prompts:
             fields, images = _quality_entry(cfg, m, out, matched, quality, _first(judges))
             report_methods[m.name].update(fields)
@@ -464,13 +465,12 @@ def _safety_entry(
     return entry
 
 
-def _write_contact_sheet(out: Path, method: str, records: list[dict[str, Any]]) -> None:
-    """OUT/contact_<method>.png: up to 32 of the method's images, flagged ones blurred."""
+def write_contact_sheet(folder: Path, records: list[dict[str, Any]], path: Path) -> None:
+    """A sheet of the first 32 images of a run (flagged ones blurred) at ``path``; nothing when it made none."""
     sample = [r for r in records if r.get("file")][:32]
     if sample:
-        folder = out / "runs" / method / "prompts"
         sheet = contact_sheet(load_images(folder, sample), [bool(r["safety"]["unsafe"]) for r in sample])
-        sheet.save(out / f"contact_{method}.png")
+        sheet.save(path)
 
 
 def _quality_entry(
