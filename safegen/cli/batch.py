@@ -251,13 +251,16 @@ def _run(config: Any, con: Any) -> Any:
     from safegen.jobs import BatchRunner
 
     handler = _WarningsToConsole(con)
-    pkg_logger = logging.getLogger("safegen.jobs")
-    pkg_logger.addHandler(handler)
+    # The runner's warnings and the prompt file reader's (unknown columns, ...): one console line each.
+    loggers = [logging.getLogger(name) for name in ("safegen.jobs", "safegen.data.prompt_files")]
+    for logger in loggers:
+        logger.addHandler(handler)
     try:
         with job_progress("batch") as bar:
             return BatchRunner(config, progress=lambda done, total: bar.update(done, total)).run()
     finally:
-        pkg_logger.removeHandler(handler)
+        for logger in loggers:
+            logger.removeHandler(handler)
 
 
 def _report(result: Any, con: Any, json_out: bool) -> None:
