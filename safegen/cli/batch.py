@@ -133,16 +133,16 @@ def batch(
     con = console()
     if summary is not None or merge is not None:
         from safegen.jobs import merge_manifests, summarize
-        from safegen.jobs.runner import merge_error_logs
+        from safegen.jobs.run_folder import merge_error_logs
 
         folder = summary if summary is not None else merge
         if merge is not None:
-            from safegen.jobs.runner import lock_run_folder
+            from safegen.jobs.run_folder import lock_run_folder
 
             if not (merge / "run.json").is_file():
                 raise typer.BadParameter(f"{merge} is not a batch output folder (no run.json)", param_hint="--merge")
             from safegen.core.output_folder import check_output_folder
-            from safegen.jobs.runner import BATCH_COMMAND
+            from safegen.jobs.run_folder import BATCH_COMMAND
 
             check_output_folder(merge, BATCH_COMMAND, flag="--merge")  # a user's run.json is no batch
             locks = lock_run_folder(merge)  # no shard may still be appending while parts are folded in
@@ -178,7 +178,7 @@ def batch(
     width, height = parse_size(size)
     out = out if out is not None else Path("outputs") / "batch" / file.stem
     from safegen.core.output_folder import check_output_folder
-    from safegen.jobs.runner import BATCH_COMMAND
+    from safegen.jobs.run_folder import BATCH_COMMAND
 
     check_output_folder(out, BATCH_COMMAND)  # a user's folder is refused before any model loads
 
