@@ -130,31 +130,13 @@ def batch(
     Under torchrun / accelerate launch every process takes its own share of the rows.
     Exit 0 done, 1 error or failed images, 2 usage, 130 interrupted.
     """
+    # The signature declares one option a line; the body runs the steps below.
     con = console()
+    # 1. --summary / --merge OUT: report on an output folder (folding finished shards in first).
     if summary is not None or merge is not None:
-        from safegen.jobs import merge_manifests, summarize
-        from safegen.jobs.runner import merge_error_logs
-
-        folder = summary if summary is not None else merge
-        if merge is not None:
-            from safegen.jobs.runner import lock_run_folder
-
-            if not (merge / "run.json").is_file():
-                raise typer.BadParameter(f"{merge} is not a batch output folder (no run.json)", param_hint="--merge")
-            from safegen.core.output_folder import check_output_folder
-            from safegen.jobs.runner import BATCH_COMMAND
-
-            check_output_folder(merge, BATCH_COMMAND, flag="--merge")  # a user's run.json is no batch
-            locks = lock_run_folder(merge)  # no shard may still be appending while parts are folded in
-            try:
-                merge_manifests(merge)
-                merge_error_logs(merge)
-            finally:
-                for lock in reversed(locks):
-                    lock.release()
-        counts = summarize(folder)
-        print_json(counts) if json_out else _print_summary(con, counts)
+        _summary_or_merge(con, summary, merge, json_out)
         return
+    # 2. Check every option before a prompt is read or a model loaded.
     if file is None:
         raise typer.BadParameter("give a prompt file (or --summary OUT / --merge OUT)", param_hint="FILE")
     from safegen.data.prompt_sets import resolve_prompt_file
@@ -170,7 +152,6 @@ def batch(
         raise typer.BadParameter(f"must be below --num-shards ({num_shards})", param_hint="--shard-index")
     if on_change not in ON_CHANGE_CHOICES:
         raise typer.BadParameter(f"choose one of {', '.join(ON_CHANGE_CHOICES)}", param_hint="--on-change")
-    # Every option is checked here, before a prompt is read or a model loaded.
     check_generation_options(
         seed=seed, guidance=guidance, steps=steps, num_images=num_images, device=device, attention=attention
     )
@@ -178,26 +159,16 @@ def batch(
     width, height = parse_size(size)
     out = out if out is not None else Path("outputs") / "batch" / file.stem
     from safegen.core.output_folder import check_output_folder
-    from safegen.jobs.runner import BATCH_COMMAND
+    from safegen.jobs.run_folder import BATCH_COMMAND
 
     check_output_folder(out, BATCH_COMMAND)  # a user's folder is refused before any model loads
-
-    from safegen.jobs import BatchConfig, read_prompts
-
+    # 3. --dry-run: read and plan only.
     if dry_run:
-        from safegen.jobs import Defaults, plan_jobs
-
-        pf = read_prompts(file, strict=strict)
-        rows = pf.rows[:limit] if limit else pf.rows
-        for w in pf.warnings:
-            _say(con, f"warning: {w}")
-        for e in pf.errors:
-            _say(con, f"bad row: {e}")
-        jobs = plan_jobs(rows, Defaults(n=num_images, seed=max(seed, 0), width=width or 8, height=height or 8), out)
-        counts = {"rows": len(rows), "bad_rows": len(pf.errors), "images": len(jobs), "warnings": pf.warnings}
-        counts["errors"] = [str(e) for e in pf.errors]
-        print_json(counts) if json_out else typer.echo(f"{len(rows)} rows, {len(pf.errors)} bad, {len(jobs)} images")
+        plan = dict(limit=limit, n=num_images, seed=seed, width=width, height=height)
+        _preview(con, file, out, strict=strict, plan=plan, json_out=json_out)
         return
+    # 4. Run, then report the counts (exit code 1 for failed images, 128 + N for signal N).
+    from safegen.jobs import BatchConfig
 
     config = BatchConfig(
         prompts=file,
@@ -237,6 +208,43 @@ def batch(
     _report(result, con, json_out)
 
 
+def _summary_or_merge(con: Any, summary: Path | None, merge: Path | None, json_out: bool) -> None:
+    """--summary OUT prints a folder's counts; --merge OUT folds its finished shards in, then prints them."""
+    from safegen.jobs.run_folder import merge_run_folder, summarize
+
+    if merge is not None:
+        if not (merge / "run.json").is_file():
+            raise typer.BadParameter(f"{merge} is not a batch output folder (no run.json)", param_hint="--merge")
+        merge_run_folder(merge, flag="--merge")  # under every lock: no shard may still be appending
+    counts = summarize(summary if summary is not None else merge)
+    print_json(counts) if json_out else _print_summary(con, counts)
+
+
+def _preview(
+    con: Any,
+    file: Path,
+    out: Path,
+    *,
+    strict: bool,
+    plan: dict[str, Any],
+    json_out: bool,
+) -> None:
+    """--dry-run: the prompt file's problems on stderr, the counts on stdout; ``plan``: preview_run's options."""
+    from safegen.jobs import read_prompts
+    from safegen.jobs.plan import preview_run
+
+    prompt_file = read_prompts(file, strict=strict)
+    for w in prompt_file.warnings:
+        _say(con, f"warning: {w}")
+    for e in prompt_file.errors:
+        _say(con, f"bad row: {e}")
+    counts = preview_run(prompt_file, out, **plan)
+    if json_out:
+        print_json(counts.to_dict())
+    else:
+        typer.echo(f"{counts.rows} rows, {counts.bad_rows} bad, {counts.images} images")
+
+
 class _WarningsToConsole(logging.Handler):
     def __init__(self, con: Any):
         super().__init__(logging.WARNING)
@@ -251,13 +259,16 @@ def _run(config: Any, con: Any) -> Any:
     from safegen.jobs import BatchRunner
 
     handler = _WarningsToConsole(con)
-    pkg_logger = logging.getLogger("safegen.jobs")
-    pkg_logger.addHandler(handler)
+    # The runner's warnings and the prompt file reader's (unknown columns, ...): one console line each.
+    loggers = [logging.getLogger(name) for name in ("safegen.jobs", "safegen.data.prompt_files")]
+    for logger in loggers:
+        logger.addHandler(handler)
     try:
         with job_progress("batch") as bar:
             return BatchRunner(config, progress=lambda done, total: bar.update(done, total)).run()
     finally:
-        pkg_logger.removeHandler(handler)
+        for logger in loggers:
+            logger.removeHandler(handler)
 
 
 def _report(result: Any, con: Any, json_out: bool) -> None:

@@ -9,10 +9,12 @@ Importing this package does not import torch; the runner loads the heavy stacks 
 from __future__ import annotations
 
 from safegen.data.prompt_files import PromptFile, PromptRow, RowError, read_prompts, txt_row_id
+from safegen.jobs.config import BatchConfig, BatchResult
 from safegen.jobs.manifest import merge_manifests, read_manifest, repair_manifest
 from safegen.jobs.plan import Defaults, GenSettings, ImageJob, make_batches, plan_jobs, shard_jobs
 from safegen.jobs.policy import ON_UNSAFE, apply_policy
-from safegen.jobs.runner import BatchConfig, BatchResult, BatchRunner, run_batch, summarize
+from safegen.jobs.run_folder import summarize
+from safegen.jobs.runner import BatchRunner, run_batch
 
 __all__ = [
     "ON_UNSAFE",

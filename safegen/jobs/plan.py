@@ -12,11 +12,11 @@ import hashlib
 import json
 import logging
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from safegen.core.io import path_inside, sanitize_stem
-from safegen.data.prompt_files import PromptRow
+from safegen.data.prompt_files import PromptFile, PromptRow
 
 _logger = logging.getLogger(__name__)
 
@@ -179,3 +179,43 @@ def make_batches(jobs: Iterable[ImageJob], batch_size: int) -> list[list[ImageJo
         for start in range(0, len(group), batch_size):
             batches.append(group[start : start + batch_size])
     return batches
+
+
+@dataclass
+class RunPreview:
+    """What a batch run of a prompt file would make, counted without a model (``safegen batch --dry-run``)."""
+
+    rows: int
+    bad_rows: int
+    images: int
+    warnings: list[str]
+    errors: list[str]
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def preview_run(
+    prompt_file: PromptFile,
+    out: Any,
+    *,
+    limit: int | None = None,
+    n: int = 1,
+    seed: int = 0,
+    width: int | None = None,
+    height: int | None = None,
+) -> RunPreview:
+    """Plan ``prompt_file``'s images for the output folder ``out`` and count them; loads nothing.
+
+    Only the count matters here, so a size left to the model counts as any, and seed -1
+    (picked at run time) as 0.
+    """
+    rows = prompt_file.rows[:limit] if limit else prompt_file.rows
+    jobs = plan_jobs(rows, Defaults(n=n, seed=max(seed, 0), width=width or 8, height=height or 8), out)
+    return RunPreview(
+        rows=len(rows),
+        bad_rows=len(prompt_file.errors),
+        images=len(jobs),
+        warnings=prompt_file.warnings,
+        errors=[str(e) for e in prompt_file.errors],
+    )
