@@ -15,16 +15,6 @@ import typer
 
 from safegen.cli._common import (
     IMAGES_COMMAND,
-    ActivationOpt,
-    BaseOpt,
-    DeviceOpt,
-    DtypeOpt,
-    JsonOpt,
-    ModelOpt,
-    OutOpt,
-    PresetOpt,
-    SafeEncoderOpt,
-    SeedOpt,
     check_generation_options,
     check_output_folder,
     claim_output_folder,
@@ -34,6 +24,26 @@ from safegen.cli._common import (
     print_json,
     resolve_device,
     resolve_dtype,
+)
+from safegen.cli.options import (
+    ActivationOpt,
+    AttentionOpt,
+    BaseOpt,
+    CheckOpt,
+    DeviceOpt,
+    DtypeOpt,
+    GuidanceOpt,
+    JsonOpt,
+    ModelOpt,
+    NegativePromptOpt,
+    NumImagesOpt,
+    OutOpt,
+    PresetOpt,
+    SafeEncoderOpt,
+    SeedOpt,
+    compare_option,
+    size_option,
+    steps_option,
 )
 from safegen.core.errors import UsageError
 from safegen.core.seeds import resolve_seed
@@ -55,29 +65,24 @@ def i2i(
     safe_encoder: SafeEncoderOpt = None,
     activation: ActivationOpt = None,
     base: BaseOpt = None,
-    steps: Annotated[int, typer.Option("--steps", min=1, help="Denoising steps (scaled by --strength).")] = 30,
-    guidance: Annotated[float, typer.Option("--guidance", "--cfg", help="Classifier-free guidance scale.")] = 7.5,
+    steps: Annotated[int, steps_option("Denoising steps (scaled by --strength).")] = 30,
+    guidance: GuidanceOpt = 7.5,
     seed: SeedOpt = -1,
     size: Annotated[
         str | None,
-        typer.Option(
-            "--size",
-            help="WIDTHxHEIGHT to resize the photo (and mask) to; default: the photo's size, scaled down to the "
-            "model's native area (512x512 for SD 1.x) when larger.",
+        size_option(
+            "WIDTHxHEIGHT to resize the photo (and mask) to; default: the photo's size, scaled down to the "
+            "model's native area (512x512 for SD 1.x) when larger."
         ),
     ] = None,
-    num_images: Annotated[int, typer.Option("--num-images", "-n", min=1, help="Images to generate.")] = 1,
-    negative_prompt: Annotated[str | None, typer.Option("--negative-prompt", help="What to steer away from.")] = None,
+    num_images: NumImagesOpt = 1,
+    negative_prompt: NegativePromptOpt = None,
     out: OutOpt = Path("outputs"),
     device: DeviceOpt = "auto",
     dtype: DtypeOpt = "auto",
-    attention: Annotated[str, typer.Option("--attention", help="auto, sdpa, xformers or eager.")] = "auto",
-    compare: Annotated[
-        bool, typer.Option("--compare", help="Also edit with the original encoder, same seed, side by side.")
-    ] = False,
-    check: Annotated[
-        str | None, typer.Option("--check", help="Score outputs with a classifier (nudenet, toy); flags, never hides.")
-    ] = None,
+    attention: AttentionOpt = "auto",
+    compare: Annotated[bool, compare_option("Also edit with the original encoder, same seed, side by side.")] = False,
+    check: CheckOpt = None,
     json_out: JsonOpt = False,
 ) -> None:
     """Edit IMAGE towards PROMPT (inpaint the white part of --mask); the safe encoder reads the prompt.

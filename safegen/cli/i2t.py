@@ -20,14 +20,6 @@ from typing import Annotated, Any
 import typer
 
 from safegen.cli._common import (
-    ActivationOpt,
-    BaseOpt,
-    DeviceOpt,
-    DtypeOpt,
-    JsonOpt,
-    ModelOpt,
-    PresetOpt,
-    SafeEncoderOpt,
     check_device,
     check_number,
     check_output_folder,
@@ -39,6 +31,24 @@ from safegen.cli._common import (
     encoder_kwargs,
     resolve_device,
     resolve_dtype,
+)
+from safegen.cli.options import (
+    ActivationOpt,
+    BaseOpt,
+    DeviceOpt,
+    DtypeOpt,
+    JsonOpt,
+    ModelOpt,
+    PresetOpt,
+    SafeEncoderOpt,
+    batch_size_option,
+    caption_prompt_option,
+    compare_option,
+    max_new_tokens_option,
+    out_option,
+    recursive_option,
+    seed_option,
+    temperature_option,
 )
 from safegen.core.errors import UsageError
 from safegen.core.seeds import resolve_seed
@@ -61,25 +71,18 @@ def i2t(
     safe_encoder: SafeEncoderOpt = None,
     activation: ActivationOpt = None,
     base: BaseOpt = None,
-    prompt: Annotated[
-        str, typer.Option("--prompt", help="Instruction given with each image.")
-    ] = "Describe this image.",
+    prompt: Annotated[str, caption_prompt_option("Instruction given with each image.")] = "Describe this image.",
     temperature: Annotated[
-        float, typer.Option("--temperature", "-t", min=0.0, help="Sampling temperature; 0 decodes greedily.")
+        float, temperature_option("Sampling temperature; 0 decodes greedily.", short=True, minimum=0.0)
     ] = 0.2,
-    max_new_tokens: Annotated[
-        int, typer.Option("--max-new-tokens", min=1, max=4096, help="Caption length limit.")
-    ] = 128,
-    batch_size: Annotated[int, typer.Option("--batch-size", "-b", min=1, help="Images per generate call.")] = 8,
-    seed: Annotated[int, typer.Option("--seed", "-s", help="Sampling seed; -1 picks one (always recorded).")] = -1,
-    recursive: Annotated[bool, typer.Option("--recursive", "-r", help="Also read images in sub-folders.")] = False,
-    compare: Annotated[
-        bool, typer.Option("--compare", help="Caption with the original and the safe tower, side by side.")
-    ] = False,
+    max_new_tokens: Annotated[int, max_new_tokens_option("Caption length limit.", maximum=4096)] = 128,
+    batch_size: Annotated[int, batch_size_option("Images per generate call.", short=True)] = 8,
+    seed: Annotated[int, seed_option("Sampling seed; -1 picks one (always recorded).")] = -1,
+    recursive: Annotated[bool, recursive_option("Also read images in sub-folders.")] = False,
+    compare: Annotated[bool, compare_option("Caption with the original and the safe tower, side by side.")] = False,
     json_out: JsonOpt = False,
     out: Annotated[
-        Path | None,
-        typer.Option("--out", "-o", help="Output folder: captions.jsonl (resumable, a line per image) and run.json."),
+        Path | None, out_option("Output folder: captions.jsonl (resumable, a line per image) and run.json.")
     ] = None,
     device: DeviceOpt = "auto",
     dtype: DtypeOpt = "auto",

@@ -18,14 +18,7 @@ from typing import Annotated, Any
 import typer
 
 from safegen.cli._common import (
-    ActivationOpt,
-    BaseOpt,
     Command,
-    DeviceOpt,
-    DtypeOpt,
-    JsonOpt,
-    ModelOpt,
-    PresetOpt,
     check_device,
     check_output_folder,
     claim_output_folder,
@@ -33,6 +26,18 @@ from safegen.cli._common import (
     console,
     encoder_kwargs,
     print_json,
+)
+from safegen.cli.options import (
+    ActivationOpt,
+    BaseOpt,
+    DeviceOpt,
+    DtypeOpt,
+    JsonOpt,
+    ModelOpt,
+    PresetOpt,
+    ProcessorOpt,
+    batch_size_option,
+    recursive_option,
 )
 from safegen.core.errors import SafegenError
 from safegen.core.terminal import hide_loading_bars
@@ -53,11 +58,8 @@ ImagesArg = Annotated[list[str] | None, typer.Argument(help="Image files, folder
 TextsOpt = Annotated[
     Path | None, typer.Option("--texts", help="Text file to index: one text a line; blank and '#' lines skipped.")
 ]
-ProcessorOpt = Annotated[
-    str | None, typer.Option("--processor", help="CLIPProcessor source, for checkpoints that ship weights only.")
-]
-BatchOpt = Annotated[int, typer.Option("--batch-size", "-b", min=1, help="Items encoded per forward pass.")]
-RecursiveOpt = Annotated[bool, typer.Option("--recursive", "-r", help="Also index images in sub-folders.")]
+BatchOpt = Annotated[int, batch_size_option("Items encoded per forward pass.", short=True)]
+RecursiveOpt = Annotated[bool, recursive_option("Also index images in sub-folders.")]
 
 
 def _clip_source(preset: str | None, model: str | None) -> str | None:
