@@ -16,16 +16,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from safegen.core.errors import SafegenError
+from safegen_train.errors import DataError
+from safegen_train.pixel_cache import normalise
 
 _logger = logging.getLogger(__name__)
 
 MAX_LISTED = 5
 COCO_SPLITS = ("train2017", "val2017", "test2017")
-
-
-class DataError(SafegenError):
-    """Training data cannot be used as it is (bad records, missing files, empty split)."""
 
 
 @dataclass
@@ -487,8 +484,6 @@ def pixel_values(images: list[Any], processor: Any) -> Any:
     cached = [i for i, im in enumerate(images) if isinstance(im, np.ndarray)]
     if not cached:
         return processor(images=images, return_tensors="pt")["pixel_values"]
-    from safegen_train.pixel_cache import normalise
-
     fast = normalise(np.stack([images[i] for i in cached]), processor)
     if len(cached) == len(images):
         return fast

@@ -431,11 +431,11 @@ def _train(
     train_ds = PairDataset(train_records)
     val_ds = PairDataset(val_records) if val_records else None
     if len(train_ds) < config.batch_size:
-        from safegen_train.data import DataError
+        from safegen_train.errors import DataError
 
         raise DataError(f"{len(train_ds)} training records are fewer than batch_size {config.batch_size}")
     if config.preprocessed_cache and not Path(config.preprocessed_cache).expanduser().is_dir():
-        from safegen_train.data import DataError
+        from safegen_train.errors import DataError
 
         raise DataError(  # said before the model loads; whether it fits the model's processor is checked after
             f"preprocessed_cache '{config.preprocessed_cache}' is not a folder; make it with `safegen-train data "

@@ -283,7 +283,7 @@ def preprocess(
 
     check_output_folder(out, PREPROCESS_COMMAND)  # before the model loads
     from safegen_train.config import ConfigError
-    from safegen_train.data import DataError
+    from safegen_train.errors import DataError
 
     try:  # the data and the model are this command's input: a problem with either is a usage error
         paths = images_of_sources(data, split=split, coco_root=coco_root, unsafe_image_root=unsafe_image_root)
