@@ -1,41 +1,7 @@
-"""The Safe-CLIP training loop on accelerate: one process, DDP, multi-node, no code change.
-
-Launch: ``safegen-train fit --config cfg.yaml`` (one process), ``accelerate launch -m
-safegen_train.cli fit ...`` on GPUs, or ``torchrun --nproc_per_node N -m safegen_train.cli
-fit ...`` (CPU/gloo too).
-
-Batches. ``batch_size`` is the *global* batch of one optimizer step, whatever the hardware:
-it is cut into ``grad_accum_steps`` micro-batches in time, and each micro-batch into one
-slice per process. The data order is a seeded permutation per epoch shared by all
-processes, so 1 process with batch 8 and 2 processes with batch 8 see the same samples in
-each step.
-
-Gradient accumulation. Each micro-batch loss is divided by ``grad_accum_steps`` and
-backpropagated (DDP gradient sync only on the last), so the step uses the *mean* of the
-micro-batch gradients and nothing is discarded. The InfoNCE terms see in-batch negatives
-per micro-batch (per process unless ``loss.gather_negatives``): accumulation reproduces
-the gradient of the per-micro-batch losses, not of one loss over the global batch.
-
-Multi-process. With ``loss.gather_negatives`` the InfoNCE terms use the whole
-cross-process micro-batch as negatives and the result equals one process holding the
-global micro-batch (LoRA dropout aside: each process draws its own masks). Without it each
-process contrasts its own slice only: fewer negatives, a different (local) loss.
-
-Reference embeddings. With ``reference: frozen`` and ``cache_reference`` (the default)
-T0(t) and V0(v) are computed once for the whole training set before the first step (each
-process computes its share of the batches and the tables are gathered; they never change).
-Token-level references for the hidden-state terms are computed per step (too large to cache).
-Validation is sharded the same way: each process scores its share of the validation batches.
-
-Run folder. A folder that holds an earlier run is refused unless the run is resumed
-(``resume``) or started again (``overwrite``), and one process tree at a time holds it
-(:mod:`safegen_train.run_folder`). A resume must train what the run trained: settings that
-change the result (data, model, loss, lr, ...) are compared with the checkpoint's config.
-"""
+"""``fit``: a Safe-CLIP run from its config to its checkpoints, metrics and exported model."""
 
 from __future__ import annotations
 
-import contextlib
 import json
 import logging
 import math
@@ -55,7 +21,7 @@ from safegen_train.checkpoint import (
     prune_checkpoints,
     save_checkpoint,
 )
-from safegen_train.config import ConfigError, TrainConfig, resume_differences
+from safegen_train.config import ConfigError, TrainConfig
 from safegen_train.data import (
     Collator,
     PairDataset,
@@ -68,7 +34,11 @@ from safegen_train.data import (
 from safegen_train.io import append_line, atomic_write_text
 from safegen_train.losses import SafeCLIPLoss
 from safegen_train.model import SafeCLIPModule, create_module, load_clip
-from safegen_train.sharding import batch_items, gather_in_order, owned_batches
+from safegen_train.sharding import gather_in_order
+from safegen_train.trainer.checkpointing import _rng_state, _set_rng_state, _truncate_metrics, check_resume
+from safegen_train.trainer.loop import accumulate_gradients
+from safegen_train.trainer.schedule import EarlyStopping, lr_at
+from safegen_train.trainer.setup import _agree, _use_preprocessed, compute_reference_cache, create_optimizer
 from safegen_train.validation import (
     embed_dataset,
     flatten_table,
@@ -78,7 +48,9 @@ from safegen_train.validation import (
     validation_loss_per_batch,
 )
 
-_logger = logging.getLogger(__name__)
+# The name the training log lines have always carried ("INFO safegen_train.train: ..."), whichever
+# trainer module writes them.
+_logger = logging.getLogger("safegen_train.train")
 
 
 @dataclass
@@ -92,189 +64,6 @@ class FitResult:
     best_checkpoint: Path | None
     export_dir: Path | None
     module: SafeCLIPModule | None = field(default=None, repr=False)
-
-
-@torch.no_grad()
-def compute_reference_cache(
-    module: SafeCLIPModule,
-    dataset: PairDataset,
-    collate: Collator,
-    *,
-    batch_size: int,
-    device: Any,
-    accelerator: Any = None,
-) -> dict[str, torch.Tensor]:
-    """T0(t) (N, D) and V0(v) (N, D) for every record, from the frozen reference encoders.
-
-    With an ``accelerator`` of several processes each computes its share of the batches and
-    the tables are gathered (:mod:`safegen_train.sharding`): every process holds the full
-    tables, computed in the batches one process would use.
-    """
-    rank, world = (accelerator.process_index, accelerator.num_processes) if accelerator else (0, 1)
-    was_training = module.training
-    module.eval()
-    chunks: dict[str, list[torch.Tensor]] = {}
-    try:
-        for b in owned_batches(len(dataset), batch_size, rank, world):
-            items = [dataset[i] for i in batch_items(b, len(dataset), batch_size)]
-            batch = {k: v.to(device) for k, v in collate(items).items()}
-            for key, value in module.encode_reference(batch).items():
-                chunks.setdefault(key, []).append(value.float())
-    finally:
-        module.train(was_training)
-    local = {k: torch.cat(v) for k, v in chunks.items()}
-    if world == 1:
-        return local
-    return {k: v.to(device) for k, v in gather_in_order(accelerator, local, len(dataset), batch_size).items()}
-
-
-class EarlyStopping:
-    """The released rule: patience counts down only when *neither* the validation loss
-    improved (lower) *nor* the recall-sum improved (higher); any improvement resets it."""
-
-    def __init__(
-        self,
-        patience: int,
-        best_loss: float | None = None,
-        best_recall_sum: float | None = None,
-        patience_left: int | None = None,
-    ) -> None:
-        self.patience = patience
-        self.best_loss, self.best_recall_sum = best_loss, best_recall_sum
-        self.patience_left = patience if patience_left is None else patience_left
-
-    def update(self, loss: float, recall_sum: float | None) -> bool:
-        """Record one validation; True when it improved either metric."""
-        improved = False
-        if self.best_loss is None or loss < self.best_loss:
-            self.best_loss, improved = loss, True
-        if recall_sum is not None and (self.best_recall_sum is None or recall_sum > self.best_recall_sum):
-            self.best_recall_sum, improved = recall_sum, True
-        self.patience_left = self.patience if improved else self.patience_left - 1
-        return improved
-
-    @property
-    def should_stop(self) -> bool:
-        return self.patience > 0 and self.patience_left <= 0
-
-
-def lr_at(step: int, config: TrainConfig, total_steps: int) -> float:
-    """Learning rate for optimizer step ``step`` (0-based): linear warmup, then constant or cosine."""
-    if config.warmup_steps and step < config.warmup_steps:
-        return config.lr * (step + 1) / config.warmup_steps
-    if config.lr_schedule == "cosine":
-        span = max(1, total_steps - config.warmup_steps)
-        progress = min(1.0, (step - config.warmup_steps) / span)
-        return config.lr * 0.5 * (1.0 + math.cos(math.pi * progress))
-    return config.lr
-
-
-def _rng_state(accelerator: Any) -> torch.Tensor:
-    """Every process's CPU (and current CUDA) RNG state, gathered: (world, S) uint8."""
-    state = torch.get_rng_state()
-    if torch.cuda.is_available() and accelerator.device.type == "cuda":
-        state = torch.cat([state, torch.cuda.get_rng_state(accelerator.device)])
-    local = state.to(accelerator.device).unsqueeze(0)  # (1, S)
-    if accelerator.num_processes == 1:
-        return local.cpu()
-    return accelerator.gather(local).cpu()  # (world, S)
-
-
-def _set_rng_state(accelerator: Any, states: torch.Tensor) -> None:
-    if states.shape[0] != accelerator.num_processes:
-        _logger.warning(
-            "checkpoint has RNG states of %d processes, this run has %d: dropout will differ",
-            states.shape[0],
-            accelerator.num_processes,
-        )
-        return
-    state = states[accelerator.process_index]
-    cpu_len = torch.get_rng_state().numel()
-    torch.set_rng_state(state[:cpu_len].clone())
-    if state.numel() > cpu_len and accelerator.device.type == "cuda":
-        torch.cuda.set_rng_state(state[cpu_len:].clone(), accelerator.device)
-
-
-def accumulate_gradients(
-    accelerator: Any,
-    model: Any,
-    loss_fn: SafeCLIPLoss,
-    micro_batches: list[dict[str, torch.Tensor]],
-    *,
-    cache: dict[str, torch.Tensor] | None = None,
-    adversary: ImageAdversary | None = None,
-    step: int = 0,
-) -> dict[str, float]:
-    """Backpropagate the mean loss of ``micro_batches`` into ``.grad``; return the mean loss parts.
-
-    Each micro-batch loss is scaled by 1/len and backpropagated on its own (DDP syncs
-    gradients on the last one only), so the gradients add up to the mean of the
-    micro-batch gradients: nothing is discarded. With an ``adversary`` active at optimizer
-    step ``step``, each micro-batch's chosen unsafe images are replaced by their PGD
-    perturbation against the current tower first (:mod:`safegen_train.adversarial`).
-    """
-    parts_sum: dict[str, float] = {}
-    n = len(micro_batches)
-    for i, batch in enumerate(micro_batches):
-        batch = {k: v.to(accelerator.device) for k, v in batch.items()}
-        if cache is not None:
-            for key, table in cache.items():
-                batch[key] = table[batch["index"]]  # (b, D) cached T0(t) / V0(v)
-        if adversary is not None and adversary.active(step):
-            gen = adversary.generator(step, i, accelerator.process_index)
-            batch = adversary.apply(accelerator.unwrap_model(model), batch, gen, autocast=accelerator.autocast)
-        sync = contextlib.nullcontext() if i == n - 1 else accelerator.no_sync(model)
-        with sync, accelerator.autocast():
-            parts = loss_fn(**model(batch))
-            accelerator.backward(parts["loss"] / n)
-        for k, v in parts.items():
-            parts_sum[k] = parts_sum.get(k, 0.0) + float(v.detach()) / n
-    return parts_sum
-
-
-def _truncate_metrics(path: Path, last_step: int) -> None:
-    """Drop metrics lines logged after ``last_step``: a resumed run logs those steps again, and
-    metrics.jsonl should hold each step once, as the uninterrupted run would."""
-    if not path.is_file():
-        return
-    kept, dropped = [], 0
-    for line in path.read_text(encoding="utf-8").splitlines():
-        try:
-            step = json.loads(line).get("step", 0)
-        except (ValueError, AttributeError):
-            step = 0  # not ours to judge: keep it
-        if isinstance(step, int) and step > last_step:
-            dropped += 1
-        else:
-            kept.append(line)
-    if dropped:
-        atomic_write_text(path, "".join(f"{line}\n" for line in kept))
-        _logger.info("resume: dropped %d metrics line(s) logged after step %d", dropped, last_step)
-
-
-def create_optimizer(module: SafeCLIPModule, config: TrainConfig) -> torch.optim.Optimizer:
-    params = [p for p in module.parameters() if p.requires_grad]
-    cls = torch.optim.AdamW if config.optimizer == "adamw" else torch.optim.Adam
-    return cls(params, lr=config.lr, weight_decay=config.weight_decay)
-
-
-def _agree(accelerator: Any, problem: BaseException | None) -> None:
-    """Raise on every process when the main process found ``problem`` (so none waits forever)."""
-    if accelerator.num_processes > 1:
-        from accelerate.utils import broadcast_object_list
-
-        from safegen_train.export_folder import ExportTargetError
-        from safegen_train.run_folder import RunFolderError, RunInUseError
-
-        kinds = {
-            c.__name__: c for c in (ConfigError, CheckpointError, ExportTargetError, RunFolderError, RunInUseError)
-        }
-        message = [(type(problem).__name__, str(problem)) if problem is not None else None]
-        broadcast_object_list(message, from_process=0)
-        if message[0] is not None and problem is None:  # the same error class, so every rank exits alike
-            problem = kinds.get(message[0][0], SafegenError)(message[0][1])
-    if problem is not None:
-        raise problem
 
 
 def fit(
@@ -348,40 +137,6 @@ def fit(
     finally:
         if lock is not None:
             lock.release()
-
-
-def _use_preprocessed(folder: str, processor: Any, *datasets: PairDataset | None) -> None:
-    """Point the datasets at the pre-processed image cache, saying how much of the data it covers."""
-    from safegen_train.pixel_cache import PreprocessedImages
-
-    cache = PreprocessedImages(folder, processor)
-    for name, ds in zip(("training", "validation"), datasets, strict=False):
-        if ds is None:
-            continue
-        found, total = ds.use_preprocessed(cache)
-        if found < total:
-            _logger.warning(
-                "preprocessed cache '%s' holds %d of %d %s images; the other %d (new or edited since) are decoded "
-                "as usual; run `safegen-train data preprocess` to add them",
-                folder,
-                found,
-                total,
-                name,
-                total - found,
-            )
-        else:
-            _logger.info("preprocessed cache '%s': all %d %s images read from it", folder, total, name)
-
-
-def check_resume(saved: TrainConfig, given: TrainConfig, checkpoint: Path) -> None:
-    """Refuse a resume whose settings would train something else than the run it continues."""
-    diffs = resume_differences(saved, given)
-    if diffs:
-        listed = "; ".join(diffs[:4]) + (f" (and {len(diffs) - 4} more)" if len(diffs) > 4 else "")
-        raise ConfigError(
-            f"resume from '{checkpoint}' would change the run: {listed}; resume with the run's settings "
-            f"(see {checkpoint / 'config.json'}) or start a new run (--overwrite or another --output-dir)"
-        )
 
 
 def _train(
