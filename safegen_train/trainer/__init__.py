@@ -1,7 +1,10 @@
 """The Safe-CLIP training loop on accelerate: one process, DDP, multi-node, no code change.
 
-The package: :mod:`.main` (``fit``), :mod:`.setup`, :mod:`.loop`, :mod:`.schedule`,
-:mod:`.checkpointing`.
+The package, in the order a run goes through it: :mod:`.main` (``fit``, its steps),
+:mod:`.start` (accelerator, run folder, resume checkpoint), :mod:`.setup` (data, model,
+batches, reference cache, optimizer), :mod:`.state` (``TrainRun``: the parts;
+``TrainState``: step, epoch, bests), :mod:`.loop` (``train_one_epoch``), :mod:`.validate`,
+:mod:`.schedule` (``lr_at``, ``EarlyStopping``), :mod:`.checkpointing`, :mod:`.metrics`.
 
 Launch: ``safegen-train fit --config cfg.yaml`` (one process), ``accelerate launch -m
 safegen_train.cli fit ...`` on GPUs, or ``torchrun --nproc_per_node N -m safegen_train.cli
@@ -39,18 +42,25 @@ change the result (data, model, loss, lr, ...) are compared with the checkpoint'
 from __future__ import annotations
 
 from safegen_train.trainer.checkpointing import check_resume
-from safegen_train.trainer.loop import accumulate_gradients
+from safegen_train.trainer.loop import accumulate_gradients, train_one_epoch
 from safegen_train.trainer.main import FitResult, fit
 from safegen_train.trainer.schedule import EarlyStopping, lr_at
-from safegen_train.trainer.setup import compute_reference_cache, create_optimizer
+from safegen_train.trainer.setup import compute_reference_cache, create_optimizer, set_up
+from safegen_train.trainer.state import TrainRun, TrainState
+from safegen_train.trainer.validate import validate
 
 __all__ = [
     "EarlyStopping",
     "FitResult",
+    "TrainRun",
+    "TrainState",
     "accumulate_gradients",
     "check_resume",
     "compute_reference_cache",
     "create_optimizer",
     "fit",
     "lr_at",
+    "set_up",
+    "train_one_epoch",
+    "validate",
 ]

@@ -1,27 +1,24 @@
-"""What a checkpoint carries besides weights, and what a resume must agree with.
-
-Every process's RNG state (so dropout continues exactly), the metrics lines a resumed run
-logs again, and the check that a resume trains what the run trained.
-"""
+"""Run checkpoints: saving one (every process's RNG state in it), resuming from one, and the check
+that a resume trains what the run trained (the folder format is :mod:`safegen_train.checkpoint`'s)."""
 
 from __future__ import annotations
 
-import json
 import logging
 from pathlib import Path
 from typing import Any
 
 import torch
 
+from safegen_train.checkpoint import CheckpointError, prune_checkpoints, save_checkpoint
 from safegen_train.config import ConfigError, TrainConfig, resume_differences
-from safegen_train.io import atomic_write_text
+from safegen_train.trainer.state import TrainRun, TrainState
 
 # The name the training log lines have always carried ("INFO safegen_train.train: ..."), whichever
 # trainer module writes them.
 _logger = logging.getLogger("safegen_train.train")
 
 
-def _rng_state(accelerator: Any) -> torch.Tensor:
+def gather_rng_states(accelerator: Any) -> torch.Tensor:
     """Every process's CPU (and current CUDA) RNG state, gathered: (world, S) uint8."""
     state = torch.get_rng_state()
     if torch.cuda.is_available() and accelerator.device.type == "cuda":
@@ -32,7 +29,8 @@ def _rng_state(accelerator: Any) -> torch.Tensor:
     return accelerator.gather(local).cpu()  # (world, S)
 
 
-def _set_rng_state(accelerator: Any, states: torch.Tensor) -> None:
+def restore_rng_states(accelerator: Any, states: torch.Tensor) -> None:
+    """This process's RNG state from a checkpoint's (world, S) table; kept as is for another world size."""
     if states.shape[0] != accelerator.num_processes:
         _logger.warning(
             "checkpoint has RNG states of %d processes, this run has %d: dropout will differ",
@@ -47,24 +45,43 @@ def _set_rng_state(accelerator: Any, states: torch.Tensor) -> None:
         torch.cuda.set_rng_state(state[cpu_len:].clone(), accelerator.device)
 
 
-def _truncate_metrics(path: Path, last_step: int) -> None:
-    """Drop metrics lines logged after ``last_step``: a resumed run logs those steps again, and
-    metrics.jsonl should hold each step once, as the uninterrupted run would."""
-    if not path.is_file():
-        return
-    kept, dropped = [], 0
-    for line in path.read_text(encoding="utf-8").splitlines():
-        try:
-            step = json.loads(line).get("step", 0)
-        except (ValueError, AttributeError):
-            step = 0  # not ours to judge: keep it
-        if isinstance(step, int) and step > last_step:
-            dropped += 1
-        else:
-            kept.append(line)
-    if dropped:
-        atomic_write_text(path, "".join(f"{line}\n" for line in kept))
-        _logger.info("resume: dropped %d metrics line(s) logged after step %d", dropped, last_step)
+def save_run_checkpoint(run: TrainRun, state: TrainState, name: str) -> Path:
+    """Checkpoint ``name`` (``step-00000042``, ``best``) of the run: weights, optimizer, RNG, state, config.
+
+    Every process takes part (the RNG states are gathered); the main process writes, and prunes
+    the step checkpoints beyond ``keep_checkpoints``.
+    """
+    rng = gather_rng_states(run.accelerator)
+    folder = run.ckpt_dir / name
+    if run.is_main:
+        save_checkpoint(
+            folder,
+            trainable=run.module.trainable_state_dict(),
+            optimizer_state=run.optimizer.state_dict(),
+            rng_states=rng,
+            state=state.to_dict(),
+            config=run.config,
+        )
+        if name.startswith("step-"):
+            prune_checkpoints(run.ckpt_dir, run.config.keep_checkpoints)
+    run.accelerator.wait_for_everyone()
+    return folder
+
+
+def restore_checkpoint(run: TrainRun, state: TrainState, folder: Path, checkpoint: dict[str, Any]) -> None:
+    """Continue from ``checkpoint`` (read from ``folder``): trained weights, optimizer, state and RNG."""
+    try:
+        run.module.load_trainable_state_dict(checkpoint["trainable"])
+        if checkpoint["optimizer"] is not None:
+            run.optimizer.load_state_dict(checkpoint["optimizer"])
+    except (RuntimeError, ValueError, KeyError) as exc:
+        raise CheckpointError(
+            f"checkpoint '{folder}' does not fit this model ({str(exc).splitlines()[0][:200]})"
+        ) from exc
+    state.update(checkpoint["state"])
+    if checkpoint["rng"] is not None:
+        restore_rng_states(run.accelerator, checkpoint["rng"])
+    _logger.info("resumed from %s at step %d", folder, state.global_step)
 
 
 def check_resume(saved: TrainConfig, given: TrainConfig, checkpoint: Path) -> None:
