@@ -22,6 +22,7 @@ from safegen.data.quadruples import (
     read_visu,
     record_from_mapping,
 )
+from safegen_train.pixel_cache import normalise
 
 _logger = logging.getLogger(__name__)
 
@@ -259,8 +260,6 @@ def pixel_values(images: list[Any], processor: Any) -> Any:
     cached = [i for i, im in enumerate(images) if isinstance(im, np.ndarray)]
     if not cached:
         return processor(images=images, return_tensors="pt")["pixel_values"]
-    from safegen_train.pixel_cache import normalise
-
     fast = normalise(np.stack([images[i] for i in cached]), processor)
     if len(cached) == len(images):
         return fast

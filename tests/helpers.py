@@ -165,8 +165,8 @@ def load_toy_methods():
     import torch
 
     from safegen.evaluation.methods import build_methods
-    from safegen.pipelines.loading import load_t2i_pipeline
     from safegen.models.presets import get_preset
+    from safegen.pipelines.loading import load_t2i_pipeline
 
     p = get_preset("toy")
     base = load_t2i_pipeline(p.base, None, device="cpu", torch_dtype=torch.float32)

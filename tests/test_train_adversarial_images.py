@@ -12,7 +12,7 @@ from safegen_train.adversarial import ImageAdversary
 from safegen_train.config import ConfigError, TrainConfig
 from safegen_train.data import Collator, PairDataset, load_records
 from safegen_train.model import create_module, load_clip
-from safegen_train.train import accumulate_gradients, fit
+from safegen_train.trainer import accumulate_gradients, fit
 
 EPS = 8 / 255
 

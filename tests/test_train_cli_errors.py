@@ -250,7 +250,7 @@ def test_export_follows_the_umask(checkpoint, tmp_path):
 
 
 def test_hostile_jsonl_rows_are_skipped_and_reported(train_world, tmp_path, caplog):
-    from safegen_train.train import fit
+    from safegen_train.trainer import fit
 
     lines = train_world["train"].read_text().splitlines()
     hostile = [
@@ -273,7 +273,7 @@ def test_hostile_jsonl_rows_are_skipped_and_reported(train_world, tmp_path, capl
 
 
 def test_resume_latest_falls_back_past_a_damaged_checkpoint(train_world, tmp_path, caplog):
-    from safegen_train.train import fit
+    from safegen_train.trainer import fit
 
     kwargs = dict(epochs=2, save_every_steps=1, keep_checkpoints=3)
     fit(base_config(tmp_path, train_world["clip"], train_world["train"], max_steps=3, **kwargs))

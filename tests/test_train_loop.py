@@ -13,7 +13,7 @@ from safegen_train.data import Collator, PairDataset, load_records
 from safegen_train.losses import TERMS as RELEASED_TERMS
 from safegen_train.losses import SafeCLIPLoss
 from safegen_train.model import create_module, load_clip
-from safegen_train.train import accumulate_gradients, fit
+from safegen_train.trainer import accumulate_gradients, fit
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -234,7 +234,7 @@ def test_full_finetune_with_frozen_copy_and_detached_reference(train_world, tmp_
 
 
 def test_early_stopping_rule_counts_down_only_when_nothing_improved():
-    from safegen_train.train import EarlyStopping
+    from safegen_train.trainer import EarlyStopping
 
     es = EarlyStopping(patience=2)
     assert es.update(1.0, 10.0)  # first validation: both are bests

@@ -224,7 +224,7 @@ def test_training_reads_the_cache_and_trains_the_same(tmp_path):
     from helpers import base_config
 
     from safegen_train.model import load_image_processor
-    from safegen_train.train import fit
+    from safegen_train.trainer import fit
 
     clip = make_clip_folder(tmp_path / "clip")
     data = _data(tmp_path / "d", 4)
