@@ -32,7 +32,6 @@ from typing import Any
 
 from safegen.core.assets import ASSETS_DIR
 from safegen.core.errors import SafegenError
-from safegen.models.clip_embedder import ClipEmbedder
 from safegen.safety.base import OutputClassifier, SafetyResult
 
 _logger = logging.getLogger(__name__)
@@ -103,6 +102,9 @@ class Q16Classifier(OutputClassifier):
         strict: bool = False,
     ):
         super().__init__(threshold, strict=strict)
+        # torch comes with the embedder: the judge registry imports this module, and `--help` imports it
+        from safegen.models.clip_embedder import ClipEmbedder
+
         self.clip = clip or os.environ.get(CLIP_ENV) or DEFAULT_CLIP
         prompts = prompts or os.environ.get(PROMPTS_ENV) or None
         try:
