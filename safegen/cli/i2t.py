@@ -11,7 +11,6 @@ captioned, 1 when any file could not be read or the run failed, 2 for usage erro
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 from pathlib import Path
@@ -24,13 +23,10 @@ from safegen.cli._common import (
     check_number,
     check_output_folder,
     check_seed,
-    claim_output_folder,
     cli_errors,
     console,
     echo_plain,
     encoder_kwargs,
-    resolve_device,
-    resolve_dtype,
 )
 from safegen.cli.options import (
     ActivationOpt,
@@ -51,16 +47,9 @@ from safegen.cli.options import (
     temperature_option,
 )
 from safegen.core.errors import UsageError
-from safegen.core.seeds import resolve_seed
 from safegen.core.terminal import hide_loading_bars
-from safegen.pipelines.loading import Sources, resolve_i2t_sources
 
 _logger = logging.getLogger(__name__)
-
-
-CAPTIONS = "captions.jsonl"
-RUN_JSON = "run.json"
-I2T_COMMAND = "safegen i2t"  # what the output marker of a captions folder names
 
 
 @cli_errors
@@ -95,8 +84,10 @@ def i2t(
 ) -> None:
     """Caption images; with a safe encoder, unsafe content should be left out of the caption."""
     from safegen.data.image_io import expand_image_args
+    from safegen.jobs.captioning import I2T_COMMAND, CaptionConfig, run_captioning
+    from safegen.pipelines.loading import resolve_i2t_sources
 
-    # Options and the output folder are checked before any image is read or model loaded.
+    # 1. Options and the output folder are checked before any image is read or model loaded.
     check_seed(seed)
     check_number(temperature, "--temperature")
     check_device(device)
@@ -108,6 +99,7 @@ def i2t(
         raise typer.BadParameter(
             "--compare needs a safe encoder (from --preset or --safe-encoder)", param_hint="--compare"
         )
+    # 2. The image files the arguments name; arguments that name none are reported.
     expanded = expand_image_args(images, recursive=recursive)
     err = console()
     if not expanded.paths:
@@ -115,214 +107,69 @@ def i2t(
         raise UsageError(f"no image files found: {'; '.join(expanded.problems) or 'the arguments name none'}")
     for problem in expanded.problems:
         _report(problem)
-
-    dev = resolve_device(device)
-    torch_dtype = resolve_dtype(dtype, dev)
-    lock = None
-    if out is not None:
-        from safegen.core.locking import FolderLock
-
-        lock = FolderLock(out, purpose="i2t output folder").acquire()
-    try:
-        if out is not None:  # claimed under the lock, which removes the marker again if nothing is written
-            claim_output_folder(out, I2T_COMMAND)
-        if seed < 0:
-            seed = _previous_seed(out) if out is not None else None
-            seed = resolve_seed(seed)
-        records, failed, stats = _run(
-            expanded.paths,
-            sources,
-            compare=compare,
-            device=dev,
-            torch_dtype=torch_dtype,
-            gen=dict(prompt=prompt, temperature=temperature, max_new_tokens=max_new_tokens, seed=seed),
-            batch_size=batch_size,
-            err=err,
-            out=out,
-            enc_kwargs=enc_kwargs,
-            image_fit=image_fit,
-        )
-    finally:
-        if lock is not None:
-            lock.release()
-    _emit(records, compare=compare, json_out=json_out, out=out, err=err, stats=stats)
-    n_bad = failed + len(expanded.problems)
+    # 3. Caption them (resuming in --out), progress and unreadable files on stderr.
+    config = CaptionConfig(
+        images=expanded.paths,
+        base=sources.base,
+        safe_encoder=sources.safe_encoder,
+        preset=sources.preset,
+        encoder_kwargs=enc_kwargs,
+        prompt=prompt,
+        temperature=temperature,
+        max_new_tokens=max_new_tokens,
+        seed=seed,
+        batch_size=batch_size,
+        compare=compare,
+        out=out,
+        device=device,
+        dtype=dtype,
+        image_fit=image_fit,
+    )
+    result = run_captioning(config, _TerminalReporter(err))
+    # 4. Captions on stdout (a summary on stderr with --out); exit 1 if any file was a problem.
+    _emit(result.records, compare=compare, json_out=json_out, out=out, err=err, stats=result.stats)
+    n_bad = result.failed + len(expanded.problems)
     if n_bad:
-        echo_plain(err, f"{len(records) - failed} image(s) captioned, {n_bad} problem(s) reported above")
+        echo_plain(err, f"{len(result.records) - result.failed} image(s) captioned, {n_bad} problem(s) reported above")
         raise typer.Exit(1)
 
 
-def _previous_seed(out: Path) -> int | None:
-    """The seed a resumed run used (so a random seed picked once keeps its captions reusable)."""
-    try:
-        seed = json.loads((out / RUN_JSON).read_text(encoding="utf-8"))["gen"]["seed"]
-    except (OSError, ValueError, KeyError, TypeError, RecursionError):
-        return None
-    return seed if isinstance(seed, int) and 0 <= seed < 2**63 else None
+class _TerminalReporter:
+    """The captioning job's progress on stderr: a transient bar per pass, a line per unreadable file."""
 
+    def __init__(self, err: Any):
+        self.err = err
+        self._progress: Any = None
+        self._task: Any = None
 
-def _image_sha256(path: Path) -> str | None:
-    try:
-        with open(path, "rb") as fh:
-            return hashlib.file_digest(fh, "sha256").hexdigest()
-    except OSError:
-        return None
+    def loading(self, model: str) -> None:
+        echo_plain(self.err, f"loading {model} ...")
+        hide_loading_bars()
 
+    def unreadable(self, problem: str) -> None:
+        _report(problem)
 
-def _run(
-    paths: list[Path],
-    sources: Sources,
-    *,
-    compare: bool,
-    device: str,
-    torch_dtype: Any,
-    gen: dict[str, Any],
-    batch_size: int,
-    err: Any,
-    out: Path | None = None,
-    enc_kwargs: dict[str, Any] | None = None,
-    image_fit: str = "auto",
-) -> tuple[list[dict[str, Any]], int, dict[str, int]]:
-    """Caption every readable file (twice with --compare) and build one record per path, in order.
+    def pass_started(self, variant: str, total: int) -> None:
+        if self._progress is None:
+            from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
 
-    Images are read one batch at a time, so a folder of thousands never sits decoded in
-    memory; with --compare the second pass reads the files again after the tower swap. With
-    ``out``, each batch's captions are appended to ``out/captions.jsonl`` as soon as they
-    exist, and captions already there with the same key are reused.
-    """
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
-
-    from safegen.core.fingerprint import fingerprint_source
-    from safegen.data.image_io import iter_images
-    from safegen.jobs.manifest import ManifestWriter, read_jsonl
-    from safegen.jobs.plan import content_key
-    from safegen.pipelines.image_to_text import SafeLlavaCaptioner
-
-    bad: dict[str, str] = {}
-    stats = {"captioned": 0, "reused": 0, "changed": 0}
-    passes = ["original", "safe"] if compare else ["caption"]
-    base_fp, safe_fp = fingerprint_source(sources.base), fingerprint_source(sources.safe_encoder)
-    digests = {str(p): _image_sha256(p) for p in paths}
-
-    def key_of(path: str, name: str) -> str:
-        tower = None if name == "original" else safe_fp
-        context = {"model": base_fp, "safe_encoder": tower, "image_fit": image_fit}
-        if tower is not None and enc_kwargs:
-            context["encoder_kwargs"] = enc_kwargs  # the same files read another way are another tower
-        return content_key({"image_sha256": digests[path], "variant": name, **gen}, context)
-
-    previous: dict[tuple[str, str], dict[str, Any]] = {}
-    if out is not None:
-        for rec in read_jsonl(out / CAPTIONS)[0]:
-            if rec.get("content_key") and isinstance(rec.get("image"), str):
-                previous[(rec["image"], str(rec.get("variant")))] = rec
-    captions: dict[str, dict[str, str]] = {name: {} for name in passes}
-    todo: dict[str, list[Path]] = {}
-    for name in passes:
-        todo[name] = []
-        for p in paths:
-            rec = previous.get((str(p), name))
-            if rec is not None and rec["content_key"] == key_of(str(p), name):
-                captions[name][str(p)] = rec.get("caption")
-                stats["reused"] += 1
-                continue
-            stats["changed"] += int(rec is not None)
-            todo[name].append(p)
-
-    def batches(todo_paths: list[Path]):
-        for start in range(0, len(todo_paths), batch_size):
-            batch = []
-            for path, image, error in iter_images(todo_paths[start : start + batch_size]):
-                if error is None:
-                    batch.append((path, image))
-                elif str(path) not in bad:
-                    _report(str(error))
-                    bad[str(path)] = error.reason
-            yield batch
-
-    common = {"model": sources.base, "safe_encoder": sources.safe_encoder, "preset": sources.preset, **gen}
-    common["image_fit"] = image_fit
-    writer = None
-
-    def start_output() -> Any:
-        """run.json and the captions file, written once a model is loaded (a failed load leaves no files)."""
-        from safegen.core.io import atomic_write_json
-
-        atomic_write_json(
-            out / RUN_JSON,
-            {
-                "images": len(paths),
-                "model": sources.base,
-                "safe_encoder": sources.safe_encoder,
-                "preset": sources.preset,
-                "compare": compare,
-                "gen": gen,
-                "fingerprints": {"model": base_fp, "safe_encoder": safe_fp},
-            },
-        )
-        return ManifestWriter(out / CAPTIONS)
-
-    try:
-        if any(todo.values()):
-            echo_plain(err, f"loading {sources.base} ...")
-            hide_loading_bars()
-            captioner = SafeLlavaCaptioner.from_pretrained(
-                sources.base,
-                safe_encoder=None if compare else sources.safe_encoder,
-                safe_encoder_kwargs=enc_kwargs,
-                device=device,
-                torch_dtype=torch_dtype,
-                keep_original=False,
-                image_fit=image_fit,
-            )
-            # pad or crop: changes what the tower sees of non-square images
-            common["image_fit"] = captioner.image_fit
-            if out is not None:
-                writer = start_output()
-            with Progress(
+            self._progress = Progress(
                 TextColumn("{task.description}", markup=False),
                 BarColumn(),
                 MofNCompleteColumn(),
-                console=err,
+                console=self.err,
                 transient=True,
-            ) as progress:
-                for name in passes:
-                    if name == "safe":
-                        captioner.set_safe_encoder(sources.safe_encoder, keep_original=False, **(enc_kwargs or {}))
-                    task = progress.add_task(f"captioning ({name})", total=len(todo[name]))
-                    for batch in batches(todo[name]):
-                        texts = (
-                            captioner.caption(
-                                [im for _, im in batch],
-                                gen["prompt"],
-                                temperature=gen["temperature"],
-                                max_new_tokens=gen["max_new_tokens"],
-                                batch_size=batch_size,
-                                seed=gen["seed"],
-                            )
-                            if batch
-                            else []
-                        )
-                        done = [(str(p), t) for (p, _), t in zip(batch, texts, strict=True)]
-                        captions[name].update(done)
-                        stats["captioned"] += len(done)
-                        if writer is not None:
-                            writer.append(
-                                {"image": p, "variant": name, "caption": t, "content_key": key_of(p, name), **common}
-                                for p, t in done
-                            )
-                        progress.advance(task, batch_size)
-    finally:
-        if writer is not None:
-            writer.close()
+            )
+            self._progress.start()
+        self._task = self._progress.add_task(f"captioning ({variant})", total=total)
 
-    records = []
-    for path in map(str, paths):
-        if path in bad:
-            records.append({"image": path, "error": bad[path]})
-        else:
-            records.append({"image": path, **{name: captions[name].get(path) for name in passes}, **common})
-    return records, len(bad), stats
+    def advanced(self, images: int) -> None:
+        self._progress.advance(self._task, images)
+
+    def passes_done(self) -> None:
+        if self._progress is not None:
+            self._progress.stop()
+            self._progress = None
 
 
 def _emit(
@@ -336,9 +183,9 @@ def _emit(
 ) -> None:
     """With --out, a summary on stderr (captions are in OUT/captions.jsonl); else captions on stdout."""
     if out is not None:
+        from safegen.jobs.captioning import CAPTIONS
+
         stats = stats or {}
-        if out.is_dir():
-            _log_errors(out, records)
         echo_plain(
             err,
             f"{len(records)} image(s): {stats.get('captioned', 0)} caption(s) made, {stats.get('reused', 0)} reused "
@@ -357,14 +204,6 @@ def _emit(
             )
         else:
             typer.echo(f"{rec['image']}\t{_one_line(rec['caption'])}")
-
-
-def _log_errors(out: Path, records: list[dict[str, Any]]) -> None:
-    """Append this run's unreadable files to OUT/errors.log (captions.jsonl holds captions only)."""
-    errors = [f"{r['image']}: {r['error']}" for r in records if "error" in r]
-    if errors:
-        with open(out / "errors.log", "a", encoding="utf-8") as fh:
-            fh.write("".join(line + "\n" for line in errors))
 
 
 def _report(problem: str) -> None:

@@ -1,6 +1,10 @@
-"""Batch generation from prompt files: readers, job planning, the runner and its manifest.
+"""Jobs over many inputs: batch generation from prompt files (planning, runner, manifest) and captioning.
 
-Importing this package does not import torch; the runner loads the heavy stacks when it runs.
+Importing this package imports none of its modules, so not torch either: a name loads its
+module when first used, and readers of a finished run (``safegen batch --summary``,
+:func:`read_manifest`) stay light. The modules: ``config``, ``plan``, ``resume``,
+``generation``, ``writing``, ``manifest``, ``run_folder``, ``runner`` (batch generation),
+``policy`` (flagged images), ``captioning`` (``safegen i2t``).
 
 >>> from safegen.jobs import BatchConfig, run_batch
 >>> result = run_batch(BatchConfig(prompts="prompts.csv", out="runs/a", preset="sd-1.4", batch_size=8))
@@ -8,34 +12,48 @@ Importing this package does not import torch; the runner loads the heavy stacks 
 
 from __future__ import annotations
 
-from safegen.data.prompt_files import PromptFile, PromptRow, RowError, read_prompts, txt_row_id
-from safegen.jobs.config import BatchConfig, BatchResult
-from safegen.jobs.manifest import merge_manifests, read_manifest, repair_manifest
-from safegen.jobs.plan import Defaults, GenSettings, ImageJob, make_batches, plan_jobs, shard_jobs
-from safegen.jobs.policy import ON_UNSAFE, apply_policy
-from safegen.jobs.run_folder import summarize
-from safegen.jobs.runner import BatchRunner, run_batch
+import importlib
+from typing import Any
 
-__all__ = [
-    "ON_UNSAFE",
-    "BatchConfig",
-    "BatchResult",
-    "BatchRunner",
-    "Defaults",
-    "GenSettings",
-    "ImageJob",
-    "PromptFile",
-    "PromptRow",
-    "RowError",
-    "apply_policy",
-    "make_batches",
-    "merge_manifests",
-    "plan_jobs",
-    "read_manifest",
-    "read_prompts",
-    "repair_manifest",
-    "run_batch",
-    "shard_jobs",
-    "summarize",
-    "txt_row_id",
-]
+# public name -> module that defines it
+_LAZY = {
+    "ON_UNSAFE": "safegen.jobs.policy",
+    "BatchConfig": "safegen.jobs.config",
+    "BatchResult": "safegen.jobs.config",
+    "BatchRunner": "safegen.jobs.runner",
+    "CaptionConfig": "safegen.jobs.captioning",
+    "CaptionResult": "safegen.jobs.captioning",
+    "Defaults": "safegen.jobs.plan",
+    "GenSettings": "safegen.jobs.plan",
+    "ImageJob": "safegen.jobs.plan",
+    "PromptFile": "safegen.data.prompt_files",
+    "PromptRow": "safegen.data.prompt_files",
+    "RowError": "safegen.data.prompt_files",
+    "apply_policy": "safegen.jobs.policy",
+    "make_batches": "safegen.jobs.plan",
+    "merge_manifests": "safegen.jobs.manifest",
+    "plan_jobs": "safegen.jobs.plan",
+    "read_manifest": "safegen.jobs.manifest",
+    "read_prompts": "safegen.data.prompt_files",
+    "repair_manifest": "safegen.jobs.manifest",
+    "run_batch": "safegen.jobs.runner",
+    "run_captioning": "safegen.jobs.captioning",
+    "shard_jobs": "safegen.jobs.plan",
+    "summarize": "safegen.jobs.run_folder",
+    "txt_row_id": "safegen.data.prompt_files",
+}
+
+__all__ = list(_LAZY)
+
+
+def __getattr__(name: str) -> Any:
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module 'safegen.jobs' has no attribute '{name}'")
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted({*globals(), *__all__})

@@ -12,6 +12,8 @@ from collections import OrderedDict
 from collections.abc import Sequence
 from typing import Any
 
+import torch
+
 from safegen.jobs.plan import ImageJob
 
 
@@ -24,8 +26,6 @@ class PromptCache:
         self.encoded = 0
 
     def embeddings(self, prompts: Sequence[str], negative: str, cfg: bool) -> dict[str, Any]:
-        import torch
-
         parts = []
         for prompt in prompts:
             key = (prompt, negative, cfg)
@@ -60,8 +60,6 @@ class PromptCache:
 
 def generate_images(pipe: Any, batch: list[ImageJob], cache: PromptCache, call_kwargs: dict[str, Any]) -> list[Any]:
     """The PIL images of one batch (jobs sharing their settings), in the batch's order."""
-    import torch
-
     s = batch[0].settings
     unet = getattr(pipe, "unet", None)
     cfg_on = s.guidance > 1 and getattr(getattr(unet, "config", None), "time_cond_proj_dim", None) is None

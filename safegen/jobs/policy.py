@@ -10,6 +10,8 @@ from __future__ import annotations
 import logging
 from typing import Any
 
+from PIL import Image, ImageFilter
+
 _logger = logging.getLogger(__name__)
 
 ON_UNSAFE = ("keep", "blur", "black", "drop")
@@ -29,16 +31,12 @@ def apply_policy(image: Any, unsafe: bool, on_unsafe: str) -> tuple[Any | None, 
     if on_unsafe == "drop":
         return None, "drop"
     if on_unsafe == "black":
-        from PIL import Image
-
         return Image.new("RGB", image.size, (0, 0, 0)), "black"
     return blur(image), "blur"
 
 
 def blur(image: Any) -> Any:
     """A blur strong enough that nothing but large colour areas survives, at any size."""
-    from PIL import Image, ImageFilter
-
     w, h = image.size
     small = image.convert("RGB").resize((max(1, w // 16), max(1, h // 16)), Image.Resampling.BILINEAR)
     return small.resize((w, h), Image.Resampling.BILINEAR).filter(ImageFilter.GaussianBlur(radius=max(2, w // 32)))

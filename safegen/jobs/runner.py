@@ -43,11 +43,17 @@ import sys
 import threading
 import time
 from collections.abc import Callable
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import IO, Any
 
+import torch
+from accelerate import PartialState
+
+from safegen.core.devices import resolve_device, resolve_dtype
+from safegen.core.fingerprint import fingerprint_pipeline, fingerprint_source
 from safegen.core.io import atomic_write_json, clip_text
+from safegen.core.output_folder import check_output_folder, claim_output_folder
 from safegen.core.seeds import MAX_SEED, random_seed
 from safegen.data.prompt_files import PromptFile, PromptRow, read_prompts
 from safegen.jobs.config import BatchConfig, BatchResult
@@ -67,6 +73,8 @@ from safegen.jobs.run_folder import (
     read_previous_run,
 )
 from safegen.jobs.writing import ImageWriter
+from safegen.pipelines.loading import load_t2i_pipeline, resolve_t2i_sources
+from safegen.safety import load_classifier
 
 _logger = logging.getLogger(__name__)
 
@@ -144,9 +152,6 @@ class BatchRunner:
         device, prompt file, the folder lock), so a mistake costs no model load.
         """
         cfg = self.config
-        from safegen.core.devices import resolve_device
-        from safegen.core.output_folder import check_output_folder, claim_output_folder
-
         check_output_folder(self.out, BATCH_COMMAND)  # before the lock: a user's folder gets no lock file
         device = resolve_device(cfg.device)
         rank, world = self._distributed(device)
@@ -191,10 +196,6 @@ class BatchRunner:
         """(process index, process count), starting the process group under torchrun/accelerate."""
         if int(os.environ.get("WORLD_SIZE", "1")) <= 1:
             return 0, 1
-        from datetime import timedelta
-
-        from accelerate import PartialState
-
         # Long timeout: shards may finish hours apart and meet only at the final barrier.
         self._state = PartialState(cpu=device == "cpu", timeout=timedelta(hours=48))
         return self._state.process_index, self._state.num_processes
@@ -227,8 +228,6 @@ class BatchRunner:
         if self.pipe is None:
             self._load_pipeline(device)
         else:
-            from safegen.core.fingerprint import fingerprint_pipeline
-
             base = cfg.model or getattr(getattr(self.pipe, "config", None), "_name_or_path", None)
             self.base_id = str(base) if base else type(self.pipe).__name__
             self.safe_id = getattr(self.pipe, "safe_encoder_id", None)
@@ -237,17 +236,11 @@ class BatchRunner:
         if hasattr(self.pipe, "set_progress_bar_config"):
             self.pipe.set_progress_bar_config(disable=True)
         if self.classifier is None and cfg.check:
-            from safegen.safety import load_classifier
-
             options = {} if cfg.threshold is None else {"threshold": cfg.threshold}
             self.classifier = load_classifier(cfg.check, **options)
 
     def _load_pipeline(self, device: str) -> None:
         """Load the configured pipeline (preset, model, safe encoder) and fingerprint its sources."""
-        from safegen.core.devices import resolve_dtype
-        from safegen.core.fingerprint import fingerprint_source
-        from safegen.pipelines.loading import load_t2i_pipeline, resolve_t2i_sources
-
         cfg = self.config
         sources = resolve_t2i_sources(cfg.preset, cfg.model, cfg.safe_encoder)
         dtype = resolve_dtype(cfg.dtype, device)
@@ -468,8 +461,6 @@ class BatchRunner:
     def _finish_shards(self, result: BatchResult) -> None:
         """Step 8: under torchrun/accelerate, meet every process and let rank 0 merge the shard files."""
         if self._state is not None:
-            import torch
-
             # Every process must reach the barrier, interrupted or not.
             flag = torch.tensor([int(result.interrupted)], device=self._state.device)
             torch.distributed.all_reduce(flag)

@@ -29,7 +29,7 @@ from safegen.core.errors import UsageError
 from safegen.core.io import atomic_write_json, atomic_write_text, jsonl_rows
 from safegen.core.output_folder import check_output_folder, claim_output_folder
 from safegen.data.image_io import load_image
-from safegen.jobs import BatchConfig, BatchRunner
+from safegen.jobs.config import BatchConfig
 from safegen.jobs.manifest import read_manifest
 from safegen.safety import load_classifier
 from safegen_train.datagen.filters import read_filtered
@@ -176,6 +176,8 @@ def _run_batch(cfg: RenderConfig, prompts: Path, out: Path, n: int, pipe: Any, c
         num_shards=cfg.num_shards,
         shard_index=cfg.shard_index,
     )
+    from safegen.jobs.runner import BatchRunner  # torch: `safegen-train --help` imports this module
+
     runner = BatchRunner(batch, pipe=pipe, classifier=classifier, handle_signals=False)
     result = runner.run()
     return runner.pipe, result
