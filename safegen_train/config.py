@@ -31,6 +31,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from safegen.core.errors import SafegenError
+from safegen_train.io import atomic_write_text
 
 _logger = logging.getLogger(__name__)
 
@@ -57,8 +58,6 @@ class _ConfigMixin:
 
     def save(self, path: str | Path) -> Path:
         """Write the config as JSON (atomically)."""
-        from safegen_train.io import atomic_write_text
-
         return atomic_write_text(Path(path), json.dumps(self.to_dict(), indent=2, sort_keys=False) + "\n")
 
     @classmethod

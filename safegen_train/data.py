@@ -9,6 +9,7 @@ unsafe), so every batch trains the same set of terms.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 from collections.abc import Iterator, Sequence
@@ -16,6 +17,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+import torch
+
+from safegen import load_or_explain
+from safegen.data.image_io import ImageLoadError, load_image
 from safegen_train.errors import DataError
 from safegen_train.pixel_cache import normalise
 
@@ -264,8 +270,6 @@ def read_hf_dataset(source: str, split: str, *, skip_bad: bool = False) -> list[
             f"reading '{source}' as a Hugging Face dataset needs the datasets package (pip install datasets); "
             "or export it to JSONL"
         ) from exc
-    from safegen import load_or_explain
-
     ds = load_or_explain(source, lambda: datasets.load_dataset(source, split=split))
     problems, records, bad = _Problems(f"{source}[{split}]"), [], set()
     for i, row in enumerate(ds):
@@ -318,8 +322,6 @@ def add_extra_unsafe_texts(
     right scene); a text with no such record is refused (or dropped with ``skip_bad``).
     Text-only records get text-only extras. Each extra is added ``repeat`` times.
     """
-    import dataclasses
-
     path = Path(path)
     extras = read_jsonl(path, skip_bad=skip_bad, check_images=False)
     with_images = bool(records) and (records[0].safe_image is not None or records[0].unsafe_image is not None)
@@ -433,8 +435,6 @@ class PairDataset:
 
 def _open_image(path: str | None, where: str):
     """Through safegen's one image loader, so training sees what inference sees (EXIF turn, size limit)."""
-    from safegen.data.image_io import ImageLoadError, load_image
-
     try:
         return load_image(str(path))
     except ImageLoadError as exc:
@@ -456,8 +456,6 @@ class Collator:
         return {"input_ids": enc["input_ids"], "attention_mask": enc["attention_mask"]}  # (B, L) each
 
     def __call__(self, items: list[dict[str, Any]]) -> dict[str, Any]:
-        import torch
-
         batch: dict[str, Any] = {"index": torch.tensor([it["index"] for it in items])}
         safe = self._tokens([it["safe_text"] for it in items])
         unsafe = self._tokens([it["unsafe_text"] for it in items])
@@ -478,9 +476,6 @@ def pixel_values(images: list[Any], processor: Any) -> Any:
     and cropped by the same processor) are only rescaled and normalised, which gives the same
     tensors (see :mod:`safegen_train.pixel_cache`).
     """
-    import numpy as np
-    import torch
-
     cached = [i for i, im in enumerate(images) if isinstance(im, np.ndarray)]
     if not cached:
         return processor(images=images, return_tensors="pt")["pixel_values"]
@@ -532,8 +527,6 @@ class ShardedBatchSampler:
         return self.num_items // self.global_micro_batch - self.start
 
     def __iter__(self) -> Iterator[list[int]]:
-        import torch
-
         if self.shuffle:
             gen = torch.Generator().manual_seed(self.seed + self.epoch)
             order = torch.randperm(self.num_items, generator=gen).tolist()
