@@ -377,7 +377,7 @@ def read_config_file(path: str | Path) -> tuple[dict[str, Any], dict[str, int]]:
     text = path.read_text(encoding="utf-8")
     if path.suffix.lower() in (".yml", ".yaml"):
         try:
-            import yaml
+            import yaml  # pyyaml: the [train] extra, needed for YAML configs only
         except ImportError as exc:  # pragma: no cover - pyyaml ships with the [train] extra
             raise ConfigError(f"reading '{path}' needs PyYAML: pip install 'safegen[train]' (or use JSON)") from exc
         try:
@@ -415,7 +415,7 @@ def parse_override(item: str) -> tuple[str, Any]:
     key, raw = item.split("=", 1)
     key = key.strip()
     try:
-        import yaml
+        import yaml  # pyyaml: the [train] extra; without it a value stays the literal string
 
         value = yaml.safe_load(raw) if raw.strip() else None
     except Exception:  # noqa: BLE001 - a value that is not YAML stays the literal string

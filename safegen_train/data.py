@@ -264,7 +264,7 @@ def read_hf_dataset(source: str, split: str, *, skip_bad: bool = False) -> list[
     Images are not read from datasets sources: they train text-only.
     """
     try:
-        import datasets
+        import datasets  # optional: no dependency of safegen, needed for datasets sources only
     except ImportError as exc:
         raise DataError(
             f"reading '{source}' as a Hugging Face dataset needs the datasets package (pip install datasets); "
