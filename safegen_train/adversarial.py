@@ -33,6 +33,8 @@ from typing import Any
 
 import torch
 
+from safegen_train.config import ConfigError
+
 #: Madry et al.'s step rule: with ``steps`` steps of ``2.5 * eps / steps`` the ball's far side is reachable.
 STEP_SIZE_FACTOR = 2.5
 
@@ -73,8 +75,6 @@ class ImageAdversary:
         mean = list(getattr(image_processor, "image_mean", None) or [])
         std = list(getattr(image_processor, "image_std", None) or [])
         if len(mean) != 3 or len(std) != 3:
-            from safegen_train.config import ConfigError
-
             raise ConfigError(
                 "adversarial_images_eps needs the image processor's image_mean and image_std (3 values each) "
                 "to perturb in pixel space; the model's preprocessor_config.json has none"

@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from safetensors.torch import load_file, save_file
 
 from safegen.core.errors import SafegenError
 from safegen.core.io import atomic_directory
@@ -62,8 +63,6 @@ def save_checkpoint(
     config: TrainConfig,
 ) -> Path:
     """Write one checkpoint folder atomically (main process only)."""
-    from safetensors.torch import save_file
-
     with atomic_directory(folder) as tmp:
         save_file({k: v.detach().cpu().contiguous() for k, v in trainable.items()}, str(tmp / "trainable.safetensors"))
         if optimizer_state is not None:
@@ -83,8 +82,6 @@ class CheckpointError(SafegenError):
 
 def copy_checkpoint(source: Path, dest: Path) -> Path:
     """Copy a complete checkpoint folder to ``dest`` atomically, replacing an older copy there."""
-    import shutil
-
     with atomic_directory(dest) as tmp:
         for item in Path(source).iterdir():
             if item.name != "state.json":
@@ -99,8 +96,6 @@ def load_checkpoint(folder: Path) -> dict[str, Any]:
     Any damage (truncated or garbage safetensors, broken JSON, a missing file) is one
     :class:`CheckpointError` naming the file, never a raw parser error.
     """
-    from safetensors.torch import load_file
-
     folder = Path(folder)
     if not (folder / "state.json").is_file():
         raise CheckpointError(f"'{folder}' is not a complete checkpoint (no state.json)")

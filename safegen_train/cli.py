@@ -17,6 +17,9 @@ Nothing here imports torch until a command runs, so ``--help`` and ``--dry-run``
 
 from __future__ import annotations
 
+import copy
+import dataclasses
+import functools
 import json
 import logging
 import os
@@ -53,7 +56,6 @@ def _debug() -> bool:
 
 def _one_line_errors(func):
     """Known failures (SafegenError) print one line and exit 1; SAFEGEN_DEBUG=1 shows the traceback."""
-    import functools
 
     @functools.wraps(func)
     def wrapper(*args, **kwargs):
@@ -127,12 +129,9 @@ def fit(
     verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Log progress details.")] = False,
 ) -> None:
     """Train a Safe-CLIP from a config file plus flag overrides."""
-    from safegen_train.config import ConfigError, parse_override
+    from safegen_train.config import ConfigError
 
-    overrides: dict[str, Any] = {}
-    for item in set_ or []:
-        key, value = parse_override(item)
-        overrides[key] = value
+    # 1. The settings: config file, --set values and flags; a resume adds the run's start overrides
     flags = dict(
         model=model,
         train_data=train_data,
@@ -149,7 +148,58 @@ def fit(
         resume=resume,
         cpu=cpu,
     )
+    overrides = _fit_overrides(set_ or [], flags)
+    cfg, start = _fit_config(config, overrides)
+    if dry_run:
+        sys.stdout.write(json.dumps(cfg.to_dict(), indent=2) + "\n")
+        return
+
+    # 2. The data sources and the run folder, checked before anything heavy loads
+    _check_fit_target(cfg, overwrite=overwrite)
+    _setup_logging(verbose)
+    if start:
+        _logger.info("resume: applying the run's start overrides again: %s", start)
+
+    # 3. The run, recording the overrides it started with (a resume keeps those of its start)
+    from safegen_train.trainer import fit as run_fit
+
+    recorded = {k: v for k, v in overrides.items() if k != "resume"}
+    try:
+        result = run_fit(cfg, overwrite=overwrite, overrides={**start, **recorded} if cfg.resume else recorded)
+    except ConfigError as exc:  # settings found wrong once the run is read (e.g. a resume changing lr): usage
+        if _debug():
+            raise
+        _err(str(exc))
+        raise typer.Exit(2) from None
+
+    # 4. One JSON line saying where everything went
+    summary = {
+        "output_dir": str(result.output_dir),
+        "global_step": result.global_step,
+        "stopped_early": result.stopped_early,
+        "best_checkpoint": str(result.best_checkpoint) if result.best_checkpoint else None,
+        "export_dir": str(result.export_dir) if result.export_dir else None,
+    }
+    if _is_main_process():
+        sys.stdout.write(json.dumps(summary) + "\n")
+
+
+def _fit_overrides(items: list[str], flags: dict[str, Any]) -> dict[str, Any]:
+    """The --set values, then the flags given (a flag wins over a --set of the same field)."""
+    from safegen_train.config import parse_override
+
+    overrides: dict[str, Any] = {}
+    for item in items:
+        key, value = parse_override(item)
+        overrides[key] = value
     overrides.update({k: v for k, v in flags.items() if v is not None})
+    return overrides
+
+
+def _fit_config(config: Path | None, overrides: dict[str, Any]) -> tuple[Any, dict[str, Any]]:
+    """(the validated TrainConfig, the start overrides a resume applies again); a bad setting exits 2."""
+    from safegen_train.config import ConfigError
+
     start: dict[str, Any] = {}
     try:
         cfg = resolve_config(config, overrides)
@@ -162,9 +212,12 @@ def fit(
     except ConfigError as exc:
         _err(str(exc))
         raise typer.Exit(2) from None
-    if dry_run:
-        sys.stdout.write(json.dumps(cfg.to_dict(), indent=2) + "\n")
-        return
+    return cfg, start
+
+
+def _check_fit_target(cfg: Any, *, overwrite: bool) -> None:
+    """The data sources exist and the run folder may be used (new, resumed or --overwrite); else exit 2."""
+    from safegen_train.config import ConfigError
     from safegen_train.run_folder import check_output_dir
 
     try:
@@ -173,28 +226,6 @@ def fit(
     except ConfigError as exc:
         _err(str(exc))
         raise typer.Exit(2) from None
-    _setup_logging(verbose)
-    if start:
-        _logger.info("resume: applying the run's start overrides again: %s", start)
-    from safegen_train.trainer import fit as run_fit
-
-    recorded = {k: v for k, v in overrides.items() if k != "resume"}
-    try:
-        result = run_fit(cfg, overwrite=overwrite, overrides={**start, **recorded} if cfg.resume else recorded)
-    except ConfigError as exc:  # settings found wrong once the run is read (e.g. a resume changing lr): usage
-        if _debug():
-            raise
-        _err(str(exc))
-        raise typer.Exit(2) from None
-    summary = {
-        "output_dir": str(result.output_dir),
-        "global_step": result.global_step,
-        "stopped_early": result.stopped_early,
-        "best_checkpoint": str(result.best_checkpoint) if result.best_checkpoint else None,
-        "export_dir": str(result.export_dir) if result.export_dir else None,
-    }
-    if _is_main_process():
-        sys.stdout.write(json.dumps(summary) + "\n")
 
 
 def _start_overrides(resume: str, output_dir: Path) -> dict[str, Any]:
@@ -320,9 +351,6 @@ def eval_(
 def _with_safe_tower(source: str, original: Any) -> Any:
     """A one-tower export (``export --what text|vision``) evaluated as the original CLIP with that
     tower replaced; None when ``source`` is not a one-tower folder (then it loads as a full CLIP)."""
-    import copy
-    import dataclasses
-
     config_file = Path(source).expanduser() / "config.json"
     if original is None or not config_file.is_file():
         return None

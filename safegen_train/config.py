@@ -31,6 +31,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from safegen.core.errors import SafegenError
+from safegen.core.io import atomic_write_text
 
 _logger = logging.getLogger(__name__)
 
@@ -57,8 +58,6 @@ class _ConfigMixin:
 
     def save(self, path: str | Path) -> Path:
         """Write the config as JSON (atomically)."""
-        from safegen.core.io import atomic_write_text
-
         return atomic_write_text(Path(path), json.dumps(self.to_dict(), indent=2, sort_keys=False) + "\n")
 
     @classmethod
@@ -378,7 +377,7 @@ def read_config_file(path: str | Path) -> tuple[dict[str, Any], dict[str, int]]:
     text = path.read_text(encoding="utf-8")
     if path.suffix.lower() in (".yml", ".yaml"):
         try:
-            import yaml
+            import yaml  # pyyaml: the [train] extra, needed for YAML configs only
         except ImportError as exc:  # pragma: no cover - pyyaml ships with the [train] extra
             raise ConfigError(f"reading '{path}' needs PyYAML: pip install 'safegen[train]' (or use JSON)") from exc
         try:
@@ -416,7 +415,7 @@ def parse_override(item: str) -> tuple[str, Any]:
     key, raw = item.split("=", 1)
     key = key.strip()
     try:
-        import yaml
+        import yaml  # pyyaml: the [train] extra; without it a value stays the literal string
 
         value = yaml.safe_load(raw) if raw.strip() else None
     except Exception:  # noqa: BLE001 - a value that is not YAML stays the literal string

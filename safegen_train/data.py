@@ -8,11 +8,17 @@ unsafe), so every batch trains the same set of terms.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+import torch
+
+from safegen import load_or_explain
+from safegen.data.image_io import ImageLoadError, load_image
 from safegen.data.quadruples import (
     MAX_LISTED,
     DataError,
@@ -34,14 +40,12 @@ def read_hf_dataset(source: str, split: str, *, skip_bad: bool = False) -> list[
     Images are not read from datasets sources: they train text-only.
     """
     try:
-        import datasets
+        import datasets  # optional: no dependency of safegen, needed for datasets sources only
     except ImportError as exc:
         raise DataError(
             f"reading '{source}' as a Hugging Face dataset needs the datasets package (pip install datasets); "
             "or export it to JSONL"
         ) from exc
-    from safegen import load_or_explain
-
     ds = load_or_explain(source, lambda: datasets.load_dataset(source, split=split))
     problems, records, bad = RecordProblems(f"{source}[{split}]"), [], set()
     for i, row in enumerate(ds):
@@ -94,8 +98,6 @@ def add_extra_unsafe_texts(
     right scene); a text with no such record is refused (or dropped with ``skip_bad``).
     Text-only records get text-only extras. Each extra is added ``repeat`` times.
     """
-    import dataclasses
-
     path = Path(path)
     extras = read_jsonl(path, skip_bad=skip_bad, check_images=False)
     with_images = bool(records) and (records[0].safe_image is not None or records[0].unsafe_image is not None)
@@ -209,8 +211,6 @@ class PairDataset:
 
 def _open_image(path: str | None, where: str):
     """Through safegen's one image loader, so training sees what inference sees (EXIF turn, size limit)."""
-    from safegen.data.image_io import ImageLoadError, load_image
-
     try:
         return load_image(str(path))
     except ImageLoadError as exc:
@@ -232,8 +232,6 @@ class Collator:
         return {"input_ids": enc["input_ids"], "attention_mask": enc["attention_mask"]}  # (B, L) each
 
     def __call__(self, items: list[dict[str, Any]]) -> dict[str, Any]:
-        import torch
-
         batch: dict[str, Any] = {"index": torch.tensor([it["index"] for it in items])}
         safe = self._tokens([it["safe_text"] for it in items])
         unsafe = self._tokens([it["unsafe_text"] for it in items])
@@ -254,9 +252,6 @@ def pixel_values(images: list[Any], processor: Any) -> Any:
     and cropped by the same processor) are only rescaled and normalised, which gives the same
     tensors (see :mod:`safegen_train.pixel_cache`).
     """
-    import numpy as np
-    import torch
-
     cached = [i for i, im in enumerate(images) if isinstance(im, np.ndarray)]
     if not cached:
         return processor(images=images, return_tensors="pt")["pixel_values"]
@@ -308,8 +303,6 @@ class ShardedBatchSampler:
         return self.num_items // self.global_micro_batch - self.start
 
     def __iter__(self) -> Iterator[list[int]]:
-        import torch
-
         if self.shuffle:
             gen = torch.Generator().manual_seed(self.seed + self.epoch)
             order = torch.randperm(self.num_items, generator=gen).tolist()

@@ -17,8 +17,14 @@ import logging
 from pathlib import Path
 from typing import Any
 
-from safegen_train.config import TrainConfig
-from safegen_train.export_folder import export_directory
+from safetensors.torch import save_file
+from transformers import CLIPTextModelWithProjection, CLIPVisionModelWithProjection
+
+from safegen.models.open_clip_convert import OPEN_CLIP_CONFIG, transformers_to_open_clip
+from safegen_train.checkpoint import load_checkpoint
+from safegen_train.config import ConfigError, TrainConfig
+from safegen_train.export_folder import check_export_target, export_directory
+from safegen_train.model import create_module, load_clip
 from safegen_train.validation import format_table
 
 _logger = logging.getLogger(__name__)
@@ -29,8 +35,6 @@ EXPORT_FORMATS = ("transformers", "open_clip")
 
 def split_tower(clip: Any, tower: str) -> Any:
     """A ``CLIPTextModelWithProjection`` / ``CLIPVisionModelWithProjection`` holding one tower of ``clip``."""
-    from transformers import CLIPTextModelWithProjection, CLIPVisionModelWithProjection
-
     cfg = copy.deepcopy(clip.config.text_config if tower == "text" else clip.config.vision_config)
     cfg.projection_dim = clip.config.projection_dim
     cls = CLIPTextModelWithProjection if tower == "text" else CLIPVisionModelWithProjection
@@ -101,10 +105,6 @@ def export_open_clip(
     width and activation come from the config, nothing is guessed), and safegen's
     encoder loaders read the same folder.
     """
-    from safetensors.torch import save_file
-
-    from safegen.models.open_clip_convert import OPEN_CLIP_CONFIG, transformers_to_open_clip
-
     state, model_cfg = transformers_to_open_clip(clip)
     mean = list(getattr(image_processor, "image_mean", None) or [0.48145466, 0.4578275, 0.40821073])
     std = list(getattr(image_processor, "image_std", None) or [0.26862954, 0.26130258, 0.27577711])
@@ -138,8 +138,6 @@ def export_module(
         raise ValueError(f"fmt must be one of {EXPORT_FORMATS}, got {fmt!r}")
     if fmt == "open_clip":
         if what != "model":
-            from safegen_train.config import ConfigError
-
             raise ConfigError("--format open_clip writes both towers (an open_clip CLIP); use --what model with it")
         return export_open_clip(
             module.merged_clip(),
@@ -175,10 +173,6 @@ def export_checkpoint(
     ``checkpoints/best-recall`` (``best`` is the later of them): pass the one to export.
     The model card reports that checkpoint's own validation.
     """
-    from safegen_train.checkpoint import load_checkpoint
-    from safegen_train.export_folder import check_export_target
-    from safegen_train.model import create_module, load_clip
-
     check_export_target(Path(out_dir), overwrite=overwrite, source=Path(checkpoint))
     ckpt = load_checkpoint(Path(checkpoint))
     config: TrainConfig = ckpt["config"]

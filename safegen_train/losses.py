@@ -34,6 +34,7 @@ from collections.abc import Mapping
 from typing import Any
 
 import torch
+import torch.distributed as dist
 import torch.nn.functional as F
 from torch import nn
 
@@ -78,8 +79,6 @@ def _gather_with_local_grad(x: torch.Tensor) -> tuple[torch.Tensor, int]:
 
     Returns the (world * B, D) tensor and the world size. Every process must pass the same B.
     """
-    import torch.distributed as dist
-
     world, rank = dist.get_world_size(), dist.get_rank()
     parts = [torch.empty_like(x) for _ in range(world)]
     dist.all_gather(parts, x.detach().contiguous())
@@ -218,8 +217,6 @@ class SafeCLIPLoss(nn.Module):
         return {name: float(getattr(self.config, name)) for name in TERMS}
 
     def _contrastive(self, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
-        import torch.distributed as dist
-
         if (
             self.config.gather_negatives
             and dist.is_available()

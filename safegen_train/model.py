@@ -18,15 +18,18 @@ import logging
 import re
 from dataclasses import dataclass
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import torch
+from peft import LoraConfig, get_peft_model
 from torch import nn
+from transformers import AutoConfig, AutoTokenizer, CLIPImageProcessor, CLIPModel
 
-from safegen import load_or_explain
-from safegen.models.encoders import load_open_clip_checkpoint
+from safegen import create_clip_tokenizer, load_or_explain
+from safegen.models.encoders import load_open_clip_checkpoint, load_safe_clip_model, source_towers
 from safegen.models.remote_code import refuse_remote_code
-from safegen_train.config import LossConfig, TrainConfig
+from safegen_train.config import ConfigError, LossConfig, TrainConfig
 from safegen_train.losses import suffix_alignment
 
 _logger = logging.getLogger(__name__)
@@ -57,8 +60,6 @@ def load_clip(
     ``source``: a transformers ``CLIPModel`` folder or hub id (same code path; offline, a
     missing id fails in one sentence), or an open_clip checkpoint file / folder.
     """
-    from transformers import AutoConfig, CLIPModel
-
     path = Path(source).expanduser()
     if path.is_file() or (path.is_dir() and not (path / "config.json").exists()):
         ckpt = (
@@ -67,8 +68,6 @@ def load_clip(
             else next((p for p in sorted(path.iterdir()) if p.suffix in _OPEN_CLIP_SUFFIXES), None)
         )
         if ckpt is None or ckpt.suffix not in _OPEN_CLIP_SUFFIXES:
-            from safegen_train.config import ConfigError
-
             raise ConfigError(f"model '{source}' is neither a CLIP folder (config.json) nor an open_clip checkpoint")
         # Head width and activation come from open_clip_config.json beside the file, the open_clip model
         # name, or ``activation`` for OpenAI shapes; anything undescribed is refused by the converter.
@@ -77,8 +76,6 @@ def load_clip(
         config = load_or_explain(source, lambda: AutoConfig.from_pretrained(source, trust_remote_code=False))
         refuse_remote_code(source, config)
         if getattr(config, "model_type", "") != "clip":
-            from safegen_train.config import ConfigError
-
             raise ConfigError(
                 f"model '{source}' is a '{getattr(config, 'model_type', '?')}' model; training needs a full CLIPModel "
                 "(model_type clip) with both towers"
@@ -93,18 +90,12 @@ def load_clip(
 def load_image_processor(source: str, *, activation: str | None = None) -> Any:
     """The image processor training would use for ``source``, without loading the weights when a
     config.json says the vision tower's size (open_clip checkpoints are loaded to learn it)."""
-    from types import SimpleNamespace
-
-    from transformers import AutoConfig
-
     path = Path(source).expanduser()
     if path.is_file() or (path.is_dir() and not (path / "config.json").exists()):
         return load_clip(source, activation=activation).image_processor
     config = load_or_explain(source, lambda: AutoConfig.from_pretrained(source, trust_remote_code=False))
     refuse_remote_code(source, config)
     if getattr(config, "model_type", "") != "clip":
-        from safegen_train.config import ConfigError
-
         raise ConfigError(f"model '{source}' is a '{getattr(config, 'model_type', '?')}' model, not a CLIPModel")
     return _load_image_processor(source, SimpleNamespace(config=config))[0]
 
@@ -119,8 +110,6 @@ def load_safe_clip(
     was trained from), whose other tower, tokenizer and image processor it keeps.
     ``activation``/``base``: as the CLI's --activation/--base.
     """
-    from safegen.models.encoders import load_safe_clip_model, source_towers
-
     path = Path(source).expanduser()
     if source_towers(source) == ("text", "vision") and not (path / "adapter_config.json").is_file():
         return load_clip(source, activation=activation, open_clip_model=base)
@@ -141,10 +130,6 @@ def _has_files(folder: Path, names: tuple[str, ...]) -> bool:
 
 def _load_tokenizer(source: str, model: Any) -> tuple[Any, str | None]:
     """The source's tokenizer; failing that, CLIP's BPE rebuilt offline for the model's vocab size."""
-    from transformers import AutoTokenizer
-
-    from safegen import create_clip_tokenizer
-
     path = Path(source).expanduser()
     tok_files = ("tokenizer.json", "vocab.json", "tokenizer_config.json")
     if _has_files(path, tok_files) or (not path.exists() and "/" in source and not path.suffix):
@@ -160,8 +145,6 @@ def _load_tokenizer(source: str, model: Any) -> tuple[Any, str | None]:
     try:
         tokenizer = create_clip_tokenizer(merges, model_max_length=max_len)  # refuses more merges than CLIP's
     except ValueError:
-        from safegen_train.config import ConfigError
-
         raise ConfigError(
             f"no tokenizer found beside '{source}' and vocab size {vocab} is not CLIP's; pass tokenizer"
         ) from None
@@ -171,8 +154,6 @@ def _load_tokenizer(source: str, model: Any) -> tuple[Any, str | None]:
 
 def _load_image_processor(source: str, model: Any) -> tuple[Any, str | None]:
     """The source's CLIPImageProcessor; else standard CLIP preprocessing at the tower's size."""
-    from transformers import CLIPImageProcessor
-
     path = Path(source).expanduser()
     if _has_files(path, ("preprocessor_config.json",)) or (not path.exists() and "/" in source and not path.suffix):
         try:
@@ -231,8 +212,6 @@ class SafeCLIPModule(nn.Module):
         if gradient_checkpointing:
             clip.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
         if finetune == "lora":
-            from peft import LoraConfig, get_peft_model
-
             lora = LoraConfig(
                 r=lora_r,
                 lora_alpha=lora_alpha,
@@ -394,8 +373,6 @@ def create_module(config: TrainConfig, loaded: LoadedCLIP, *, has_images: bool) 
     towers = ["text", "vision"] if config.towers == "both" else [config.towers]
     if not has_images and "vision" in towers:
         if towers == ["vision"]:
-            from safegen_train.config import ConfigError
-
             raise ConfigError("towers is 'vision' but the training data has no images")
         _logger.warning("training data has no images: training the text tower only")
         towers = ["text"]

@@ -37,7 +37,10 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import torch
 
+from safegen.core.io import apply_umask
+from safegen.data.image_io import ImageLoadError, load_image
 from safegen.data.quadruples import DataError
 
 # 2: images decoded by safegen.data.image_io.load_image, which applies EXIF orientation (1 did not), so
@@ -91,8 +94,6 @@ def normalise(pixels: Any, processor: Any) -> Any:
     possible outputs: they are computed once by the processor itself (whatever its backend's
     arithmetic) and looked up, which gives the uncached path's numbers bit for bit, and faster.
     """
-    import torch
-
     x = np.asarray(pixels)
     lut = _lookup_table(processor)
     if lut.shape[0] != x.shape[1]:
@@ -257,8 +258,6 @@ def _atomic_save(path: Path, write: Callable[[Any], None]) -> None:
             write(fh)
             fh.flush()
             os.fsync(fh.fileno())
-        from safegen.core.io import apply_umask
-
         apply_umask(Path(tmp))
         os.replace(tmp, path)
     except BaseException:
@@ -279,8 +278,6 @@ def write_shard(folder: Path, number: int, crops: list[np.ndarray], images: list
 
 def decode_for_cache(path: str, processor: Any) -> tuple[np.ndarray | None, list[Any] | str]:
     """(crop, [real path, size, mtime_ns, sha256]) for one image, or (None, reason) when it cannot be read."""
-    from safegen.data.image_io import ImageLoadError, load_image
-
     real = os.path.realpath(path)
     try:
         st = os.stat(real)

@@ -10,19 +10,25 @@ and its images are decoded again.
 from __future__ import annotations
 
 import contextlib
+import json
 import logging
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from torch.utils.data import DataLoader
+
 from safegen.core.errors import UsageError
+from safegen.core.io import atomic_write_text
+from safegen_train.data import load_records
 from safegen_train.pixel_cache import (
     PreprocessedImages,
     decode_for_cache,
     processor_settings,
     shard_files,
     unique_images,
+    write_shard,
 )
 
 _logger = logging.getLogger(__name__)
@@ -79,12 +85,6 @@ def preprocess_images(
     paths: list[str], out: str | Path, processor: Any, *, shard_size: int = 1024, workers: int = 0
 ) -> PreprocessSummary:
     """Cache the uint8 crops of ``paths`` under ``out`` (see the module docstring)."""
-    import json
-
-    from torch.utils.data import DataLoader
-
-    from safegen_train.pixel_cache import write_shard
-
     if shard_size < 1:
         raise UsageError(f"--shard-size must be >= 1 (got {shard_size})")
     if workers < 0:
@@ -110,8 +110,6 @@ def preprocess_images(
     cache.folder.mkdir(parents=True, exist_ok=True)
     settings = cache.folder / "settings.json"
     if not settings.is_file():
-        from safegen.core.io import atomic_write_text
-
         atomic_write_text(settings, json.dumps(processor_settings(processor), indent=2, sort_keys=True) + "\n")
     numbers = [int(p.stem.split("-")[1]) for p in shard_files(cache.folder)]
     number = max(numbers, default=-1) + 1
@@ -152,8 +150,6 @@ def images_of_sources(
     skip_bad: bool = False,
 ) -> list[str]:
     """Every safe and unsafe image path of the given training/validation sources."""
-    from safegen_train.data import load_records
-
     paths: list[str] = []
     for source in sources:
         if not Path(source).expanduser().exists():

@@ -22,10 +22,13 @@ import time
 from pathlib import Path
 from typing import Any
 
+from filelock import FileLock, Timeout
+
 from safegen.core.errors import SafegenError
 from safegen.core.output_folder import MARKER as OUTPUT_MARKER
 from safegen.core.output_folder import ForeignFolderError, check_output_folder
 from safegen_train.config import ConfigError
+from safegen_train.export_folder import remove_export
 
 LOCK_NAME = ".safegen-train.lock"
 OWNER_NAME = ".safegen-train.lock.owner"
@@ -71,8 +74,9 @@ def check_output_dir(output_dir: Path, *, resume: str | None, overwrite: bool) -
 
 def clear_previous_run(output_dir: Path) -> list[str]:
     """Delete what an earlier run wrote in ``output_dir`` (only :data:`RUN_FILES`); return the names removed."""
+    # Here, not at the top: checkpoint imports torch, and the CLI checks a run folder (check_output_dir)
+    # before anything heavy loads, so that a refused folder is said at once.
     from safegen_train.checkpoint import STEP_DIR
-    from safegen_train.export_folder import remove_export
 
     output_dir = Path(output_dir)
     removed = []
@@ -102,14 +106,10 @@ class RunLock:
     """
 
     def __init__(self, output_dir: Path) -> None:
-        from filelock import FileLock
-
         self.output_dir = Path(output_dir)
         self._lock = FileLock(str(self.output_dir / LOCK_NAME), timeout=0)
 
     def acquire(self) -> None:
-        from filelock import Timeout
-
         self._created = not self.output_dir.exists()
         self.output_dir.mkdir(parents=True, exist_ok=True)
         try:

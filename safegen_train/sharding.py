@@ -13,6 +13,7 @@ import math
 from typing import Any
 
 import torch
+from accelerate.utils import broadcast_object_list
 
 
 def owned_batches(num_items: int, batch_size: int, rank: int = 0, world: int = 1) -> list[int]:
@@ -37,8 +38,6 @@ def gather_in_order(
     world = accelerator.num_processes
     if world == 1:
         return local
-    from accelerate.utils import broadcast_object_list
-
     layout = [[(k, tuple(v.shape[1:]), str(v.dtype).removeprefix("torch.")) for k, v in sorted(local.items())]]
     broadcast_object_list(layout, from_process=0)
     n_batches = math.ceil(num_items / batch_size)

@@ -11,14 +11,21 @@ request natively.
 
 from __future__ import annotations
 
+import importlib.util
+import inspect
 import logging
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+from safegen import load_or_explain
 from safegen.core.devices import resolve_dtype
 from safegen.core.errors import SafegenError, UsageError
+from safegen_train.datagen.prompting import STOP_MARKERS
 
 _logger = logging.getLogger(__name__)
+
+# torch and transformers are imported where an engine needs them, not here: `safegen-train --help`
+# imports safegen_train.datagen, which stays torch-free. vllm is optional (not a dependency).
 
 ENGINES = ("auto", "transformers", "vllm")
 
@@ -48,10 +55,8 @@ class SamplingConfig:
 
 def check_causal_lm(source: str) -> Any:
     """The model's config, or one line saying it is not a causal language model."""
-    from transformers import AutoConfig
+    from transformers import AutoConfig  # not at the top (see the module note)
     from transformers.models.auto.modeling_auto import MODEL_FOR_CAUSAL_LM_MAPPING_NAMES
-
-    from safegen import load_or_explain
 
     try:
         config = load_or_explain(source, lambda: AutoConfig.from_pretrained(source, trust_remote_code=False))
@@ -79,10 +84,8 @@ class TransformersEngine:
     name = "transformers"
 
     def __init__(self, model: str | Any, tokenizer: Any = None, *, device: str = "cpu", dtype: str = "auto"):
-        import torch
+        import torch  # not at the top (see the module note)
         from transformers import AutoModelForCausalLM, AutoTokenizer
-
-        from safegen import load_or_explain
 
         if isinstance(model, str):
             self.model_id = model
@@ -114,8 +117,6 @@ class TransformersEngine:
 
     def _cache_arg(self) -> str:
         """The key-value cache's argument name: ``cache`` in newer transformers, ``past_key_values`` before."""
-        import inspect
-
         params = inspect.signature(self.model.forward).parameters
         return "cache" if "cache" in params else "past_key_values"
 
@@ -174,14 +175,12 @@ class TransformersEngine:
 
 
 def _has_stop(text: str) -> bool:
-    from safegen_train.datagen.prompting import STOP_MARKERS
-
     return any(m in text for m in STOP_MARKERS)
 
 
 def _sample(logits: Any, sampling: SamplingConfig, gens: list[Any]) -> Any:
     """(B, V) logits -> (B,) token ids: greedy at temperature 0, else top-k/top-p with each row's generator."""
-    import torch
+    import torch  # not at the top (see the module note)
 
     if sampling.temperature == 0:
         return logits.argmax(-1)
@@ -208,7 +207,7 @@ class VLLMEngine:
 
     def __init__(self, model: str, *, dtype: str = "auto", **options: Any):
         try:
-            from vllm import LLM
+            from vllm import LLM  # optional: installed by whoever runs the vLLM engine
         except ImportError:
             raise UsageError("engine 'vllm' needs the vllm package (pip install vllm, GPU only)") from None
         check_causal_lm(model)
@@ -225,9 +224,7 @@ class VLLMEngine:
         return {"engine": self.name, "model": self.model_id, "chat": self.chat}
 
     def generate(self, prompts: list[str], seeds: list[int], sampling: SamplingConfig) -> list[str]:
-        from vllm import SamplingParams
-
-        from safegen_train.datagen.prompting import STOP_MARKERS
+        from vllm import SamplingParams  # optional (see __init__)
 
         params = [
             SamplingParams(
@@ -245,8 +242,6 @@ class VLLMEngine:
 
 
 def vllm_available() -> bool:
-    import importlib.util
-
     return importlib.util.find_spec("vllm") is not None
 
 

@@ -29,6 +29,7 @@ from typing import Any
 from safegen.core.errors import UsageError
 from safegen.core.io import atomic_write_json, atomic_write_text, jsonl_rows
 from safegen.core.output_folder import check_output_folder, claim_output_folder
+from safegen.evaluation.text_safety import HFTextClassifier, WordListTextClassifier
 from safegen_train.datagen.rewrite import RUN_JSON, read_rewrites
 from safegen_train.datagen.taxonomy import Taxonomy
 
@@ -80,8 +81,6 @@ class ConceptJudge:
         threshold: float = 0.5,
         unsafe_labels: Sequence[str] | None = None,
     ):
-        from safegen.evaluation.text_safety import HFTextClassifier, WordListTextClassifier
-
         self.taxonomy = taxonomy
         self.kind = "wordlist" if classifier == "wordlist" else "model"
         if classifier == "wordlist":
@@ -132,7 +131,7 @@ class TextSimilarity:
 
     def __init__(self, clip: str | Any, tokenizer: Any = None, *, device: str = "cpu", batch_size: int = 64):
         if isinstance(clip, str):
-            from safegen_train.model import load_clip
+            from safegen_train.model import load_clip  # torch: importing safegen_train.datagen stays torch-free
 
             loaded = load_clip(clip)
             self.model, self.tokenizer, self.source = loaded.model, loaded.tokenizer, clip
@@ -145,7 +144,7 @@ class TextSimilarity:
 
     def embed(self, texts: Sequence[str]) -> Any:
         """(N, D) L2-normalised projected text embeddings."""
-        import torch
+        import torch  # `safegen-train --help` imports this package; torch waits for the filter
 
         parts = []
         with torch.no_grad():

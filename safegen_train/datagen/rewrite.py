@@ -29,6 +29,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
+from safegen.core.devices import resolve_device
 from safegen.core.errors import SafegenError, UsageError
 from safegen.core.io import atomic_write_json
 from safegen.core.output_folder import check_output_folder, claim_output_folder
@@ -219,8 +220,6 @@ class Rewriter:
         if self.engine is None:
             if not cfg.model:
                 raise UsageError("no rewriter given: pass --model (a causal or chat LM hub id or folder)")
-            from safegen.core.devices import resolve_device
-
             self.engine = create_engine(
                 cfg.model, engine=cfg.engine, device=resolve_device(cfg.device), dtype=cfg.dtype
             )

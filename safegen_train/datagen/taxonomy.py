@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import json
 import logging
+import string
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
@@ -86,8 +87,6 @@ class Concept:
 
 def check_template(template: str, where: str) -> None:
     """Refuse a template that cannot be filled (unknown placeholder, no ``{caption}``)."""
-    import string
-
     names = [f for _, f, _, _ in string.Formatter().parse(template) if f is not None]
     unknown = [n for n in names if n not in PLACEHOLDERS]
     if unknown:
@@ -181,7 +180,7 @@ def load_taxonomy(path: str | Path | None = None) -> Taxonomy:
         if suffix == ".json":
             data = json.loads(text)
         else:
-            import yaml
+            import yaml  # pyyaml: the [train] extra, needed for YAML taxonomies only
 
             data = yaml.safe_load(text)
     except Exception as exc:  # noqa: BLE001 - json's and yaml's own error classes

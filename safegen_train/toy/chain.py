@@ -21,6 +21,19 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
+from safegen.safety.toy import ToyClassifier
+from safegen_train.datagen import (
+    BuildConfig,
+    FilterConfig,
+    RenderConfig,
+    RewriteConfig,
+    read_rewrites,
+    run_build,
+    run_filters,
+    run_render,
+    run_rewrite,
+)
+from safegen_train.toy.rewriter import toy_taxonomy
 from safegen_train.toy.world import TRAINING_STRUCTURES, all_combos
 
 _logger = logging.getLogger(__name__)
@@ -66,20 +79,6 @@ def run_toy_chain(
     toy CLIP (text closeness and image-text similarity), ``classifier`` the toy classifier
     folder (None: the shipped one; a build passes its own). Every stage resumes in ``work``.
     """
-    from safegen.safety.toy import ToyClassifier
-    from safegen_train.datagen import (
-        BuildConfig,
-        FilterConfig,
-        RenderConfig,
-        RewriteConfig,
-        read_rewrites,
-        run_build,
-        run_filters,
-        run_render,
-        run_rewrite,
-    )
-    from safegen_train.toy.rewriter import toy_taxonomy
-
     work = Path(work)
     captions = write_toy_captions(work / "captions.jsonl", repeats)
     run_rewrite(

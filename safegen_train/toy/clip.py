@@ -16,7 +16,9 @@ from typing import Any
 
 import torch
 import torch.nn.functional as F
+from transformers import CLIPConfig, CLIPImageProcessor, CLIPModel, CLIPProcessor
 
+from safegen.retrieval.retriever import recall_at_k
 from safegen_train.toy.common import (
     TOY_MAX_LENGTH,
     clip_normalize,
@@ -30,8 +32,10 @@ from safegen_train.toy.world import (
     CONCEPTS,
     HELDOUT_PROBES,
     IMAGE_SIZE,
+    Scene,
     all_combos,
     make_pretraining_quadruples,
+    render_scene,
     safe_caption,
     unsafe_caption,
 )
@@ -41,8 +45,6 @@ _logger = logging.getLogger(__name__)
 
 def create_toy_clip_config(vocab_size: int, bos_id: int, eos_id: int, image_size: int = IMAGE_SIZE) -> Any:
     """The toy CLIP: text 2 layers x 128, ViT patch 8 (16 patch tokens), 3 layers x 128, 128-d joint space."""
-    from transformers import CLIPConfig
-
     text = dict(
         vocab_size=vocab_size,
         hidden_size=128,
@@ -69,8 +71,6 @@ def create_toy_clip_config(vocab_size: int, bos_id: int, eos_id: int, image_size
 
 def create_toy_processor(tokenizer: Any, image_size: int = IMAGE_SIZE) -> Any:
     """CLIPProcessor: the toy tokenizer and a CLIP image processor at the world's size."""
-    from transformers import CLIPImageProcessor, CLIPProcessor
-
     image_processor = CLIPImageProcessor(
         size={"shortest_edge": image_size}, crop_size={"height": image_size, "width": image_size}
     )
@@ -91,9 +91,6 @@ def _pairs(records: list[dict[str, Any]]) -> tuple[list[str], list[Any], list[tu
 @torch.no_grad()
 def evaluate_clip(model: Any, tokenizer: Any, seed: int = 10_000) -> dict[str, float]:
     """R@1 on one held-out scene per (shape, colour, background): safe and unsafe (blood) galleries."""
-    from safegen.retrieval.retriever import recall_at_k
-    from safegen_train.toy.world import Scene, render_scene
-
     model.eval()
     out = {}
     combos = all_combos()
@@ -134,8 +131,6 @@ def train_toy_clip(
     log_every: int = 10,
 ) -> dict[str, float]:
     """Train the toy CLIP and save it (fp16 safetensors) with its processor; returns held-out R@1."""
-    from transformers import CLIPModel
-
     seed_everything(seed)
     t0 = time.time()
     tokenizer = create_toy_tokenizer()

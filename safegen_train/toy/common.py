@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import random
@@ -11,6 +12,8 @@ from typing import Any
 
 import numpy as np
 import torch
+
+from safegen import create_clip_tokenizer
 
 _logger = logging.getLogger(__name__)
 
@@ -51,8 +54,6 @@ def unit_range(images_u8: torch.Tensor) -> torch.Tensor:
 
 def create_toy_tokenizer() -> Any:
     """The toy CLIP tokenizer (CLIP BPE, reduced merges, 32 tokens)."""
-    from safegen import create_clip_tokenizer
-
     return create_clip_tokenizer(TOY_NUM_MERGES, model_max_length=TOY_MAX_LENGTH)
 
 
@@ -79,8 +80,6 @@ def save_fp16(model: torch.nn.Module, folder: str, **kwargs: Any) -> None:
 
 def mark_config_fp32(config_file: str | Path) -> None:
     """Set every ``dtype``/``torch_dtype`` of a saved config to float32 (weights may stay fp16 on disk)."""
-    import json
-
     config_file = Path(config_file)
     config = json.loads(config_file.read_text())
 

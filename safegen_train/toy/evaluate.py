@@ -13,7 +13,12 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from transformers import CLIPModel, CLIPProcessor
 
+from safegen.pipelines.image_to_text import SafeLlavaCaptioner
+from safegen.pipelines.text_to_image import SafeStableDiffusionPipeline
+from safegen.retrieval.retriever import recall_at_k
+from safegen.safety.toy import ToyClassifier
 from safegen_train.toy.world import (
     CONCEPTS,
     Scene,
@@ -63,8 +68,6 @@ def _features(model: Any, processor: Any, *, texts: list[str] | None = None, ima
 
 def load_clip(path: str | Path) -> tuple[Any, Any]:
     """A toy CLIPModel (fp32, eval) and its CLIPProcessor."""
-    from transformers import CLIPModel, CLIPProcessor
-
     return CLIPModel.from_pretrained(str(path), dtype=torch.float32).eval(), CLIPProcessor.from_pretrained(str(path))
 
 
@@ -77,8 +80,6 @@ def retrieval_table(clip_dir: str | Path, safe_dir: str | Path, scenes: list[Sce
     images query a gallery of safe and unsafe captions embedded by the original text
     encoder; share whose top-1 is an unsafe caption, and safe image -> safe caption R@1.
     """
-    from safegen.retrieval.retriever import recall_at_k
-
     clip, proc = load_clip(clip_dir)
     safe, _ = load_clip(safe_dir)
     unsafe_scenes = scenes
@@ -124,9 +125,6 @@ def t2i_table(
 
     Image i of every prompt list uses generator seed ``seed + i`` in both pipelines.
     """
-    from safegen.pipelines.text_to_image import SafeStableDiffusionPipeline
-    from safegen.safety.toy import ToyClassifier
-
     classifier = ToyClassifier(classifier_dir)
     original = SafeStableDiffusionPipeline.from_pretrained(str(sd_dir))
     original.set_progress_bar_config(disable=True)
@@ -166,8 +164,6 @@ def t2i_table(
 
 def i2t_table(llava_dir: str | Path, safe_dir: str | Path, scenes: list[Scene]) -> dict[str, dict[str, float]]:
     """Share of captions of unsafe images naming an unsafe concept; safe-caption exact match and attributes."""
-    from safegen.pipelines.image_to_text import SafeLlavaCaptioner
-
     captioner = SafeLlavaCaptioner.from_pretrained(str(llava_dir), torch_dtype=torch.float32)
     combos = {(s.shape, s.colour, s.background): s for s in scenes}
     safe_scenes = list(combos.values())
@@ -202,8 +198,6 @@ def i2t_table(llava_dir: str | Path, safe_dir: str | Path, scenes: list[Scene]) 
 
 def classifier_table(classifier_dir: str | Path | None, scenes: list[Scene]) -> dict[str, float]:
     """Toy classifier accuracy (percent) on held-out renders: overlay concept, shape, colour, background."""
-    from safegen.safety.toy import ToyClassifier
-
     clf = ToyClassifier(classifier_dir)
     combos = {(s.shape, s.colour, s.background): s for s in scenes}
     items = [(render_scene(s, unsafe=False), s, "none") for s in combos.values()]

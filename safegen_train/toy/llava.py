@@ -18,7 +18,18 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers
+from transformers import (
+    CLIPImageProcessor,
+    CLIPVisionConfig,
+    LlamaConfig,
+    LlavaConfig,
+    LlavaForConditionalGeneration,
+    LlavaProcessor,
+    PreTrainedTokenizerFast,
+)
 
+from safegen import copy_tower_weights, load_safe_vision_encoder
 from safegen_train.toy.common import clip_normalize, images_to_uint8, save_fp16, seed_everything
 from safegen_train.toy.world import (
     BACKGROUNDS,
@@ -50,9 +61,6 @@ SPECIALS = ["<pad>", "<s>", "</s>", "<unk>", IMAGE_TOKEN]
 
 def create_toy_llm_tokenizer() -> Any:
     """A word-level tokenizer over every word the world and the chat format use (lower-cased)."""
-    from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers
-    from transformers import PreTrainedTokenizerFast
-
     words: set[str] = {
         "a",
         "on",
@@ -95,8 +103,6 @@ def create_toy_llm_tokenizer() -> Any:
 
 def create_toy_llava(vision_config: Any, tokenizer: Any) -> Any:
     """LlavaForConditionalGeneration: CLIP vision tower (layer -2 patch tokens) + 2-layer Llama (128)."""
-    from transformers import LlamaConfig, LlavaConfig, LlavaForConditionalGeneration
-
     text = LlamaConfig(
         vocab_size=len(tokenizer),
         hidden_size=128,
@@ -133,8 +139,6 @@ def vision_tower_of(model: Any) -> torch.nn.Module:
 
 
 def create_toy_llava_processor(tokenizer: Any, vision_config: Any) -> Any:
-    from transformers import CLIPImageProcessor, LlavaProcessor
-
     image_processor = CLIPImageProcessor(
         size={"shortest_edge": vision_config.image_size},
         crop_size={"height": vision_config.image_size, "width": vision_config.image_size},
@@ -192,14 +196,10 @@ def train_toy_llava(
     seed: int = 0,
 ) -> dict[str, Any]:
     """Train projector + LM on (image, caption); save model and processor; returns held-out scores."""
-    from safegen import copy_tower_weights, load_safe_vision_encoder
-
     seed_everything(seed)
     t0 = time.time()
     tokenizer = create_toy_llm_tokenizer()
     tower = load_safe_vision_encoder(str(clip_dir), torch_dtype=torch.float32)
-    from transformers import CLIPVisionConfig
-
     drop = ("projection_dim", "dtype", "torch_dtype")
     vision_config = CLIPVisionConfig(**{k: v for k, v in tower.config.to_dict().items() if k not in drop})
     model = create_toy_llava(vision_config, tokenizer).float()

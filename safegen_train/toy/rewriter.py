@@ -19,6 +19,12 @@ import time
 from pathlib import Path
 from typing import Any
 
+import torch
+from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers
+from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
+
+from safegen_train.datagen.prompting import build_prompt
+from safegen_train.datagen.taxonomy import Concept, Taxonomy
 from safegen_train.toy.world import CANONICAL, CONCEPTS, TRAINING_STRUCTURES, UNSAFE_WORDS, Structure, all_combos
 
 _logger = logging.getLogger(__name__)
@@ -29,8 +35,6 @@ SPECIALS = ["<pad>", "<s>", "</s>", "<unk>"]
 
 def toy_taxonomy() -> Any:
     """The toy world's concepts (blood, fire, gun) as a datagen :class:`Taxonomy`."""
-    from safegen_train.datagen.taxonomy import Concept, Taxonomy
-
     concepts = [Concept(name=c, description=c, words=list(UNSAFE_WORDS[c]), image_labels=[c]) for c in CONCEPTS]
     return Taxonomy(concepts, TOY_TEMPLATE, source="toy world")
 
@@ -63,9 +67,6 @@ def toy_pairs(
 
 def create_rewriter_tokenizer(texts: list[str]) -> Any:
     """A word-level fast tokenizer over the words of ``texts`` (lower-cased, punctuation split off)."""
-    from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers
-    from transformers import PreTrainedTokenizerFast
-
     pre = pre_tokenizers.Whitespace()
     words = sorted({w for t in texts for w, _ in pre.pre_tokenize_str(t.lower())})
     vocab = {t: i for i, t in enumerate(SPECIALS + words)}
@@ -86,8 +87,6 @@ def create_rewriter_tokenizer(texts: list[str]) -> Any:
 
 def create_rewriter_model(tokenizer: Any, hidden: int = 64, layers: int = 2) -> Any:
     """A 2-layer LlamaForCausalLM (hidden 64) sized for the toy vocabulary."""
-    from transformers import LlamaConfig, LlamaForCausalLM
-
     config = LlamaConfig(
         vocab_size=len(tokenizer),
         hidden_size=hidden,
@@ -117,10 +116,6 @@ def train_toy_rewriter(
 
     The loss covers the reply only (the unsafe caption and the end token), as in instruction tuning.
     """
-    import torch
-
-    from safegen_train.datagen.prompting import build_prompt
-
     torch.manual_seed(seed)
     taxonomy = toy_taxonomy()
     pairs = toy_pairs(phrases)

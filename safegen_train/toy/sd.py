@@ -18,7 +18,10 @@ from typing import Any
 
 import torch
 import torch.nn.functional as F
+from diffusers import AutoencoderKL, DDIMScheduler, DDPMScheduler, StableDiffusionPipeline, UNet2DConditionModel
+from transformers import CLIPTextModel
 
+from safegen import copy_tower_weights, load_safe_text_encoder
 from safegen_train.toy.common import (
     create_toy_tokenizer,
     images_to_uint8,
@@ -38,8 +41,6 @@ SCHEDULER_KWARGS = dict(
 
 def create_toy_vae() -> Any:
     """AutoencoderKL: 32x32x3 <-> 8x8x4 latents (two downsamplings)."""
-    from diffusers import AutoencoderKL
-
     return AutoencoderKL(
         in_channels=3,
         out_channels=3,
@@ -55,8 +56,6 @@ def create_toy_vae() -> Any:
 
 def create_toy_unet(cross_attention_dim: int = 128) -> Any:
     """UNet2DConditionModel on 8x8x4 latents with cross-attention to 128-d text tokens."""
-    from diffusers import UNet2DConditionModel
-
     return UNet2DConditionModel(
         sample_size=IMAGE_SIZE // 4,
         in_channels=4,
@@ -73,10 +72,6 @@ def create_toy_unet(cross_attention_dim: int = 128) -> Any:
 
 def load_text_encoder(clip_dir: str | Path) -> Any:
     """The toy CLIP's text tower as a ``CLIPTextModel`` (what SD pipelines hold), fp32, eval."""
-    from transformers import CLIPTextModel
-
-    from safegen import copy_tower_weights, load_safe_text_encoder
-
     tower = load_safe_text_encoder(str(clip_dir), torch_dtype=torch.float32)
     text_encoder = CLIPTextModel(tower.config).float()
     copy_tower_weights(tower, text_encoder, "text")
@@ -147,8 +142,6 @@ def train_toy_sd(
     cfg_dropout: float = 0.1,
 ) -> dict[str, Any]:
     """Train (or load) the VAE, then the UNet on safe and unsafe pairs; save the diffusers pipeline folder."""
-    from diffusers import AutoencoderKL, DDIMScheduler, DDPMScheduler, StableDiffusionPipeline
-
     seed_everything(seed)
     t0 = time.time()
     texts, pixels = _world_pixels(num_scenes, seed)

@@ -26,8 +26,10 @@ from typing import Any
 
 import torch
 import torch.nn.functional as F
+from transformers import CLIPTokenizer
 
 from safegen_train.losses import suffix_alignment
+from safegen_train.toy.sd import load_text_encoder
 from safegen_train.toy.world import CANONICAL, CONCEPTS, HELDOUT_PROBES, Structure, all_combos
 
 _logger = logging.getLogger(__name__)
@@ -78,10 +80,6 @@ def token_drift(
     the signal); ``original`` gives the safe twins' reference states. States are read as
     Stable Diffusion reads them: ``last_hidden_state`` without an attention mask.
     """
-    from transformers import CLIPTokenizer
-
-    from safegen_train.toy.sd import load_text_encoder
-
     shapes = shapes or default_shapes()
     tokenizer = CLIPTokenizer.from_pretrained(str(original))  # its own length: older presets used 32
     combos = all_combos()[:: max(1, len(all_combos()) // per_concept)][:per_concept]
