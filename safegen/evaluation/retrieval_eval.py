@@ -17,13 +17,12 @@ import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
+
+import torch
 
 from safegen.core.errors import SafegenError
 from safegen.retrieval.retriever import format_retrieval_table, retrieval_table
-
-if TYPE_CHECKING:
-    import torch
 
 _logger = logging.getLogger(__name__)
 
@@ -75,8 +74,6 @@ def read_quadruples(path: str | Path, limit: int | None = None) -> list[Quadrupl
 
 def unsafe_top1_share(queries: torch.Tensor, safe_gallery: torch.Tensor, unsafe_gallery: torch.Tensor) -> float:
     """Percent of queries whose most similar item in [safe; unsafe] gallery is an unsafe one."""
-    import torch
-
     q = torch.nn.functional.normalize(queries.float(), dim=-1)
     g = torch.nn.functional.normalize(torch.cat([safe_gallery, unsafe_gallery]).float(), dim=-1)
     top = (q @ g.T).argmax(dim=1)  # (N,)
