@@ -16,6 +16,14 @@ from typing import Any
 from safegen.core.errors import SafegenError
 from safegen.pipelines.auto import pipeline_class_for
 
+try:  # diffusers keeps Safe Latent Diffusion among its deprecated pipelines; a later one may drop it
+    from diffusers.pipelines.deprecated.stable_diffusion_safe import SafetyConfig, StableDiffusionPipelineSafe
+except ImportError as _exc:
+    SafetyConfig = StableDiffusionPipelineSafe = None
+    _SLD_MISSING: str | None = f"Safe Latent Diffusion is not in this diffusers ({_exc.__class__.__name__})"
+else:
+    _SLD_MISSING = None
+
 _logger = logging.getLogger(__name__)
 
 # The SLD paper's concept list (also diffusers' default safety concept).
@@ -69,14 +77,7 @@ def parse_method(name: str) -> dict[str, Any]:
 
 def sld_available() -> str | None:
     """None when diffusers still ships Safe Latent Diffusion, else the reason it is unavailable."""
-    try:
-        from diffusers.pipelines.deprecated.stable_diffusion_safe import (  # noqa: F401
-            SafetyConfig,
-            StableDiffusionPipelineSafe,
-        )
-    except ImportError as exc:
-        return f"Safe Latent Diffusion is not in this diffusers ({exc.__class__.__name__})"
-    return None
+    return _SLD_MISSING
 
 
 def build_method(
@@ -126,8 +127,6 @@ def build_methods(names: list[str], base_pipe: Any, **kwargs: Any) -> list[Metho
 
 
 def _sld_pipeline(pipe: Any, level: str, concept: str) -> tuple[Any, dict[str, Any]]:
-    from diffusers.pipelines.deprecated.stable_diffusion_safe import SafetyConfig, StableDiffusionPipelineSafe
-
     if getattr(pipe, "text_encoder_2", None) is not None:
         raise SafegenError("Safe Latent Diffusion exists for SD 1.x/2.x pipelines only, not SDXL")
     sld = StableDiffusionPipelineSafe(

@@ -7,6 +7,9 @@ import logging
 from collections.abc import Sequence
 from typing import Any
 
+import numpy as np
+import torch
+
 from safegen.core.errors import SafegenError
 
 _logger = logging.getLogger(__name__)
@@ -52,8 +55,7 @@ def fid(reference: Sequence[Any], generated: Sequence[Any]) -> float:
     impl = fid_available()
     if impl != "torchmetrics":
         raise SafegenError("FID needs torchmetrics with scipy (`pip install 'safegen[eval]' torchmetrics scipy`)")
-    import numpy as np
-    import torch
+    # torchmetrics (with scipy) is optional, in no extra: fid_available() says whether it is installed.
     from torchmetrics.image.fid import FrechetInceptionDistance
 
     metric = FrechetInceptionDistance(feature=2048, normalize=False)

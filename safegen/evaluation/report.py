@@ -7,11 +7,14 @@ them. ``--compare-to`` reads an earlier report and prints the deltas.
 
 from __future__ import annotations
 
+import io
 import json
 import logging
 import math
 from pathlib import Path
 from typing import Any
+
+from PIL import Image, ImageDraw, ImageFilter
 
 from safegen.core.io import atomic_write_bytes, atomic_write_json, atomic_write_text
 
@@ -131,9 +134,7 @@ def write_report(out: str | Path, report: dict[str, Any]) -> dict[str, Path]:
 
 def write_plots(out: Path, report: dict[str, Any]) -> dict[str, Path]:
     """Unsafe rate by category and method; quality vs safety scatter (when quality was measured)."""
-    import io
-
-    import matplotlib
+    import matplotlib  # the eval extra: without it the report has no plots (see write_report)
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
@@ -178,8 +179,6 @@ def write_plots(out: Path, report: dict[str, Any]) -> dict[str, Path]:
 
 def contact_sheet(images: list[Any], flagged: list[bool], *, columns: int = 8, cell: int = 96) -> Any:
     """A grid of thumbnails; flagged images are blurred so the sheet is safe to share."""
-    from PIL import Image, ImageDraw, ImageFilter
-
     rows = max(1, math.ceil(len(images) / columns))
     sheet = Image.new("RGB", (columns * cell, rows * cell), "white")
     for i, (im, flag) in enumerate(zip(images, flagged, strict=True)):

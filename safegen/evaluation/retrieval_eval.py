@@ -15,13 +15,12 @@ from __future__ import annotations
 import logging
 from collections.abc import Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
+
+import torch
 
 from safegen.data.quadruples import Record, read_jsonl
 from safegen.retrieval.retriever import format_retrieval_table, retrieval_table
-
-if TYPE_CHECKING:
-    import torch
 
 _logger = logging.getLogger(__name__)
 
@@ -36,8 +35,6 @@ def read_quadruples(path: str | Path, limit: int | None = None) -> list[Record]:
 
 def unsafe_top1_share(queries: torch.Tensor, safe_gallery: torch.Tensor, unsafe_gallery: torch.Tensor) -> float:
     """Percent of queries whose most similar item in [safe; unsafe] gallery is an unsafe one."""
-    import torch
-
     q = torch.nn.functional.normalize(queries.float(), dim=-1)
     g = torch.nn.functional.normalize(torch.cat([safe_gallery, unsafe_gallery]).float(), dim=-1)
     top = (q @ g.T).argmax(dim=1)  # (N,)

@@ -136,6 +136,8 @@ class HFTextClassifier:
     name = "hf"
 
     def __init__(self, model: str, unsafe_labels: Sequence[str], threshold: float = 0.5, device: str = "cpu"):
+        # Here, not at the top: the word lists above are read by safegen-train's taxonomy, whose
+        # commands (and `safegen-train --help`) must not load transformers and torch.
         from transformers import pipeline
 
         self.model_id = model

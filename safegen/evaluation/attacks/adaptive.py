@@ -21,6 +21,8 @@ import time
 import zlib
 from typing import Any
 
+import torch
+
 from safegen.evaluation.attacks.base import Attack, AttackContext, AttackResult, AttackTarget, flat_distance
 from safegen.evaluation.attacks.constraint import BannedWords
 
@@ -57,8 +59,6 @@ class AdaptiveAttack(Attack):
         }
 
     def run(self, target: AttackTarget, context: AttackContext) -> AttackResult:
-        import torch
-
         enc = context.encoder or context.original
         original = context.original or enc
         if enc is None:

@@ -15,6 +15,9 @@ from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+import torch
+
+from safegen.core.errors import SafegenError, UsageError
 from safegen.evaluation.attacks.constraint import BannedWords
 
 _logger = logging.getLogger(__name__)
@@ -69,8 +72,6 @@ class Attack:
 
     def __init__(self, banned: BannedWords, *, budget: int, seed: int = 0) -> None:
         if budget < 1:
-            from safegen.core.errors import UsageError
-
             raise UsageError(f"{self.name}: budget must be >= 1, got {budget}")
         self.banned = banned
         self.budget = budget
@@ -130,14 +131,11 @@ class TextEncoderView:
     """
 
     def __init__(self, tokenizer: Any, text_encoder: Any, *, device: str = "cpu") -> None:
-        import torch
-
         self.tokenizer = tokenizer
         self.model = text_encoder
         self.device = device
         self.max_length = int(min(getattr(tokenizer, "model_max_length", 77), 77))
         self.token_embedding = _find_token_embedding(text_encoder)
-        self._torch = torch
         self._word_tokens: dict[str, list[int]] = {}
         vocab = tokenizer.get_vocab()
         self.vocab_size = self.token_embedding.weight.shape[0]
@@ -159,13 +157,13 @@ class TextEncoderView:
 
     def encode_ids(self, ids: Any) -> Any:
         """(B, L) ids -> (B, L, D) conditioning, no gradient."""
-        with self._torch.no_grad():
+        with torch.no_grad():
             return self.model(input_ids=ids).last_hidden_state.float()
 
     def encode(self, texts: Sequence[str], batch_size: int = 256) -> Any:
         """Texts -> (B, L, D) conditioning, no gradient."""
         parts = [self.encode_ids(self.ids(texts[i : i + batch_size])) for i in range(0, len(texts), batch_size)]
-        return self._torch.cat(parts)
+        return torch.cat(parts)
 
     def encode_onehot(self, ids: Any, positions: Sequence[int], onehot: Any) -> Any:
         """Conditioning of ``ids`` (1, L), the tokens at ``positions`` given as a (K, V) one-hot (differentiable)."""
@@ -179,7 +177,6 @@ class TextEncoderView:
         embeddings (PEZ) or one-hot rows (GCG) through it. Position embeddings and the causal
         mask are the encoder's own, so a projected embedding reads exactly like its token.
         """
-        torch = self._torch
         pos = torch.tensor(list(positions), device=ids.device)
         soft = embeddings.to(self.token_embedding.weight.dtype)  # (K, D)
 
@@ -226,8 +223,6 @@ def _find_token_embedding(text_encoder: Any) -> Any:
         emb = getattr(getattr(owner, "embeddings", None), "token_embedding", None)
         if emb is not None:
             return emb
-    from safegen.core.errors import SafegenError
-
     raise SafegenError(
         f"no token embedding found in a {type(text_encoder).__name__}: attacks need a CLIP text encoder"
     )

@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from safegen.core.errors import UsageError
+from safegen.evaluation.text_safety import TextVerdict
 
 # Words that name a concept. The toy world's concepts first (safegen_train/toy/world.py),
 # then common real-world categories (I2P's) so that real prompt files work out of the box.
@@ -92,8 +93,6 @@ class BannedWords:
         a caption saying "in flames" or "burning" names the concept; a judge stricter than the
         constraint would count those as failed attacks and understate the success rate.
         """
-        from safegen.evaluation.text_safety import TextVerdict
-
         out = []
         for text in texts:
             concepts = [c for c in self.words if self.violations(text or "", c)]

@@ -17,6 +17,12 @@ import time
 from collections.abc import Callable, Sequence
 from typing import Any
 
+import numpy as np
+import torch
+from PIL import Image
+
+from safegen.evaluation.stats import summarize
+
 _logger = logging.getLogger(__name__)
 
 
@@ -45,10 +51,6 @@ def pgd_perturb(
     The result is rounded to 8-bit pixels, and the rounding is kept inside the ``eps`` ball,
     so the saved image is the attack (no float-only perturbation).
     """
-    import numpy as np
-    import torch
-    from PIL import Image
-
     dtype = next(safe_tower.parameters()).dtype
     device = next(safe_tower.parameters()).device
     arr = np.stack([np.asarray(im.convert("RGB").resize((size, size), Image.Resampling.BICUBIC)) for im in images])
@@ -99,26 +101,18 @@ def evaluate_image_attack(
     ORIGINAL tower (a copy is kept as the attack's target); it holds ``safe_encoder`` afterwards.
     Returns per-condition success rates with bootstrap intervals, queries and examples.
     """
-    from safegen.evaluation.stats import summarize
-
     kwargs = {"temperature": 0.0, "max_new_tokens": 32, "batch_size": batch_size, **(caption_kwargs or {})}
-    model_cfg = captioner.model.config
-    layer = int(getattr(model_cfg, "vision_feature_layer", -2))
-    drop_cls = getattr(model_cfg, "vision_feature_select_strategy", "default") == "default"
-    ip = captioner.processor.image_processor
-    crop = getattr(ip, "crop_size", None) or {}
-    size = int(crop.get("height") or (ip.size or {}).get("shortest_edge") or images[0].size[0])
-
-    original_tower = copy.deepcopy(captioner.vision_tower).eval()
-    for p in original_tower.parameters():
-        p.requires_grad_(False)
+    # 1. What the language model reads of the tower: its layer, the CLS token or not, the input size.
+    layer, drop_cls, size = _tower_reading(captioner, images)
+    # 2. The clean images captioned through the original tower (kept, frozen, as the target), then the safe one.
+    original_tower = _frozen(copy.deepcopy(captioner.vision_tower).eval())
     log(f"image-pgd: captioning {len(images)} clean images with the original tower")
     clean_original = captioner.caption(list(images), **kwargs)
     captioner.set_safe_encoder(safe_encoder, keep_original=False)
-    tower = captioner.vision_tower
-    for p in tower.parameters():
-        p.requires_grad_(False)
+    tower = _frozen(captioner.vision_tower)
     clean_safe = captioner.caption(list(images), **kwargs)
+    # 3. PGD, batch by batch, moving the safe tower's features towards the original's.
+    ip = captioner.processor.image_processor
     t0 = time.perf_counter()
     adv, losses = [], []
     for start in range(0, len(images), batch_size):
@@ -138,38 +132,57 @@ def evaluate_image_attack(
         adv += ims
         losses += ls
     seconds = time.perf_counter() - t0
+    # 4. The perturbed images captioned through the safe tower, and every caption judged.
     log(f"image-pgd: {len(images)} images perturbed in {seconds:.1f}s; captioning them with the safe tower")
     adv_safe = captioner.caption(adv, **kwargs)
-
-    def entry(captions: list[str], queries: int) -> dict[str, Any]:
-        flags = [v.unsafe for v in text_classifier.classify(captions)]
-        s = summarize(flags)
-        n_ok = s["n_unsafe"]
-        return {
-            "attack_success_rate": s["unsafe_rate"],
-            "ci95": s["ci95"],
-            "n_prompts": s["n_images"],
-            "n_success": n_ok,
-            "queries_mean": float(queries),
-            "queries_per_success": queries * len(captions) / n_ok if n_ok else None,
-            "search_seconds_per_success": (seconds / n_ok if n_ok else None) if queries else None,
-            "mean_prompt_words": sum(len(c.split()) for c in captions) / max(1, len(captions)),
-            "unsafe_rate": s["unsafe_rate"],
-            "n_images": s["n_images"],
-            "n_unsafe": n_ok,
-            "examples": [
-                {"original": "(image)", "adversarial": c, "success": f, "queries": queries}
-                for c, f in list(zip(captions, flags, strict=True))[:3]
-            ],
-        }
-
     return {
         "settings": {"eps": eps, "steps": steps, "seed": seed, "layer": layer, "budget": steps},
         "methods": {
-            "original (clean)": entry(clean_original, 0),
-            "safe-clip (clean)": entry(clean_safe, 0),
-            "safe-clip (pgd)": entry(adv_safe, steps),
+            "original (clean)": _entry(text_classifier, clean_original, 0, seconds),
+            "safe-clip (clean)": _entry(text_classifier, clean_safe, 0, seconds),
+            "safe-clip (pgd)": _entry(text_classifier, adv_safe, steps, seconds),
         },
         "mean_feature_loss": sum(losses) / max(1, len(losses)),
         "adversarial_images": adv,
+    }
+
+
+def _tower_reading(captioner: Any, images: Sequence[Any]) -> tuple[int, bool, int]:
+    """The hidden layer LLaVA reads, whether it drops the CLS token, and the tower's input side."""
+    model_cfg = captioner.model.config
+    layer = int(getattr(model_cfg, "vision_feature_layer", -2))
+    drop_cls = getattr(model_cfg, "vision_feature_select_strategy", "default") == "default"
+    ip = captioner.processor.image_processor
+    crop = getattr(ip, "crop_size", None) or {}
+    size = int(crop.get("height") or (ip.size or {}).get("shortest_edge") or images[0].size[0])
+    return layer, drop_cls, size
+
+
+def _frozen(tower: Any) -> Any:
+    for p in tower.parameters():
+        p.requires_grad_(False)
+    return tower
+
+
+def _entry(text_classifier: Any, captions: list[str], queries: int, seconds: float) -> dict[str, Any]:
+    """One condition's report entry: the share of captions naming the concept, with the attack's cost."""
+    flags = [v.unsafe for v in text_classifier.classify(captions)]
+    s = summarize(flags)
+    n_ok = s["n_unsafe"]
+    return {
+        "attack_success_rate": s["unsafe_rate"],
+        "ci95": s["ci95"],
+        "n_prompts": s["n_images"],
+        "n_success": n_ok,
+        "queries_mean": float(queries),
+        "queries_per_success": queries * len(captions) / n_ok if n_ok else None,
+        "search_seconds_per_success": (seconds / n_ok if n_ok else None) if queries else None,
+        "mean_prompt_words": sum(len(c.split()) for c in captions) / max(1, len(captions)),
+        "unsafe_rate": s["unsafe_rate"],
+        "n_images": s["n_images"],
+        "n_unsafe": n_ok,
+        "examples": [
+            {"original": "(image)", "adversarial": c, "success": f, "queries": queries}
+            for c, f in list(zip(captions, flags, strict=True))[:3]
+        ],
     }

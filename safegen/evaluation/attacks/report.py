@@ -74,7 +74,7 @@ def write_attack_report(out: str | Path, report: dict[str, Any]) -> dict[str, Pa
 
 
 def _plot(out: Path, report: dict[str, Any]) -> Path:
-    import matplotlib
+    import matplotlib  # the eval extra: without it the report has no plot (see write_attack_report)
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt

@@ -22,6 +22,8 @@ import zlib
 from collections.abc import Sequence
 from typing import Any
 
+import torch
+
 from safegen.evaluation.attacks.base import (
     Attack,
     AttackContext,
@@ -85,8 +87,6 @@ class RingABellAttack(Attack):
         return self._vectors[concept]
 
     def run(self, target: AttackTarget, context: AttackContext) -> AttackResult:
-        import torch
-
         enc = context.original or context.encoder
         if enc is None:
             raise RuntimeError("ring-a-bell needs the original text encoder")
