@@ -209,6 +209,7 @@ def run_filters(
 ) -> FilterResult:
     """Filter a rewrite folder into ``filtered.jsonl`` (kept, with scores) and ``rejected.jsonl`` (with reasons)."""
     start = time.perf_counter()
+    # 1. The rewrites and their taxonomy; the output folder claimed before any model loads
     check_output_folder(config.out, FILTER_COMMAND)  # before any work
     records = read_rewrites(config.rewrites)
     run = json.loads((Path(config.rewrites) / RUN_JSON).read_text())
@@ -219,53 +220,36 @@ def run_filters(
     result.statuses = dict(Counter(r.get("status", "ok") for r in records))
     rows = [dict(r) for r in records if r.get("status") == "ok" and r.get("unsafe_text")]
     result.candidates = len(rows)
+
+    # 2. The judges: the concept's text classifier, and a CLIP for closeness to the caption
     if judge is None:
         judge = ConceptJudge(
             taxonomy, config.text_classifier, threshold=config.text_threshold, unsafe_labels=config.unsafe_labels
         )
     if similarity is None and config.clip:
         similarity = TextSimilarity(config.clip, batch_size=config.batch_size)
+
+    # 3. The filters in order: a row is rejected by the first one that drops it
     rejected: list[dict[str, Any]] = []
     counts = Counter({"unchanged": 0, "concept": 0})
-
-    def reject(row: dict[str, Any], name: str) -> None:
-        counts[name] += 1
-        rejected.append({**row, "rejected_by": name})
-
-    alive = []
-    for row in rows:
-        if normalise_text(row["unsafe_text"]) == normalise_text(row["safe_text"]):
-            reject(row, "unchanged")
-        else:
-            alive.append(row)
-    rows, alive = alive, []
-    verdicts = judge.judge([r["unsafe_text"] for r in rows], [r["concept"] for r in rows])
-    for row, (ok, score) in zip(rows, verdicts, strict=True):
+    changed = [normalise_text(r["unsafe_text"]) != normalise_text(r["safe_text"]) for r in rows]
+    rows = _sieve(rows, changed, "unchanged", counts, rejected)
+    verdicts = list(judge.judge([r["unsafe_text"] for r in rows], [r["concept"] for r in rows]))
+    for row, (_, score) in zip(rows, verdicts, strict=True):
         row["concept_score"] = score
-        if ok:
-            alive.append(row)
-        else:
-            reject(row, "concept")
+    rows = _sieve(rows, [ok for ok, _ in verdicts], "concept", counts, rejected)
     if similarity is not None:
         counts.setdefault("similarity", 0)
-        rows, alive = alive, []
-        sims = similarity.pairs([r["safe_text"] for r in rows], [r["unsafe_text"] for r in rows])
+        sims = list(similarity.pairs([r["safe_text"] for r in rows], [r["unsafe_text"] for r in rows]))
         for row, sim in zip(rows, sims, strict=True):
             row["text_similarity"] = sim
-            if sim >= config.min_similarity:
-                alive.append(row)
-            else:
-                reject(row, "similarity")
+        rows = _sieve(rows, [sim >= config.min_similarity for sim in sims], "similarity", counts, rejected)
     if config.dedupe:
         counts.setdefault("duplicate", 0)
-        rows, alive, seen = alive, [], set()
-        for row in rows:
-            key = normalise_text(row["unsafe_text"])
-            if key in seen:
-                reject(row, "duplicate")
-            else:
-                seen.add(key)
-                alive.append(row)
+        rows = _sieve(rows, _first_of_each(rows), "duplicate", counts, rejected)
+    alive = rows
+
+    # 4. filtered.jsonl, rejected.jsonl and filter.json
     result.kept = len(alive)
     result.rejected = {k: counts[k] for k in FILTER_NAMES if k in counts}
     result.seconds = time.perf_counter() - start
@@ -283,6 +267,31 @@ def run_filters(
         },
     )
     return result
+
+
+def _sieve(
+    rows: list[dict[str, Any]], keep: list[bool], name: str, counts: Counter, rejected: list[dict[str, Any]]
+) -> list[dict[str, Any]]:
+    """The rows ``keep`` says to keep; the others go to ``rejected`` marked ``rejected_by: name``."""
+    kept = []
+    for row, ok in zip(rows, keep, strict=True):
+        if ok:
+            kept.append(row)
+        else:
+            counts[name] += 1
+            rejected.append({**row, "rejected_by": name})
+    return kept
+
+
+def _first_of_each(rows: list[dict[str, Any]]) -> list[bool]:
+    """For each row, whether it is the first with its (normalised) unsafe text."""
+    seen: set[str] = set()
+    first = []
+    for row in rows:
+        key = normalise_text(row["unsafe_text"])
+        first.append(key not in seen)
+        seen.add(key)
+    return first
 
 
 def read_filtered(folder: str | Path) -> tuple[list[dict[str, Any]], dict[str, Any]]:

@@ -192,25 +192,30 @@ def train_toy_sd(
         if step % 50 == 0 or step == unet_steps - 1:
             _logger.info("unet step %d/%d loss %.4f (%.0fs)", step, unet_steps, loss.item(), time.time() - t0)
 
+    out_dir = Path(out_dir)
+    save_toy_sd(out_dir, vae=vae, text_encoder=text_encoder, tokenizer=tokenizer, unet=unet.eval())
+    _logger.info("toy SD saved to %s (%.0fs)", out_dir, time.time() - t0)
+    return {"unet_params": n_params, "seconds": time.time() - t0}
+
+
+def save_toy_sd(out_dir: Path, *, vae: Any, text_encoder: Any, tokenizer: Any, unet: Any) -> None:
+    """The trained parts as a diffusers StableDiffusionPipeline folder (fp16 weights, DDIM sampling)."""
     pipe = StableDiffusionPipeline(
         vae=vae,
         text_encoder=text_encoder,
         tokenizer=tokenizer,
-        unet=unet.eval(),
+        unet=unet,
         scheduler=DDIMScheduler(**SCHEDULER_KWARGS, set_alpha_to_one=False, steps_offset=1),
         safety_checker=None,
         feature_extractor=None,
         requires_safety_checker=False,
     )
-    out_dir = Path(out_dir)
     pipe.to(torch.float16)
     try:
         pipe.save_pretrained(str(out_dir), safe_serialization=True)
     finally:
         pipe.to(torch.float32)
     mark_config_fp32(out_dir / "text_encoder" / "config.json")  # transformers 5 loads a config's dtype
-    _logger.info("toy SD saved to %s (%.0fs)", out_dir, time.time() - t0)
-    return {"unet_params": n_params, "seconds": time.time() - t0}
 
 
 def main(argv: list[str] | None = None) -> None:
