@@ -7,13 +7,13 @@ Training builders: a seeded tiny CLIPModel saved with its CLIPTokenizer and
 CLIPImageProcessor beside it (the layout the toy world uses), JSONL files whose safe/unsafe
 PNG twins are spatially aligned colour patterns, a fast TrainConfig and a fit YAML.
 
-The toy preset: ``load_toy_methods`` (its pipeline with and without Safe-CLIP) and
-``write_toy_attack_prompts`` (unsafe prompts as `safegen eval attack` reads them).
+Output judges: ``BrightClassifier`` (deterministic: a test registers it under its own name) and
+``FlagAll`` (flags everything, or nothing).
 
 Image files: ``bomb_png``, a decompression bomb in a few bytes.
 
-Output judges: ``BrightClassifier`` (deterministic: a test registers it under its own name) and
-``FlagAll`` (flags everything, or nothing).
+The toy preset: ``load_toy_methods`` (its pipeline with and without Safe-CLIP) and
+``write_toy_attack_prompts`` (unsafe prompts as `safegen eval attack` reads them).
 """
 
 from __future__ import annotations
