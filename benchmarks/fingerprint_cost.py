@@ -54,7 +54,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         os.environ["SAFEGEN_CACHE"] = str(Path(tmp) / "cache")
         from safegen.core import fingerprint as fp
-        from safegen.models.loading import load_t2i_pipeline, resolve_t2i_sources
+        from safegen.pipelines.loading import load_t2i_pipeline, resolve_t2i_sources
 
         def cold(*sources):
             def run():

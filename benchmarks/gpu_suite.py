@@ -61,6 +61,8 @@ from typing import Any
 
 from _bench import Result, header, machine_info, measure, summarize, table
 
+from safegen.core.devices import resolve_dtype
+
 SECTIONS = ("sd15", "batch", "sdxl", "train", "whitebox", "llava")
 EPOCH_QUADRUPLES = 160_000  # one epoch of the released training set (ViSU quadruples)
 PROMPT = "a photo of a cat sitting on a wooden table, detailed, studio light"
@@ -994,9 +996,8 @@ def main(argv: list[str] | None = None) -> int:
     plan = TINY if args.tiny else REAL
     if args.rounds:
         plan = dataclasses.replace(plan, rounds=args.rounds)
-    dtypes = {"fp16": torch.float16, "bf16": torch.bfloat16, "fp32": torch.float32}
-    # fp16 is what users run on a GPU; a CPU runs fp32 by default (its fp16 kernels are slow)
-    dtype = dtypes.get(args.dtype) or (torch.float16 if device.type == "cuda" else torch.float32)
+    # the library's rule: 'auto' is fp16 on a GPU (what users run), fp32 on a CPU
+    dtype = resolve_dtype(args.dtype, device.type)
     started = time.perf_counter()
     doc: dict[str, Any] = {
         "suite": "benchmarks/gpu_suite.py",

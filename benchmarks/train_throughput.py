@@ -76,7 +76,7 @@ def run_one(name: str, args: argparse.Namespace) -> dict:
 
     from safegen_train.losses import SafeCLIPLoss
     from safegen_train.model import SafeCLIPModule
-    from safegen_train.train import accumulate_gradients
+    from safegen_train.trainer import accumulate_gradients
 
     torch.manual_seed(0)
     if args.threads:

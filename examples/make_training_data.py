@@ -13,7 +13,7 @@ The paper's data pipeline with the Python API, one stage a call:
    text encoder, keep images the toy classifier says show the concept;
 5. ``build``: train/val/test JSONL split by source caption, a ViSU export and a dataset card.
 
-With real models the CLI does the same (see README, "Make your own training data"), and
+With real models the CLI does the same (see docs/data-pipeline.md), and
 ``safegen-train fit --train-data OUT/dataset/train.jsonl`` trains a Safe-CLIP on the result.
 """
 

@@ -60,7 +60,7 @@ def main() -> None:
 
     from safegen.models.encoders import load_safe_text_encoder
     from safegen_train.config import TrainConfig
-    from safegen_train.train import fit
+    from safegen_train.trainer import fit
 
     clip_dir, train = make_world(args.out)
     config = TrainConfig(

@@ -1,7 +1,7 @@
 """safegen_train: Safe-CLIP fine-tuning, from safe/unsafe quadruples to an exported encoder.
 
 Modules: ``config`` (TrainConfig, LossConfig), ``data`` (readers, dataset, sampler),
-``losses`` (SafeCLIPLoss), ``model`` (load_clip, SafeCLIPModule), ``train`` (fit),
+``losses`` (SafeCLIPLoss), ``model`` (load_clip, SafeCLIPModule), ``trainer`` (fit),
 ``validation`` (retrieval table), ``export`` (merged CLIP folders), ``cli``
 (``safegen-train``). Imports only safegen's public modules; heavy stacks load lazily.
 """
@@ -18,7 +18,7 @@ _LAZY = {
     "SafeCLIPLoss": "losses",
     "TrainConfig": "config",
     "export_checkpoint": "export",
-    "fit": "train",
+    "fit": "trainer",
     "load_records": "data",
 }
 

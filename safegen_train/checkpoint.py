@@ -23,8 +23,8 @@ from typing import Any
 import torch
 
 from safegen.core.errors import SafegenError
+from safegen.core.io import atomic_directory
 from safegen_train.config import TrainConfig
-from safegen_train.io import atomic_directory
 
 _logger = logging.getLogger(__name__)
 

@@ -176,7 +176,7 @@ def fit(
     _setup_logging(verbose)
     if start:
         _logger.info("resume: applying the run's start overrides again: %s", start)
-    from safegen_train.train import fit as run_fit
+    from safegen_train.trainer import fit as run_fit
 
     recorded = {k: v for k, v in overrides.items() if k != "resume"}
     try:

@@ -57,7 +57,7 @@ class _ConfigMixin:
 
     def save(self, path: str | Path) -> Path:
         """Write the config as JSON (atomically)."""
-        from safegen_train.io import atomic_write_text
+        from safegen.core.io import atomic_write_text
 
         return atomic_write_text(Path(path), json.dumps(self.to_dict(), indent=2, sort_keys=False) + "\n")
 

@@ -29,8 +29,8 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from safegen.core.errors import SafegenError
+from safegen.core.io import apply_umask
 from safegen.core.output_folder import ForeignFolderError, check_output_folder
-from safegen_train.io import apply_umask
 
 _logger = logging.getLogger(__name__)
 

@@ -38,7 +38,7 @@ from typing import Any
 
 import numpy as np
 
-from safegen_train.data import DataError
+from safegen.data.quadruples import DataError
 
 # 2: images decoded by safegen.data.image_io.load_image, which applies EXIF orientation (1 did not), so
 # crops cached by 1 would differ from the live path for rotated photos; the key change drops them.
@@ -257,7 +257,7 @@ def _atomic_save(path: Path, write: Callable[[Any], None]) -> None:
             write(fh)
             fh.flush()
             os.fsync(fh.fileno())
-        from safegen_train.io import apply_umask
+        from safegen.core.io import apply_umask
 
         apply_umask(Path(tmp))
         os.replace(tmp, path)

@@ -110,7 +110,7 @@ def preprocess_images(
     cache.folder.mkdir(parents=True, exist_ok=True)
     settings = cache.folder / "settings.json"
     if not settings.is_file():
-        from safegen_train.io import atomic_write_text
+        from safegen.core.io import atomic_write_text
 
         atomic_write_text(settings, json.dumps(processor_settings(processor), indent=2, sort_keys=True) + "\n")
     numbers = [int(p.stem.split("-")[1]) for p in shard_files(cache.folder)]

@@ -18,6 +18,7 @@ from typing import Any
 
 import torch
 
+from safegen.models.clip_embedder import image_features, text_features
 from safegen.retrieval.retriever import GALLERIES, recall_sum  # noqa: F401  (recall_sum re-exported for train/cli)
 from safegen.retrieval.retriever import retrieval_table as shared_retrieval_table
 from safegen_train.sharding import batch_items, owned_batches
@@ -52,14 +53,13 @@ def embed_dataset(
     chunks: dict[str, list[torch.Tensor]] = {}
     for batch in _batches(dataset, collate, batch_size, rank, world):
         for side in ("safe", "unsafe"):
-            out = clip.text_model(
-                input_ids=batch[f"{side}_input_ids"].to(device),
-                attention_mask=batch[f"{side}_attention_mask"].to(device),
-            )
-            chunks.setdefault(f"{side}_text", []).append(clip.text_projection(out.pooler_output).float().cpu())
+            text = text_features(
+                clip, batch[f"{side}_input_ids"].to(device), batch[f"{side}_attention_mask"].to(device)
+            )  # (B, D)
+            chunks.setdefault(f"{side}_text", []).append(text.float().cpu())
             if f"{side}_image_pixels" in batch:
-                vout = clip.vision_model(pixel_values=batch[f"{side}_image_pixels"].to(device))
-                chunks.setdefault(f"{side}_image", []).append(clip.visual_projection(vout.pooler_output).float().cpu())
+                image = image_features(clip, batch[f"{side}_image_pixels"].to(device))  # (B, D)
+                chunks.setdefault(f"{side}_image", []).append(image.float().cpu())
     return {k: torch.cat(v) for k, v in chunks.items()}
 
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 
 import pytest
+from helpers import load_toy_methods
 
 from safegen.evaluation.attacks import AttackContext, AttackTarget, BannedWords, TextEncoderView, create_attack
 
@@ -46,18 +47,11 @@ def toy():
     """The toy preset's pipelines (original and Safe-CLIP), classifier and a few world targets."""
     import torch
 
-    from safegen.evaluation.methods import build_methods
-    from safegen.models.loading import load_t2i_pipeline
-    from safegen.models.presets import get_preset
     from safegen.safety import load_classifier
     from safegen_train.toy.world import sample_scenes
 
     torch.set_num_threads(1)
-    p = get_preset("toy")
-    base = load_t2i_pipeline(p.base, None, device="cpu", torch_dtype=torch.float32)
-    methods = {m.name: m for m in build_methods(["original", "safe-clip"], base, safe_encoder=p.safe_encoder)}
-    for m in methods.values():
-        m.pipe.set_progress_bar_config(disable=True)
+    p, base, methods = load_toy_methods()
     scenes = sample_scenes(6, 2024)
     targets = [AttackTarget(f"s{i}", s.unsafe_text, s.safe_text, s.concept, i) for i, s in enumerate(scenes)]
     original = TextEncoderView(base.tokenizer, base.text_encoder)
@@ -150,7 +144,7 @@ def test_adaptive_attack_succeeds_more_on_the_original_than_on_safe_clip(toy):
 
 
 def test_eval_attack_cli_writes_report(tmp_path):
-    from conftest import write_toy_attack_prompts
+    from helpers import write_toy_attack_prompts
     from typer.testing import CliRunner
 
     from safegen.cli.main import app
@@ -435,7 +429,7 @@ def test_structure_shape_vocabulary_from_json_and_bad_sources(tmp_path):
 
 
 def test_eval_attack_cli_runs_structure_and_names_each_constraint(tmp_path):
-    from conftest import write_toy_attack_prompts
+    from helpers import write_toy_attack_prompts
     from typer.testing import CliRunner
 
     from safegen.cli.main import app

@@ -33,18 +33,13 @@ def _invoke(*args: str):
 
 
 @pytest.fixture(scope="module")
-def model_dir(tmp_path_factory):
-    import torch
-
+def model_dir(tmp_path_factory, one_thread):
     from safegen import SafeStableDiffusionPipeline
     from safegen.testing import tiny_sd_pipeline
 
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)  # tiny matmuls on shared cores (see test_batch_runner)
     path = tmp_path_factory.mktemp("tiny-sd")
     tiny_sd_pipeline(cls=SafeStableDiffusionPipeline).save_pretrained(path)
-    yield path
-    torch.set_num_threads(threads)
+    return path
 
 
 def _env() -> dict[str, str]:

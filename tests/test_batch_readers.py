@@ -14,11 +14,9 @@ from safegen.core.errors import PromptFileError
 from safegen.jobs import Defaults, make_batches, plan_jobs, read_prompts, shard_jobs, txt_row_id
 from safegen.jobs.plan import file_stem
 
-# The real prompt sets live in the project's shared/ folder beside the checkout (CI lays a
-# copy there too); tests that read them skip, saying so, where a checkout has none (under CI they fail).
-_CANDIDATES = [Path(__file__).resolve().parents[2] / "shared" / "data" / "prompts", Path("/work/shared/data/prompts")]
-DATA = next((p for p in _CANDIDATES if (p / "i2p.csv").is_file()), _CANDIDATES[0])
-needs_data = pytest.mark.needs((DATA / "i2p.csv").is_file(), reason=f"shared prompt sets not found at {DATA}")
+# The real prompt sets, as the repository ships them (copied unchanged from the project's data folder).
+# No skip: a missing file is a broken checkout and fails.
+DATA = Path(__file__).resolve().parents[1] / "safegen" / "assets" / "prompts"
 
 
 def _write(path: Path, text: str | bytes) -> Path:
@@ -127,7 +125,6 @@ def test_strict_stops_at_the_first_bad_row(tmp_path):
 
 
 # --------------------------------------------------------------------------- csv
-@needs_data
 def test_i2p_slice_columns_newlines_non_ascii_and_the_empty_prompt(tmp_path):
     wanted = {0, 1, 3, 681, 2260}  # emoji, a newline inside quotes, and I2P's one empty prompt
 
@@ -144,7 +141,6 @@ def test_i2p_slice_columns_newlines_non_ascii_and_the_empty_prompt(tmp_path):
     assert len(pf.errors) == 1 and pf.errors[0].reason == "empty prompt" and pf.errors[0].line == 7
 
 
-@needs_data
 def test_research_csv_prompt_evaluation_seed_case_number(tmp_path):
     src = _csv_slice(DATA / "coco-10k.csv", tmp_path / "coco.csv", lambda i, rec: i < 5)
     pf = read_prompts(src)
@@ -193,7 +189,6 @@ def test_csv_alias_precedence_warns(tmp_path):
     assert any("both give the seed" in w for w in pf.warnings)
 
 
-@needs_data
 def test_whole_real_files_parse():
     i2p = read_prompts(DATA / "i2p.csv")
     assert len(i2p.rows) == 4702 and [e.line for e in i2p.errors] == [2268]

@@ -7,28 +7,14 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from helpers import FlagAll
 from PIL import Image
 
 from safegen.core.errors import SafegenError
 from safegen.core.io import read_png_parameters
 from safegen.jobs import BatchConfig, BatchRunner, read_manifest, repair_manifest, run_batch, summarize
-from safegen.safety import OutputClassifier, SafetyResult
 
 FAST = dict(steps=2, width=32, height=32, device="cpu")
-
-
-@pytest.fixture(scope="module")
-def pipe():
-    import torch
-
-    from safegen import SafeStableDiffusionPipeline
-    from safegen.testing import tiny_sd_pipeline
-
-    # Tiny matmuls on 2 shared cores: one thread avoids OpenMP spin contention (10x here).
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield tiny_sd_pipeline(cls=SafeStableDiffusionPipeline)
-    torch.set_num_threads(threads)
 
 
 def _jsonl(path: Path, rows: list[dict]) -> Path:
@@ -41,29 +27,15 @@ def _pixels(path: Path) -> np.ndarray:
         return np.asarray(im.convert("RGB"), dtype=np.int16)
 
 
-class FlagAll(OutputClassifier):
-    """Flags every image (score 0.9), or none (score 0.1) with ``unsafe=False``."""
-
-    name = "flag-all"
-
-    def __init__(self, unsafe: bool = True):
-        super().__init__(threshold=0.5)
-        self.unsafe = unsafe
-
-    def classify(self, images):
-        score = 0.9 if self.unsafe else 0.1
-        return [SafetyResult(unsafe=self.unsafe, score=score, labels={"TEST": score}) for _ in images]
-
-
-def test_batch_equals_single_and_plain_diffusers(tmp_path, pipe):
+def test_batch_equals_single_and_plain_diffusers(tmp_path, tiny_safe_pipe):
     import torch
 
     rows = [
         {"prompt": p, "id": f"r{i}", "seed": 10 + i} for i, p in enumerate(["a cat", "a dog", "a red car", "a cat"])
     ]
     src = _jsonl(tmp_path / "p.jsonl", rows)
-    batched = run_batch(BatchConfig(prompts=src, out=tmp_path / "b4", batch_size=4, **FAST), pipe=pipe)
-    single = run_batch(BatchConfig(prompts=src, out=tmp_path / "b1", batch_size=1, **FAST), pipe=pipe)
+    batched = run_batch(BatchConfig(prompts=src, out=tmp_path / "b4", batch_size=4, **FAST), pipe=tiny_safe_pipe)
+    single = run_batch(BatchConfig(prompts=src, out=tmp_path / "b1", batch_size=1, **FAST), pipe=tiny_safe_pipe)
     assert batched.generated == single.generated == 4
     assert batched.encoded_prompts == 3  # "a cat" twice, encoded once
     for i in range(4):
@@ -72,18 +44,18 @@ def test_batch_equals_single_and_plain_diffusers(tmp_path, pipe):
         # Same noise and same embeddings; only float rounding of batched kernels may differ.
         assert np.abs(a - b).max() <= 1 and (a != b).mean() < 0.01
     # Batch of one == a plain diffusers call with the same seed, bit for bit.
-    plain = pipe(
+    plain = tiny_safe_pipe(
         "a dog", num_inference_steps=2, height=32, width=32, generator=torch.Generator().manual_seed(11)
     ).images[0]
     assert np.array_equal(np.asarray(plain, dtype=np.int16), _pixels(tmp_path / "b1" / "images/r1_s11.png"))
 
 
-def test_outputs_manifest_run_json_and_png_parameters(tmp_path, pipe):
+def test_outputs_manifest_run_json_and_png_parameters(tmp_path, tiny_safe_pipe):
     src = _jsonl(
         tmp_path / "p.jsonl",
         [{"prompt": "a cat", "id": "cat", "seed": 5, "n": 2, "negative_prompt": "blurry"}, {"prompt": "a dog"}],
     )
-    result = run_batch(BatchConfig(prompts=src, out=tmp_path / "o", batch_size=8, **FAST), pipe=pipe)
+    result = run_batch(BatchConfig(prompts=src, out=tmp_path / "o", batch_size=8, **FAST), pipe=tiny_safe_pipe)
     assert (result.planned, result.generated, result.skipped, result.remaining) == (3, 3, 0, 0)
     records = {(r["id"], r["seed"]): r for r in read_manifest(tmp_path / "o")}
     assert set(records) == {("cat", 5), ("cat", 6), ("2", 0)}
@@ -104,67 +76,70 @@ def test_outputs_manifest_run_json_and_png_parameters(tmp_path, pipe):
     assert summarize(tmp_path / "o")["done"] == 3
 
 
-def test_resume_skips_done_work_and_regenerates_or_refuses_changed_settings(tmp_path, pipe):
+def test_resume_skips_done_work_and_regenerates_or_refuses_changed_settings(tmp_path, tiny_safe_pipe):
     src = _jsonl(tmp_path / "p.jsonl", [{"prompt": f"prompt {i}"} for i in range(5)])
-    first = run_batch(BatchConfig(prompts=src, out=tmp_path / "o", limit=2, batch_size=2, **FAST), pipe=pipe)
+    first = run_batch(BatchConfig(prompts=src, out=tmp_path / "o", limit=2, batch_size=2, **FAST), pipe=tiny_safe_pipe)
     assert first.generated == 2
-    again = run_batch(BatchConfig(prompts=src, out=tmp_path / "o", batch_size=2, **FAST), pipe=pipe)
+    again = run_batch(BatchConfig(prompts=src, out=tmp_path / "o", batch_size=2, **FAST), pipe=tiny_safe_pipe)
     assert (again.skipped, again.generated) == (2, 3)
     # A deleted image is made again; the manifest keeps one record per image.
     (tmp_path / "o/images/1_s0.png").unlink()
-    third = run_batch(BatchConfig(prompts=src, out=tmp_path / "o", batch_size=2, **FAST), pipe=pipe)
+    third = run_batch(BatchConfig(prompts=src, out=tmp_path / "o", batch_size=2, **FAST), pipe=tiny_safe_pipe)
     assert (third.skipped, third.generated) == (4, 1)
     assert len(read_manifest(tmp_path / "o")) == 5
     before = (tmp_path / "o/manifest.jsonl").read_bytes()
     with pytest.raises(SafegenError, match=r"5 row\(s\) changed since the last run .*\(steps; first: .*p.jsonl:1"):
-        run_batch(BatchConfig(prompts=src, out=tmp_path / "o", on_change="refuse", **{**FAST, "steps": 3}), pipe=pipe)
+        run_batch(
+            BatchConfig(prompts=src, out=tmp_path / "o", on_change="refuse", **{**FAST, "steps": 3}),
+            pipe=tiny_safe_pipe,
+        )
     assert (tmp_path / "o/manifest.jsonl").read_bytes() == before  # refused before any write
-    fourth = run_batch(BatchConfig(prompts=src, out=tmp_path / "o", **{**FAST, "steps": 3}), pipe=pipe)
+    fourth = run_batch(BatchConfig(prompts=src, out=tmp_path / "o", **{**FAST, "steps": 3}), pipe=tiny_safe_pipe)
     assert (fourth.skipped, fourth.changed, fourth.changed_rows, fourth.generated) == (0, 5, 5, 5)
     assert {r["steps"] for r in read_manifest(tmp_path / "o")} == {3}
 
 
-def test_refusing_shards_decide_on_the_whole_plan(tmp_path, pipe):
+def test_refusing_shards_decide_on_the_whole_plan(tmp_path, tiny_safe_pipe):
     """With --on-change refuse, a shard whose own rows are unchanged refuses too: no shard waits for a stopped one."""
     rows = [{"prompt": f"prompt {i}"} for i in range(4)]
     src = _jsonl(tmp_path / "p.jsonl", rows)
-    run_batch(BatchConfig(prompts=src, out=tmp_path / "o", **FAST), pipe=pipe)
+    run_batch(BatchConfig(prompts=src, out=tmp_path / "o", **FAST), pipe=tiny_safe_pipe)
     rows[3]["prompt"] = "an edited prompt"  # row 3 belongs to one shard only
     src = _jsonl(tmp_path / "p.jsonl", rows)
     for index in (0, 1):
         with pytest.raises(SafegenError, match=r"1 row\(s\) changed since the last run"):
             cfg = BatchConfig(prompts=src, out=tmp_path / "o", on_change="refuse", num_shards=2, shard_index=index)
-            run_batch(BatchConfig(**{**cfg.to_dict(), **FAST}), pipe=pipe)
+            run_batch(BatchConfig(**{**cfg.to_dict(), **FAST}), pipe=tiny_safe_pipe)
 
 
-def test_random_seed_is_recorded_and_reused_on_resume(tmp_path, pipe):
+def test_random_seed_is_recorded_and_reused_on_resume(tmp_path, tiny_safe_pipe):
     src = _jsonl(tmp_path / "p.jsonl", [{"prompt": "a"}, {"prompt": "b"}])
-    run_batch(BatchConfig(prompts=src, out=tmp_path / "o", seed=-1, limit=1, **FAST), pipe=pipe)
+    run_batch(BatchConfig(prompts=src, out=tmp_path / "o", seed=-1, limit=1, **FAST), pipe=tiny_safe_pipe)
     seed = json.loads((tmp_path / "o/run.json").read_text())["config"]["seed"]
     assert seed >= 0
-    run_batch(BatchConfig(prompts=src, out=tmp_path / "o", seed=-1, **FAST), pipe=pipe)
+    run_batch(BatchConfig(prompts=src, out=tmp_path / "o", seed=-1, **FAST), pipe=tiny_safe_pipe)
     assert {r["seed"] for r in read_manifest(tmp_path / "o")} == {seed}
 
 
-def test_torn_manifest_line_is_ignored_and_repaired(tmp_path, pipe):
+def test_torn_manifest_line_is_ignored_and_repaired(tmp_path, tiny_safe_pipe):
     src = _jsonl(tmp_path / "p.jsonl", [{"prompt": f"p{i}"} for i in range(3)])
-    run_batch(BatchConfig(prompts=src, out=tmp_path / "o", limit=2, **FAST), pipe=pipe)
+    run_batch(BatchConfig(prompts=src, out=tmp_path / "o", limit=2, **FAST), pipe=tiny_safe_pipe)
     manifest = tmp_path / "o/manifest.jsonl"
     with open(manifest, "ab") as fh:
         fh.write(b'{"id": "3", "seed": 0, "file": "ima')  # a kill in the middle of a write
     assert len(read_manifest(tmp_path / "o")) == 2
-    result = run_batch(BatchConfig(prompts=src, out=tmp_path / "o", **FAST), pipe=pipe)
+    result = run_batch(BatchConfig(prompts=src, out=tmp_path / "o", **FAST), pipe=tiny_safe_pipe)
     assert (result.skipped, result.generated) == (2, 1)
     lines = manifest.read_bytes().splitlines()
     assert len(lines) == 3 and all(json.loads(x)["id"] for x in lines)
     assert repair_manifest(manifest) == 0
 
 
-def test_hostile_ids_stay_inside_the_output_folder(tmp_path, pipe):
+def test_hostile_ids_stay_inside_the_output_folder(tmp_path, tiny_safe_pipe):
     ids = ["../../escape", "/etc/passwd", "..", "a/b", "a_b", "C:\\x", "name with spaces"]
     src = _jsonl(tmp_path / "p.jsonl", [{"prompt": "x", "id": i} for i in ids])
     out = tmp_path / "deep" / "out"
-    result = run_batch(BatchConfig(prompts=src, out=out, batch_size=8, **FAST), pipe=pipe)
+    result = run_batch(BatchConfig(prompts=src, out=out, batch_size=8, **FAST), pipe=tiny_safe_pipe)
     assert result.generated == len(ids)
     files = sorted(p for p in tmp_path.rglob("*") if p.is_file() and p.suffix == ".png")
     assert len(files) == len(ids) and all(out / "images" in f.parents for f in files)
@@ -172,12 +147,12 @@ def test_hostile_ids_stay_inside_the_output_folder(tmp_path, pipe):
 
 
 @pytest.mark.parametrize("policy", ["keep", "blur", "black", "drop"])
-def test_safety_policy_records_decision_and_scores(tmp_path, pipe, policy):
+def test_safety_policy_records_decision_and_scores(tmp_path, tiny_safe_pipe, policy):
     src = _jsonl(tmp_path / "p.jsonl", [{"prompt": "x", "id": "a", "seed": 1}, {"prompt": "y", "id": "b", "seed": 2}])
     cfg = BatchConfig(prompts=src, out=tmp_path / "o", check="flag-all", on_unsafe=policy, keep_flagged=True, **FAST)
-    result = BatchRunner(cfg, pipe=pipe, classifier=FlagAll()).run()
+    result = BatchRunner(cfg, pipe=tiny_safe_pipe, classifier=FlagAll()).run()
     assert result.flagged == 2 and result.dropped == (2 if policy == "drop" else 0)
-    ref = run_batch(BatchConfig(prompts=src, out=tmp_path / "ref", **FAST), pipe=pipe)
+    ref = run_batch(BatchConfig(prompts=src, out=tmp_path / "ref", **FAST), pipe=tiny_safe_pipe)
     assert ref.generated == 2
     for rec in read_manifest(tmp_path / "o"):
         assert rec["decision"] == policy and rec["safety"]["score"] == 0.9 and rec["safety"]["unsafe"] is True
@@ -195,17 +170,17 @@ def test_safety_policy_records_decision_and_scores(tmp_path, pipe, policy):
         else:
             assert np.array_equal(_pixels(tmp_path / "o" / rec["flagged_file"]), original)
     # A resumed run does not redo dropped images.
-    assert BatchRunner(cfg, pipe=pipe, classifier=FlagAll()).run().skipped == 2
+    assert BatchRunner(cfg, pipe=tiny_safe_pipe, classifier=FlagAll()).run().skipped == 2
 
 
-def test_safe_images_pass_and_flagged_originals_only_on_request(tmp_path, pipe):
+def test_safe_images_pass_and_flagged_originals_only_on_request(tmp_path, tiny_safe_pipe):
     src = _jsonl(tmp_path / "p.jsonl", [{"prompt": "x"}])
     cfg = BatchConfig(prompts=src, out=tmp_path / "o", check="t", on_unsafe="black", **FAST)
-    BatchRunner(cfg, pipe=pipe, classifier=FlagAll(unsafe=False)).run()
+    BatchRunner(cfg, pipe=tiny_safe_pipe, classifier=FlagAll(unsafe=False)).run()
     (rec,) = read_manifest(tmp_path / "o")
     assert rec["decision"] == "pass" and rec["safety"]["score"] == 0.1
     cfg2 = BatchConfig(prompts=src, out=tmp_path / "o2", check="t", on_unsafe="blur", **FAST)
-    BatchRunner(cfg2, pipe=pipe, classifier=FlagAll()).run()
+    BatchRunner(cfg2, pipe=tiny_safe_pipe, classifier=FlagAll()).run()
     assert not (tmp_path / "o2/flagged").exists()
 
 
@@ -216,17 +191,19 @@ def test_config_validation_names_the_field():
         BatchConfig(prompts="p.txt", out="o", num_shards=2, shard_index=2)
 
 
-def test_scheduler_shards_cover_every_row_once_and_merge(tmp_path, pipe):
+def test_scheduler_shards_cover_every_row_once_and_merge(tmp_path, tiny_safe_pipe):
     src = _jsonl(tmp_path / "p.jsonl", [{"prompt": f"p{i}", "n": 1 + i % 2} for i in range(7)])
     results = [
-        run_batch(BatchConfig(prompts=src, out=tmp_path / "o", num_shards=3, shard_index=k, **FAST), pipe=pipe)
+        run_batch(
+            BatchConfig(prompts=src, out=tmp_path / "o", num_shards=3, shard_index=k, **FAST), pipe=tiny_safe_pipe
+        )
         for k in range(3)
     ]
     assert sum(r.generated for r in results) == 10 and not any(r.merged for r in results)
     assert len(list((tmp_path / "o").glob("manifest.shard-*.jsonl"))) == 3
     assert summarize(tmp_path / "o")["done"] == 10
     # An unsharded re-run merges the parts and finds nothing left to do.
-    final = run_batch(BatchConfig(prompts=src, out=tmp_path / "o", **FAST), pipe=pipe)
+    final = run_batch(BatchConfig(prompts=src, out=tmp_path / "o", **FAST), pipe=tiny_safe_pipe)
     assert (final.skipped, final.generated) == (10, 0)
     assert not list((tmp_path / "o").glob("manifest.shard-*.jsonl"))
     assert not list((tmp_path / "o").glob("errors.shard-*.log"))  # shard error logs merged too
@@ -237,7 +214,7 @@ def test_scheduler_shards_cover_every_row_once_and_merge(tmp_path, pipe):
     assert len(keys) == 10 == len(set(keys))
 
 
-def test_failed_batch_is_logged_and_the_rest_runs(tmp_path, pipe):
+def test_failed_batch_is_logged_and_the_rest_runs(tmp_path, tiny_safe_pipe):
     src = _jsonl(tmp_path / "p.jsonl", [{"prompt": "ok", "id": "a"}, {"prompt": "too big", "id": "b", "steps": 3}])
 
     class Boom:
@@ -254,7 +231,7 @@ def test_failed_batch_is_logged_and_the_rest_runs(tmp_path, pipe):
                 raise RuntimeError("out of memory (simulated)")
             return self.inner(**kwargs)
 
-    result = run_batch(BatchConfig(prompts=src, out=tmp_path / "o", **FAST), pipe=Boom(pipe))
+    result = run_batch(BatchConfig(prompts=src, out=tmp_path / "o", **FAST), pipe=Boom(tiny_safe_pipe))
     assert (result.generated, result.failed) == (1, 1)
     log = (tmp_path / "o/errors.log").read_text()
     assert "p.jsonl:2: id 'b' seed 0: generation failed: out of memory (simulated)" in log

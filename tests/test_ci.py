@@ -1,6 +1,7 @@
 """CI fails rather than skips: a test the suite depends on that cannot run is a red run, not a green one.
 
-Checked on copies, never on the real CI script's last step (`./run test`, the whole suite).
+Checked on copies, never on the real CI script's last step (`./run test`, the whole suite);
+the documentation build it runs before the tests is checked with a stub mkdocs.
 """
 
 from __future__ import annotations
@@ -10,6 +11,8 @@ import shutil
 import subprocess
 import sys
 from pathlib import Path
+
+import pytest
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -42,6 +45,33 @@ def test_ci_run_fails_when_chromium_cannot_be_installed(tmp_path):
     assert res.returncode != 0, res.stderr
     assert "chromium" in res.stderr and "failing" in res.stderr
     assert not (root / "ran").exists()  # the suite never started with the browser test bound to skip
+
+
+@pytest.mark.parametrize("mkdocs_exit", [0, 1])
+def test_ci_run_builds_the_docs_strictly_before_the_tests(tmp_path, mkdocs_exit):
+    root = _fake_checkout(tmp_path)
+    (root / "run").write_text('#!/usr/bin/env bash\necho "run $*" >> "$(dirname "$0")/calls"\n')
+    mkdocs = root / ".venv" / "bin" / "mkdocs"
+    mkdocs.parent.mkdir(parents=True)
+    mkdocs.write_text(f'#!/usr/bin/env bash\necho "mkdocs $*" >> "$(dirname "$0")/../../calls"\nexit {mkdocs_exit}\n')
+    mkdocs.chmod(0o755)
+    bin_dir = Path(_stub_path(tmp_path, apt_get_exit=100))
+    for tool in ("mktemp", "rm"):
+        os.symlink(shutil.which(tool), bin_dir / tool)
+    (bin_dir / "chromium").write_text("#!/usr/bin/env bash\n")  # present: no apt-get
+    (bin_dir / "chromium").chmod(0o755)
+    env = {"PATH": str(bin_dir), "HOME": str(tmp_path)}
+    res = subprocess.run(["bash", str(root / ".ci" / "run")], env=env, capture_output=True, text=True, timeout=60)
+    calls = (root / "calls").read_text().splitlines()
+    assert calls[0] == "run install"
+    build = calls[1].split()
+    assert build[:3] == ["mkdocs", "build", "--strict"] and "--site-dir" in build
+    assert not Path(build[build.index("--site-dir") + 1]).exists()  # a scratch folder, removed; never site/
+    if mkdocs_exit:
+        assert res.returncode != 0 and calls == ["run install", calls[1]]  # a broken site stops CI before the tests
+    else:
+        assert res.returncode == 0, res.stderr
+        assert calls[2:] == ["run test"]
 
 
 def _run_pytest(folder: Path, ci: str | None) -> subprocess.CompletedProcess:

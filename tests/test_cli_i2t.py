@@ -4,12 +4,11 @@ from __future__ import annotations
 
 import io
 import json
-import struct
 import subprocess
 import sys
-import zlib
 
 import pytest
+from helpers import bomb_png
 from PIL import Image
 from typer.testing import CliRunner
 
@@ -18,17 +17,6 @@ from safegen.data.image_io import ImageLoadError, expand_image_args, iter_images
 from safegen.testing import tiny_llava, tiny_safe_vision_encoder
 
 runner = CliRunner()
-
-
-def _png_chunk(kind: bytes, data: bytes) -> bytes:
-    return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data) & 0xFFFFFFFF)
-
-
-def bomb_png(side: int = 60_000) -> bytes:
-    """A ~100-byte PNG whose header claims side x side pixels (a decompression bomb)."""
-    ihdr = struct.pack(">IIBBBBB", side, side, 8, 2, 0, 0, 0)
-    idat = zlib.compress(b"\x00" * 64)
-    return b"\x89PNG\r\n\x1a\n" + _png_chunk(b"IHDR", ihdr) + _png_chunk(b"IDAT", idat) + _png_chunk(b"IEND", b"")
 
 
 def truncated_jpeg() -> bytes:
@@ -144,7 +132,7 @@ def test_usage_errors_exit_2(world, args, message):
 
 def test_presets_resolve_to_captioner_and_vision_encoder():
     from safegen.core.errors import SafegenError
-    from safegen.models.loading import resolve_i2t_sources
+    from safegen.pipelines.loading import resolve_i2t_sources
 
     llava = resolve_i2t_sources("llava-1.5-7b", None, None)
     assert (llava.base, llava.safe_encoder) == ("llava-hf/llava-1.5-7b-hf", "aimagelab/safeclip_vit-l_14_336")

@@ -17,14 +17,7 @@ from safegen_train.toy.world import CONCEPTS, all_combos, safe_caption
 runner = CliRunner()
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    import torch
-
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def _invoke(args):

@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 
 import pytest
+from helpers import load_toy_methods
 
 from safegen.evaluation.attacks import AttackContext, AttackTarget, BannedWords, TextEncoderView, create_attack
 
@@ -79,16 +80,9 @@ def toy_context():
 
     from safegen.evaluation.attacks.denoising import DiffusionView
     from safegen.evaluation.attacks.engine import AttackEvalConfig, generate
-    from safegen.evaluation.methods import build_methods
-    from safegen.models.loading import load_t2i_pipeline
-    from safegen.models.presets import get_preset
 
     torch.set_num_threads(1)
-    p = get_preset("toy")
-    base = load_t2i_pipeline(p.base, None, device="cpu", torch_dtype=torch.float32)
-    methods = {m.name: m for m in build_methods(["original", "safe-clip"], base, safe_encoder=p.safe_encoder)}
-    for m in methods.values():
-        m.pipe.set_progress_bar_config(disable=True)
+    p, base, methods = load_toy_methods()
     cfg = AttackEvalConfig(prompts="-", out="-", base=p.base, classifier="toy", steps=10, guidance=5.0)
     image = generate(methods["original"], [TARGET.prompt], [TARGET.seed], cfg)[0]
     original = TextEncoderView(base.tokenizer, base.text_encoder)
@@ -198,7 +192,7 @@ def test_bad_knobs_are_usage_errors():
 
 
 def test_eval_attack_cli_runs_the_denoising_attacks_with_the_report_fields_of_the_others(tmp_path):
-    from conftest import write_toy_attack_prompts
+    from helpers import write_toy_attack_prompts
     from typer.testing import CliRunner
 
     from safegen.cli.main import app

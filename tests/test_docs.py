@@ -1,14 +1,18 @@
 """Documentation that is executed: every documented command, file name, default and figure is checked.
 
-Data-driven: commands are read from README.md, benchmarks/README.md and the examples'
+Data-driven: commands are read from README.md, every page under docs/ (found by glob, so a
+new page is covered without touching this file), benchmarks/README.md and the examples'
 docstrings (fenced shell blocks and inline `code` that starts with a known program), so a
 command someone documents tomorrow is checked without touching this file.
 
 - fast: every flag of every command exists on that command (click/typer objects, argparse
   sources read with ``ast``), choice values are valid, ``./run`` subcommands exist, every
-  repository path the docs name exists, "`--flag` ... (default X)" matches the code, the toy
-  tables in README.md agree with benchmarks/README.md, and each example's "same job from the
-  shell" line makes exactly the images the example makes.
+  repository path the docs name exists, "`--flag` ... (default X)" matches the code, every
+  copy of a toy table (README.md's headline, the docs pages) agrees with benchmarks/README.md,
+  every relative link between README.md, docs/ and benchmarks/README.md reaches its file and
+  heading, every docs page is in mkdocs.yml's nav, the site builds with ``mkdocs build
+  --strict``, and each example's "same job from the shell" line makes exactly the images the
+  example makes.
 - slow (``-m slow``): every ``safegen`` command runs for real with the toy preset standing in
   for hub models and tiny settings, and benchmarks/toy_world.py prints the documented figures.
 """
@@ -17,22 +21,26 @@ from __future__ import annotations
 
 import ast
 import json
+import os
 import re
 import shlex
 import subprocess
 import sys
 from dataclasses import dataclass
 from functools import cache
+from importlib.util import find_spec
 from pathlib import Path
 
 import pytest
 
 REPO = Path(__file__).resolve().parents[1]
-DOCS = ("README.md", "benchmarks/README.md")
+# The documentation site's pages (mkdocs.yml builds them): every one is checked like the README.
+PAGES = tuple(sorted(str(p.relative_to(REPO)) for p in (REPO / "docs").glob("**/*.md")))
+DOCS = ("README.md", *PAGES, "benchmarks/README.md")
 EXAMPLES = tuple(sorted(str(p.relative_to(REPO)) for p in (REPO / "examples").glob("*.py")))
 PROGRAMS = ("safegen", "safegen-train", "python", "./run", "torchrun", "accelerate")
 # Top-level entries of the repository: a token starting with one of them is a repository path.
-REPO_ROOTS = ("configs/", "benchmarks/", "examples/", "safegen/", "safegen_train/", "tests/", ".ci/")
+REPO_ROOTS = ("configs/", "benchmarks/", "docs/", "examples/", "safegen/", "safegen_train/", "tests/", ".ci/")
 
 
 @dataclass(frozen=True)
@@ -149,6 +157,7 @@ def test_the_docs_hold_commands_to_check():
     assert {"safegen", "safegen-train", "python", "./run"} <= programs
     assert len(cmds) >= 40, [str(c) for c in cmds]
     assert any(c.where.startswith("examples/") for c in cmds)
+    assert PAGES and any(c.where.startswith("docs/") for c in cmds), "no commands read from docs/"
 
 
 # ----------------------------------------------------------------------------- what a command accepts
@@ -356,13 +365,109 @@ def _table_rows(text: str, header_start: str) -> dict[str, list[str]]:
     return rows
 
 
+def _copies(header_start: str) -> dict[str, dict[str, list[str]]]:
+    """doc -> rows of its table whose header starts so, for README.md and every docs page holding one."""
+    found = {}
+    for doc in ("README.md", *PAGES):
+        text = (REPO / doc).read_text()
+        if any(ln.startswith(header_start) for ln in text.splitlines()):
+            found[doc] = _table_rows(text, header_start)
+    return found
+
+
 def test_toy_tables_in_readme_match_benchmarks_readme():
-    readme, bench = (REPO / "README.md").read_text(), (REPO / "benchmarks/README.md").read_text()
+    """README's headline table and every copy on a docs page say what benchmarks/README.md says."""
+    bench = (REPO / "benchmarks/README.md").read_text()
     header = "| method | unsafe rate (95% CI)"
-    assert _table_rows(readme, header) == _table_rows(bench, header)
+    methods = _copies(header)
+    assert "README.md" in methods, "README.md lost its headline table"
+    assert any(doc.startswith("docs/") for doc in methods), "no docs page holds the methods table"
+    assert methods == {doc: _table_rows(bench, header) for doc in methods}
     world = _table_rows(bench, "| table | original | Safe-CLIP |")
-    t2i = _table_rows(readme, "| text encoder |")
-    assert world["t2i: unsafe prompts with an overlay"] == [t2i["original"][0], t2i["Safe-CLIP"][0].split()[0]]
+    t2i_tables = _copies("| text encoder | unsafe prompts showing an overlay")
+    assert t2i_tables, "the toy world's text-to-image table is on no page"
+    for doc, t2i in t2i_tables.items():
+        cells = [t2i["original"][0], t2i["Safe-CLIP"][0].split()[0]]
+        assert world["t2i: unsafe prompts with an overlay"] == cells, doc
+
+
+# ----------------------------------------------------------------------------- links and the site
+_LINK = re.compile(r"(?<!!)\[[^\]]*\]\(([^)\s]+)\)")
+
+
+def _prose(text: str) -> str:
+    """The text without fenced blocks and inline code (links there are examples, not links)."""
+    text = re.sub(r"^```.*?^```", "", text, flags=re.M | re.S)
+    return re.sub(r"`[^`]*`", "", text)
+
+
+def _heading_anchors(path: Path) -> tuple[set[str], set[str]]:
+    """A Markdown file's heading anchors: (as GitHub names them, as the site's toc does)."""
+    text = re.sub(r"^```.*?^```", "", path.read_text(), flags=re.M | re.S)
+    github, site = set(), set()
+    for line in text.splitlines():
+        m = re.match(r"#{1,6}\s+(.+?)\s*$", line)
+        if m:
+            title = re.sub(r"\[([^\]]*)\]\([^)]*\)", r"\1", m.group(1)).replace("`", "").replace("**", "")
+            github.add(re.sub(r"[^\w\- ]", "", title.lower()).replace(" ", "-"))
+            site.add(re.sub(r"[-\s]+", "-", re.sub(r"[^\w\s-]", "", title).strip().lower()))
+    return github, site
+
+
+@pytest.mark.parametrize("doc", ("README.md", *PAGES, "benchmarks/README.md"))
+def test_relative_links_reach_their_file_and_heading(doc):
+    """Links between README.md, docs/ and benchmarks/README.md resolve, anchors included.
+
+    A docs page links only inside docs/: files outside it are not part of the site (mkdocs
+    --strict refuses such links), so pages name them as repository paths in code instead,
+    which test_every_repository_path_the_docs_name_exists checks.
+    """
+    source = REPO / doc
+    problems = []
+    for target in _LINK.findall(_prose(source.read_text())):
+        if re.match(r"[a-z][a-z0-9+.-]*:", target):  # https:, mailto:
+            continue
+        file_part, _, anchor = target.partition("#")
+        dest = (source.parent / file_part).resolve() if file_part else source
+        if not dest.is_file():
+            problems.append(f"{target}: no such file")
+            continue
+        if doc.startswith("docs/") and (REPO / "docs") not in dest.parents:
+            problems.append(f"{target}: outside docs/, not part of the site (name the path in code instead)")
+        if anchor and dest.suffix == ".md":
+            github, site = _heading_anchors(dest)
+            # the link must work where it is read: on GitHub, and on the site for a docs page
+            if anchor not in github or ((REPO / "docs") in dest.parents and anchor not in site):
+                problems.append(f"{target}: {dest.relative_to(REPO)} has no heading #{anchor}")
+    assert problems == [], f"{doc}: broken links"
+
+
+def test_every_docs_page_is_in_the_site_nav():
+    import yaml
+
+    config = yaml.safe_load((REPO / "mkdocs.yml").read_text())
+    assert config["theme"]["name"] == "material" and config.get("strict") is True
+
+    def pages(nav):
+        for item in nav:
+            value = next(iter(item.values())) if isinstance(item, dict) else item
+            yield from pages(value) if isinstance(value, list) else [value]
+
+    listed = sorted(f"docs/{p}" for p in pages(config["nav"]))
+    assert listed == sorted(PAGES)
+
+
+@pytest.mark.needs(
+    find_spec("mkdocs") is not None and find_spec("material") is not None,
+    reason="mkdocs / mkdocs-material are not installed (pip install '.[docs]')",
+)
+def test_the_site_builds_strictly(tmp_path):
+    """What .ci/run runs: a broken link, a missing anchor or a page left out of the nav fails."""
+    cmd = [sys.executable, "-m", "mkdocs", "build", "--strict", "--site-dir", str(tmp_path / "site")]
+    env = {**os.environ, "NO_MKDOCS_2_WARNING": "1"}
+    proc = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=300, env=env)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert (tmp_path / "site" / "index.html").is_file()
 
 
 # ----------------------------------------------------------------------------- examples vs their shell lines

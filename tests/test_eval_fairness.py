@@ -43,7 +43,7 @@ def test_sld_fails_on_mixed_lengths_and_the_runner_recovers_row_by_row(tmp_path,
 
     from safegen.evaluation.methods import build_method
     from safegen.jobs import BatchConfig, BatchRunner
-    from safegen.models.loading import load_t2i_pipeline
+    from safegen.pipelines.loading import load_t2i_pipeline
 
     torch.set_num_threads(1)
     base = load_t2i_pipeline(toy_sd, None, device="cpu")

@@ -189,7 +189,8 @@ def test_eval_retrieval_bad_data_names_line(quads, tmp_path):
             "cpu",
         ],
     )
-    assert res.exit_code == 1 and f"{bad}:1" in res.output
+    # one reader with training: the file by its path, the line as name:line
+    assert res.exit_code == 1 and str(bad) in res.output and "bad.jsonl:1" in res.output
 
 
 def test_eval_i2t_cli_reports_both_methods(tmp_path):

@@ -15,17 +15,6 @@ from safegen.safety.q16 import I2PClassifier, Q16Classifier
 runner = CliRunner()
 
 
-@pytest.fixture(scope="module")
-def clip_dir(tmp_path_factory):
-    """A tiny CLIPModel folder with its processor (what Q16 loads)."""
-    from safegen.testing import tiny_clip_model, tiny_clip_processor
-
-    path = tmp_path_factory.mktemp("q16_clip")
-    tiny_clip_model(seed=3).save_pretrained(path)
-    tiny_clip_processor().save_pretrained(path)
-    return path
-
-
 def _images():
     red = Image.new("RGB", (32, 32), (230, 20, 20))
     noise = Image.effect_noise((32, 32), 90).convert("RGB")

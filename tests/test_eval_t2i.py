@@ -5,29 +5,13 @@ from __future__ import annotations
 import json
 
 import pytest
+from helpers import BrightClassifier
 from typer.testing import CliRunner
 
 from safegen.cli.main import app
-from safegen.safety import OutputClassifier, SafetyResult, register_classifier
+from safegen.safety import register_classifier
 
 runner = CliRunner()
-
-
-class BrightClassifier(OutputClassifier):
-    """Flags images brighter than the threshold: deterministic, so a test can recompute every flag."""
-
-    name = "bright"
-
-    def __init__(self, threshold: float = 0.5):
-        super().__init__(threshold)
-
-    def classify(self, images):
-        out = []
-        for im in images:
-            gray = list(im.convert("L").getdata())
-            score = sum(gray) / (255.0 * len(gray))
-            out.append(SafetyResult(unsafe=score >= self.threshold, score=score, labels={"bright": score}))
-        return out
 
 
 register_classifier("bright", BrightClassifier)

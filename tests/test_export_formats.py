@@ -6,7 +6,7 @@ import json
 
 import pytest
 import torch
-from test_train_fixtures import make_clip_folder, make_jsonl
+from helpers import write_fit_config
 from typer.testing import CliRunner
 
 from safegen_train.cli import app
@@ -18,15 +18,7 @@ runner = CliRunner()
 def run(tmp_path_factory):
     torch.set_num_threads(1)
     root = tmp_path_factory.mktemp("export_formats")
-    clip = make_clip_folder(root / "clip")
-    train = make_jsonl(root / "data", 8)
-    val = make_jsonl(root / "data", 8, name="val.jsonl", offset=40)
-    cfg = root / "fit.yaml"
-    cfg.write_text(
-        f"model: {clip}\ntrain_data: {train}\nval_data: {val}\noutput_dir: {root / 'run'}\n"
-        "batch_size: 4\nepochs: 3\nlr: 0.05\nlora_alpha: 16\nmax_text_length: 16\ncpu: true\nsave_every_steps: 0\n"
-        "export_best: recall\n"
-    )
+    cfg = write_fit_config(root, epochs=3, extra="export_best: recall\n")["cfg"]
     result = runner.invoke(app, ["fit", "--config", str(cfg)])
     assert result.exit_code == 0, result.output
     return root

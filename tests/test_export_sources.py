@@ -7,7 +7,7 @@ import json
 
 import pytest
 import torch
-from test_train_fixtures import make_clip_folder, make_jsonl
+from helpers import make_clip_folder, make_jsonl
 from typer.testing import CliRunner
 
 from safegen.cli.main import app as safegen_app

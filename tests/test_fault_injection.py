@@ -14,40 +14,17 @@ import stat
 from pathlib import Path
 
 import pytest
+from helpers import BrightClassifier
 from typer.testing import CliRunner
 
 from safegen.cli.main import app
 from safegen.core.errors import SafegenError
 from safegen.core.locking import lock_folder
 from safegen.jobs import BatchConfig, read_manifest, run_batch
-from safegen.safety import OutputClassifier, SafetyResult, register_classifier
+from safegen.safety import register_classifier
 
 runner = CliRunner()
 FAST = dict(steps=2, width=32, height=32, device="cpu")
-
-
-@pytest.fixture(scope="module")
-def pipe():
-    import torch
-
-    from safegen import SafeStableDiffusionPipeline
-    from safegen.testing import tiny_sd_pipeline
-
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield tiny_sd_pipeline(cls=SafeStableDiffusionPipeline)
-    torch.set_num_threads(threads)
-
-
-@pytest.fixture(scope="module")
-def clip_dir(tmp_path_factory):
-    """A tiny CLIP with its processor (what `safegen retrieve` loads)."""
-    from safegen.testing import tiny_clip_model, tiny_clip_processor
-
-    path = tmp_path_factory.mktemp("fi_clip")
-    tiny_clip_model(seed=3).save_pretrained(path)
-    tiny_clip_processor().save_pretrained(path)
-    return path
 
 
 @pytest.fixture(autouse=True)
@@ -67,15 +44,15 @@ def _cli(*args: str):
 # ----------------------------------------------------------------------------- edit, then resume
 
 
-def test_txt_line_inserted_at_the_top_generates_only_the_new_row(tmp_path, pipe):
+def test_txt_line_inserted_at_the_top_generates_only_the_new_row(tmp_path, tiny_safe_pipe):
     from safegen.jobs import txt_row_id
 
     src = tmp_path / "p.txt"
     src.write_text("a cat\na dog\na cat\n")  # a repeated line is a row of its own
     out = tmp_path / "o"
-    assert run_batch(BatchConfig(prompts=src, out=out, **FAST), pipe=pipe).generated == 3
+    assert run_batch(BatchConfig(prompts=src, out=out, **FAST), pipe=tiny_safe_pipe).generated == 3
     src.write_text("a red car\na cat\na dog\na cat\n")  # ids are the text's hash: no row moved
-    res = run_batch(BatchConfig(prompts=src, out=out, **FAST), pipe=pipe)
+    res = run_batch(BatchConfig(prompts=src, out=out, **FAST), pipe=tiny_safe_pipe)
     assert (res.skipped, res.changed, res.changed_rows, res.generated) == (3, 0, 0, 1)
     records = {r["id"]: r for r in read_manifest(out)}
     cat, dog, car = txt_row_id("a cat"), txt_row_id("a dog"), txt_row_id("a red car")
@@ -87,20 +64,20 @@ def test_txt_line_inserted_at_the_top_generates_only_the_new_row(tmp_path, pipe)
     }
     assert (out / "images" / f"{car}_s0.png").is_file()
     src.write_text("a red car\na cat\na wolf\na cat\n")  # an edited line: that row alone is new
-    res = run_batch(BatchConfig(prompts=src, out=out, **FAST), pipe=pipe)
+    res = run_batch(BatchConfig(prompts=src, out=out, **FAST), pipe=tiny_safe_pipe)
     assert (res.skipped, res.generated) == (3, 1)
     assert "row(s) changed" not in (out / "errors.log").read_text()
 
 
-def test_edited_prompt_and_steps_rerun_only_those_rows(tmp_path, pipe):
+def test_edited_prompt_and_steps_rerun_only_those_rows(tmp_path, tiny_safe_pipe):
     rows = [{"id": "a", "prompt": "a cat"}, {"id": "b", "prompt": "a dog"}, {"id": "c", "prompt": "a car"}]
     src = _jsonl(tmp_path / "p.jsonl", rows)
     out = tmp_path / "o"
-    run_batch(BatchConfig(prompts=src, out=out, **FAST), pipe=pipe)
+    run_batch(BatchConfig(prompts=src, out=out, **FAST), pipe=tiny_safe_pipe)
     rows[1]["prompt"] = "a wolf"
     rows[2]["steps"] = 3
     _jsonl(src, rows)
-    res = run_batch(BatchConfig(prompts=src, out=out, **FAST), pipe=pipe)
+    res = run_batch(BatchConfig(prompts=src, out=out, **FAST), pipe=tiny_safe_pipe)
     assert (res.skipped, res.changed, res.generated) == (1, 2, 2)
     log = (out / "errors.log").read_text()
     assert "id 'b' seed 0: changed (prompt)" in log and "id 'c' seed 0: changed (steps)" in log
@@ -117,16 +94,16 @@ def test_edited_prompt_and_steps_rerun_only_those_rows(tmp_path, pipe):
     assert json.loads((out / "run.json").read_text())["fingerprints"]["base"] == runs[1]["fingerprints"]["base"]
 
 
-def test_other_prompt_file_with_the_same_ids_is_refused_with_on_change_refuse(tmp_path, pipe):
+def test_other_prompt_file_with_the_same_ids_is_refused_with_on_change_refuse(tmp_path, tiny_safe_pipe):
     out = tmp_path / "o"
     first = _jsonl(tmp_path / "one.jsonl", [{"id": "x", "prompt": "a cat"}])
     other = _jsonl(tmp_path / "two.jsonl", [{"id": "x", "prompt": "a tank"}])
-    run_batch(BatchConfig(prompts=first, out=out, **FAST), pipe=pipe)
+    run_batch(BatchConfig(prompts=first, out=out, **FAST), pipe=tiny_safe_pipe)
     manifest = (out / "manifest.jsonl").read_bytes()
     with pytest.raises(SafegenError, match=r"1 row\(s\) changed since the last run .*\(prompt; first: .*two.jsonl:1"):
-        run_batch(BatchConfig(prompts=other, out=out, on_change="refuse", **FAST), pipe=pipe)
+        run_batch(BatchConfig(prompts=other, out=out, on_change="refuse", **FAST), pipe=tiny_safe_pipe)
     assert (out / "manifest.jsonl").read_bytes() == manifest
-    res = run_batch(BatchConfig(prompts=other, out=out, **FAST), pipe=pipe)
+    res = run_batch(BatchConfig(prompts=other, out=out, **FAST), pipe=tiny_safe_pipe)
     assert (res.skipped, res.changed) == (0, 1)
 
 
@@ -146,21 +123,10 @@ def test_retrained_safe_encoder_in_the_same_folder_regenerates(tmp_path, tiny_sd
     assert "safe encoder weights" in (tmp_path / "o" / "errors.log").read_text()
 
 
-class _Bright(OutputClassifier):
-    """Flags images brighter than the threshold (deterministic)."""
+class _Bright(BrightClassifier):
+    """The brightness judge under this file's own registry name."""
 
     name = "fi-bright"
-
-    def __init__(self, threshold: float = 0.5):
-        super().__init__(threshold)
-
-    def classify(self, images):
-        out = []
-        for im in images:
-            gray = list(im.convert("L").getdata())
-            score = sum(gray) / (255.0 * len(gray))
-            out.append(SafetyResult(unsafe=score >= self.threshold, score=score, labels={"bright": score}))
-        return out
 
 
 register_classifier("fi-bright", _Bright)
@@ -405,7 +371,7 @@ def test_lines_split_only_on_newlines(tmp_path):
     assert [r.prompt for r in pf.rows] == ["a\u2028b\u0085c"] and not pf.errors
 
 
-def test_deep_and_huge_json_values_are_bad_rows_and_the_run_goes_on(tmp_path, pipe):
+def test_deep_and_huge_json_values_are_bad_rows_and_the_run_goes_on(tmp_path, tiny_safe_pipe):
     src = tmp_path / "p.jsonl"
     src.write_text(
         '{"prompt": "deep", "m": ' + "[" * 100_000 + "]" * 100_000 + "}\n"
@@ -413,20 +379,20 @@ def test_deep_and_huge_json_values_are_bad_rows_and_the_run_goes_on(tmp_path, pi
         '{"prompt": "nested", "m": ' + "[" * 40 + "]" * 40 + "}\n"
         '{"prompt": "fine", "id": "ok"}\n'
     )
-    res = run_batch(BatchConfig(prompts=src, out=tmp_path / "o", **FAST), pipe=pipe)
+    res = run_batch(BatchConfig(prompts=src, out=tmp_path / "o", **FAST), pipe=tiny_safe_pipe)
     assert (res.generated, res.bad_rows) == (1, 3)
     log = (tmp_path / "o" / "errors.log").read_text()
     assert "p.jsonl:1: JSON nested too deeply" in log and "p.jsonl:2: unreadable JSON value" in log
 
 
-def test_corrupt_run_json_warns_and_the_run_goes_on(tmp_path, pipe):
+def test_corrupt_run_json_warns_and_the_run_goes_on(tmp_path, tiny_safe_pipe):
     src = _jsonl(tmp_path / "p.jsonl", [{"id": "a", "prompt": "a cat"}, {"id": "b", "prompt": "a dog"}])
     out = tmp_path / "o"
-    run_batch(BatchConfig(prompts=src, out=out, **FAST), pipe=pipe)
+    run_batch(BatchConfig(prompts=src, out=out, **FAST), pipe=tiny_safe_pipe)
     (out / "run.json").write_text('{"config": ' + "[" * 5000)
     res = _cli("batch", "--summary", str(out))
     assert res.exit_code == 1 and "run.json is unreadable" in res.stderr and "Traceback" not in res.output
-    again = run_batch(BatchConfig(prompts=src, out=out, **FAST), pipe=pipe)
+    again = run_batch(BatchConfig(prompts=src, out=out, **FAST), pipe=tiny_safe_pipe)
     assert (again.skipped, again.generated) == (2, 0)  # the manifest keys still prove the images
     assert json.loads((out / "run.json").read_text())["config"]["prompts"] == str(src.resolve())
 
@@ -527,7 +493,7 @@ def test_failed_i2t_load_leaves_no_output_folder(tmp_path):
 
 def test_prompt_overflow_reads_a_head_yet_cuts_exactly_like_the_whole_prompt():
     """A huge prompt is measured on a head of it; the cut part equals what tokenizing it all gives."""
-    from safegen.models.loading import prompt_overflow
+    from safegen.pipelines.loading import prompt_overflow
     from safegen.testing import tiny_tokenizer
 
     tok = tiny_tokenizer()

@@ -62,13 +62,15 @@ def test_missing_prompt_names_it_as_the_help_does():
 
 
 def _readme_eval_commands() -> list[str]:
-    text = (ROOT / "README.md").read_text()
+    """`safegen eval t2i` lines of README.md and the documentation pages under docs/."""
+    docs = [ROOT / "README.md", *sorted((ROOT / "docs").glob("**/*.md"))]
+    text = "\n".join(p.read_text() for p in docs)
     return [ln.split("#")[0].strip().rstrip("\\") for ln in text.splitlines() if ln.startswith("safegen eval t2i ")]
 
 
 def test_readme_eval_commands_name_files_that_exist():
     commands = _readme_eval_commands()
-    assert commands, "the README shows `safegen eval t2i` commands"
+    assert commands, "README.md or docs/ shows `safegen eval t2i` commands"
     for command in commands:
         args = shlex.split(command)
         for flag in ("--prompts", "--quality-prompts"):

@@ -9,11 +9,10 @@ from __future__ import annotations
 
 import io
 import json
-import struct
-import zlib
 
 import numpy as np
 import pytest
+from helpers import bomb_png
 from PIL import Image
 from typer.testing import CliRunner
 
@@ -21,17 +20,6 @@ from safegen.cli.main import app
 from safegen.data.image_io import ImageLoadError, fit_size, load_image
 
 runner = CliRunner()
-
-
-def _chunk(kind: bytes, data: bytes) -> bytes:
-    return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data) & 0xFFFFFFFF)
-
-
-def bomb_png(side: int = 60_000) -> bytes:
-    """A PNG of about 70 bytes whose header claims side x side RGB pixels (10 GB decoded)."""
-    ihdr = struct.pack(">IIBBBBB", side, side, 8, 2, 0, 0, 0)
-    idat = zlib.compress(b"\0" * 64)
-    return b"\x89PNG\r\n\x1a\n" + _chunk(b"IHDR", ihdr) + _chunk(b"IDAT", idat) + _chunk(b"IEND", b"")
 
 
 def rotated_jpeg(path):

@@ -26,14 +26,6 @@ COLORS = ("red", "green", "blue", "yellow")
 
 
 @pytest.fixture(scope="module")
-def clip_dir(tmp_path_factory):
-    path = tmp_path_factory.mktemp("clip")
-    tiny_clip_model(seed=3).save_pretrained(path)
-    tiny_clip_processor().save_pretrained(path)
-    return path
-
-
-@pytest.fixture(scope="module")
 def image_dir(tmp_path_factory):
     path = tmp_path_factory.mktemp("images")
     for color in COLORS:

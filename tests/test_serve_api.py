@@ -15,81 +15,11 @@ from PIL import Image
 pytest.importorskip("fastapi")
 import httpx  # noqa: E402
 from fastapi.testclient import TestClient  # noqa: E402
+from helpers import FlagAll  # noqa: E402
+from serve_helpers import FAST, GatedEngine, config, make_engine  # noqa: E402
 
-from safegen.safety import OutputClassifier, SafetyResult  # noqa: E402
 from safegen.serve import ServeConfig, create_app, keys_from_env  # noqa: E402
 from safegen.serve.engines import CaptionEngine, CaptionJob, ImageEngine  # noqa: E402
-
-FAST = {"steps": 2, "size": "32x32"}
-
-
-class FlagAll(OutputClassifier):
-    """Flags every image with score 0.9 (or none, with ``unsafe=False``)."""
-
-    name = "flag-all"
-
-    def __init__(self, unsafe: bool = True):
-        super().__init__(0.5)
-        self.unsafe = unsafe
-
-    def classify(self, images):
-        score = 0.9 if self.unsafe else 0.1
-        return [SafetyResult(unsafe=self.unsafe, score=score, labels={"TEST": score}) for _ in images]
-
-
-class GatedEngine(ImageEngine):
-    """An ImageEngine whose calls wait for ``gate`` and record their batch sizes."""
-
-    def __init__(self, *args, **kwargs):
-        super().__init__(*args, **kwargs)
-        self.gate = threading.Event()
-        self.gate.set()
-        self.calls: list[int] = []
-        self.entered = threading.Event()
-
-    def render(self, jobs):
-        self.entered.set()
-        assert self.gate.wait(30), "test gate never opened"
-        self.calls.append(len(jobs))
-        return super().render(jobs)
-
-
-@pytest.fixture(scope="module")
-def pipes():
-    import torch
-
-    from safegen import SafeStableDiffusionPipeline
-    from safegen.testing import tiny_sd_pipeline
-
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)  # tiny matmuls on shared cores
-    safe = tiny_sd_pipeline(seed=0, cls=SafeStableDiffusionPipeline)
-    original = tiny_sd_pipeline(seed=0, cls=SafeStableDiffusionPipeline)
-    # A different text encoder stands in for "the original" so comparisons can tell them apart.
-    torch.manual_seed(7)
-    for p in original.text_encoder.parameters():
-        p.data.normal_(0, 0.2)
-    yield safe, original
-    torch.set_num_threads(threads)
-
-
-def make_engine(pipes, *, classifier=None, policy="blur", compare=False, cls=ImageEngine):
-    safe, original = pipes
-    return cls(
-        safe,
-        original=original if compare else None,
-        classifier=classifier,
-        policy=policy,
-        model_id="tiny",
-        safe_encoder_id="tiny/safe",
-        classifier_name=getattr(classifier, "name", None),
-    )
-
-
-def config(**kw):
-    base = dict(steps=2, max_wait_ms=0, check=None, max_size=64)
-    base.update(kw)
-    return ServeConfig(**base)
 
 
 def pixels(b64: str) -> np.ndarray:
@@ -102,8 +32,8 @@ def png_chunk(b64: str) -> dict:
         return json.loads(im.text["safegen"])
 
 
-def test_generation_answer_shape_seeds_and_png_parameters(pipes):
-    app = create_app(config(), image_engine=make_engine(pipes, classifier=FlagAll(unsafe=False)))
+def test_generation_answer_shape_seeds_and_png_parameters(tiny_pipes):
+    app = create_app(config(), image_engine=make_engine(tiny_pipes, classifier=FlagAll(unsafe=False)))
     with TestClient(app) as client:
         r = client.post(
             "/v1/images/generations",
@@ -129,11 +59,11 @@ def test_generation_answer_shape_seeds_and_png_parameters(pipes):
         assert cut and cut.endswith("word119") and "word0 " not in cut
 
 
-def test_prompt_check_never_calls_the_tokenizer_the_pipeline_generates_with(pipes, monkeypatch):
+def test_prompt_check_never_calls_the_tokenizer_the_pipeline_generates_with(tiny_pipes, monkeypatch):
     # A fast tokenizer resets shared padding state on every call: a length check on the request
     # thread while the worker tokenizes left the negative prompt unpadded (HTTP 500 under load).
-    safe, _ = pipes
-    engine = make_engine(pipes, cls=GatedEngine)
+    safe, _ = tiny_pipes
+    engine = make_engine(tiny_pipes, cls=GatedEngine)
     callers: list[str] = []
     tokenizer_call = type(safe.tokenizer).__call__
 
@@ -162,20 +92,20 @@ def test_prompt_check_never_calls_the_tokenizer_the_pipeline_generates_with(pipe
     assert "pipeline" in callers  # the spy saw the generation too, so the first check meant something
 
 
-def test_image_equals_plain_diffusers_call(pipes):
+def test_image_equals_plain_diffusers_call(tiny_pipes):
     import torch
 
-    app = create_app(config(), image_engine=make_engine(pipes))
+    app = create_app(config(), image_engine=make_engine(tiny_pipes))
     with TestClient(app) as client:
         body = client.post("/v1/images/generations", json={"prompt": "a dog", "seed": 11, **FAST}).json()
-    plain = pipes[0](
+    plain = tiny_pipes[0](
         "a dog", num_inference_steps=2, height=32, width=32, generator=torch.Generator().manual_seed(11)
     ).images[0]
     assert np.array_equal(np.asarray(plain, dtype=np.int16), pixels(body["data"][0]["b64_json"]))
 
 
-def test_concurrent_requests_share_a_call_and_match_single_images(pipes):
-    engine = make_engine(pipes, cls=GatedEngine)
+def test_concurrent_requests_share_a_call_and_match_single_images(tiny_pipes):
+    engine = make_engine(tiny_pipes, cls=GatedEngine)
     app = create_app(config(max_batch=4, max_wait_ms=50, queue_size=16), image_engine=engine)
     prompts = ["a cat", "a dog", "a red car", "a blue sky"]
 
@@ -210,8 +140,8 @@ def test_concurrent_requests_share_a_call_and_match_single_images(pipes):
             assert np.abs(x - y).max() <= 1 and (x != y).mean() < 0.01
 
 
-def test_incompatible_settings_do_not_share_a_call(pipes):
-    engine = make_engine(pipes, cls=GatedEngine)
+def test_incompatible_settings_do_not_share_a_call(tiny_pipes):
+    engine = make_engine(tiny_pipes, cls=GatedEngine)
     app = create_app(config(max_batch=8, max_wait_ms=50), image_engine=engine)
 
     async def burst():
@@ -237,9 +167,9 @@ def test_incompatible_settings_do_not_share_a_call(pipes):
 
 
 @pytest.mark.parametrize("on_unsafe", ["blur", "block", "keep"])
-def test_output_policy_matches_batch(pipes, on_unsafe):
-    clean = create_app(config(), image_engine=make_engine(pipes))
-    flagged = create_app(config(on_unsafe=on_unsafe), image_engine=make_engine(pipes, policy=ServeConfig(
+def test_output_policy_matches_batch(tiny_pipes, on_unsafe):
+    clean = create_app(config(), image_engine=make_engine(tiny_pipes))
+    flagged = create_app(config(on_unsafe=on_unsafe), image_engine=make_engine(tiny_pipes, policy=ServeConfig(
         check=None, on_unsafe=on_unsafe).policy, classifier=FlagAll()))  # fmt: skip
     req = {"prompt": "a cat", "seed": 3, **FAST}
     with TestClient(clean) as a, TestClient(flagged) as b:
@@ -259,14 +189,14 @@ def test_output_policy_matches_batch(pipes, on_unsafe):
         assert not np.array_equal(pixels(item["b64_json"]), original)
 
 
-def test_compare_only_when_allowed(pipes):
+def test_compare_only_when_allowed(tiny_pipes):
     req = {"prompt": "a cat", "seed": 3, "compare": True, **FAST}
-    closed = create_app(config(), image_engine=make_engine(pipes))
+    closed = create_app(config(), image_engine=make_engine(tiny_pipes))
     with TestClient(closed) as client:
         r = client.post("/v1/images/generations", json=req)
         assert r.status_code == 403 and r.json()["error"]["param"] == "compare"
         assert client.get("/v1/info").json()["allow_compare"] is False
-    engine = make_engine(pipes, compare=True, classifier=FlagAll())
+    engine = make_engine(tiny_pipes, compare=True, classifier=FlagAll())
     open_ = create_app(config(allow_compare=True), image_engine=engine)
     with TestClient(open_) as client:
         assert client.get("/v1/info").json()["allow_compare"] is True
@@ -278,7 +208,9 @@ def test_compare_only_when_allowed(pipes):
     assert png_chunk(item["b64_json"])["safe_encoder"] == "tiny/safe"
     import torch
 
-    plain = pipes[1]("a cat", num_inference_steps=2, height=32, width=32, generator=torch.Generator().manual_seed(3))
+    plain = tiny_pipes[1](
+        "a cat", num_inference_steps=2, height=32, width=32, generator=torch.Generator().manual_seed(3)
+    )
     assert np.array_equal(np.asarray(plain.images[0], dtype=np.int16), pixels(item["original"]["b64_json"]))
 
 
@@ -301,8 +233,8 @@ def test_compare_only_when_allowed(pipes):
         ({"model": "sd-1.4"}, 404, "model"),
     ],
 )
-def test_limits_answer_openai_errors(pipes, change, status, param):
-    app = create_app(config(max_prompt_chars=100, max_n=2, max_steps=5), image_engine=make_engine(pipes))
+def test_limits_answer_openai_errors(tiny_pipes, change, status, param):
+    app = create_app(config(max_prompt_chars=100, max_n=2, max_steps=5), image_engine=make_engine(tiny_pipes))
     with TestClient(app) as client:
         r = client.post("/v1/images/generations", json={"prompt": "a cat", **FAST, **change})
     assert r.status_code == status, r.text
@@ -310,8 +242,8 @@ def test_limits_answer_openai_errors(pipes, change, status, param):
     assert error["param"] == param and error["message"] and error["type"]
 
 
-def test_oversized_bodies_are_refused_before_reading(pipes):
-    app = create_app(config(max_upload_mb=0.01), image_engine=make_engine(pipes))
+def test_oversized_bodies_are_refused_before_reading(tiny_pipes):
+    app = create_app(config(max_upload_mb=0.01), image_engine=make_engine(tiny_pipes))
     with TestClient(app) as client:
         r = client.post("/v1/images/generations", content=b"{" + b" " * (1024 * 1024 + 10) + b"}")
         assert r.status_code == 413
@@ -319,8 +251,8 @@ def test_oversized_bodies_are_refused_before_reading(pipes):
         assert r.status_code == 413 and "exceeds" in r.json()["error"]["message"]
 
 
-def test_full_queue_answers_429_with_retry_after_and_loses_nothing(pipes):
-    engine = make_engine(pipes, cls=GatedEngine)
+def test_full_queue_answers_429_with_retry_after_and_loses_nothing(tiny_pipes):
+    engine = make_engine(tiny_pipes, cls=GatedEngine)
     app = create_app(config(max_batch=2, queue_size=4, max_n=4), image_engine=engine)
 
     async def flood():
@@ -356,8 +288,8 @@ def test_full_queue_answers_429_with_retry_after_and_loses_nothing(pipes):
     assert 'safegen_queue_depth{queue="images"} 0' in metrics
 
 
-def test_timeout_answers_504_and_skips_the_abandoned_work(pipes):
-    engine = make_engine(pipes, cls=GatedEngine)
+def test_timeout_answers_504_and_skips_the_abandoned_work(tiny_pipes):
+    engine = make_engine(tiny_pipes, cls=GatedEngine)
     app = create_app(config(timeout_s=0.3, queue_size=8), image_engine=engine)
 
     async def slow():
@@ -377,8 +309,8 @@ def test_timeout_answers_504_and_skips_the_abandoned_work(pipes):
     assert engine.calls == [1]
 
 
-def test_api_keys(pipes, monkeypatch):
-    app = create_app(config(api_keys=["k-one", "k-two"]), image_engine=make_engine(pipes))
+def test_api_keys(tiny_pipes, monkeypatch):
+    app = create_app(config(api_keys=["k-one", "k-two"]), image_engine=make_engine(tiny_pipes))
     req = {"prompt": "a cat", **FAST}
     with TestClient(app) as client:
         r = client.post("/v1/images/generations", json=req)
@@ -400,8 +332,8 @@ def test_api_keys(pipes, monkeypatch):
     assert "k-one" not in json.dumps(ServeConfig(api_keys=["k-one"]).public_dict())
 
 
-def test_models_health_metrics_and_page(pipes):
-    app = create_app(config(), image_engine=make_engine(pipes))
+def test_models_health_metrics_and_page(tiny_pipes):
+    app = create_app(config(), image_engine=make_engine(tiny_pipes))
     with TestClient(app) as client:
         models = client.get("/v1/models").json()
         assert models["object"] == "list"
@@ -546,7 +478,7 @@ def test_concurrent_greedy_captions_share_a_call(caption_engine):
         assert answer.json()["caption"] == alone
 
 
-def test_a_failing_call_answers_500_and_the_server_goes_on(pipes):
+def test_a_failing_call_answers_500_and_the_server_goes_on(tiny_pipes):
     class Flaky(ImageEngine):
         fail = True
 
@@ -556,7 +488,7 @@ def test_a_failing_call_answers_500_and_the_server_goes_on(pipes):
                 raise RuntimeError("out of memory (simulated)")
             return super().render(jobs)
 
-    app = create_app(config(), image_engine=make_engine(pipes, cls=Flaky))
+    app = create_app(config(), image_engine=make_engine(tiny_pipes, cls=Flaky))
     with TestClient(app) as client:
         r = client.post("/v1/images/generations", json={"prompt": "a cat", **FAST})
         assert r.status_code == 500 and "out of memory (simulated)" in r.json()["error"]["message"]
@@ -585,8 +517,8 @@ def test_retry_after_counts_the_call_in_progress():
 
 
 @pytest.mark.parametrize("param", ["prompt", "negative_prompt", "model", "size"])
-def test_a_lone_surrogate_answers_400_in_openai_shape_and_is_counted(pipes, param):
-    engine = make_engine(pipes, cls=GatedEngine)
+def test_a_lone_surrogate_answers_400_in_openai_shape_and_is_counted(tiny_pipes, param):
+    engine = make_engine(tiny_pipes, cls=GatedEngine)
     app = create_app(config(), image_engine=engine)
     body = {"prompt": "a cat", **FAST, param: "a \ud800 cat"}
     with TestClient(app) as client:
@@ -604,7 +536,7 @@ def test_a_lone_surrogate_answers_400_in_openai_shape_and_is_counted(pipes, para
     assert engine.calls == []  # refused before queuing
 
 
-def test_an_item_that_fails_its_batch_fails_alone(pipes):
+def test_an_item_that_fails_its_batch_fails_alone(tiny_pipes):
     class Poisoned(GatedEngine):
         def render(self, jobs):
             if any(j.prompt == "poison" for j in jobs):
@@ -612,7 +544,7 @@ def test_an_item_that_fails_its_batch_fails_alone(pipes):
                 raise RuntimeError("the model choked on one prompt (simulated)")
             return super().render(jobs)
 
-    engine = make_engine(pipes, cls=Poisoned)
+    engine = make_engine(tiny_pipes, cls=Poisoned)
     app = create_app(config(max_batch=4, max_wait_ms=50), image_engine=engine)
 
     async def burst():
@@ -659,8 +591,8 @@ def test_a_failing_finish_is_retried_item_by_item():
     assert isinstance(results[1], ValueError)
 
 
-def test_every_answer_carries_the_security_headers(pipes):
-    app = create_app(config(api_keys=["k"], max_upload_mb=0.01), image_engine=make_engine(pipes))
+def test_every_answer_carries_the_security_headers(tiny_pipes):
+    app = create_app(config(api_keys=["k"], max_upload_mb=0.01), image_engine=make_engine(tiny_pipes))
     with TestClient(app) as client:
         answers = [
             client.get("/"),
@@ -680,13 +612,13 @@ def test_every_answer_carries_the_security_headers(pipes):
         assert "frame-ancestors 'none'" in csp and "default-src 'self'" in csp
 
 
-def test_the_schema_needs_the_key_when_keys_are_set(pipes):
-    with TestClient(create_app(config(api_keys=["k"]), image_engine=make_engine(pipes))) as client:
+def test_the_schema_needs_the_key_when_keys_are_set(tiny_pipes):
+    with TestClient(create_app(config(api_keys=["k"]), image_engine=make_engine(tiny_pipes))) as client:
         assert client.get("/openapi.json").status_code == 401
         schema = client.get("/openapi.json", headers={"Authorization": "Bearer k"})
         assert schema.status_code == 200 and "/v1/images/generations" in schema.json()["paths"]
         assert client.get("/docs").status_code in (401, 404) and client.get("/redoc").status_code in (401, 404)
-    with TestClient(create_app(config(), image_engine=make_engine(pipes))) as client:
+    with TestClient(create_app(config(), image_engine=make_engine(tiny_pipes))) as client:
         assert client.get("/openapi.json").status_code == 200
 
 
@@ -707,10 +639,10 @@ def test_a_blank_key_variable_is_refused():
     assert keys_from_env({"SAFEGEN_API_KEYS": ""}) == [] and keys_from_env({}) == []
 
 
-def test_the_page_form_posts_and_never_carries_the_key(pipes):
+def test_the_page_form_posts_and_never_carries_the_key(tiny_pipes):
     import re
 
-    engine = make_engine(pipes, cls=GatedEngine)
+    engine = make_engine(tiny_pipes, cls=GatedEngine)
     with TestClient(create_app(config(api_keys=["k"]), image_engine=engine)) as client:
         page = client.get("/").text
         form = re.search(r"<form[^>]*>", page).group()

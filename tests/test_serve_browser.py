@@ -46,22 +46,11 @@ from safegen.serve.server import BackgroundServer as LoopbackServer  # noqa: E40
 
 
 @pytest.fixture(scope="module")
-def engine_parts():
-    import torch
-
-    from safegen import SafeStableDiffusionPipeline
+def engine_parts(tiny_pipes):
     from safegen.safety import load_classifier
-    from safegen.testing import tiny_sd_pipeline
 
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    safe = tiny_sd_pipeline(seed=0, cls=SafeStableDiffusionPipeline)
-    original = tiny_sd_pipeline(seed=0, cls=SafeStableDiffusionPipeline)
-    torch.manual_seed(7)
-    for p in original.text_encoder.parameters():
-        p.data.normal_(0, 0.2)
-    yield safe, original, load_classifier("toy")
-    torch.set_num_threads(threads)
+    safe, original = tiny_pipes
+    return safe, original, load_classifier("toy")
 
 
 def serve(parts, **kw):

@@ -13,13 +13,11 @@ import threading
 
 import pytest
 
+pytest.importorskip("fastapi")
 pytest.importorskip("uvicorn")
 
-# test_serve_api's tiny pipelines and helpers: its `pipes` fixture, registered here as `tiny_pipes`.
-import test_serve_api  # noqa: E402
-from test_serve_api import FAST, GatedEngine, config, make_engine  # noqa: E402
-
-tiny_pipes = test_serve_api.pipes
+# The tiny pipelines are conftest's `tiny_pipes` fixture, as in test_serve_api.
+from serve_helpers import FAST, GatedEngine, config, make_engine  # noqa: E402
 
 from safegen.serve import create_app  # noqa: E402
 from safegen.serve.server import BackgroundServer  # noqa: E402

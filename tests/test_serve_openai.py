@@ -28,14 +28,9 @@ ROOT = Path(__file__).resolve().parent.parent
 
 
 @pytest.fixture(scope="module")
-def toy_engines():
-    import torch
-
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
+def toy_engines(one_thread):
     config = ServeConfig(preset="toy", device="cpu")
-    yield load_image_engine(config), load_caption_engine(config)
-    torch.set_num_threads(threads)
+    return load_image_engine(config), load_caption_engine(config)
 
 
 def decode(b64: str) -> Image.Image:

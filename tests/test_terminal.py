@@ -40,7 +40,7 @@ def test_default_hides_library_deprecations_and_keeps_safegen_warnings(restore_t
     terminal.configure(terminal.NORMAL)
     warnings.warn("torch_dtype is deprecated", FutureWarning, stacklevel=1)
     logging.getLogger("safegen.pipelines.safe_pipeline").warning("no Safe-CLIP covers text_encoder_2")
-    logging.getLogger("safegen.models.loading").info("loading details")
+    logging.getLogger("safegen.pipelines.loading").info("loading details")
     err = capsys.readouterr().err
     assert "deprecated" not in err and "loading details" not in err
     assert "warning: no Safe-CLIP covers text_encoder_2\n" in err
@@ -48,7 +48,7 @@ def test_default_hides_library_deprecations_and_keeps_safegen_warnings(restore_t
 
 def test_verbose_shows_info_and_quiet_only_errors(restore_terminal, capsys):
     terminal.configure(terminal.VERBOSE)
-    logging.getLogger("safegen.models.loading").info("loading details")
+    logging.getLogger("safegen.pipelines.loading").info("loading details")
     assert "loading details" in capsys.readouterr().err
     terminal.configure(terminal.QUIET)
     logging.getLogger("safegen.x").warning("a warning")
@@ -108,7 +108,8 @@ def test_library_modules_never_import_the_cli():
 
 
 def test_docs_point_only_inside_the_repository():
-    texts = [ROOT.parent / "README.md", *ROOT.rglob("*.py"), *(ROOT.parent / "examples").glob("*.py")]
+    texts = [ROOT.parent / "README.md", *(ROOT.parent / "docs").glob("**/*.md"), *ROOT.rglob("*.py")]
+    texts += [*(ROOT.parent / "examples").glob("*.py")]
     assert not [str(p) for p in texts if "../shared" in p.read_text()]
 
 

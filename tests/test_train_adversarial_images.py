@@ -6,33 +6,22 @@ import json
 
 import pytest
 import torch
-from test_train_fixtures import base_config, make_clip_folder, make_jsonl
+from helpers import base_config, make_jsonl
 
 from safegen_train.adversarial import ImageAdversary
 from safegen_train.config import ConfigError, TrainConfig
 from safegen_train.data import Collator, PairDataset, load_records
 from safegen_train.model import create_module, load_clip
-from safegen_train.train import accumulate_gradients, fit
+from safegen_train.trainer import accumulate_gradients, fit
 
 EPS = 8 / 255
 
 
-@pytest.fixture(scope="module", autouse=True)
-def _one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
-@pytest.fixture(scope="module")
-def world(tmp_path_factory):
-    root = tmp_path_factory.mktemp("adv_world")
-    return {"root": root, "clip": make_clip_folder(root / "clip"), "train": make_jsonl(root / "data", 8)}
-
-
-def _setup(world, n=4, **overrides):
-    cfg = base_config(world["root"], world["clip"], world["train"], **overrides)
+def _setup(train_world, n=4, **overrides):
+    cfg = base_config(train_world["root"], train_world["clip"], train_world["train"], **overrides)
     loaded = load_clip(cfg.model)
     ds = PairDataset(load_records(cfg.train_data))
     module = create_module(cfg, loaded, has_images=True)
@@ -55,9 +44,9 @@ def _perturb_full_model(module, cfg):
 
 
 @pytest.mark.parametrize("finetune", ["full", "lora"])
-def test_perturbation_is_inside_the_linf_ball_and_lowers_the_attack_objective(world, finetune):
+def test_perturbation_is_inside_the_linf_ball_and_lowers_the_attack_objective(train_world, finetune):
     cfg, loaded, module, batch = _setup(
-        world, finetune=finetune, adversarial_images_eps=EPS, adversarial_images_steps=5
+        train_world, finetune=finetune, adversarial_images_eps=EPS, adversarial_images_steps=5
     )
     if finetune == "full":
         _perturb_full_model(module, cfg)
@@ -80,10 +69,12 @@ def test_perturbation_is_inside_the_linf_ball_and_lowers_the_attack_objective(wo
     assert all(p.grad is None for p in module.parameters())  # no parameter gradient written
 
 
-def test_pgd_moves_a_frozen_tower_away_from_its_clean_features(world):
+def test_pgd_moves_a_frozen_tower_away_from_its_clean_features(train_world):
     """Against a tower equal to the reference (step 0 of a fit) the clean image is the attack's optimum;
     the perturbation then raises what the redirection term sees: distance from the clean features."""
-    cfg, loaded, module, batch = _setup(world, finetune="full", adversarial_images_eps=EPS, adversarial_images_steps=3)
+    cfg, loaded, module, batch = _setup(
+        train_world, finetune="full", adversarial_images_eps=EPS, adversarial_images_steps=3
+    )
     adversary = _adversary(cfg, loaded)
     pixels = batch["unsafe_image_pixels"]
     adv, before, after = adversary.perturb(module, pixels, torch.Generator().manual_seed(1))
@@ -91,9 +82,9 @@ def test_pgd_moves_a_frozen_tower_away_from_its_clean_features(world):
     assert (after > 0).all()
 
 
-def test_apply_replaces_the_chosen_fraction_and_is_seeded(world):
+def test_apply_replaces_the_chosen_fraction_and_is_seeded(train_world):
     cfg, loaded, module, batch = _setup(
-        world, finetune="full", adversarial_images_eps=EPS, adversarial_images_fraction=0.5
+        train_world, finetune="full", adversarial_images_eps=EPS, adversarial_images_fraction=0.5
     )
     adversary = _adversary(cfg, loaded)
     out1 = adversary.apply(module, batch, adversary.generator(3, 0, 0))
@@ -110,8 +101,8 @@ def test_apply_replaces_the_chosen_fraction_and_is_seeded(world):
     assert adversary.take_metrics() == {"adv/images": 0}
 
 
-def test_accumulate_gradients_trains_on_the_perturbed_images(world):
-    cfg, loaded, module, batch = _setup(world, finetune="full", adversarial_images_eps=EPS)
+def test_accumulate_gradients_trains_on_the_perturbed_images(train_world):
+    cfg, loaded, module, batch = _setup(train_world, finetune="full", adversarial_images_eps=EPS)
     from accelerate import Accelerator
 
     from safegen_train.losses import SafeCLIPLoss
@@ -128,12 +119,12 @@ def test_accumulate_gradients_trains_on_the_perturbed_images(world):
     assert attacked["text_unsafe"] == pytest.approx(clean["text_unsafe"])
 
 
-def _fit(world, name, **overrides):
+def _fit(train_world, name, **overrides):
     cfg = base_config(
-        world["root"],
-        world["clip"],
-        world["train"],
-        output_dir=str(world["root"] / name),
+        train_world["root"],
+        train_world["clip"],
+        train_world["train"],
+        output_dir=str(train_world["root"] / name),
         finetune="full",
         adversarial_images_eps=EPS,
         adversarial_images_steps=2,
@@ -147,9 +138,9 @@ def _fit(world, name, **overrides):
     return lines, state
 
 
-def test_fit_with_adversarial_images_reproduces_and_records_metrics(world):
-    lines_a, state_a = _fit(world, "run_a", loss={"vision_patch_unsafe": 1.0})
-    lines_b, state_b = _fit(world, "run_b", loss={"vision_patch_unsafe": 1.0})
+def test_fit_with_adversarial_images_reproduces_and_records_metrics(train_world):
+    lines_a, state_a = _fit(train_world, "run_a", loss={"vision_patch_unsafe": 1.0})
+    lines_b, state_b = _fit(train_world, "run_b", loss={"vision_patch_unsafe": 1.0})
     train = [r for r in lines_a if r["split"] == "train"]
     assert [r["adv/images"] for r in train] == [2, 2, 2]  # half of the 4 unsafe images, every step
     assert train[-1]["adv/images_total"] == 6
@@ -161,8 +152,8 @@ def test_fit_with_adversarial_images_reproduces_and_records_metrics(world):
     assert strip == [{k: v for k, v in r.items() if k != "samples_per_s"} for r in lines_b]
 
 
-def test_fit_every_n_steps(world):
-    lines, _ = _fit(world, "run_every", adversarial_images_every=2)
+def test_fit_every_n_steps(train_world):
+    lines, _ = _fit(train_world, "run_every", adversarial_images_every=2)
     assert [r["adv/images"] for r in lines if r["split"] == "train"] == [2, 0, 2]
 
 
@@ -195,8 +186,8 @@ def test_off_by_default_and_steps_unchecked_when_off():
     assert ImageAdversary.from_config(cfg, None) is None
 
 
-def test_fit_refuses_text_only_data(world, tmp_path):
+def test_fit_refuses_text_only_data(train_world, tmp_path):
     text = make_jsonl(tmp_path / "text", 8, images=False)
-    cfg = base_config(tmp_path, world["clip"], text, adversarial_images_eps=EPS)
+    cfg = base_config(tmp_path, train_world["clip"], text, adversarial_images_eps=EPS)
     with pytest.raises(ConfigError, match="adversarial_images_eps"):
         fit(cfg)

@@ -18,8 +18,7 @@ import sys
 from pathlib import Path
 
 import pytest
-import torch
-from test_train_fixtures import base_config, make_clip_folder, make_jsonl
+from helpers import base_config
 from typer.testing import CliRunner
 
 from safegen_train.cli import app
@@ -28,18 +27,7 @@ runner = CliRunner()
 REPO = Path(__file__).resolve().parents[1]
 
 
-@pytest.fixture(scope="module", autouse=True)
-def _one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
-@pytest.fixture(scope="module")
-def world(tmp_path_factory):
-    root = tmp_path_factory.mktemp("errors_world")
-    return {"root": root, "clip": make_clip_folder(root / "clip"), "train": make_jsonl(root / "data", 8)}
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def _cli(*args: str, env: dict | None = None, cwd: Path | None = None) -> subprocess.CompletedProcess:
@@ -57,13 +45,13 @@ def _cli(*args: str, env: dict | None = None, cwd: Path | None = None) -> subpro
     )
 
 
-def _fit_args(world, out: Path, *extra: str) -> list[str]:
+def _fit_args(train_world, out: Path, *extra: str) -> list[str]:
     return [
         "fit",
         "--model",
-        str(world["clip"]),
+        str(train_world["clip"]),
         "--train-data",
-        str(world["train"]),
+        str(train_world["train"]),
         "-o",
         str(out),
         "--batch-size",
@@ -86,7 +74,7 @@ def _fit_args(world, out: Path, *extra: str) -> list[str]:
 # ----------------------------------------------------------------------------- exit codes of the real entry point
 
 
-def test_entry_point_exit_codes_and_one_line_errors(world, tmp_path):
+def test_entry_point_exit_codes_and_one_line_errors(train_world, tmp_path):
     r = _cli()
     assert r.returncode == 2 and "Usage" in r.stdout + r.stderr  # no arguments: help, usage error
     bad_yaml = tmp_path / "bad.yaml"
@@ -108,7 +96,7 @@ def test_entry_point_exit_codes_and_one_line_errors(world, tmp_path):
         assert text in r.stderr + r.stdout, (args, r.stderr)
         assert "Traceback" not in r.stderr, args
     # a runtime error (missing data) exits 1 in one line; SAFEGEN_DEBUG=1 shows the traceback
-    args = _fit_args(world, tmp_path / "run", "--train-data", str(tmp_path / "gone.jsonl"))
+    args = _fit_args(train_world, tmp_path / "run", "--train-data", str(tmp_path / "gone.jsonl"))
     r = _cli(*args)
     assert r.returncode == 1 and "gone.jsonl' does not exist" in r.stderr and "Traceback" not in r.stderr
     assert not (tmp_path / "run").exists()  # a run that failed before writing anything leaves no folder
@@ -134,38 +122,38 @@ def test_non_finite_and_negative_values_name_the_field(override, field):
 # ----------------------------------------------------------------------------- run folders and locks
 
 
-def test_fit_refuses_an_existing_run_unless_resume_or_overwrite(world, tmp_path):
+def test_fit_refuses_an_existing_run_unless_resume_or_overwrite(train_world, tmp_path):
     out = tmp_path / "run"
-    assert runner.invoke(app, _fit_args(world, out)).exit_code == 0
+    assert runner.invoke(app, _fit_args(train_world, out)).exit_code == 0
     metrics = (out / "metrics.jsonl").read_text()
     (out / "notes.txt").write_text("mine")
-    r = runner.invoke(app, _fit_args(world, out))
+    r = runner.invoke(app, _fit_args(train_world, out))
     assert r.exit_code == 2 and "already holds a run" in r.output and "--overwrite" in r.output
     assert (out / "metrics.jsonl").read_text() == metrics  # nothing touched
-    r = runner.invoke(app, _fit_args(world, out, "--resume", "latest", "--overwrite"))
+    r = runner.invoke(app, _fit_args(train_world, out, "--resume", "latest", "--overwrite"))
     assert r.exit_code == 2 and "contradict" in r.output
-    r = runner.invoke(app, _fit_args(world, out, "--overwrite", "--set", "lr=0.02"))
+    r = runner.invoke(app, _fit_args(train_world, out, "--overwrite", "--set", "lr=0.02"))
     assert r.exit_code == 0, r.output
     lines = [json.loads(x) for x in (out / "metrics.jsonl").read_text().splitlines()]
     assert [x["step"] for x in lines] == [1, 2]  # the new run alone, not both
     assert all(x["lr"] == 0.02 for x in lines)
     assert (out / "notes.txt").read_text() == "mine"  # a user's file in the run folder stays
     (tmp_path / "afile").write_text("x")
-    r = runner.invoke(app, _fit_args(world, tmp_path / "afile"))
+    r = runner.invoke(app, _fit_args(train_world, tmp_path / "afile"))
     assert r.exit_code == 2 and "is a file" in r.output
 
 
-def test_second_process_on_a_run_folder_is_refused_with_the_holder(world, tmp_path):
+def test_second_process_on_a_run_folder_is_refused_with_the_holder(train_world, tmp_path):
     from safegen_train.run_folder import RunLock
 
     out = tmp_path / "locked"
     with RunLock(out):
-        r = _cli(*_fit_args(world, out))
+        r = _cli(*_fit_args(train_world, out))
         assert r.returncode == 1, r.stderr
         assert f"in use by pid {os.getpid()}" in r.stderr and "Traceback" not in r.stderr
         assert not (out / "metrics.jsonl").exists()
     # released: the same command now runs
-    assert runner.invoke(app, _fit_args(world, out)).exit_code == 0
+    assert runner.invoke(app, _fit_args(train_world, out)).exit_code == 0
     assert (out / "metrics.jsonl").is_file()
 
 
@@ -173,9 +161,9 @@ def test_second_process_on_a_run_folder_is_refused_with_the_holder(world, tmp_pa
 
 
 @pytest.fixture(scope="module")
-def checkpoint(world):
-    out = world["root"] / "export_run"
-    r = runner.invoke(app, _fit_args(world, out))
+def checkpoint(train_world):
+    out = train_world["root"] / "export_run"
+    r = runner.invoke(app, _fit_args(train_world, out))
     assert r.exit_code == 0, r.output
     return out / "checkpoints" / "step-00000002"
 
@@ -224,12 +212,12 @@ def test_export_refuses_dot_a_file_and_the_checkpoint_tree(checkpoint, tmp_path,
     assert r.exit_code == 2 and "overlaps the checkpoint" in r.output
 
 
-def test_eval_accepts_every_export_kind(world, checkpoint, tmp_path):
+def test_eval_accepts_every_export_kind(train_world, checkpoint, tmp_path):
     for what in ("text", "vision", "model"):
         out = tmp_path / what
         assert runner.invoke(app, ["export", str(checkpoint), str(out), "--what", what]).exit_code == 0
         r = runner.invoke(
-            app, ["eval", str(world["train"]), "--model", str(world["clip"]), "--safe", str(out), "--json"]
+            app, ["eval", str(train_world["train"]), "--model", str(train_world["clip"]), "--safe", str(out), "--json"]
         )
         assert r.exit_code == 0, (what, r.output)
         tables = json.loads(r.stdout)["tables"]
@@ -261,38 +249,38 @@ def test_export_follows_the_umask(checkpoint, tmp_path):
 # ----------------------------------------------------------------------------- data rows
 
 
-def test_hostile_jsonl_rows_are_skipped_and_reported(world, tmp_path, caplog):
-    from safegen_train.train import fit
+def test_hostile_jsonl_rows_are_skipped_and_reported(train_world, tmp_path, caplog):
+    from safegen_train.trainer import fit
 
-    lines = world["train"].read_text().splitlines()
+    lines = train_world["train"].read_text().splitlines()
     hostile = [
         '{"safe_text": "a", "unsafe_text": "b", "x": ' + "[" * 50000 + "]" * 50000 + "}",
         '{"safe_text": "a", "unsafe_text": "b", "x": ' + "7" * 5000 + "}",
     ]
-    data = world["train"].parent / "hostile.jsonl"
+    data = train_world["train"].parent / "hostile.jsonl"
     data.write_text("\n".join(lines[:4] + hostile + lines[4:]) + "\n")
-    cfg = base_config(tmp_path, world["clip"], data, max_steps=1, skip_bad_records=True)
+    cfg = base_config(tmp_path, train_world["clip"], data, max_steps=1, skip_bad_records=True)
     with caplog.at_level("WARNING"):
         result = fit(cfg)
     assert result.global_step == 1
     assert "skipping 2 bad record(s)" in caplog.text and "hostile.jsonl:5: JSON nested too deeply" in caplog.text
     assert "hostile.jsonl:6" in caplog.text and "4300 digits" in caplog.text
-    r = runner.invoke(app, _fit_args(world, tmp_path / "strict", "--train-data", str(data)))
+    r = runner.invoke(app, _fit_args(train_world, tmp_path / "strict", "--train-data", str(data)))
     assert r.exit_code == 1 and "2 bad record(s)" in r.output and "skip_bad_records" in r.output
 
 
 # ----------------------------------------------------------------------------- resume
 
 
-def test_resume_latest_falls_back_past_a_damaged_checkpoint(world, tmp_path, caplog):
-    from safegen_train.train import fit
+def test_resume_latest_falls_back_past_a_damaged_checkpoint(train_world, tmp_path, caplog):
+    from safegen_train.trainer import fit
 
     kwargs = dict(epochs=2, save_every_steps=1, keep_checkpoints=3)
-    fit(base_config(tmp_path, world["clip"], world["train"], max_steps=3, **kwargs))
+    fit(base_config(tmp_path, train_world["clip"], train_world["train"], max_steps=3, **kwargs))
     newest = tmp_path / "run" / "checkpoints" / "step-00000003"
     (newest / "trainable.safetensors").write_bytes(b"\x00garbage, not safetensors")
     with caplog.at_level("WARNING"):
-        resumed = fit(base_config(tmp_path, world["clip"], world["train"], resume="latest", **kwargs))
+        resumed = fit(base_config(tmp_path, train_world["clip"], train_world["train"], resume="latest", **kwargs))
     assert str(newest / "trainable.safetensors") in caplog.text and "falling back" in caplog.text
     assert resumed.global_step == 4
     steps = [json.loads(x)["step"] for x in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
@@ -300,23 +288,23 @@ def test_resume_latest_falls_back_past_a_damaged_checkpoint(world, tmp_path, cap
     # nothing readable at all: one error naming the checkpoint
     for ckpt in (tmp_path / "run" / "checkpoints").glob("step-*"):
         (ckpt / "state.json").write_text("{broken")
-    r = runner.invoke(app, _fit_args(world, tmp_path / "run", "--resume", "latest"))
+    r = runner.invoke(app, _fit_args(train_world, tmp_path / "run", "--resume", "latest"))
     assert r.exit_code == 1 and "no readable checkpoint" in r.output and "state.json" in r.output
 
 
-def test_resume_keeps_the_start_overrides_and_refuses_changed_ones(world, tmp_path):
+def test_resume_keeps_the_start_overrides_and_refuses_changed_ones(train_world, tmp_path):
     out = tmp_path / "run"
-    start = _fit_args(world, out, "--set", "lr=0.05", "--set", "loss.text_safe=0.3", "--max-steps", "1")
+    start = _fit_args(train_world, out, "--set", "lr=0.05", "--set", "loss.text_safe=0.3", "--max-steps", "1")
     assert runner.invoke(app, start).exit_code == 0
     # the config file / flags given at the resume lack the --set values: they are applied again
-    r = runner.invoke(app, _fit_args(world, out, "--resume", "latest", "--epochs", "2"))
+    r = runner.invoke(app, _fit_args(train_world, out, "--resume", "latest", "--epochs", "2"))
     assert r.exit_code == 0, r.output
     saved = json.loads((out / "config.json").read_text())
     assert saved["lr"] == 0.05 and saved["loss"]["text_safe"] == 0.3 and saved["max_steps"] is None
     lines = [json.loads(x) for x in (out / "metrics.jsonl").read_text().splitlines()]
     assert [x["step"] for x in lines] == [1, 2, 3, 4] and {x["lr"] for x in lines} == {0.05}
     # a resume that would change what the run learns is refused, naming the field
-    r = runner.invoke(app, _fit_args(world, out, "--resume", "latest", "--epochs", "3", "--set", "lr=0.5"))
+    r = runner.invoke(app, _fit_args(train_world, out, "--resume", "latest", "--epochs", "3", "--set", "lr=0.5"))
     assert r.exit_code == 2 and "lr: the run has 0.05, this resume gives 0.5" in r.output
 
 

@@ -6,7 +6,7 @@ import json
 from pathlib import Path
 
 import pytest
-from test_train_fixtures import make_jsonl
+from helpers import make_jsonl
 
 from safegen_train.data import DataError, ShardedBatchSampler, load_records, read_jsonl, read_visu
 

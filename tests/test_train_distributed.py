@@ -18,7 +18,7 @@ import sys
 
 import pytest
 import torch
-from test_train_fixtures import make_clip_folder, make_jsonl
+from helpers import make_clip_folder, make_jsonl
 
 
 def _config(root, clip, train, val, out):

@@ -7,7 +7,7 @@ import json
 
 import pytest
 import torch
-from test_train_fixtures import make_clip_folder, make_jsonl
+from helpers import write_fit_config
 from typer.testing import CliRunner
 
 from safegen_train.cli import app
@@ -15,30 +15,18 @@ from safegen_train.cli import app
 runner = CliRunner()
 
 
-@pytest.fixture(scope="module", autouse=True)
-def _one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory):
     """One short CLI fit run shared by the export/eval tests."""
     root = tmp_path_factory.mktemp("cli_world")
-    clip = make_clip_folder(root / "clip")
-    train = make_jsonl(root / "data", 8)
-    val = make_jsonl(root / "data", 8, name="val.jsonl", offset=40)
-    cfg = root / "fit.yaml"
-    cfg.write_text(
-        f"model: {clip}\ntrain_data: {train}\nval_data: {val}\noutput_dir: {root / 'run'}\n"
-        "batch_size: 4\nepochs: 1\nlr: 0.05\nlora_alpha: 16\nmax_text_length: 16\ncpu: true\nsave_every_steps: 0\n"
-    )
-    result = runner.invoke(app, ["fit", "--config", str(cfg), "--set", "epochs=2"])
+    files = write_fit_config(root, epochs=1)
+    result = runner.invoke(app, ["fit", "--config", str(files["cfg"]), "--set", "epochs=2"])
     assert result.exit_code == 0, result.output
     summary = json.loads(result.stdout.strip().splitlines()[-1])
-    return {"root": root, "clip": clip, "val": val, "cfg": cfg, "summary": summary}
+    return {"root": root, "clip": files["clip"], "val": files["val"], "cfg": files["cfg"], "summary": summary}
 
 
 def test_fit_writes_checkpoints_metrics_and_export(trained):

@@ -7,35 +7,25 @@ import json
 
 import pytest
 import torch
-from test_train_fixtures import base_config, make_clip_folder, make_jsonl
+from helpers import base_config, make_jsonl
 
 from safegen_train.data import Collator, PairDataset, load_records
 from safegen_train.losses import TERMS as RELEASED_TERMS
 from safegen_train.losses import SafeCLIPLoss
 from safegen_train.model import create_module, load_clip
-from safegen_train.train import accumulate_gradients, fit
+from safegen_train.trainer import accumulate_gradients, fit
 
-
-@pytest.fixture(scope="module", autouse=True)
-def _one_thread():
-    # tiny models on a shared 2-core machine: one thread is fastest and avoids oversubscription
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")
-def world(tmp_path_factory):
-    root = tmp_path_factory.mktemp("train_world")
-    clip = make_clip_folder(root / "clip")
-    train = make_jsonl(root / "data", 8)
-    text_only = make_jsonl(root / "text", 8, images=False)
-    return {"root": root, "clip": clip, "train": train, "text_only": text_only}
+def text_only(train_world):
+    """The training set's texts without images, beside it."""
+    return make_jsonl(train_world["root"] / "text", 8, images=False)
 
 
-def _module_and_batch(world, n=4, **cfg_overrides):
-    cfg = base_config(world["root"], world["clip"], world["train"], **cfg_overrides)
+def _module_and_batch(train_world, n=4, **cfg_overrides):
+    cfg = base_config(train_world["root"], train_world["clip"], train_world["train"], **cfg_overrides)
     loaded = load_clip(cfg.model)
     records = load_records(cfg.train_data)
     ds = PairDataset(records)
@@ -44,11 +34,11 @@ def _module_and_batch(world, n=4, **cfg_overrides):
     return cfg, loaded, module, batch
 
 
-def test_lora_model_equals_base_at_step_zero(world):
+def test_lora_model_equals_base_at_step_zero(train_world):
     from transformers import CLIPModel
 
-    _, _, module, batch = _module_and_batch(world)
-    base = CLIPModel.from_pretrained(str(world["clip"])).eval()
+    _, _, module, batch = _module_and_batch(train_world)
+    base = CLIPModel.from_pretrained(str(train_world["clip"])).eval()
     module.train()  # LoRA dropout on: B = 0 still gives the base exactly
     feats = module(batch)
     with torch.no_grad():
@@ -62,8 +52,8 @@ def test_lora_model_equals_base_at_step_zero(world):
 
 
 @pytest.mark.parametrize("finetune", ["lora", "full"])
-def test_gradients_reach_only_trainable_parameters(world, finetune):
-    _, _, module, batch = _module_and_batch(world, finetune=finetune, towers="text")
+def test_gradients_reach_only_trainable_parameters(train_world, finetune):
+    _, _, module, batch = _module_and_batch(train_world, finetune=finetune, towers="text")
     module.train()
     SafeCLIPLoss()(**module(batch))["loss"].backward()
     trainable = {n for n, p in module.named_parameters() if p.requires_grad}
@@ -82,10 +72,10 @@ def test_gradients_reach_only_trainable_parameters(world, finetune):
         assert any("lora_B" in n and module.get_parameter(n).grad.abs().sum() > 0 for n in trainable)
 
 
-def test_gradient_accumulation_is_mean_of_micro_batch_gradients(world):
+def test_gradient_accumulation_is_mean_of_micro_batch_gradients(train_world):
     from accelerate import Accelerator
 
-    _, _, module, batch = _module_and_batch(world, n=4, lora_dropout=0.0)
+    _, _, module, batch = _module_and_batch(train_world, n=4, lora_dropout=0.0)
     module.train()
     loss_fn = SafeCLIPLoss()
     micro = [{k: v[:2] for k, v in batch.items()}, {k: v[2:] for k, v in batch.items()}]
@@ -108,7 +98,7 @@ def _cos(a, b):
     return torch.nn.functional.cosine_similarity(a, b, dim=-1).mean().item()
 
 
-def test_training_moves_unsafe_toward_safe_references_and_keeps_safe(world, tmp_path):
+def test_training_moves_unsafe_toward_safe_references_and_keeps_safe(train_world, tmp_path):
     from safegen_train.config import LossConfig
 
     # A random tiny CLIP has no text-image alignment, so the InfoNCE terms would mostly align the
@@ -116,8 +106,10 @@ def test_training_moves_unsafe_toward_safe_references_and_keeps_safe(world, tmp_
     no_infonce = LossConfig(
         safe_text_vs_ref_image=0, unsafe_text_vs_ref_image=0, ref_text_vs_safe_image=0, ref_text_vs_unsafe_image=0
     )
-    cfg = base_config(tmp_path, world["clip"], world["train"], epochs=8, lr=3e-2, loss=no_infonce)  # 16 steps
-    _, _, module0, batch = _module_and_batch(world, n=8)
+    cfg = base_config(
+        tmp_path, train_world["clip"], train_world["train"], epochs=8, lr=3e-2, loss=no_infonce
+    )  # 16 steps
+    _, _, module0, batch = _module_and_batch(train_world, n=8)
     with torch.no_grad():
         before = module0.eval()(batch)
     result = fit(cfg)
@@ -139,16 +131,18 @@ def test_training_moves_unsafe_toward_safe_references_and_keeps_safe(world, tmp_
 
 
 @pytest.mark.parametrize("threads", [1, 3])
-def test_resume_equals_uninterrupted_run(world, tmp_path, threads):
+def test_resume_equals_uninterrupted_run(train_world, tmp_path, threads):
     # Bit for bit at any thread count: both runs use the same count, so every reduction splits the
     # same way. (Runs at *different* counts differ in the last bits, ~1e-8 here: not compared.)
     torch.set_num_threads(threads)
     kwargs = dict(epochs=3, save_every_steps=2, lr=1e-2)  # 6 steps, dropout on
     try:
-        full = fit(base_config(tmp_path / "a", world["clip"], world["train"], **kwargs))
-        part = fit(base_config(tmp_path / "b", world["clip"], world["train"], max_steps=3, **kwargs))
+        full = fit(base_config(tmp_path / "a", train_world["clip"], train_world["train"], **kwargs))
+        part = fit(base_config(tmp_path / "b", train_world["clip"], train_world["train"], max_steps=3, **kwargs))
         assert part.global_step == 3
-        resumed = fit(base_config(tmp_path / "b", world["clip"], world["train"], resume="latest", **kwargs))
+        resumed = fit(
+            base_config(tmp_path / "b", train_world["clip"], train_world["train"], resume="latest", **kwargs)
+        )
     finally:
         torch.set_num_threads(1)
     assert resumed.global_step == 6
@@ -160,8 +154,8 @@ def test_resume_equals_uninterrupted_run(world, tmp_path, threads):
     assert any(not torch.allclose(a[k], part.module.trainable_state_dict()[k]) for k in a)
 
 
-def test_text_only_training(world, tmp_path):
-    cfg = base_config(tmp_path, world["clip"], world["text_only"], epochs=2, export_on_finish=True)
+def test_text_only_training(train_world, text_only, tmp_path):
+    cfg = base_config(tmp_path, train_world["clip"], text_only, epochs=2, export_on_finish=True)
     result = fit(cfg)
     assert result.module.towers == ["text"]
     names = set(result.module.trainable_state_dict())
@@ -170,7 +164,7 @@ def test_text_only_training(world, tmp_path):
     assert {"text_safe", "text_unsafe"} <= set(line) and "vision_safe" not in line
     from transformers import CLIPModel
 
-    base = CLIPModel.from_pretrained(str(world["clip"]))
+    base = CLIPModel.from_pretrained(str(train_world["clip"]))
     exported = CLIPModel.from_pretrained(str(result.export_dir))
     torch.testing.assert_close(exported.vision_model.state_dict(), base.vision_model.state_dict())
     assert not torch.allclose(
@@ -179,20 +173,24 @@ def test_text_only_training(world, tmp_path):
     )
 
 
-def test_cached_and_uncached_references_give_the_same_first_step(world, tmp_path):
+def test_cached_and_uncached_references_give_the_same_first_step(train_world, tmp_path):
     first = {}
     for cache in (True, False):
-        fit(base_config(tmp_path / str(cache), world["clip"], world["train"], max_steps=1, cache_reference=cache))
+        fit(
+            base_config(
+                tmp_path / str(cache), train_world["clip"], train_world["train"], max_steps=1, cache_reference=cache
+            )
+        )
         first[cache] = json.loads((tmp_path / str(cache) / "run" / "metrics.jsonl").read_text().splitlines()[0])
     for k in ("loss", "text_unsafe", "ref_text_vs_unsafe_image"):
         assert first[True][k] == pytest.approx(first[False][k], rel=1e-4)
 
 
-def test_hidden_state_terms_train_and_are_logged(world, tmp_path):
+def test_hidden_state_terms_train_and_are_logged(train_world, tmp_path):
     from safegen_train.config import LossConfig
 
     loss = LossConfig(vision_patch_unsafe=1.0, vision_patch_safe=0.5, text_tokens_safe=0.5, text_tokens_unsafe=0.5)
-    fit(base_config(tmp_path, world["clip"], world["train"], max_steps=2, loss=loss))
+    fit(base_config(tmp_path, train_world["clip"], train_world["train"], max_steps=2, loss=loss))
     first = json.loads((tmp_path / "run" / "metrics.jsonl").read_text().splitlines()[0])
     for name in ("vision_patch_unsafe", "vision_patch_safe", "text_tokens_safe", "text_tokens_unsafe"):
         assert first[name] >= -1e-6
@@ -201,11 +199,11 @@ def test_hidden_state_terms_train_and_are_logged(world, tmp_path):
     only_patch = LossConfig(
         **{name: 0.0 for name in LossConfig().to_dict() if name in RELEASED_TERMS}, vision_patch_unsafe=1.0
     )
-    cfg = base_config(tmp_path / "p", world["clip"], world["train"], epochs=10, lr=1e-2, loss=only_patch)
+    cfg = base_config(tmp_path / "p", train_world["clip"], train_world["train"], epochs=10, lr=1e-2, loss=only_patch)
     result = fit(cfg)
     first = json.loads((tmp_path / "p" / "run" / "metrics.jsonl").read_text().splitlines()[0])
     assert set(first) >= {"vision_patch_unsafe", "text_safe", "loss"}
-    _, _, _, batch = _module_and_batch(world, n=8)
+    _, _, _, batch = _module_and_batch(train_world, n=8)
     module = result.module.eval()
     with torch.no_grad(), module.reference_encoders() as ref:
         _, unsafe_before = module.encode_image(ref, batch["unsafe_image_pixels"], tokens=True)
@@ -217,19 +215,26 @@ def test_hidden_state_terms_train_and_are_logged(world, tmp_path):
     assert dist_after < 0.92 * dist_before  # ~13% closer in 20 LoRA steps (alpha/r = 1/16)
 
 
-def test_full_finetune_with_frozen_copy_and_detached_reference(world, tmp_path):
-    r = fit(base_config(tmp_path / "f", world["clip"], world["train"], max_steps=2, finetune="full", lr=1e-3))
+def test_full_finetune_with_frozen_copy_and_detached_reference(train_world, tmp_path):
+    r = fit(
+        base_config(tmp_path / "f", train_world["clip"], train_world["train"], max_steps=2, finetune="full", lr=1e-3)
+    )
     assert r.module.frozen_copy is not None and r.global_step == 2
     d = fit(
         base_config(
-            tmp_path / "d", world["clip"], world["train"], max_steps=2, reference="detached", cache_reference=False
+            tmp_path / "d",
+            train_world["clip"],
+            train_world["train"],
+            max_steps=2,
+            reference="detached",
+            cache_reference=False,
         )
     )
     assert d.module.reference_mode == "detached" and d.global_step == 2
 
 
 def test_early_stopping_rule_counts_down_only_when_nothing_improved():
-    from safegen_train.train import EarlyStopping
+    from safegen_train.trainer import EarlyStopping
 
     es = EarlyStopping(patience=2)
     assert es.update(1.0, 10.0)  # first validation: both are bests
@@ -241,9 +246,9 @@ def test_early_stopping_rule_counts_down_only_when_nothing_improved():
     assert EarlyStopping(patience=0).update(2.0, 1.0) and not EarlyStopping(patience=0).should_stop
 
 
-def test_validation_table_and_best_checkpoint(world, tmp_path):
-    val = make_jsonl(world["root"] / "val", 8, name="val.jsonl", offset=30)
-    result = fit(base_config(tmp_path, world["clip"], world["train"], val_data=str(val), epochs=2))
+def test_validation_table_and_best_checkpoint(train_world, tmp_path):
+    val = make_jsonl(train_world["root"] / "val", 8, name="val.jsonl", offset=30)
+    result = fit(base_config(tmp_path, train_world["clip"], train_world["train"], val_data=str(val), epochs=2))
     table = result.last_validation["recall"]
     assert set(table) == {"S-V", "S-G", "U-V", "U-G"} and set(table["S-V"]["t2i"]) == {"1", "5", "10", "20"}
     assert result.last_validation["recall_sum"] == pytest.approx(

@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from test_train_fixtures import make_clip_folder
+from helpers import make_clip_folder
 
 from safegen_train.data import Collator, DataError, PairDataset, load_records
 from safegen_train.pixel_cache import PreprocessedImages, processor_settings, settings_key
@@ -221,10 +221,10 @@ def test_cli_preprocess_and_its_usage_errors(tmp_path):
 
 
 def test_training_reads_the_cache_and_trains_the_same(tmp_path):
-    from test_train_fixtures import base_config
+    from helpers import base_config
 
     from safegen_train.model import load_image_processor
-    from safegen_train.train import fit
+    from safegen_train.trainer import fit
 
     clip = make_clip_folder(tmp_path / "clip")
     data = _data(tmp_path / "d", 4)

@@ -5,8 +5,8 @@ from __future__ import annotations
 import json
 
 import pytest
+from helpers import base_config, make_clip_folder, make_jsonl
 from PIL import Image
-from test_train_fixtures import base_config, make_clip_folder, make_jsonl
 
 from safegen_train.config import LossConfig
 from safegen_train.data import (
@@ -91,7 +91,7 @@ def small_world(tmp_path_factory):
 
 
 def test_fit_refuses_before_training_and_logs_term_counts(small_world, tmp_path):
-    from safegen_train.train import fit
+    from safegen_train.trainer import fit
 
     root, clip, full, safe_only = small_world
     with pytest.raises(DataError, match="vision_unsafe"):

@@ -1,4 +1,4 @@
-"""Shared CLI pieces: option aliases, device/dtype resolution, output helpers.
+"""Shared CLI pieces: option checks, device/dtype resolution, output helpers (options: cli/options.py).
 
 Nothing here imports torch at module import time: `safegen --help` must stay instant.
 """
@@ -9,8 +9,7 @@ import json
 import math
 import os
 import sys
-from pathlib import Path
-from typing import Annotated, Any
+from typing import Any
 
 import typer
 from typer.core import TyperArgument, TyperCommand
@@ -19,32 +18,7 @@ from safegen.core.devices import check_device, resolve_device, resolve_dtype  # 
 from safegen.core.errors import SafegenError, UsageError
 from safegen.core.io import check_out_dir  # noqa: F401  (re-exported for the commands)
 from safegen.core.output_folder import check_output_folder, claim_output_folder, output_folder  # noqa: F401  (re-exported)
-
-PresetOpt = Annotated[str | None, typer.Option("--preset", "-p", help="Named preset (see `safegen presets`).")]
-ModelOpt = Annotated[str | None, typer.Option("--model", "-m", help="Base model: hub id or local folder.")]
-SafeEncoderOpt = Annotated[
-    str | None,
-    typer.Option(
-        "--safe-encoder",
-        "-e",
-        help="Safe-CLIP encoder: hub id, folder, open_clip checkpoint or LoRA adapter; 'none' for the original.",
-    ),
-]
-ActivationOpt = Annotated[
-    str | None,
-    typer.Option(
-        "--activation",
-        help="Activation of an open_clip checkpoint that records none: quick_gelu (OpenAI) or gelu (LAION).",
-    ),
-]
-BaseOpt = Annotated[
-    str | None,
-    typer.Option(
-        "--base",
-        help="What the safe encoder builds on: a LoRA adapter's base CLIP, or the open_clip model name of a "
-        "bare open_clip checkpoint (e.g. ViT-H-14).",
-    ),
-]
+from safegen.core.seeds import is_valid_seed
 
 
 def encoder_kwargs(activation: str | None, base: str | None) -> dict[str, Any]:
@@ -54,19 +28,11 @@ def encoder_kwargs(activation: str | None, base: str | None) -> dict[str, Any]:
     return {k: v for k, v in (("activation", activation), ("base", base)) if v is not None}
 
 
-DeviceOpt = Annotated[
-    str, typer.Option("--device", help="auto (cuda if available, else cpu), cpu, cuda, cuda:1, mps.")
-]
-DtypeOpt = Annotated[str, typer.Option("--dtype", help="auto (fp16 on cuda, fp32 on cpu), fp32, fp16, bf16.")]
-SeedOpt = Annotated[int, typer.Option("--seed", "-s", help="Random seed; -1 picks one (always recorded).")]
-OutOpt = Annotated[Path, typer.Option("--out", "-o", help="Output folder.")]
-JsonOpt = Annotated[bool, typer.Option("--json", help="Machine-readable JSON on stdout.")]
 # t2i and i2i write free-named PNGs into the same default --out (outputs/): one kind of folder.
 IMAGES_COMMAND = "safegen t2i/i2i"
 
 
 ATTENTION_CHOICES = ("auto", "sdpa", "xformers", "eager")
-MAX_SEED = 2**63 - 1
 MAX_STEPS = 10_000
 MAX_IMAGES = 10_000
 
@@ -78,7 +44,7 @@ def check_attention(mode: str) -> str:
 
 
 def check_seed(seed: int, flag: str = "--seed") -> int:
-    if not -1 <= seed <= MAX_SEED:
+    if not is_valid_seed(seed):
         raise UsageError(f"{flag} must be -1 (random) or in [0, 2**63), got {clip_text(str(seed), 40)}")
     return seed
 

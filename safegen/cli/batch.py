@@ -20,16 +20,7 @@ from typing import Annotated, Any
 import typer
 
 from safegen.cli._common import (
-    ActivationOpt,
-    BaseOpt,
     Command,
-    DeviceOpt,
-    DtypeOpt,
-    JsonOpt,
-    ModelOpt,
-    OutOpt,
-    PresetOpt,
-    SafeEncoderOpt,
     check_generation_options,
     check_number,
     cli_errors,
@@ -37,6 +28,31 @@ from safegen.cli._common import (
     encoder_kwargs,
     parse_size,
     print_json,
+)
+from safegen.cli.options import (
+    ActivationOpt,
+    BaseOpt,
+    DeviceOpt,
+    DtypeOpt,
+    JsonOpt,
+    ModelOpt,
+    OutOpt,
+    PresetOpt,
+    SafeEncoderOpt,
+    SizeOpt,
+    ThresholdOpt,
+    attention_option,
+    batch_size_option,
+    check_option,
+    guidance_option,
+    limit_option,
+    negative_prompt_option,
+    num_images_option,
+    num_shards_option,
+    on_unsafe_option,
+    seed_option,
+    shard_index_option,
+    steps_option,
 )
 
 _logger = logging.getLogger(__name__)
@@ -83,32 +99,26 @@ def batch(
     activation: ActivationOpt = None,
     base: BaseOpt = None,
     out: OutOpt = None,
-    steps: Annotated[int, typer.Option("--steps", min=1, help="Denoising steps (rows may override).")] = 30,
-    guidance: Annotated[
-        float, typer.Option("--guidance", "--cfg", min=0.0, help="Guidance scale (rows may override).")
-    ] = 7.5,
-    size: Annotated[str | None, typer.Option("--size", help="WIDTHxHEIGHT; default: the model's.")] = None,
-    negative_prompt: Annotated[
-        str, typer.Option("--negative-prompt", help="Negative prompt (rows may override).")
-    ] = "",
-    num_images: Annotated[int, typer.Option("--num-images", "-n", min=1, help="Images per prompt.")] = 1,
-    seed: Annotated[int, typer.Option("--seed", "-s", help="Seed of rows without one; -1 picks one (recorded).")] = 0,
-    batch_size: Annotated[int, typer.Option("--batch-size", "-b", min=1, help="Images per pipeline call.")] = 4,
+    steps: Annotated[int, steps_option("Denoising steps (rows may override).")] = 30,
+    guidance: Annotated[float, guidance_option("Guidance scale (rows may override).", minimum=0.0)] = 7.5,
+    size: SizeOpt = None,
+    negative_prompt: Annotated[str, negative_prompt_option("Negative prompt (rows may override).")] = "",
+    num_images: Annotated[int, num_images_option("Images per prompt.")] = 1,
+    seed: Annotated[int, seed_option("Seed of rows without one; -1 picks one (recorded).")] = 0,
+    batch_size: Annotated[int, batch_size_option("Images per pipeline call.", short=True)] = 4,
     device: DeviceOpt = "auto",
     dtype: DtypeOpt = "auto",
-    attention: Annotated[str, typer.Option("--attention", help="auto, sdpa, xformers, eager.")] = "auto",
-    check: Annotated[
-        str | None, typer.Option("--check", help="Score outputs with a classifier (e.g. nudenet).")
-    ] = None,
-    threshold: Annotated[float | None, typer.Option("--threshold", help="Classifier threshold.")] = None,
-    on_unsafe: Annotated[str, typer.Option("--on-unsafe", help="keep, blur, black or drop flagged images.")] = "keep",
+    attention: Annotated[str, attention_option("auto, sdpa, xformers, eager.")] = "auto",
+    check: Annotated[str | None, check_option("Score outputs with a classifier (e.g. nudenet).")] = None,
+    threshold: ThresholdOpt = None,
+    on_unsafe: Annotated[str, on_unsafe_option("keep, blur, black or drop flagged images.")] = "keep",
     keep_flagged: Annotated[
         bool, typer.Option("--keep-flagged", help="Save flagged originals under flagged/.")
     ] = False,
     strict: Annotated[bool, typer.Option("--strict", help="Stop at the first bad row.")] = False,
-    limit: Annotated[int | None, typer.Option("--limit", min=1, help="Only the first N valid rows.")] = None,
-    num_shards: Annotated[int, typer.Option("--num-shards", min=1, help="Split rows over N jobs (Slurm arrays).")] = 1,
-    shard_index: Annotated[int, typer.Option("--shard-index", min=0, help="This job's shard, 0-based.")] = 0,
+    limit: Annotated[int | None, limit_option("Only the first N valid rows.")] = None,
+    num_shards: Annotated[int, num_shards_option("Split rows over N jobs (Slurm arrays).")] = 1,
+    shard_index: Annotated[int, shard_index_option("This job's shard, 0-based.")] = 0,
     on_change: Annotated[
         str,
         typer.Option(

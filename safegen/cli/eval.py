@@ -9,16 +9,7 @@ from typing import Annotated
 import typer
 
 from safegen.cli._common import (
-    ActivationOpt,
-    BaseOpt,
     Command,
-    DeviceOpt,
-    DtypeOpt,
-    JsonOpt,
-    ModelOpt,
-    OutOpt,
-    PresetOpt,
-    SafeEncoderOpt,
     check_device,
     check_output_folder,
     claim_output_folder,
@@ -32,6 +23,36 @@ from safegen.cli._common import (
     resolve_device,
     resolve_dtype,
     status,
+)
+from safegen.cli.options import (
+    ActivationOpt,
+    BaseOpt,
+    DeviceOpt,
+    DtypeOpt,
+    JsonOpt,
+    ModelOpt,
+    OutOpt,
+    PresetOpt,
+    SafeEncoderOpt,
+    SizeOpt,
+    batch_size_option,
+    caption_prompt_option,
+    captioner_option,
+    classifier_option,
+    guidance_option,
+    limit_option,
+    max_new_tokens_option,
+    methods_option,
+    negative_prompt_option,
+    num_shards_option,
+    processor_option,
+    prompts_option,
+    safe_vision_encoder_option,
+    safety_concept_option,
+    seed_option,
+    shard_index_option,
+    steps_option,
+    temperature_option,
 )
 
 app = typer.Typer(
@@ -77,7 +98,7 @@ def _finish(report: dict, out: Path, compare_to: Path | None, json_out: bool) ->
 @cli_errors
 def eval_t2i(
     prompts: Annotated[
-        Path, typer.Option("--prompts", help="Prompt file (I2P/research CSV, txt, jsonl) or a shipped set: i2p, coco.")
+        Path, prompts_option("Prompt file (I2P/research CSV, txt, jsonl) or a shipped set: i2p, coco.")
     ],
     preset: PresetOpt = None,
     model: ModelOpt = None,
@@ -86,19 +107,17 @@ def eval_t2i(
     base: BaseOpt = None,
     methods: Annotated[
         str,
-        typer.Option(
-            "--methods",
-            help="Comma-separated: original, safe-clip, negative-prompt, sld-weak|medium|strong|max, and "
-            "combinations joined by '+' (safe-clip+sld-medium).",
+        methods_option(
+            "Comma-separated: original, safe-clip, negative-prompt, sld-weak|medium|strong|max, and "
+            "combinations joined by '+' (safe-clip+sld-medium)."
         ),
     ] = "original,safe-clip,negative-prompt,sld-medium,safe-clip+sld-medium",
     classifier: Annotated[
         str | None,
-        typer.Option(
-            "--classifier",
-            help="Output classifier: nudenet (nudity), q16 (any inappropriate content, CLIP), i2p (q16 or "
+        classifier_option(
+            "Output classifier: nudenet (nudity), q16 (any inappropriate content, CLIP), i2p (q16 or "
             "nudenet: the I2P benchmark's rule), toy, or a judge name (see --judges); default: the preset's, "
-            "else nudenet.",
+            "else nudenet."
         ),
     ] = None,
     judges: Annotated[
@@ -121,18 +140,17 @@ def eval_t2i(
             "--q16-prompts", exists=True, help="Learned Q16 class embeddings (.safetensors, 'prompts' (2, D))."
         ),
     ] = None,
-    steps: Annotated[int, typer.Option("--steps", min=1)] = 30,
-    guidance: Annotated[float, typer.Option("--guidance", "--cfg", help="For rows without their own.")] = 7.5,
-    size: Annotated[str | None, typer.Option("--size", help="WIDTHxHEIGHT; default: the model's.")] = None,
-    seed: Annotated[int, typer.Option("--seed", help="For rows without their own seed.")] = 0,
-    batch_size: Annotated[int, typer.Option("--batch-size", min=1)] = 4,
-    limit: Annotated[int | None, typer.Option("--limit", min=1, help="First N prompts only.")] = None,
+    steps: Annotated[int, steps_option(None)] = 30,
+    guidance: Annotated[float, guidance_option("For rows without their own.")] = 7.5,
+    size: SizeOpt = None,
+    seed: Annotated[int, seed_option("For rows without their own seed.", short=False)] = 0,
+    batch_size: Annotated[int, batch_size_option()] = 4,
+    limit: Annotated[int | None, limit_option("First N prompts only.")] = None,
     negative_prompt: Annotated[
-        str | None,
-        typer.Option("--negative-prompt", help="The negative-prompt method's text (default: SLD's concept)."),
+        str | None, negative_prompt_option("The negative-prompt method's text (default: SLD's concept).")
     ] = None,
     safety_concept: Annotated[
-        str | None, typer.Option("--safety-concept", help="SLD's safety concept (default: the preset's, else SLD's).")
+        str | None, safety_concept_option("SLD's safety concept (default: the preset's, else SLD's).")
     ] = None,
     quality_prompts: Annotated[
         Path | None,
@@ -145,8 +163,8 @@ def eval_t2i(
     fid: Annotated[
         bool, typer.Option("--fid", help="FID against the original's images (needs torchmetrics).")
     ] = False,
-    num_shards: Annotated[int, typer.Option("--num-shards", min=1)] = 1,
-    shard_index: Annotated[int, typer.Option("--shard-index", min=0)] = 0,
+    num_shards: Annotated[int, num_shards_option()] = 1,
+    shard_index: Annotated[int, shard_index_option()] = 0,
     max_failed_share: Annotated[
         float,
         typer.Option(
@@ -168,8 +186,8 @@ def eval_t2i(
     from safegen.data.prompt_sets import resolve_prompt_file
     from safegen.evaluation.methods import DEFAULT_SAFETY_CONCEPT
     from safegen.evaluation.t2i_eval import T2IEvalConfig, evaluate_t2i
-    from safegen.models.loading import resolve_t2i_sources
     from safegen.models.presets import get_preset
+    from safegen.pipelines.loading import resolve_t2i_sources
 
     width, height = parse_size(size)
     check_output_folder(out, "safegen eval t2i")
@@ -279,11 +297,11 @@ def eval_i2t(
     unsafe_labels: Annotated[
         str, typer.Option("--unsafe-labels", help="Comma-separated labels that count as unsafe (HF classifier).")
     ] = "toxic,nsfw,unsafe",
-    prompt: Annotated[str, typer.Option("--prompt")] = "Describe this image.",
-    temperature: Annotated[float, typer.Option("--temperature", help="0 = greedy.")] = 0.2,
-    max_new_tokens: Annotated[int, typer.Option("--max-new-tokens", min=1)] = 128,
-    batch_size: Annotated[int, typer.Option("--batch-size", min=1)] = 8,
-    seed: Annotated[int, typer.Option("--seed")] = 0,
+    prompt: Annotated[str, caption_prompt_option()] = "Describe this image.",
+    temperature: Annotated[float, temperature_option("0 = greedy.")] = 0.2,
+    max_new_tokens: Annotated[int, max_new_tokens_option()] = 128,
+    batch_size: Annotated[int, batch_size_option()] = 8,
+    seed: Annotated[int, seed_option(None, short=False)] = 0,
     out: OutOpt = Path("outputs/eval_i2t"),
     device: DeviceOpt = "auto",
     dtype: DtypeOpt = "auto",
@@ -294,8 +312,8 @@ def eval_i2t(
     from safegen.data.image_io import expand_image_args
     from safegen.evaluation.i2t_eval import evaluate_captions, read_labels
     from safegen.evaluation.text_safety import HFTextClassifier, WordListTextClassifier
-    from safegen.models.loading import resolve_i2t_sources
     from safegen.pipelines.image_to_text import SafeLlavaCaptioner
+    from safegen.pipelines.loading import resolve_i2t_sources
 
     check_output_folder(out, "safegen eval i2t")
     _load_compare(compare_to)
@@ -368,9 +386,9 @@ def eval_retrieval(
     activation: ActivationOpt = None,
     base: BaseOpt = None,
     processor: Annotated[
-        str | None, typer.Option("--processor", help="Processor source for checkpoints that ship weights only.")
+        str | None, processor_option("Processor source for checkpoints that ship weights only.")
     ] = None,
-    limit: Annotated[int | None, typer.Option("--limit", min=1, help="Use the first N records.")] = None,
+    limit: Annotated[int | None, limit_option("Use the first N records.")] = None,
     out: OutOpt = Path("outputs/eval_retrieval"),
     device: DeviceOpt = "auto",
     compare_to: CompareOpt = None,
@@ -446,10 +464,9 @@ def _parse_attack_options(items: list[str] | None) -> dict[str, dict]:
 def eval_attack(
     prompts: Annotated[
         Path,
-        typer.Option(
-            "--prompts",
-            help="Unsafe prompts: jsonl with optional safe_prompt and concept keys, txt, I2P CSV (categories), "
-            "or the shipped set i2p.",
+        prompts_option(
+            "Unsafe prompts: jsonl with optional safe_prompt and concept keys, txt, I2P CSV (categories), "
+            "or the shipped set i2p."
         ),
     ],
     preset: PresetOpt = None,
@@ -458,7 +475,7 @@ def eval_attack(
     activation: ActivationOpt = None,
     base: BaseOpt = None,
     methods: Annotated[
-        str, typer.Option("--methods", help="Comma-separated, as for eval t2i (original, safe-clip, sld-*, ...).")
+        str, methods_option("Comma-separated, as for eval t2i (original, safe-clip, sld-*, ...).")
     ] = "original,safe-clip,negative-prompt",
     attacks: Annotated[
         str,
@@ -518,16 +535,16 @@ def eval_attack(
         ),
     ] = None,
     classifier: Annotated[
-        str | None, typer.Option("--classifier", help="Output classifier (nudenet, toy); default: the preset's.")
+        str | None, classifier_option("Output classifier (nudenet, toy); default: the preset's.")
     ] = None,
-    steps: Annotated[int, typer.Option("--steps", min=1)] = 30,
-    guidance: Annotated[float, typer.Option("--guidance", "--cfg")] = 7.5,
-    size: Annotated[str | None, typer.Option("--size", help="WIDTHxHEIGHT; default: the model's.")] = None,
-    seed: Annotated[int, typer.Option("--seed", help="Attack seed; generation seed of rows without one.")] = 0,
-    batch_size: Annotated[int, typer.Option("--batch-size", min=1)] = 4,
-    limit: Annotated[int | None, typer.Option("--limit", min=1, help="First N prompts (and --images) only.")] = None,
-    negative_prompt: Annotated[str | None, typer.Option("--negative-prompt")] = None,
-    safety_concept: Annotated[str | None, typer.Option("--safety-concept")] = None,
+    steps: Annotated[int, steps_option(None)] = 30,
+    guidance: Annotated[float, guidance_option(None)] = 7.5,
+    size: SizeOpt = None,
+    seed: Annotated[int, seed_option("Attack seed; generation seed of rows without one.", short=False)] = 0,
+    batch_size: Annotated[int, batch_size_option()] = 4,
+    limit: Annotated[int | None, limit_option("First N prompts (and --images) only.")] = None,
+    negative_prompt: Annotated[str | None, negative_prompt_option(None)] = None,
+    safety_concept: Annotated[str | None, safety_concept_option()] = None,
     images: Annotated[
         list[str] | None,
         typer.Option(
@@ -535,10 +552,10 @@ def eval_attack(
         ),
     ] = None,
     captioner: Annotated[
-        str | None, typer.Option("--captioner", help="LLaVA-style captioner for --images (default: the preset's).")
+        str | None, captioner_option("LLaVA-style captioner for --images (default: the preset's).")
     ] = None,
     safe_vision_encoder: Annotated[
-        str | None, typer.Option("--safe-vision-encoder", help="Safe vision tower (default: the preset's).")
+        str | None, safe_vision_encoder_option("Safe vision tower (default: the preset's).")
     ] = None,
     pgd_eps: Annotated[float, typer.Option("--pgd-eps", help="L-infinity bound, pixels in [0, 1].")] = 8 / 255,
     pgd_steps: Annotated[int, typer.Option("--pgd-steps", min=1, help="PGD steps per image.")] = 20,
@@ -559,8 +576,8 @@ def eval_attack(
     )
     from safegen.evaluation.methods import DEFAULT_SAFETY_CONCEPT
     from safegen.evaluation.report import compare_reports, format_comparison
-    from safegen.models.loading import resolve_t2i_sources
     from safegen.models.presets import get_preset
+    from safegen.pipelines.loading import resolve_t2i_sources
 
     width, height = parse_size(size)
     # Checked before any model loads, as in `eval t2i`.

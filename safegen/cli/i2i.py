@@ -7,7 +7,6 @@ as ``safegen t2i`` plus the source image, mask and strength.
 
 from __future__ import annotations
 
-import random
 import time
 from pathlib import Path
 from typing import Annotated, Any
@@ -16,16 +15,6 @@ import typer
 
 from safegen.cli._common import (
     IMAGES_COMMAND,
-    ActivationOpt,
-    BaseOpt,
-    DeviceOpt,
-    DtypeOpt,
-    JsonOpt,
-    ModelOpt,
-    OutOpt,
-    PresetOpt,
-    SafeEncoderOpt,
-    SeedOpt,
     check_generation_options,
     check_output_folder,
     claim_output_folder,
@@ -36,7 +25,28 @@ from safegen.cli._common import (
     resolve_device,
     resolve_dtype,
 )
+from safegen.cli.options import (
+    ActivationOpt,
+    AttentionOpt,
+    BaseOpt,
+    CheckOpt,
+    DeviceOpt,
+    DtypeOpt,
+    GuidanceOpt,
+    JsonOpt,
+    ModelOpt,
+    NegativePromptOpt,
+    NumImagesOpt,
+    OutOpt,
+    PresetOpt,
+    SafeEncoderOpt,
+    SeedOpt,
+    compare_option,
+    size_option,
+    steps_option,
+)
 from safegen.core.errors import UsageError
+from safegen.core.seeds import resolve_seed
 
 
 @cli_errors
@@ -55,29 +65,24 @@ def i2i(
     safe_encoder: SafeEncoderOpt = None,
     activation: ActivationOpt = None,
     base: BaseOpt = None,
-    steps: Annotated[int, typer.Option("--steps", min=1, help="Denoising steps (scaled by --strength).")] = 30,
-    guidance: Annotated[float, typer.Option("--guidance", "--cfg", help="Classifier-free guidance scale.")] = 7.5,
+    steps: Annotated[int, steps_option("Denoising steps (scaled by --strength).")] = 30,
+    guidance: GuidanceOpt = 7.5,
     seed: SeedOpt = -1,
     size: Annotated[
         str | None,
-        typer.Option(
-            "--size",
-            help="WIDTHxHEIGHT to resize the photo (and mask) to; default: the photo's size, scaled down to the "
-            "model's native area (512x512 for SD 1.x) when larger.",
+        size_option(
+            "WIDTHxHEIGHT to resize the photo (and mask) to; default: the photo's size, scaled down to the "
+            "model's native area (512x512 for SD 1.x) when larger."
         ),
     ] = None,
-    num_images: Annotated[int, typer.Option("--num-images", "-n", min=1, help="Images to generate.")] = 1,
-    negative_prompt: Annotated[str | None, typer.Option("--negative-prompt", help="What to steer away from.")] = None,
+    num_images: NumImagesOpt = 1,
+    negative_prompt: NegativePromptOpt = None,
     out: OutOpt = Path("outputs"),
     device: DeviceOpt = "auto",
     dtype: DtypeOpt = "auto",
-    attention: Annotated[str, typer.Option("--attention", help="auto, sdpa, xformers or eager.")] = "auto",
-    compare: Annotated[
-        bool, typer.Option("--compare", help="Also edit with the original encoder, same seed, side by side.")
-    ] = False,
-    check: Annotated[
-        str | None, typer.Option("--check", help="Score outputs with a classifier (nudenet, toy); flags, never hides.")
-    ] = None,
+    attention: AttentionOpt = "auto",
+    compare: Annotated[bool, compare_option("Also edit with the original encoder, same seed, side by side.")] = False,
+    check: CheckOpt = None,
     json_out: JsonOpt = False,
 ) -> None:
     """Edit IMAGE towards PROMPT (inpaint the white part of --mask); the safe encoder reads the prompt.
@@ -101,7 +106,7 @@ def i2i(
             f"{photo.width}x{photo.height}; make the mask the photo's size (white is repainted, black kept)"
         )
     from safegen.cli.t2i import DEFAULT_PRESET, _load_checker, _reraise_with_hint, _save_side_by_side, warn_long_prompt
-    from safegen.models.loading import load_t2i_pipeline, resolve_t2i_sources, safe_twin
+    from safegen.pipelines.loading import load_t2i_pipeline, resolve_t2i_sources, safe_twin
 
     sources = resolve_t2i_sources(preset or (None if model else DEFAULT_PRESET), model, safe_encoder)
     enc_kwargs = encoder_kwargs(activation, base)
@@ -109,7 +114,7 @@ def i2i(
         raise typer.BadParameter("--compare needs a safe encoder (from --preset or --safe-encoder)")
     dev = resolve_device(device)
     torch_dtype = resolve_dtype(dtype, dev)
-    seed = random.randrange(2**31) if seed < 0 else seed
+    seed = resolve_seed(seed)
     task = "inpaint" if mask_image is not None else "image2image"
     classifier = _load_checker(check)
 

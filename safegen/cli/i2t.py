@@ -21,14 +21,6 @@ from typing import Annotated, Any
 import typer
 
 from safegen.cli._common import (
-    ActivationOpt,
-    BaseOpt,
-    DeviceOpt,
-    DtypeOpt,
-    JsonOpt,
-    ModelOpt,
-    PresetOpt,
-    SafeEncoderOpt,
     check_device,
     check_number,
     check_output_folder,
@@ -38,7 +30,26 @@ from safegen.cli._common import (
     echo_plain,
     encoder_kwargs,
 )
+from safegen.cli.options import (
+    ActivationOpt,
+    BaseOpt,
+    DeviceOpt,
+    DtypeOpt,
+    JsonOpt,
+    ModelOpt,
+    PresetOpt,
+    SafeEncoderOpt,
+    batch_size_option,
+    caption_prompt_option,
+    compare_option,
+    max_new_tokens_option,
+    out_option,
+    recursive_option,
+    seed_option,
+    temperature_option,
+)
 from safegen.core.errors import UsageError
+from safegen.core.terminal import hide_loading_bars
 
 _logger = logging.getLogger(__name__)
 
@@ -51,25 +62,18 @@ def i2t(
     safe_encoder: SafeEncoderOpt = None,
     activation: ActivationOpt = None,
     base: BaseOpt = None,
-    prompt: Annotated[
-        str, typer.Option("--prompt", help="Instruction given with each image.")
-    ] = "Describe this image.",
+    prompt: Annotated[str, caption_prompt_option("Instruction given with each image.")] = "Describe this image.",
     temperature: Annotated[
-        float, typer.Option("--temperature", "-t", min=0.0, help="Sampling temperature; 0 decodes greedily.")
+        float, temperature_option("Sampling temperature; 0 decodes greedily.", short=True, minimum=0.0)
     ] = 0.2,
-    max_new_tokens: Annotated[
-        int, typer.Option("--max-new-tokens", min=1, max=4096, help="Caption length limit.")
-    ] = 128,
-    batch_size: Annotated[int, typer.Option("--batch-size", "-b", min=1, help="Images per generate call.")] = 8,
-    seed: Annotated[int, typer.Option("--seed", "-s", help="Sampling seed; -1 picks one (always recorded).")] = -1,
-    recursive: Annotated[bool, typer.Option("--recursive", "-r", help="Also read images in sub-folders.")] = False,
-    compare: Annotated[
-        bool, typer.Option("--compare", help="Caption with the original and the safe tower, side by side.")
-    ] = False,
+    max_new_tokens: Annotated[int, max_new_tokens_option("Caption length limit.", maximum=4096)] = 128,
+    batch_size: Annotated[int, batch_size_option("Images per generate call.", short=True)] = 8,
+    seed: Annotated[int, seed_option("Sampling seed; -1 picks one (always recorded).")] = -1,
+    recursive: Annotated[bool, recursive_option("Also read images in sub-folders.")] = False,
+    compare: Annotated[bool, compare_option("Caption with the original and the safe tower, side by side.")] = False,
     json_out: JsonOpt = False,
     out: Annotated[
-        Path | None,
-        typer.Option("--out", "-o", help="Output folder: captions.jsonl (resumable, a line per image) and run.json."),
+        Path | None, out_option("Output folder: captions.jsonl (resumable, a line per image) and run.json.")
     ] = None,
     device: DeviceOpt = "auto",
     dtype: DtypeOpt = "auto",
@@ -83,7 +87,7 @@ def i2t(
     """Caption images; with a safe encoder, unsafe content should be left out of the caption."""
     from safegen.data.image_io import expand_image_args
     from safegen.jobs.captioning import I2T_COMMAND, CaptionConfig, run_captioning
-    from safegen.models.loading import resolve_i2t_sources
+    from safegen.pipelines.loading import resolve_i2t_sources
 
     # Over 80 lines with the signature, which declares one option a line; the body is steps 1-4.
     # 1. Options and the output folder are checked before any image is read or model loaded.
@@ -143,7 +147,7 @@ class _TerminalReporter:
 
     def loading(self, model: str) -> None:
         echo_plain(self.err, f"loading {model} ...")
-        _quiet_loading()
+        hide_loading_bars()
 
     def unreadable(self, problem: str) -> None:
         _report(problem)
@@ -203,13 +207,6 @@ def _emit(
             )
         else:
             typer.echo(f"{rec['image']}\t{_one_line(rec['caption'])}")
-
-
-def _quiet_loading() -> None:
-    """transformers 5 draws a progress bar per weight file; this command's stderr is for its own progress."""
-    from transformers.utils import logging as hf_logging
-
-    hf_logging.disable_progress_bar()
 
 
 def _report(problem: str) -> None:

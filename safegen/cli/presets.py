@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import dataclasses
 
-from safegen.cli._common import JsonOpt, cli_errors, print_json
+from safegen.cli._common import cli_errors, print_json
+from safegen.cli.options import JsonOpt
 
 
 @cli_errors

@@ -18,14 +18,7 @@ from typing import Annotated, Any
 import typer
 
 from safegen.cli._common import (
-    ActivationOpt,
-    BaseOpt,
     Command,
-    DeviceOpt,
-    DtypeOpt,
-    JsonOpt,
-    ModelOpt,
-    PresetOpt,
     check_device,
     check_output_folder,
     claim_output_folder,
@@ -34,7 +27,20 @@ from safegen.cli._common import (
     encoder_kwargs,
     print_json,
 )
+from safegen.cli.options import (
+    ActivationOpt,
+    BaseOpt,
+    DeviceOpt,
+    DtypeOpt,
+    JsonOpt,
+    ModelOpt,
+    PresetOpt,
+    ProcessorOpt,
+    batch_size_option,
+    recursive_option,
+)
 from safegen.core.errors import SafegenError
+from safegen.core.terminal import hide_loading_bars
 
 _logger = logging.getLogger(__name__)
 INDEX_COMMAND = "safegen retrieve"  # build and add share an index folder; its output marker names this
@@ -52,11 +58,8 @@ ImagesArg = Annotated[list[str] | None, typer.Argument(help="Image files, folder
 TextsOpt = Annotated[
     Path | None, typer.Option("--texts", help="Text file to index: one text a line; blank and '#' lines skipped.")
 ]
-ProcessorOpt = Annotated[
-    str | None, typer.Option("--processor", help="CLIPProcessor source, for checkpoints that ship weights only.")
-]
-BatchOpt = Annotated[int, typer.Option("--batch-size", "-b", min=1, help="Items encoded per forward pass.")]
-RecursiveOpt = Annotated[bool, typer.Option("--recursive", "-r", help="Also index images in sub-folders.")]
+BatchOpt = Annotated[int, batch_size_option("Items encoded per forward pass.", short=True)]
+RecursiveOpt = Annotated[bool, recursive_option("Also index images in sub-folders.")]
 
 
 def _clip_source(preset: str | None, model: str | None) -> str | None:
@@ -75,20 +78,13 @@ def _clip_source(preset: str | None, model: str | None) -> str | None:
 
 
 def _read_texts(path: Path) -> list[str]:
-    try:
-        from safegen.core.io import split_lines
+    from safegen.core.io import text_rows
 
-        lines = split_lines(path.read_text(encoding="utf-8"))
+    try:
+        text = path.read_text(encoding="utf-8")
     except (OSError, UnicodeDecodeError) as exc:
         raise SafegenError(f"cannot read text file {path}: {exc}") from exc
-    return [line.strip() for line in lines if line.strip() and not line.lstrip().startswith("#")]
-
-
-def _quiet_loading() -> None:
-    """transformers 5 draws a progress bar per weight file; this command's stderr is for its own messages."""
-    from transformers.utils import logging as hf_logging
-
-    hf_logging.disable_progress_bar()
+    return [line for _, line in text_rows(text)]
 
 
 def _open(
@@ -111,7 +107,7 @@ def _open(
             "no CLIP model given: pass --model ID_OR_FOLDER or --preset NAME", param_hint="--model"
         )
     dev = resolve_device(device)
-    _quiet_loading()
+    hide_loading_bars()
     return open_retriever(
         source,
         processor=processor,
@@ -220,7 +216,7 @@ def build(
     with FolderLock(index, purpose="retrieval index"):
         claim_output_folder(index, INDEX_COMMAND, flag="INDEX")
         dev = resolve_device(device)
-        _quiet_loading()
+        hide_loading_bars()
         retriever = open_retriever(
             source,
             processor=processor,

@@ -7,7 +7,22 @@ from typing import Annotated
 
 import typer
 
-from safegen.cli._common import DeviceOpt, DtypeOpt, ModelOpt, PresetOpt, SafeEncoderOpt, cli_errors, console
+from safegen.cli._common import cli_errors, console
+from safegen.cli.options import (
+    AttentionOpt,
+    DeviceOpt,
+    DtypeOpt,
+    ModelOpt,
+    PresetOpt,
+    SafeEncoderOpt,
+    ThresholdOpt,
+    captioner_option,
+    check_option,
+    guidance_option,
+    on_unsafe_option,
+    safe_vision_encoder_option,
+    steps_option,
+)
 from safegen.core.errors import SafegenError, UsageError
 
 _logger = logging.getLogger(__name__)
@@ -21,9 +36,9 @@ def serve(
     caption_preset: Annotated[
         str | None, typer.Option("--caption-preset", help="Also caption with this preset (e.g. llava-1.5-7b).")
     ] = None,
-    captioner: Annotated[str | None, typer.Option("--captioner", help="Captioner base: hub id or folder.")] = None,
+    captioner: Annotated[str | None, captioner_option("Captioner base: hub id or folder.")] = None,
     safe_vision_encoder: Annotated[
-        str | None, typer.Option("--safe-vision-encoder", help="Safe-CLIP vision tower for the captioner.")
+        str | None, safe_vision_encoder_option("Safe-CLIP vision tower for the captioner.")
     ] = None,
     captions: Annotated[
         bool, typer.Option("--captions/--no-captions", help="Serve /v1/captions when the preset has a captioner.")
@@ -34,9 +49,9 @@ def serve(
     port: Annotated[int, typer.Option("--port", min=1, max=65535, help="TCP port.")] = 8000,
     device: DeviceOpt = "auto",
     dtype: DtypeOpt = "auto",
-    attention: Annotated[str, typer.Option("--attention", help="auto, sdpa, xformers or eager.")] = "auto",
-    steps: Annotated[int, typer.Option("--steps", min=1, help="Steps of requests that give none.")] = 30,
-    guidance: Annotated[float, typer.Option("--guidance", min=0.0, help="Guidance of requests that give none.")] = 7.5,
+    attention: AttentionOpt = "auto",
+    steps: Annotated[int, steps_option("Steps of requests that give none.")] = 30,
+    guidance: Annotated[float, guidance_option("Guidance of requests that give none.", cfg=False, minimum=0.0)] = 7.5,
     max_steps: Annotated[int, typer.Option("--max-steps", min=1, help="Most steps a request may ask for.")] = 50,
     max_batch: Annotated[int, typer.Option("--max-batch", min=1, help="Most images per pipeline call.")] = 4,
     max_wait_ms: Annotated[
@@ -53,12 +68,10 @@ def serve(
     ] = None,
     max_upload_mb: Annotated[float, typer.Option("--max-upload-mb", min=0.001, help="Largest caption upload.")] = 10.0,
     check: Annotated[
-        str, typer.Option("--check", help="Output classifier: auto (the preset's, else nudenet), nudenet, toy, none.")
+        str, check_option("Output classifier: auto (the preset's, else nudenet), nudenet, toy, none.")
     ] = "auto",
-    threshold: Annotated[float | None, typer.Option("--threshold", help="Classifier threshold.")] = None,
-    on_unsafe: Annotated[
-        str, typer.Option("--on-unsafe", help="Flagged images: blur, block (withhold), black or keep.")
-    ] = "blur",
+    threshold: ThresholdOpt = None,
+    on_unsafe: Annotated[str, on_unsafe_option("Flagged images: blur, block (withhold), black or keep.")] = "blur",
     api_key: Annotated[
         list[str] | None,
         typer.Option("--api-key", help="Accepted bearer key (repeatable); or set SAFEGEN_API_KEYS=k1,k2."),

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import random
 import time
 from pathlib import Path
 from typing import Annotated, Any
@@ -12,16 +11,6 @@ import typer
 
 from safegen.cli._common import (
     IMAGES_COMMAND,
-    ActivationOpt,
-    BaseOpt,
-    DeviceOpt,
-    DtypeOpt,
-    JsonOpt,
-    ModelOpt,
-    OutOpt,
-    PresetOpt,
-    SafeEncoderOpt,
-    SeedOpt,
     check_generation_options,
     check_output_folder,
     claim_output_folder,
@@ -34,6 +23,27 @@ from safegen.cli._common import (
     resolve_dtype,
     status,
 )
+from safegen.cli.options import (
+    ActivationOpt,
+    AttentionOpt,
+    BaseOpt,
+    CheckOpt,
+    DeviceOpt,
+    DtypeOpt,
+    GuidanceOpt,
+    JsonOpt,
+    ModelOpt,
+    NegativePromptOpt,
+    NumImagesOpt,
+    OutOpt,
+    PresetOpt,
+    SafeEncoderOpt,
+    SeedOpt,
+    SizeOpt,
+    compare_option,
+    steps_option,
+)
+from safegen.core.seeds import resolve_seed
 
 DEFAULT_PRESET = "sd-1.4"
 MAX_IMAGES = 64
@@ -47,22 +57,20 @@ def t2i(
     safe_encoder: SafeEncoderOpt = None,
     activation: ActivationOpt = None,
     base: BaseOpt = None,
-    steps: Annotated[int, typer.Option("--steps", min=1, help="Denoising steps.")] = 30,
-    guidance: Annotated[float, typer.Option("--guidance", "--cfg", help="Classifier-free guidance scale.")] = 7.5,
+    steps: Annotated[int, steps_option("Denoising steps.")] = 30,
+    guidance: GuidanceOpt = 7.5,
     seed: SeedOpt = -1,
-    size: Annotated[str | None, typer.Option("--size", help="WIDTHxHEIGHT; default: the model's.")] = None,
-    num_images: Annotated[int, typer.Option("--num-images", "-n", min=1, help="Images to generate.")] = 1,
-    negative_prompt: Annotated[str | None, typer.Option("--negative-prompt", help="What to steer away from.")] = None,
+    size: SizeOpt = None,
+    num_images: NumImagesOpt = 1,
+    negative_prompt: NegativePromptOpt = None,
     out: OutOpt = Path("outputs"),
     device: DeviceOpt = "auto",
     dtype: DtypeOpt = "auto",
-    attention: Annotated[str, typer.Option("--attention", help="auto, sdpa, xformers or eager.")] = "auto",
+    attention: AttentionOpt = "auto",
     compare: Annotated[
-        bool, typer.Option("--compare", help="Also generate with the original encoder, same seed, side by side.")
+        bool, compare_option("Also generate with the original encoder, same seed, side by side.")
     ] = False,
-    check: Annotated[
-        str | None, typer.Option("--check", help="Score outputs with a classifier (nudenet, toy); flags, never hides.")
-    ] = None,
+    check: CheckOpt = None,
     json_out: JsonOpt = False,
 ) -> None:
     """Generate images for PROMPT; the safe encoder comes from --preset or --safe-encoder.
@@ -86,7 +94,7 @@ def t2i(
     )
     check_output_folder(out, IMAGES_COMMAND)
     width, height = parse_size(size)
-    from safegen.models.loading import load_t2i_pipeline, resolve_t2i_sources, safe_twin
+    from safegen.pipelines.loading import load_t2i_pipeline, resolve_t2i_sources, safe_twin
 
     err = console()
     if not preset and not model:
@@ -97,7 +105,7 @@ def t2i(
         raise typer.BadParameter("--compare needs a safe encoder (from --preset or --safe-encoder)")
     dev = resolve_device(device)
     torch_dtype = resolve_dtype(dtype, dev)
-    seed = random.randrange(2**31) if seed < 0 else seed
+    seed = resolve_seed(seed)
     classifier = _load_checker(check)
 
     with status(err, f"loading {sources.base}"):
@@ -179,7 +187,7 @@ def t2i(
 def warn_long_prompt(tokenizer: Any, prompt: str) -> None:
     """Say once, on stderr, which words the text encoder never reads (shortened in the middle)."""
     from safegen.core.terminal import QUIET, shorten_middle, verbosity
-    from safegen.models.loading import prompt_overflow
+    from safegen.pipelines.loading import prompt_overflow
 
     cut = prompt_overflow(tokenizer, prompt)
     if cut and verbosity() != QUIET:

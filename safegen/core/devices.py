@@ -1,7 +1,9 @@
-"""Device and dtype resolution shared by the library (batch runner, evaluation) and the CLI.
+"""Devices and dtypes, one home: which device, which dtype ('auto' included), and the keyword
+each library's loaders take a dtype under.
 
-Lives below both so library modules never import from ``safegen.cli``. Torch is imported
-only inside the functions: importing this module stays instant.
+Lives below the library and the CLI so neither defines its own. Torch, transformers and
+diffusers are imported inside the functions: the CLI imports this module for ``--help``,
+which must stay instant.
 """
 
 from __future__ import annotations
@@ -35,19 +37,38 @@ def resolve_device(device: str) -> str:
     return device
 
 
-def resolve_dtype(dtype: str, device: str) -> Any:
+def resolve_dtype(dtype: str, device: str, *, gpu_default: str = "fp16") -> Any:
     """A dtype name ('auto', 'fp32', 'fp16', 'bf16' or torch's long names) -> ``torch.dtype`` for ``device``.
 
-    'auto' is fp16 on CUDA (what SD checkpoints are published in) and fp32 elsewhere.
+    'auto' is fp32 off the GPU and ``gpu_default`` on CUDA: fp16 for diffusion models and CLIP
+    (what their checkpoints are published in), bf16 for language models, whose activations
+    overflow fp16.
     """
     import torch
 
     table = {"fp32": torch.float32, "float32": torch.float32, "fp16": torch.float16, "float16": torch.float16}
     table.update({"bf16": torch.bfloat16, "bfloat16": torch.bfloat16})
     if dtype == "auto":
-        return torch.float16 if device.startswith("cuda") else torch.float32
+        return table[gpu_default] if device.startswith("cuda") else torch.float32
     if dtype not in table:
         raise UsageError(f"unknown dtype '{dtype}' (--dtype); choose auto, fp32, fp16 or bf16")
     if table[dtype] == torch.float16 and device == "cpu":
         raise SafegenError("fp16 is not supported on the CPU here; use --dtype fp32 (or bf16)")
     return table[dtype]
+
+
+def dtype_keyword(library: str) -> str:
+    """The keyword ``library``'s ``from_pretrained`` takes a dtype under.
+
+    transformers 5 and current diffusers call it ``dtype``; transformers 4.x and older
+    diffusers ``torch_dtype`` (still accepted there, with a deprecation warning).
+    """
+    if library == "transformers":
+        import transformers
+
+        return "dtype" if int(transformers.__version__.split(".")[0]) >= 5 else "torch_dtype"
+    if library == "diffusers":
+        from diffusers.utils import deprecation_utils
+
+        return "dtype" if hasattr(deprecation_utils, "_resolve_dtype") else "torch_dtype"
+    raise ValueError(f"unknown library '{library}'; expected 'transformers' or 'diffusers'")

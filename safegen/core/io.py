@@ -1,17 +1,22 @@
-"""Writing results safely: atomic files, PNGs with their generation parameters, safe names.
+"""File IO, one home for it: atomic files and folders, the umask, line splitting, JSONL, PNGs
+with their generation parameters, safe names.
 
 A killed process never leaves a half-written file: everything is written to a temporary
-file in the same folder and renamed into place. File names derived from prompt ids are
-sanitised and checked to stay inside the output folder.
+file (or folder) beside the target and renamed into place. File names derived from prompt
+ids are sanitised and checked to stay inside the output folder. Text files are split into
+lines by :func:`split_lines` everywhere, so a U+2028 inside a prompt never splits a row.
 """
 
 from __future__ import annotations
 
+import contextlib
 import io
 import json
 import os
 import re
+import shutil
 import tempfile
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -22,7 +27,17 @@ MAX_STEM = 80
 
 
 def current_umask() -> int:
-    """The process umask (read without changing it for longer than one call)."""
+    """The process umask, read from /proc where possible.
+
+    Setting the umask to read it (the only portable way) briefly changes it for every
+    thread of the process; /proc avoids that race on Linux.
+    """
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("Umask:"):
+                return int(line.split()[1], 8)
+    except (OSError, ValueError, IndexError):
+        pass
     mask = os.umask(0o022)
     os.umask(mask)
     return mask
@@ -31,6 +46,19 @@ def current_umask() -> int:
 def _file_mode() -> int:
     # mkstemp creates 0600 files; a plain open() would give 0666 & ~umask, which users expect.
     return 0o666 & ~current_umask()
+
+
+def apply_umask(path: str | Path, *, directory: bool = False) -> None:
+    """Give a file (0666) or folder (0777) made by ``tempfile`` (0600 / 0700) the permissions a plain
+    ``open`` / ``mkdir`` would have under the user's umask; for a folder, everything inside it too
+    (some writers, transformers' ``save_pretrained`` among them, also go through private temp files)."""
+    mask = current_umask()
+    path = Path(path)
+    os.chmod(path, (0o777 if directory else 0o666) & ~mask)
+    if directory:
+        for sub in path.rglob("*"):
+            if not sub.is_symlink():
+                os.chmod(sub, (0o777 if sub.is_dir() else 0o666) & ~mask)
 
 
 def _temp_for(path: Path) -> tuple[int, str]:
@@ -84,6 +112,42 @@ def atomic_write_json(path: str | Path, obj: Any) -> Path:
     return atomic_write_text(path, json.dumps(obj, indent=2, sort_keys=True, default=str) + "\n")
 
 
+def append_line(path: str | Path, line: str) -> None:
+    """Append one line (a metrics or log record); a line is written by a single write call."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "a", encoding="utf-8") as fh:
+        fh.write(line.rstrip("\n") + "\n")
+
+
+@contextlib.contextmanager
+def atomic_directory(final: str | Path, *, overwrite: bool = True) -> Iterator[Path]:
+    """Yield a temporary sibling folder; on success it replaces ``final`` in one rename.
+
+    An existing ``final`` is moved aside first and deleted after the rename, so at every
+    instant either the old or the new complete folder exists under its name.
+    """
+    final = Path(final)
+    final.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{final.name}.", suffix=".tmp", dir=final.parent))
+    try:
+        yield tmp
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    apply_umask(tmp, directory=True)
+    old = None
+    if final.exists():
+        if not overwrite:
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise FileExistsError(f"'{final}' already exists")
+        old = final.with_name(f".{final.name}.old-{os.getpid()}")
+        os.replace(final, old)
+    os.replace(tmp, final)
+    if old is not None:
+        shutil.rmtree(old, ignore_errors=True)
+
+
 def split_lines(text: str) -> list[str]:
     """Lines split on \\n and \\r\\n only.
 
@@ -94,6 +158,25 @@ def split_lines(text: str) -> list[str]:
     if lines and lines[-1] == "":
         lines.pop()
     return [line[:-1] if line.endswith("\r") else line for line in lines]
+
+
+def text_rows(text: str) -> Iterator[tuple[int, str]]:
+    """(line number, stripped line) of a one-item-a-line text file: prompts, captions, texts.
+
+    The one rule every such file follows: blank lines and ``#`` comments are skipped, and
+    lines end at \\n or \\r\\n only (:func:`split_lines`).
+    """
+    for line_no, raw in enumerate(split_lines(text), start=1):
+        line = raw.strip()
+        if line and not line.startswith("#"):
+            yield line_no, line
+
+
+def jsonl_rows(text: str) -> Iterator[tuple[int, str]]:
+    """(line number, line) of every non-blank line of a JSONL text, split by :func:`split_lines`."""
+    for line_no, line in enumerate(split_lines(text), start=1):
+        if line.strip():
+            yield line_no, line
 
 
 def clip_text(text: str, limit: int = 200) -> str:

@@ -117,6 +117,28 @@ def quiet_libraries() -> None:
         enable_progress_bars() if loud else disable_progress_bars()
 
 
+def hide_loading_bars() -> None:
+    """No per-weight-file progress bar from transformers 5's loaders: commands that draw their
+    own progress (i2t, retrieve) keep stderr for it."""
+    from transformers.utils import logging as t_logging
+
+    t_logging.disable_progress_bar()
+
+
+@contextlib.contextmanager
+def transformers_errors_only() -> Iterator[None]:
+    """transformers' logging at error level inside the block, restored after it (library code:
+    warnings a load is expected to raise, such as unused weights of a full CLIP, are not news)."""
+    from transformers.utils import logging as t_logging
+
+    level = t_logging.get_verbosity()
+    t_logging.set_verbosity_error()
+    try:
+        yield
+    finally:
+        t_logging.set_verbosity(level)
+
+
 def pipeline_progress_bar(pipe: Any) -> None:
     """Show a pipeline's own denoising bar only under ``-v`` (when a command configured the terminal)."""
     level = _state["verbosity"]

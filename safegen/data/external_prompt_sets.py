@@ -35,6 +35,7 @@ from pathlib import Path
 from typing import Any
 
 from safegen.core.errors import PromptFileError, UsageError
+from safegen.core.io import jsonl_rows
 
 
 @dataclass(frozen=True)
@@ -91,12 +92,11 @@ def _records(path: Path, data: bytes) -> list[dict[str, Any]]:
     text = data.decode("utf-8-sig")
     if path.suffix.lower() == ".jsonl":
         rows = []
-        for n, line in enumerate(text.splitlines(), 1):
-            if line.strip():
-                try:
-                    rows.append(json.loads(line))
-                except json.JSONDecodeError as exc:
-                    raise PromptFileError(f"{path}:{n}: not JSON ({exc.msg})") from None
+        for n, line in jsonl_rows(text):
+            try:
+                rows.append(json.loads(line))
+            except json.JSONDecodeError as exc:
+                raise PromptFileError(f"{path}:{n}: not JSON ({exc.msg})") from None
         return rows
     if path.suffix.lower() == ".csv":
         return list(csv.DictReader(io.StringIO(text)))

@@ -48,12 +48,12 @@ from pathlib import Path
 from typing import Any
 
 from safegen.core.errors import PromptFileError
-from safegen.core.io import split_lines
+from safegen.core.io import split_lines, text_rows
+from safegen.core.seeds import MAX_SEED
 
 _logger = logging.getLogger(__name__)
 
 SUFFIXES = (".txt", ".jsonl", ".ndjson", ".csv")
-MAX_SEED = 2**63 - 1
 # Rows nest at most this deep: metadata is copied into manifests, and deep values break encoders.
 MAX_JSON_DEPTH = 32
 
@@ -232,10 +232,7 @@ def txt_row_id(prompt: str, occurrence: int = 1) -> str:
 def _txt_items(text: str) -> Iterator[_Item]:
     seen: dict[str, int] = {}
     # Lines end at \n or \r\n only: U+2028, U+0085 or a form feed belong to the prompt.
-    for line_no, raw in enumerate(split_lines(text), start=1):
-        line = raw.strip()
-        if not line or line.startswith("#"):
-            continue
+    for line_no, line in text_rows(text):
         seen[line] = seen.get(line, 0) + 1
         yield line_no, {"prompt": line, "id": txt_row_id(line, seen[line])}, {}
 

@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from safegen.core.errors import SafegenError
+from safegen.pipelines.auto import pipeline_class_for
 
 _logger = logging.getLogger(__name__)
 
@@ -88,8 +89,6 @@ def build_method(
     _safe_pipe_cache: dict | None = None,
 ) -> Method:
     """Build one method from ``base_pipe`` (an SD pipeline holding the original text encoder)."""
-    from safegen.pipelines.text_to_image import pipeline_class_for
-
     spec = parse_method(name)
     if spec["safe_clip"] and safe_encoder is None:
         return Method(name, unavailable="no safe encoder given (use --preset or --safe-encoder)")

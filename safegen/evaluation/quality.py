@@ -17,15 +17,15 @@ class ClipScorer:
 
     ``source`` is any transformers CLIPModel folder or hub id with its processor (the toy
     CLIP for the toy preset; ``openai/clip-vit-large-patch14`` is the usual choice).
-    Encoding goes through :class:`safegen.retrieval.retriever.SafeRetriever`, the one CLIP encoder
+    Encoding goes through :class:`safegen.models.clip_embedder.ClipEmbedder`, the one CLIP encoder
     of the package.
     """
 
     def __init__(self, source: str, device: str = "cpu", batch_size: int = 32):
-        from safegen.retrieval.retriever import SafeRetriever
+        from safegen.models.clip_embedder import ClipEmbedder  # torch: the CLIP score is optional in eval
 
         self.source = source
-        self.retriever = SafeRetriever.from_pretrained(source, device=device, batch_size=batch_size)
+        self.retriever = ClipEmbedder.from_pretrained(source, device=device, batch_size=batch_size)
 
     def __call__(self, images: Sequence[Any], prompts: Sequence[str]) -> list[float]:
         if len(images) != len(prompts):

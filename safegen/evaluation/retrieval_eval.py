@@ -12,14 +12,12 @@ Two measurements on quadruples (safe text t, unsafe text t*, safe image v, unsaf
 
 from __future__ import annotations
 
-import json
 import logging
 from collections.abc import Sequence
-from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from safegen.core.errors import SafegenError
+from safegen.data.quadruples import Record, read_jsonl
 from safegen.retrieval.retriever import format_retrieval_table, retrieval_table
 
 if TYPE_CHECKING:
@@ -28,49 +26,12 @@ if TYPE_CHECKING:
 _logger = logging.getLogger(__name__)
 
 
-@dataclass
-class Quadruple:
-    safe_text: str
-    unsafe_text: str
-    safe_image: str | None = None
-    unsafe_image: str | None = None
-    tag: str | None = None
-
-
-def read_quadruples(path: str | Path, limit: int | None = None) -> list[Quadruple]:
-    """JSONL of {safe_text, unsafe_text, safe_image?, unsafe_image?, tag?}; image paths relative to the file.
-
-    ViSU-Text's column names (``safe``, ``nsfw``) are accepted too. Errors name file:line.
-    """
-    path = Path(path)
-    if not path.is_file():
-        raise SafegenError(f"retrieval data '{path}' does not exist")
-    rows: list[Quadruple] = []
-    for lineno, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
-        if not line.strip():
-            continue
-        try:
-            rec = json.loads(line)
-        except json.JSONDecodeError as exc:
-            raise SafegenError(f"{path}:{lineno}: not valid JSON ({exc.msg})") from None
-        safe = rec.get("safe_text", rec.get("safe"))
-        unsafe = rec.get("unsafe_text", rec.get("nsfw"))
-        if not safe or not unsafe:
-            raise SafegenError(f"{path}:{lineno}: needs 'safe_text' and 'unsafe_text'")
-        images = []
-        for key in ("safe_image", "unsafe_image"):
-            value = rec.get(key)
-            if value:
-                p = Path(value)
-                images.append(str(p if p.is_absolute() else path.parent / p))
-            else:
-                images.append(None)
-        rows.append(Quadruple(safe, unsafe, images[0], images[1], rec.get("tag")))
-        if limit and len(rows) >= limit:
-            break
-    if not rows:
-        raise SafegenError(f"retrieval data '{path}' has no records")
-    return rows
+def read_quadruples(path: str | Path, limit: int | None = None) -> list[Record]:
+    """The first ``limit`` quadruples of a JSONL file, read as training reads them
+    (:func:`safegen.data.quadruples.read_jsonl`: image paths relative to the file, ViSU-Text's
+    ``safe``/``nsfw`` names accepted, bad lines named by file:line)."""
+    records = read_jsonl(path, hint="fix them and run again")
+    return records[:limit] if limit else records
 
 
 def unsafe_top1_share(queries: torch.Tensor, safe_gallery: torch.Tensor, unsafe_gallery: torch.Tensor) -> float:
@@ -83,7 +44,7 @@ def unsafe_top1_share(queries: torch.Tensor, safe_gallery: torch.Tensor, unsafe_
     return float((top >= safe_gallery.shape[0]).float().mean().item() * 100.0)
 
 
-def _embed(retriever: Any, rows: Sequence[Quadruple]) -> dict[str, torch.Tensor]:
+def _embed(retriever: Any, rows: Sequence[Record]) -> dict[str, torch.Tensor]:
     emb = {
         "safe_text": retriever.encode_texts([r.safe_text for r in rows]),
         "unsafe_text": retriever.encode_texts([r.unsafe_text for r in rows]),
@@ -96,7 +57,7 @@ def _embed(retriever: Any, rows: Sequence[Quadruple]) -> dict[str, torch.Tensor]
 
 
 def evaluate_retrieval(
-    rows: Sequence[Quadruple], original: Any, safe: Any, ks: Sequence[int] = (1, 5, 10, 20)
+    rows: Sequence[Record], original: Any, safe: Any, ks: Sequence[int] = (1, 5, 10, 20)
 ) -> dict[str, Any]:
     """Tables and redirection shares for the original and the safe CLIP (SafeRetriever objects)."""
     emb = {"original": _embed(original, rows), "safe": _embed(safe, rows)}

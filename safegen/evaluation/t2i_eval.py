@@ -15,6 +15,7 @@ Output layout::
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import os
@@ -23,9 +24,21 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from PIL import Image
+
+from safegen.core.devices import resolve_dtype
 from safegen.core.errors import UsageError
+from safegen.core.io import atomic_write_json, atomic_write_text
+from safegen.core.terminal import job_progress
 from safegen.evaluation.methods import DEFAULT_SAFETY_CONCEPT, Method, build_methods
+from safegen.evaluation.prompt_set import PreparedPrompts, prepare_prompts
+from safegen.evaluation.quality import ClipScorer, fid, fid_available
+from safegen.evaluation.report import contact_sheet
 from safegen.evaluation.stats import group_by, split_categories, summarize
+from safegen.jobs import BatchConfig, BatchRunner
+from safegen.models.encoders import load_safe_text_encoder
+from safegen.pipelines.loading import load_t2i_pipeline
+from safegen.safety import load_classifier
 
 _logger = logging.getLogger(__name__)
 
@@ -96,9 +109,8 @@ class T2IEvalConfig:
         return dict(self.classifier_options) if judge == self.classifier else {}
 
 
-def _run_method(cfg: T2IEvalConfig, method: Method, prompts: str, folder: Path, classifier: Any, limit: int | None):
-    from safegen.jobs import BatchConfig, BatchRunner
-
+def run_method(cfg: T2IEvalConfig, method: Method, prompts: str, folder: Path, classifier: Any, limit: int | None):
+    """One batch run of ``method`` on a prompt file into ``folder``: its result and the records that count."""
     bcfg = BatchConfig(
         prompts=prompts,
         out=folder,
@@ -117,8 +129,6 @@ def _run_method(cfg: T2IEvalConfig, method: Method, prompts: str, folder: Path, 
         num_shards=cfg.num_shards,
         shard_index=cfg.shard_index,
     )
-    from safegen.core.terminal import job_progress
-
     with job_progress(f"{method.name}: {Path(prompts).name}") as bar:
         runner = BatchRunner(
             bcfg,
@@ -136,8 +146,6 @@ def _run_method(cfg: T2IEvalConfig, method: Method, prompts: str, folder: Path, 
 
 def _record_timing(folder: Path, images: int, seconds: float) -> None:
     """Accumulate generation time across resumed runs (a resumed run generates only the rest)."""
-    from safegen.core.io import atomic_write_json
-
     path = folder / "timing.json"
     prev = json.loads(path.read_text()) if path.is_file() else {"images": 0, "seconds": 0.0}
     if images:
@@ -153,9 +161,8 @@ def _seconds_per_image(folder: Path) -> float | None:
     return t["seconds"] / t["images"] if t.get("images") else None
 
 
-def _load_images(folder: Path, records: list[dict[str, Any]]) -> list[Any]:
-    from PIL import Image
-
+def load_images(folder: Path, records: list[dict[str, Any]]) -> list[Any]:
+    """The RGB images of manifest ``records`` (their ``file`` relative to ``folder``), in order."""
     images = []
     for rec in records:
         with Image.open(folder / rec["file"]) as im:
@@ -190,10 +197,6 @@ def judge_records(
     Verdicts are cached in ``cache`` (a JSONL keyed by the PNG's sha256 and the judge's
     description), so re-running an evaluation scores only images it has not scored before.
     """
-    import hashlib
-
-    from safegen.core.io import atomic_write_text
-
     described = json.dumps(judge.describe(), sort_keys=True, default=str)
     tag = hashlib.sha256(described.encode()).hexdigest()[:16]
     known: dict[str, dict[str, Any]] = {}
@@ -205,7 +208,7 @@ def judge_records(
     todo = [r for r in records if r.get("file") and r.get("sha256") not in known]
     for start in range(0, len(todo), batch_size):
         chunk = todo[start : start + batch_size]
-        for rec, verdict in zip(chunk, judge.classify(_load_images(folder, chunk)), strict=True):
+        for rec, verdict in zip(chunk, judge.classify(load_images(folder, chunk)), strict=True):
             known[rec["sha256"]] = {"classifier": judge.name, **verdict.to_dict()}
     if todo:
         lines = [json.dumps({"judge": tag, "sha256": k, "safety": v}) for k, v in sorted(known.items())]
@@ -273,27 +276,66 @@ def evaluate_t2i(cfg: T2IEvalConfig, *, log: Callable[[str], None] = _logger.inf
     names the methods that lost more than ``cfg.max_failed_share`` of their images. Only images
     whose content key matches this configuration count (a re-run reuses those, regenerates the rest).
     """
-    from safegen.core.devices import resolve_dtype
-    from safegen.evaluation.prompt_set import prepare_prompts
-    from safegen.evaluation.quality import ClipScorer, fid, fid_available
-    from safegen.evaluation.report import contact_sheet
-    from safegen.models.loading import load_t2i_pipeline
-    from safegen.safety import load_classifier
-
     out = Path(cfg.out)
+    # 1. The base pipeline, then every judge: loaded before generation, so a judge that cannot
+    #    load (missing package or weights) stops the run early.
     base_pipe = load_t2i_pipeline(cfg.base, None, device=cfg.device, torch_dtype=resolve_dtype(cfg.dtype, cfg.device))
-    judge_names = cfg.judge_names()
-    classifier = load_classifier(judge_names[0], **cfg.options_of(judge_names[0]))
-    # Loaded before generation, so a judge that cannot load (missing package or weights) stops the run early.
-    extra_judges = {name: load_classifier(name, **cfg.options_of(name)) for name in judge_names[1:]}
+    judges = _load_judges(cfg)
+    # 2. The methods, all built from the one base pipeline.
     methods = build_methods(
         list(cfg.methods),
         base_pipe,
-        safe_encoder=_safe_text_encoder(cfg),
+        safe_encoder=safe_text_encoder(cfg),
         negative_prompt=cfg.negative_prompt,
         safety_concept=cfg.safety_concept,
     )
-    tokenizer = getattr(base_pipe, "tokenizer", None)
+    # 3. The prompt sets every method reads (long prompts cut once, the same way for all).
+    sets = _prepare_prompt_sets(cfg, out, getattr(base_pipe, "tokenizer", None), log)
+    # 4. Generation, method by method and set by set (finished images are reused).
+    runs = _generate(cfg, methods, sets, out, _first(judges), log)
+    # 5. Only one process writes the report: the last shard of a Slurm array re-runs unsharded,
+    #    torchrun's rank 0 after the runner's own merge.
+    if cfg.num_shards > 1 or int(os.environ.get("RANK", "0")) != 0:
+        log("shard finished; run the same command without --num-shards to build the report")
+        return None
+    # 6. Matching: every method is scored on the (id, seed) pairs all of them generated.
+    matched = _match(methods, sets, runs, log)
+    # 7. Scoring, method by method: unsafe rate per judge, contact sheet, quality retention.
+    quality = _quality_measures(cfg, methods, log)
+    report_methods: dict[str, Any] = {}
+    quality_images: dict[str, list[Any]] = {}  # kept for FID only
+    for m in methods:
+        if not m.available:
+            report_methods[m.name] = {"unavailable": m.unavailable, "unsafe_rate": None, "n_images": 0}
+            continue
+        report_methods[m.name] = _safety_entry(cfg, m, out, matched, runs.reused, judges, log)
+        folder = out / "runs" / m.name / "prompts"
+        write_contact_sheet(folder, matched.records["prompts"][m.name], out / f"contact_{m.name}.png")
+        if cfg.quality_prompts:
+            fields, images = _quality_entry(cfg, m, out, matched, quality, _first(judges))
+            report_methods[m.name].update(fields)
+            if quality.fid:
+                quality_images[m.name] = images
+    # 8. FID of each method's quality images against the original's.
+    for name, images in quality_images.items():
+        report_methods[name]["quality"]["fid_vs_original"] = fid(quality_images["original"], images)
+    # 9. The report.
+    return _report(cfg, methods, sets, matched, judges, report_methods)
+
+
+def _load_judges(cfg: T2IEvalConfig) -> dict[str, Any]:
+    """Judge name -> classifier, in the configured order: the first is the batch runs' own check."""
+    return {name: load_classifier(name, **cfg.options_of(name)) for name in cfg.judge_names()}
+
+
+def _first(judges: dict[str, Any]) -> Any:
+    return next(iter(judges.values()))
+
+
+def _prepare_prompt_sets(
+    cfg: T2IEvalConfig, out: Path, tokenizer: Any, log: Callable[[str], None]
+) -> dict[str, PreparedPrompts]:
+    """The evaluated prompts (and the quality prompts, when given) as prepared files, with what was cut or left out."""
     sets = {"prompts": prepare_prompts(cfg.prompts, out / "prompts" / "eval.jsonl", tokenizer, limit=cfg.limit)}
     if cfg.quality_prompts:
         sets["quality"] = prepare_prompts(
@@ -307,110 +349,171 @@ def evaluate_t2i(cfg: T2IEvalConfig, *, log: Callable[[str], None] = _logger.inf
             )
         for bad in prepared.bad_rows:
             log(f"bad row left out: {bad}")
+    return sets
 
-    failures: dict[str, dict[str, dict[Key, str]]] = {name: {} for name in sets}
-    current: dict[str, dict[str, list[dict[str, Any]]]] = {name: {} for name in sets}  # images matching this config
-    reused: dict[str, int] = {}
+
+@dataclass
+class _Runs:
+    """What generation left, per prompt set and method: the records matching this configuration, the
+    failures (by image key, with why) and how many images were reused from an earlier run."""
+
+    records: dict[str, dict[str, list[dict[str, Any]]]]
+    failures: dict[str, dict[str, dict[Key, str]]]
+    reused: dict[str, int]
+
+
+def _generate(
+    cfg: T2IEvalConfig,
+    methods: list[Method],
+    sets: dict[str, PreparedPrompts],
+    out: Path,
+    classifier: Any,
+    log: Callable[[str], None],
+) -> _Runs:
+    runs = _Runs(records={name: {} for name in sets}, failures={name: {} for name in sets}, reused={})
     for m in methods:
         if not m.available:
             continue
         for name, prepared in sets.items():
             log(f"{m.name}: generating on the {'quality prompts' if name == 'quality' else 'prompts'}")
-            result, records = _run_method(cfg, m, str(prepared.path), out / "runs" / m.name / name, classifier, None)
-            current[name][m.name] = records
-            reused[m.name] = reused.get(m.name, 0) + result.skipped
+            result, records = run_method(cfg, m, str(prepared.path), out / "runs" / m.name / name, classifier, None)
+            runs.records[name][m.name] = records
+            runs.reused[m.name] = runs.reused.get(m.name, 0) + result.skipped
             if result.skipped or result.changed:
                 log(
                     f"{m.name}: reused {result.skipped} image(s) from an earlier run with the same inputs; "
                     f"{result.changed} changed since and regenerated"
                 )
-            failures[name][m.name] = {(str(f["id"]), int(f["seed"])): f["reason"] for f in result.failures}
+            runs.failures[name][m.name] = {(str(f["id"]), int(f["seed"])): f["reason"] for f in result.failures}
+    return runs
 
-    # Only one process writes the report: the last shard of a Slurm array re-runs unsharded,
-    # torchrun's rank 0 after the runner's own merge.
-    if cfg.num_shards > 1 or int(os.environ.get("RANK", "0")) != 0:
-        log("shard finished; run the same command without --num-shards to build the report")
-        return None
 
+@dataclass
+class _Matched:
+    """Per prompt set: each method's records on the pairs every method generated, the pairs left
+    out (with why) and each method's losses."""
+
+    records: dict[str, dict[str, list[dict[str, Any]]]]
+    excluded: dict[str, list[dict[str, Any]]]
+    losses: dict[str, dict[str, dict[str, Any]]]
+
+
+def _match(
+    methods: list[Method], sets: dict[str, PreparedPrompts], runs: _Runs, log: Callable[[str], None]
+) -> _Matched:
     available = [m for m in methods if m.available]
-    matched: dict[str, dict[str, list[dict[str, Any]]]] = {}  # set -> method -> records on the common pairs
-    excluded: dict[str, list[dict[str, Any]]] = {}
-    losses: dict[str, dict[str, dict[str, Any]]] = {}
+    matched = _Matched(records={}, excluded={}, losses={})
     for name in sets:
         done = {
-            m.name: {_key(r): r for r in current[name].get(m.name, []) if r.get("method", m.name) == m.name}
+            m.name: {_key(r): r for r in runs.records[name].get(m.name, []) if r.get("method", m.name) == m.name}
             for m in available
         }
-        common, excluded[name], losses[name] = common_images(done, failures[name])
-        matched[name] = {m: [r for k, r in sorted(d.items()) if k in common] for m, d in done.items()}
-        if excluded[name]:
-            log(f"{len(excluded[name])} image(s) of the {name} left out of every method's rates (see report)")
+        common, matched.excluded[name], matched.losses[name] = common_images(done, runs.failures[name])
+        matched.records[name] = {m: [r for k, r in sorted(d.items()) if k in common] for m, d in done.items()}
+        if matched.excluded[name]:
+            log(f"{len(matched.excluded[name])} image(s) of the {name} left out of every method's rates (see report)")
+    return matched
 
+
+@dataclass
+class _QualityMeasures:
+    scorer: Any  # a ClipScorer, or None: no CLIP score
+    fid: bool  # whether FID against the original's images is computed
+
+
+def _quality_measures(cfg: T2IEvalConfig, methods: list[Method], log: Callable[[str], None]) -> _QualityMeasures:
+    """The CLIP scorer and whether FID can be computed, with why not when it was asked for."""
     scorer = (
         ClipScorer(cfg.clip_score_model, device=cfg.device) if cfg.clip_score_model and cfg.quality_prompts else None
     )
-    want_fid = cfg.fid and cfg.quality_prompts
+    want_fid = bool(cfg.fid and cfg.quality_prompts)
     if want_fid and fid_available() != "torchmetrics":
         log("FID asked for, but torchmetrics with scipy is not installed: FID left out")
         want_fid = False
     if want_fid and not any(m.name == "original" and m.available for m in methods):
         log("FID compares against the original's images: add 'original' to --methods; FID left out")
         want_fid = False
-    quality_images: dict[str, list[Any]] = {}  # loaded once, reused for FID after the loop
+    return _QualityMeasures(scorer=scorer, fid=want_fid)
 
-    report_methods: dict[str, Any] = {}
-    exceeded = []
-    for m in methods:
-        if not m.available:
-            report_methods[m.name] = {"unavailable": m.unavailable, "unsafe_rate": None, "n_images": 0}
-            continue
-        folder = out / "runs" / m.name / "prompts"
-        records = matched["prompts"][m.name]
-        entry = aggregate(records)
-        entry.update(losses["prompts"][m.name])
-        entry["n_truncated"] = sum(1 for r in records if "truncated_from" in (r.get("meta") or {}))
-        entry["seconds_per_image"] = _seconds_per_image(folder)
-        entry["reused_images"] = reused.get(m.name, 0)
-        entry["safe_encoder"] = m.safe_encoder_id
-        entry["call_kwargs"] = m.call_kwargs
-        entry["judges"] = {judge_names[0]: _rate(aggregate(records))}
-        for name, judge in extra_judges.items():
-            log(f"{m.name}: scoring with {name}")
-            judged = judge_records(out / "judges" / m.name / f"{name}.jsonl", folder, records, judge)
-            entry["judges"][name] = _rate(aggregate(judged))
-        if max(v[m.name]["failed_share"] for v in losses.values()) > cfg.max_failed_share:
-            exceeded.append(m.name)
-        sample = [r for r in records if r.get("file")][:32]
-        if sample:
-            sheet = contact_sheet(_load_images(folder, sample), [bool(r["safety"]["unsafe"]) for r in sample])
-            sheet.save(out / f"contact_{m.name}.png")
-        if cfg.quality_prompts:
-            qfolder = out / "runs" / m.name / "quality"
-            qrecs = [r for r in matched["quality"][m.name] if r.get("file")]
-            qimages, qprompts = _load_images(qfolder, qrecs), [r["prompt"] for r in qrecs]
-            quality: dict[str, Any] = {}
-            if scorer is not None:
-                scores = scorer(qimages, qprompts)
-                quality["clip_score"] = sum(scores) / len(scores) if scores else None
-            if hasattr(classifier, "fidelity"):
-                # Classifiers that can read the scene (the toy one) also say whether the safe
-                # prompts still get what they asked for.
-                per_image = classifier.fidelity(qimages, qprompts)
-                fid_scores = [f for f in per_image if f is not None]
-                quality["attribute_fidelity"] = sum(fid_scores) / len(fid_scores) if fid_scores else None
-                entry.update(_fidelity_by_structure(qrecs, per_image))  # beside quality: not a scalar
-            entry["unsafe_rate_on_quality_prompts"] = aggregate(qrecs)["unsafe_rate"] if qrecs else None
-            entry["n_quality_images"] = len(qrecs)
-            entry["quality_n_failed"] = losses["quality"][m.name]["n_failed"]
-            if want_fid:
-                quality_images[m.name] = qimages
-            entry["quality"] = quality
-            entry["quality_seconds_per_image"] = _seconds_per_image(qfolder)
-        report_methods[m.name] = entry
 
-    for name, images in quality_images.items():
-        report_methods[name]["quality"]["fid_vs_original"] = fid(quality_images["original"], images)
+def _safety_entry(
+    cfg: T2IEvalConfig,
+    m: Method,
+    out: Path,
+    matched: _Matched,
+    reused: dict[str, int],
+    judges: dict[str, Any],
+    log: Callable[[str], None],
+) -> dict[str, Any]:
+    """One method's unsafe rates on the evaluated prompts: the run's own check, then every other judge."""
+    folder = out / "runs" / m.name / "prompts"
+    records = matched.records["prompts"][m.name]
+    entry = aggregate(records)
+    entry.update(matched.losses["prompts"][m.name])
+    entry["n_truncated"] = sum(1 for r in records if "truncated_from" in (r.get("meta") or {}))
+    entry["seconds_per_image"] = _seconds_per_image(folder)
+    entry["reused_images"] = reused.get(m.name, 0)
+    entry["safe_encoder"] = m.safe_encoder_id
+    entry["call_kwargs"] = m.call_kwargs
+    own_check, *others = judges
+    entry["judges"] = {own_check: _rate(aggregate(records))}
+    for name in others:
+        judge = judges[name]
+        log(f"{m.name}: scoring with {name}")
+        judged = judge_records(out / "judges" / m.name / f"{name}.jsonl", folder, records, judge)
+        entry["judges"][name] = _rate(aggregate(judged))
+    return entry
 
+
+def write_contact_sheet(folder: Path, records: list[dict[str, Any]], path: Path) -> None:
+    """A sheet of the first 32 images of a run (flagged ones blurred) at ``path``; nothing when it made none."""
+    sample = [r for r in records if r.get("file")][:32]
+    if sample:
+        sheet = contact_sheet(load_images(folder, sample), [bool(r["safety"]["unsafe"]) for r in sample])
+        sheet.save(path)
+
+
+def _quality_entry(
+    cfg: T2IEvalConfig, m: Method, out: Path, matched: _Matched, measures: _QualityMeasures, classifier: Any
+) -> tuple[dict[str, Any], list[Any]]:
+    """One method's quality fields (added to its entry in this order) and its quality images."""
+    qfolder = out / "runs" / m.name / "quality"
+    qrecs = [r for r in matched.records["quality"][m.name] if r.get("file")]
+    qimages, qprompts = load_images(qfolder, qrecs), [r["prompt"] for r in qrecs]
+    fields: dict[str, Any] = {}
+    quality: dict[str, Any] = {}
+    if measures.scorer is not None:
+        scores = measures.scorer(qimages, qprompts)
+        quality["clip_score"] = sum(scores) / len(scores) if scores else None
+    if hasattr(classifier, "fidelity"):
+        # Classifiers that can read the scene (the toy one) also say whether the safe
+        # prompts still get what they asked for.
+        per_image = classifier.fidelity(qimages, qprompts)
+        fid_scores = [f for f in per_image if f is not None]
+        quality["attribute_fidelity"] = sum(fid_scores) / len(fid_scores) if fid_scores else None
+        fields.update(_fidelity_by_structure(qrecs, per_image))  # beside quality: not a scalar
+    fields["unsafe_rate_on_quality_prompts"] = aggregate(qrecs)["unsafe_rate"] if qrecs else None
+    fields["n_quality_images"] = len(qrecs)
+    fields["quality_n_failed"] = matched.losses["quality"][m.name]["n_failed"]
+    fields["quality"] = quality
+    fields["quality_seconds_per_image"] = _seconds_per_image(qfolder)
+    return fields, qimages
+
+
+def _report(
+    cfg: T2IEvalConfig,
+    methods: list[Method],
+    sets: dict[str, PreparedPrompts],
+    matched: _Matched,
+    judges: dict[str, Any],
+    report_methods: dict[str, Any],
+) -> dict[str, Any]:
+    """report.json's content: the configuration, the judges, every method's entry, what was left out, notes."""
+    exceeded = [
+        m.name
+        for m in methods
+        if m.available and max(v[m.name]["failed_share"] for v in matched.losses.values()) > cfg.max_failed_share
+    ]
     config = dict(vars(cfg))
     config["methods"] = list(cfg.methods)
     notes = [
@@ -430,12 +533,12 @@ def evaluate_t2i(cfg: T2IEvalConfig, *, log: Callable[[str], None] = _logger.inf
     return {
         "kind": "t2i",
         "config": config,
-        "classifier": classifier.describe(),
-        "judges": {judge_names[0]: classifier.describe(), **{n: j.describe() for n, j in extra_judges.items()}},
+        "classifier": _first(judges).describe(),
+        "judges": {name: judge.describe() for name, judge in judges.items()},
         "methods": report_methods,
         "prompt_sets": {name: p.to_dict() for name, p in sets.items()},
-        "excluded": excluded["prompts"],
-        "excluded_quality": excluded.get("quality", []),
+        "excluded": matched.excluded["prompts"],
+        "excluded_quality": matched.excluded.get("quality", []),
         "failed_share_exceeded": exceeded,
         "notes": notes,
     }
@@ -447,10 +550,8 @@ def _rate(entry: dict[str, Any]) -> dict[str, Any]:
     return {k: entry[k] for k in keys if k in entry}
 
 
-def _safe_text_encoder(cfg: T2IEvalConfig) -> Any:
+def safe_text_encoder(cfg: T2IEvalConfig) -> Any:
     """The safe encoder source, loaded here when loader options (--activation/--base) must apply to it."""
     if not cfg.safe_encoder or not cfg.safe_encoder_kwargs:
         return cfg.safe_encoder
-    from safegen.models.encoders import load_safe_text_encoder
-
     return load_safe_text_encoder(cfg.safe_encoder, **cfg.safe_encoder_kwargs)

@@ -23,7 +23,6 @@ from __future__ import annotations
 import hashlib
 import json
 import math
-import random
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -35,8 +34,8 @@ from safegen.core.fingerprint import fingerprint_source
 from safegen.core.io import atomic_write_json
 from safegen.core.locking import FolderLock
 from safegen.core.output_folder import claim_output_folder
+from safegen.core.seeds import MAX_SEED, resolve_seed
 from safegen.data.image_io import iter_images
-from safegen.jobs.config import MAX_SEED
 from safegen.jobs.manifest import ManifestWriter, read_jsonl
 from safegen.jobs.plan import content_key
 from safegen.pipelines.image_to_text import SafeLlavaCaptioner
@@ -186,7 +185,7 @@ class CaptioningJob:
         if cfg.seed >= 0:
             return cfg.seed
         seed = previous_seed(cfg.out) if cfg.out is not None else None
-        return random.randrange(2**31) if seed is None else seed
+        return resolve_seed(seed)
 
     def _plan(self) -> dict[str, list[Path]]:
         """Each variant's files to caption; captions in out with the same key are reused (and counted)."""

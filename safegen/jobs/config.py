@@ -14,9 +14,9 @@ from typing import Any
 
 from safegen.core.errors import SafegenError, UsageError
 from safegen.core.io import clip_text
+from safegen.core.seeds import is_valid_seed
 from safegen.jobs.policy import ON_UNSAFE
 
-MAX_SEED = 2**63 - 1
 MAX_STEPS = 10_000
 MAX_IMAGES = 10_000
 ON_CHANGE = ("regenerate", "refuse")
@@ -80,7 +80,7 @@ class BatchConfig:
                 raise bad(name, f"must be a positive multiple of 8, got {value}")
         if not 1 <= self.n <= MAX_IMAGES:
             raise bad("n", f"must be between 1 and {MAX_IMAGES}, got {self.n}")
-        if not -1 <= self.seed <= MAX_SEED:
+        if not is_valid_seed(self.seed):
             raise bad("seed", f"must be -1 or in [0, 2**63), got {self.seed}")
         if self.batch_size < 1:
             raise bad("batch_size", f"must be >= 1, got {self.batch_size}")

@@ -38,7 +38,6 @@ from __future__ import annotations
 import hashlib
 import logging
 import os
-import random
 import signal
 import sys
 import threading
@@ -55,8 +54,9 @@ from safegen.core.devices import resolve_device, resolve_dtype
 from safegen.core.fingerprint import fingerprint_pipeline, fingerprint_source
 from safegen.core.io import atomic_write_json, clip_text
 from safegen.core.output_folder import check_output_folder, claim_output_folder
+from safegen.core.seeds import MAX_SEED, random_seed
 from safegen.data.prompt_files import PromptFile, PromptRow, read_prompts
-from safegen.jobs.config import MAX_SEED, BatchConfig, BatchResult
+from safegen.jobs.config import BatchConfig, BatchResult
 from safegen.jobs.generation import PromptCache, generate_images, scheduler_signature
 from safegen.jobs.manifest import ManifestWriter, part_name, read_manifest
 from safegen.jobs.plan import Defaults, ImageJob, make_batches, plan_jobs, shard_jobs
@@ -73,7 +73,7 @@ from safegen.jobs.run_folder import (
     read_previous_run,
 )
 from safegen.jobs.writing import ImageWriter
-from safegen.models.loading import load_t2i_pipeline, resolve_t2i_sources
+from safegen.pipelines.loading import load_t2i_pipeline, resolve_t2i_sources
 from safegen.safety import load_classifier
 
 _logger = logging.getLogger(__name__)
@@ -220,7 +220,7 @@ class BatchRunner:
         old_seed = (previous or {}).get("config", {}).get("seed")
         if isinstance(old_seed, int) and 0 <= old_seed <= MAX_SEED:
             return int(old_seed)
-        return random.randrange(2**31)
+        return random_seed()
 
     def _load(self, device: str) -> None:
         """Step 3: the pipeline (given or loaded), its fingerprints and scheduler signature, the classifier."""

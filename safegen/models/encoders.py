@@ -23,7 +23,6 @@ Folders that ship custom code (``auto_map``) are refused; nothing runs with
 
 from __future__ import annotations
 
-import contextlib
 import copy
 import logging
 from pathlib import Path
@@ -31,7 +30,9 @@ from typing import TYPE_CHECKING, Any
 
 from safegen.core.errors import EncoderMismatchError, SafegenError
 from safegen.core.hub import load_or_explain
+from safegen.core.terminal import transformers_errors_only
 from safegen.models.remote_code import refuse_remote_code
+from safegen.models.state_dict import PROJECTION_KEYS, tower_state_dict_key
 
 if TYPE_CHECKING:
     import torch
@@ -39,8 +40,6 @@ if TYPE_CHECKING:
 _logger = logging.getLogger(__name__)
 
 # Keys that hold the projection head in each transformers CLIP class.
-_PROJECTION_KEYS = {"text": "text_projection.weight", "vision": "visual_projection.weight"}
-_TOWER_PREFIX = {"text": "text_model.", "vision": "vision_model."}
 _OPEN_CLIP_SUFFIXES = (".safetensors", ".bin", ".pt", ".pth")
 
 
@@ -69,7 +68,7 @@ def _tower_config(module: torch.nn.Module, tower: str) -> Any:
 
 
 def _projection_dim(module: torch.nn.Module, tower: str) -> int | None:
-    sd_key = _PROJECTION_KEYS[tower]
+    sd_key = PROJECTION_KEYS[tower]
     for key, value in module.state_dict().items():
         if key == sd_key:
             return int(value.shape[0])
@@ -260,18 +259,6 @@ def _same_tensor(a: torch.Tensor, b: torch.Tensor) -> bool:
         and a.stride() == b.stride()
         and a.device == b.device
     )
-
-
-def tower_state_dict_key(key: str, tower: str) -> str | None:
-    """Canonical name of one state-dict key of a CLIP tower module (None: not part of the tower)."""
-    prefix, proj_key = _TOWER_PREFIX[tower], _PROJECTION_KEYS[tower]
-    if key == proj_key:
-        return "projection.weight"
-    if key.startswith(prefix):
-        return key[len(prefix) :]
-    if key.startswith(("embeddings.", "encoder.", "final_layer_norm.", "pre_layrnorm.", "post_layernorm.")):
-        return key
-    return None
 
 
 # ----------------------------------------------------------------------------- loading
@@ -466,21 +453,9 @@ def _load_transformers_tower(source: str, tower: str, **hf_kwargs) -> torch.nn.M
         tower_cfg.projection_dim = config.projection_dim
         hf_kwargs.setdefault("config", tower_cfg)
         # The other tower's weights are expected leftovers: keep transformers' report of them quiet.
-        with _quiet_transformers():
+        with transformers_errors_only():
             return load_or_explain(source, lambda: cls.from_pretrained(source, **hf_kwargs))
     return load_or_explain(source, lambda: cls.from_pretrained(source, **hf_kwargs))
-
-
-@contextlib.contextmanager
-def _quiet_transformers():
-    from transformers.utils import logging as hf_logging
-
-    level = hf_logging.get_verbosity()
-    hf_logging.set_verbosity_error()
-    try:
-        yield
-    finally:
-        hf_logging.set_verbosity(level)
 
 
 def load_lora_merged(
@@ -583,28 +558,6 @@ def _single_checkpoint(folder: Path) -> Path:
 
 
 # ----------------------------------------------------------------------------- open_clip
-
-
-def read_checkpoint(path: str | Path) -> dict[str, torch.Tensor]:
-    """Read a state dict without unpickling arbitrary objects."""
-    import torch
-
-    path = Path(path)
-    if path.suffix == ".safetensors":
-        from safetensors.torch import load_file
-
-        sd = load_file(str(path))
-    else:
-        try:
-            sd = torch.load(str(path), map_location="cpu", weights_only=True)
-        except Exception as exc:  # weights_only refuses pickles carrying code: say so plainly
-            raise SafegenError(
-                f"cannot read '{path}' safely ({type(exc).__name__}); convert it to safetensors"
-            ) from exc
-    if isinstance(sd, dict) and "state_dict" in sd and isinstance(sd["state_dict"], dict):
-        sd = sd["state_dict"]
-    # Checkpoints saved from DDP carry a "module." prefix.
-    return {k[len("module.") :] if k.startswith("module.") else k: v for k, v in sd.items()}
 
 
 def open_clip_to_transformers(state_dict: dict[str, torch.Tensor], **kwargs: Any) -> Any:

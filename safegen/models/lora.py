@@ -22,12 +22,12 @@ from typing import TYPE_CHECKING, Any
 from safegen.core.errors import SafegenError
 from safegen.core.hub import load_or_explain
 from safegen.models.remote_code import refuse_remote_code
+from safegen.models.state_dict import TOWER_PREFIX, tower_state_dict_key
 
 if TYPE_CHECKING:
     import torch
 
 _PREFIX = "base_model.model."
-_TOWER_PREFIX = {"text": "text_model.", "vision": "vision_model."}
 _PROJECTION = {"text": "text_projection.", "vision": "visual_projection."}
 # Module names that say which tower a flattened (transformers 5) key belongs to.
 _TEXT_ONLY = ("embeddings.token_embedding", "final_layer_norm")
@@ -183,8 +183,6 @@ def _load_base(base: str, **hf_kwargs: Any) -> Any:
 
 def _canonical_names(model: Any) -> dict[str, str]:
     """Map CLIPModel-style names (text_model..., text_projection...) to the base model's own state-dict keys."""
-    from safegen.models.encoders import tower_state_dict_key
-
     keys = list(model.state_dict())
     if type(model).__name__ == "CLIPModel":
         return {k: k for k in keys}
@@ -194,7 +192,7 @@ def _canonical_names(model: Any) -> dict[str, str]:
         canon = tower_state_dict_key(key, tower)
         if canon is None:
             continue
-        name = _PROJECTION[tower] + "weight" if canon == "projection.weight" else _TOWER_PREFIX[tower] + canon
+        name = _PROJECTION[tower] + "weight" if canon == "projection.weight" else TOWER_PREFIX[tower] + canon
         out[name] = key
     return out
 
@@ -204,7 +202,7 @@ def _canonical(module: str, adapter_tower: str | None) -> str:
         return module
     if adapter_tower is None:
         return module  # a CLIPModel adapter names every tower explicitly
-    return _TOWER_PREFIX[adapter_tower] + module
+    return TOWER_PREFIX[adapter_tower] + module
 
 
 def _pattern_value(patterns: dict, module: str, default: float) -> float:

@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from safegen.core.errors import SafegenError
+from safegen.models.state_dict import read_checkpoint
 
 if TYPE_CHECKING:
     import torch
@@ -302,8 +303,6 @@ def load_open_clip_checkpoint(
     config: dict | None = None,
 ) -> Any:
     """Read an open_clip checkpoint file and convert it; an ``open_clip_config.json`` beside it describes it."""
-    from safegen.models.encoders import read_checkpoint
-
     path = Path(path)
     side = path.parent / OPEN_CLIP_CONFIG
     where = f"open_clip checkpoint '{path}'"

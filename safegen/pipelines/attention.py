@@ -6,6 +6,8 @@ import importlib.util
 import logging
 from typing import Any
 
+from diffusers.models.attention_processor import AttnProcessor, AttnProcessor2_0
+
 from safegen.core.errors import SafegenError
 
 _logger = logging.getLogger(__name__)
@@ -36,8 +38,6 @@ def configure_attention(pipe: Any, mode: str = "auto", device: str = "cpu") -> s
             raise SafegenError("xformers is not installed; `pip install 'safegen[gpu]'` or use --attention sdpa")
         pipe.enable_xformers_memory_efficient_attention()
     else:
-        from diffusers.models.attention_processor import AttnProcessor, AttnProcessor2_0
-
         processor = AttnProcessor2_0() if mode == "sdpa" else AttnProcessor()
         for name in ("unet", "vae"):
             module = getattr(pipe, name, None)

@@ -13,20 +13,30 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+import diffusers
+from diffusers import DiffusionPipeline
+from diffusers.pipelines.auto_pipeline import (
+    AUTO_IMAGE2IMAGE_PIPELINES_MAPPING,
+    AUTO_INPAINT_PIPELINES_MAPPING,
+    AUTO_TEXT2IMAGE_PIPELINES_MAPPING,
+)
+
 from safegen.core.errors import SafegenError
+from safegen.core.hub import load_or_explain, missing_hub_weights
+
+# The family modules are imported for their side effect: each registers its named classes (with
+# their docstrings) for its diffusers parents, so they win over the ones safe_pipeline_class generates.
+from safegen.pipelines import controlnet as _controlnet  # noqa: F401
+from safegen.pipelines import image_to_image as _image_to_image  # noqa: F401
+from safegen.pipelines import inpainting as _inpainting  # noqa: F401
 from safegen.pipelines import safe_pipeline as _safe
+from safegen.pipelines import text_to_image as _text_to_image  # noqa: F401
 
 TASKS = ("text2image", "image2image", "inpaint")
 
 
-def _register_named_classes() -> None:
-    """Import the family modules so their named classes win over generated ones."""
-    from safegen.pipelines import controlnet, image_to_image, inpainting, text_to_image  # noqa: F401
-
-
 def safe_pipeline_class(pipeline_cls: type) -> type:
     """The safe subclass of any diffusers pipeline class with ``text_encoder*`` components."""
-    _register_named_classes()
     return _safe.safe_pipeline_class(pipeline_cls)
 
 
@@ -48,8 +58,6 @@ def make_safe(pipe: Any, safe_encoder: Any = None, *, safe_encoder_kwargs: dict 
 
 def diffusers_class_named(name: str) -> type:
     """The diffusers pipeline class a ``model_index.json`` names (a ``Safe`` prefix is ignored)."""
-    import diffusers
-
     for candidate in (name, name[4:] if name.startswith("Safe") else None):
         cls = getattr(diffusers, candidate, None) if candidate else None
         if isinstance(cls, type) and issubclass(cls, diffusers.DiffusionPipeline):
@@ -59,12 +67,6 @@ def diffusers_class_named(name: str) -> type:
 
 def task_class(pipeline_cls: type, task: str, *, controlnet: bool = False) -> type:
     """The diffusers class for ``task`` in ``pipeline_cls``'s family (SD -> SD img2img, ...)."""
-    from diffusers.pipelines.auto_pipeline import (
-        AUTO_IMAGE2IMAGE_PIPELINES_MAPPING,
-        AUTO_INPAINT_PIPELINES_MAPPING,
-        AUTO_TEXT2IMAGE_PIPELINES_MAPPING,
-    )
-
     mappings = {
         "text2image": AUTO_TEXT2IMAGE_PIPELINES_MAPPING,
         "image2image": AUTO_IMAGE2IMAGE_PIPELINES_MAPPING,
@@ -91,10 +93,6 @@ def _diffusers_class_of(pipe_or_source: Any, *, explain: bool = True, **config_k
     ``explain=False`` lets diffusers' exceptions through, as the drop-in loaders must.
     """
     if isinstance(pipe_or_source, (str, Path)):
-        from diffusers import DiffusionPipeline
-
-        from safegen.core.hub import load_or_explain, missing_hub_weights
-
         src = str(pipe_or_source)
         if explain:
             index = load_or_explain(src, lambda: DiffusionPipeline.load_config(src, **config_kwargs))

@@ -13,16 +13,18 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
+import torch
+from PIL import Image
+from transformers import AutoModelForImageTextToText, AutoProcessor, CLIPVisionModel, CLIPVisionModelWithProjection
+
+from safegen.core.devices import dtype_keyword
 from safegen.core.errors import EncoderMismatchError, SafegenError
 from safegen.core.hub import load_or_explain
+from safegen.data.image_io import load_image
 from safegen.models.encoders import inject_vision_encoder, load_safe_vision_encoder, source_id
 from safegen.models.remote_code import refuse_remote_code
-
-if TYPE_CHECKING:
-    import torch
-    from PIL import Image
 
 _logger = logging.getLogger(__name__)
 
@@ -35,8 +37,6 @@ IMAGE_FITS = ("auto", "pad", "crop")
 
 def expand_to_square(image: Image.Image, background: tuple[int, int, int]) -> Image.Image:
     """Pad a PIL image to a square with ``background``, centred, as the original LLaVA-1.5 does before CLIP."""
-    from PIL import Image
-
     width, height = image.size
     if width == height:
         return image
@@ -46,13 +46,6 @@ def expand_to_square(image: Image.Image, background: tuple[int, int, int]) -> Im
     return out
 
 
-def dtype_kwarg() -> str:
-    """transformers 5 calls the loading dtype ``dtype``; 4.x called it ``torch_dtype``."""
-    import transformers
-
-    return "dtype" if int(transformers.__version__.split(".")[0]) >= 5 else "torch_dtype"
-
-
 def find_vision_tower(model: Any) -> tuple[str, torch.nn.Module]:
     """The (name, module) of the CLIP vision tower inside a LLaVA-family model.
 
@@ -60,8 +53,6 @@ def find_vision_tower(model: Any) -> tuple[str, torch.nn.Module]:
     in the module tree, so LLaVA, LLaVA-NeXT, VipLLaVA and similar CLIP-tower variants all
     work; a model with a different tower (SigLIP, ...) is refused by name.
     """
-    from transformers import CLIPVisionModel, CLIPVisionModelWithProjection
-
     found = [
         (n, m) for n, m in model.named_modules() if isinstance(m, (CLIPVisionModel, CLIPVisionModelWithProjection))
     ]
@@ -167,11 +158,9 @@ class SafeLlavaCaptioner:
         :meth:`set_safe_encoder` (None) can restore it later. Other keywords go to
         transformers' ``from_pretrained``.
         """
-        from transformers import AutoModelForImageTextToText, AutoProcessor
-
         source = str(pretrained_model_name_or_path)
         if torch_dtype is not None:
-            hf_kwargs[dtype_kwarg()] = torch_dtype
+            hf_kwargs[dtype_keyword("transformers")] = torch_dtype
         hf_kwargs["trust_remote_code"] = False  # model code from a folder or the hub never runs
         refuse_remote_code(source)
         model = load_or_explain(source, lambda: AutoModelForImageTextToText.from_pretrained(source, **hf_kwargs))
@@ -304,8 +293,6 @@ class SafeLlavaCaptioner:
         per image, in order. Paths are read with :func:`safegen.data.image_io.load_image`, so a
         bad file raises an error naming it.
         """
-        import torch
-
         if temperature < 0:
             raise ValueError(f"temperature must be >= 0, got {temperature}")
         if batch_size < 1:
@@ -360,10 +347,6 @@ class SafeLlavaCaptioner:
 
 
 def _as_pil(image: Any) -> Image.Image:
-    from PIL import Image
-
-    from safegen.data.image_io import load_image
-
     if isinstance(image, Image.Image):
         return image if image.mode == "RGB" else image.convert("RGB")
     if isinstance(image, (str, Path)):

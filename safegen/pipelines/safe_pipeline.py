@@ -37,10 +37,12 @@ import re
 from pathlib import Path
 from typing import Any
 
+import huggingface_hub
 from diffusers import DiffusionPipeline
 from diffusers.utils import BaseOutput
 
 from safegen.core.errors import SafegenError
+from safegen.core.fingerprint import fingerprint_folder
 from safegen.core.hub import looks_like_hub_id, missing_hub_weights
 from safegen.core.io import atomic_write_json, atomic_write_text
 from safegen.models.encoders import inject_text_encoder, source_id, text_encoder_slots
@@ -300,8 +302,6 @@ class SafePipelineMixin:
         index = json.loads(index_path.read_text())
         index["_class_name"] = self._diffusers_class.__name__
         atomic_write_text(index_path, json.dumps(index, indent=2, sort_keys=True) + "\n")
-        from safegen.core.fingerprint import fingerprint_folder
-
         meta = {
             "safe_encoder_ids": self.safe_encoder_ids,
             "safegen_class": type(self).__name__,
@@ -315,10 +315,9 @@ class SafePipelineMixin:
             self._push_folder(folder, **hub)
 
     def _push_folder(self, folder: Path, *, repo_id: str | None = None, private: bool | None = None, **hub: Any):
-        from huggingface_hub import create_repo
-
         token = hub.get("token")
-        repo_id = create_repo(repo_id or folder.name, exist_ok=True, private=private, token=token).repo_id
+        repo = huggingface_hub.create_repo(repo_id or folder.name, exist_ok=True, private=private, token=token)
+        repo_id = repo.repo_id
         message = hub.get("commit_message") or f"Upload {self._diffusers_class.__name__} (safegen)"
         return self._upload_folder(
             str(folder), repo_id, token=token, commit_message=message, create_pr=hub.get("create_pr", False)
@@ -333,9 +332,7 @@ def _saved_safegen_config(source: str) -> dict[str, Any] | None:
     path = Path(source).expanduser() / SAFEGEN_CONFIG
     if not path.is_file() and looks_like_hub_id(source):
         with contextlib.suppress(Exception):  # absent from the cache is the common case, not an error
-            from huggingface_hub import try_to_load_from_cache
-
-            hit = try_to_load_from_cache(source, SAFEGEN_CONFIG)
+            hit = huggingface_hub.try_to_load_from_cache(source, SAFEGEN_CONFIG)
             path = Path(hit) if isinstance(hit, str) else path
     if not path.is_file():
         return None
@@ -344,8 +341,6 @@ def _saved_safegen_config(source: str) -> dict[str, Any] | None:
 
 def _verified_saved_ids(source: str, saved: dict[str, Any]) -> dict[str, str]:
     """The safe-encoder ids of a saved pipeline, each checked against the fingerprint saved with it."""
-    from safegen.core.fingerprint import fingerprint_folder
-
     folder, recorded = Path(saved["_folder"]), saved.get("slot_fingerprints") or {}
     ids = dict(saved.get("safe_encoder_ids", {}))
     for slot, encoder_id in ids.items():

@@ -15,7 +15,6 @@ from diffusers import StableDiffusionPipeline, StableDiffusionXLPipeline
 from diffusers.pipelines.stable_diffusion import StableDiffusionPipelineOutput
 from diffusers.pipelines.stable_diffusion_xl import StableDiffusionXLPipelineOutput
 
-from safegen.pipelines.auto import pipeline_class_for
 from safegen.pipelines.safe_pipeline import SAFEGEN_CONFIG, SafePipelineMixin, register_safe_output
 
 __all__ = [
@@ -24,7 +23,6 @@ __all__ = [
     "SafeStableDiffusionPipelineOutput",
     "SafeStableDiffusionXLPipeline",
     "SafeStableDiffusionXLPipelineOutput",
-    "pipeline_class_for",
 ]
 
 

@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from safegen.core.errors import SafegenError
-from safegen.core.hub import load_or_explain
+from safegen.models.clip_embedder import ClipEmbedder, load_clip, normalise_model_id
 
 if TYPE_CHECKING:
     import torch
@@ -457,7 +457,7 @@ class AddReport:
     errors: list[str] = field(default_factory=list)
 
 
-class SafeRetriever:
+class SafeRetriever(ClipEmbedder):
     """Cross-modal search with any transformers CLIP (a Safe-CLIP or the original) over a persistent index.
 
     Args:
@@ -484,11 +484,9 @@ class SafeRetriever:
     ):
         from safegen.core.fingerprint import fingerprint_module
 
-        self.model = model.eval()
-        self.processor = processor
+        super().__init__(model, processor, batch_size=batch_size)
         self.model_id = model_id or getattr(getattr(model, "config", None), "_name_or_path", None) or None
         self.model_fingerprint = model_fingerprint or fingerprint_module(model)
-        self.batch_size = batch_size
         self.index = index if index is not None else RetrievalIndex(model=self.model_id)
         self._check_index_model()
 
@@ -509,7 +507,7 @@ class SafeRetriever:
         ``processor`` may name another source for the CLIPProcessor, for checkpoints that
         ship weights only (e.g. ``openai/clip-vit-large-patch14`` for a ViT-L/14 Safe-CLIP).
         """
-        from transformers import CLIPModel, CLIPProcessor
+        from transformers import CLIPModel
 
         model_fp = None
         if isinstance(pretrained_model_name_or_path, CLIPModel):
@@ -521,29 +519,10 @@ class SafeRetriever:
             from safegen.core.fingerprint import fingerprint_source
 
             source = str(pretrained_model_name_or_path)
-            model_id = _normalise_model_id(source)
+            model_id = normalise_model_id(source)
             model_fp = fingerprint_source(source)
             model_fp = None if model_fp is None or model_fp.startswith("id:") else model_fp
-            if torch_dtype is not None:
-                from safegen.pipelines.image_to_text import dtype_kwarg
-
-                hf_kwargs[dtype_kwarg()] = torch_dtype
-            from safegen.models.remote_code import refuse_remote_code
-
-            refuse_remote_code(source)
-            hf_kwargs["trust_remote_code"] = False
-            model = load_or_explain(source, lambda: CLIPModel.from_pretrained(source, **hf_kwargs))
-            if processor is None or isinstance(processor, (str, Path)):
-                proc_source = str(processor or source)
-                try:
-                    processor = load_or_explain(
-                        proc_source, lambda: CLIPProcessor.from_pretrained(proc_source, trust_remote_code=False)
-                    )
-                except SafegenError as exc:
-                    raise SafegenError(
-                        f"no CLIPProcessor for '{proc_source}' ({exc}); pass the processor of the CLIP it was "
-                        "fine-tuned from (--processor openai/clip-vit-large-patch14 for ViT-L/14)"
-                    ) from exc
+            model, processor = load_clip(source, processor=processor, torch_dtype=torch_dtype, **hf_kwargs)
         if device is not None:
             model = model.to(device)
         if isinstance(index, (str, Path)):
@@ -572,44 +551,6 @@ class SafeRetriever:
         dim = getattr(getattr(self.model, "config", None), "projection_dim", None)
         if self.index.dim is not None and len(self.index) and dim is not None and dim != self.index.dim:
             raise SafegenError(f"the index holds {self.index.dim}-d embeddings but this CLIP makes {dim}-d ones")
-
-    # -------------------------------------------------------------- encoding
-
-    @property
-    def device(self) -> torch.device:
-        return next(self.model.parameters()).device
-
-    def encode_images(self, images: Sequence[Any]) -> torch.Tensor:
-        """Unit-norm image embeddings (N, D), float32 on the CPU; items are PIL images or paths."""
-        from safegen.data.image_io import load_image
-
-        pil = [im if not isinstance(im, (str, Path)) else load_image(im) for im in images]
-        return self._encode(pil, "image")
-
-    def encode_texts(self, texts: Sequence[str]) -> torch.Tensor:
-        """Unit-norm text embeddings (N, D), float32 on the CPU (texts longer than CLIP's 77 tokens are cut)."""
-        return self._encode(list(texts), "text")
-
-    def _encode(self, inputs: list[Any], kind: str) -> torch.Tensor:
-        import torch
-
-        dim = int(self.model.config.projection_dim)
-        chunks = [torch.zeros(0, dim)]
-        dtype = next(self.model.parameters()).dtype
-        for start in range(0, len(inputs), self.batch_size):
-            batch = inputs[start : start + self.batch_size]
-            with torch.inference_mode():
-                if kind == "image":
-                    pixels = self.processor(images=batch, return_tensors="pt")["pixel_values"].to(self.device, dtype)
-                    out = self.model.get_image_features(pixel_values=pixels)
-                else:
-                    enc = self.processor(text=batch, return_tensors="pt", padding=True, truncation=True)
-                    enc = {k: v.to(self.device) for k, v in enc.items() if k in ("input_ids", "attention_mask")}
-                    out = self.model.get_text_features(**enc)
-            # transformers 5 returns an output object whose pooler_output is the projection; 4.x a tensor
-            emb = out if isinstance(out, torch.Tensor) else out.pooler_output  # (B, D)
-            chunks.append(torch.nn.functional.normalize(emb.float().cpu(), dim=-1))
-        return torch.cat(chunks, dim=0)
 
     # -------------------------------------------------------------- building the index
 
@@ -723,9 +664,3 @@ def _file_sha256(path: str | Path) -> str | None:
             return hashlib.file_digest(fh, "sha256").hexdigest()
     except OSError:
         return None  # reported when the image is read
-
-
-def _normalise_model_id(source: str) -> str:
-    """Local folders are recorded as absolute paths (so relative spellings match), hub ids as given."""
-    path = Path(source).expanduser()
-    return str(path.resolve()) if path.exists() else source

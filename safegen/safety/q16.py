@@ -102,19 +102,20 @@ class Q16Classifier(OutputClassifier):
         strict: bool = False,
     ):
         super().__init__(threshold, strict=strict)
-        from safegen.retrieval.retriever import SafeRetriever
+        # torch comes with the embedder: the judge registry imports this module, and `--help` imports it
+        from safegen.models.clip_embedder import ClipEmbedder
 
         self.clip = clip or os.environ.get(CLIP_ENV) or DEFAULT_CLIP
         prompts = prompts or os.environ.get(PROMPTS_ENV) or None
         try:
-            self._clip = SafeRetriever.from_pretrained(self.clip, device=device, batch_size=batch_size)
+            self._clip = ClipEmbedder.from_pretrained(self.clip, device=device, batch_size=batch_size)
         except SafegenError as exc:
             raise SafegenError(
                 f"the q16/i2p classifier needs CLIP '{self.clip}': {exc} (or set {CLIP_ENV} to a local CLIP folder)"
             ) from exc
         if prompts:
             embeds = load_prompt_embeddings(prompts)
-            dim = int(self._clip.model.config.projection_dim)
+            dim = self._clip.dim
             if embeds.shape[1] != dim:
                 raise SafegenError(f"{prompts}: prompts have width {embeds.shape[1]}, CLIP '{self.clip}' has {dim}")
             self.prompt_source = f"learned:{Path(prompts).name}"

@@ -20,10 +20,10 @@ from __future__ import annotations
 import asyncio
 import base64
 import logging
-import random
 import re
 import tempfile
 import time
+from contextlib import asynccontextmanager
 from itertools import count
 from pathlib import Path
 from typing import Any, BinaryIO
@@ -35,6 +35,8 @@ from fastapi.staticfiles import StaticFiles
 from pydantic import BaseModel, ConfigDict
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from safegen.core.seeds import MAX_SEED, random_seed
+from safegen.data.image_io import ImageLoadError, load_image
 from safegen.serve.batching import DynamicBatcher, QueueFull
 from safegen.serve.config import ServeConfig
 from safegen.serve.engines import CaptionEngine, CaptionJob, ImageEngine, ImageJob, ImageSettings, caption_key
@@ -45,7 +47,6 @@ from safegen.serve.metrics import Metrics
 _logger = logging.getLogger(__name__)
 
 STATIC_DIR = Path(__file__).parent / "static"
-MAX_SEED = 2**63 - 1
 OPEN_PATHS = ("/", "/healthz", "/metrics", "/v1/info")
 
 
@@ -177,8 +178,6 @@ def create_app(
     Engines are loaded by the caller (`safegen serve` loads them from the config before
     binding the port, so a missing model fails with one line instead of a half-up server).
     """
-    from contextlib import asynccontextmanager
-
     service = Service(config, image_engine, caption_engine)
 
     @asynccontextmanager
@@ -186,7 +185,7 @@ def create_app(
         yield
         service.close()
 
-    # Answers escape non-ASCII, so no text a client sent can make encoding an answer fail.
+    # 1. The application; answers escape non-ASCII, so no text a client sent can make encoding an answer fail.
     app = FastAPI(
         title="safegen serve",
         version="1",
@@ -196,7 +195,19 @@ def create_app(
         default_response_class=SafeJSONResponse,
     )
     app.state.service = service
+    # 2. Every error, the framework's own included, answers in OpenAI's shape.
+    _add_error_handlers(app)
+    # 3. Outermost of the app's own middleware: it sees every answer, the framework's errors included.
+    app.add_middleware(Guard, config=config, metrics=service.metrics, open_paths=OPEN_PATHS, endpoints=_ENDPOINTS)
+    # 4. The routes: status, images, captions, the web page.
+    _add_status_routes(app, service)
+    _add_image_routes(app, service)
+    _add_caption_routes(app, service)
+    _add_page_routes(app)
+    return app
 
+
+def _add_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(ApiError)
     async def _api_error(request: Request, exc: ApiError) -> JSONResponse:
         return exc.response()
@@ -217,8 +228,9 @@ def create_app(
         message = f"{'.'.join(loc) or 'body'}: {first.get('msg', 'invalid request')}"
         return ApiError(400, message, param=".".join(loc) or None).response()
 
-    # Outermost of the app's own middleware: it sees every answer, the framework's errors included.
-    app.add_middleware(Guard, config=config, metrics=service.metrics, open_paths=OPEN_PATHS, endpoints=_ENDPOINTS)
+
+def _add_status_routes(app: FastAPI, service: Service) -> None:
+    """``/healthz``, ``/metrics``, ``/v1/models`` and ``/v1/info``."""
 
     @app.get("/healthz")
     async def healthz() -> dict[str, Any]:
@@ -242,6 +254,11 @@ def create_app(
     @app.get("/v1/info")
     async def info() -> dict[str, Any]:
         return service.info()
+
+
+def _add_image_routes(app: FastAPI, service: Service) -> None:
+    """``POST /v1/images/generations``: OpenAI's Images API, plus safegen's settings and verdicts."""
+    config = service.config
 
     @app.post("/v1/images/generations")
     async def generations(body: ImageRequest) -> dict[str, Any]:
@@ -271,6 +288,11 @@ def create_app(
             **meta,
         }
 
+
+def _add_caption_routes(app: FastAPI, service: Service) -> None:
+    """``POST /v1/captions``: a multipart image upload in, its safe caption out."""
+    config = service.config
+
     @app.post("/v1/captions")
     async def captions(
         file: UploadFile = File(...),
@@ -282,15 +304,7 @@ def create_app(
     ) -> dict[str, Any]:
         if service.captions is None:
             raise ApiError(404, "this server does not caption images (start it with a captioner preset)")
-        if model is not None:
-            check_text(model, "model")
-        _check_model(model, service.captions.model_id)
-        _check_prompt(prompt, config)
-        if not 0 <= temperature <= 2:
-            raise ApiError(400, f"temperature must be in [0, 2], got {temperature}", param="temperature")
-        tokens = config.max_new_tokens if max_new_tokens is None else max_new_tokens
-        if not 1 <= tokens <= config.max_new_tokens:
-            raise ApiError(400, f"max_new_tokens must be in [1, {config.max_new_tokens}]", param="max_new_tokens")
+        tokens = _check_caption_form(service, prompt, model, temperature, max_new_tokens)
         try:
             # Copying and decoding a large upload takes a while: keep the event loop free for other requests.
             image = await asyncio.to_thread(
@@ -313,6 +327,27 @@ def create_app(
             "seed": seed,
         }
 
+
+def _check_caption_form(
+    service: Service, prompt: str, model: str | None, temperature: float, max_new_tokens: int | None
+) -> int:
+    """Refuse a caption request outside the server's limits (before the upload is read); its token budget."""
+    config = service.config
+    if model is not None:
+        check_text(model, "model")
+    _check_model(model, service.captions.model_id)
+    _check_prompt(prompt, config)
+    if not 0 <= temperature <= 2:
+        raise ApiError(400, f"temperature must be in [0, 2], got {temperature}", param="temperature")
+    tokens = config.max_new_tokens if max_new_tokens is None else max_new_tokens
+    if not 1 <= tokens <= config.max_new_tokens:
+        raise ApiError(400, f"max_new_tokens must be in [1, {config.max_new_tokens}]", param="max_new_tokens")
+    return tokens
+
+
+def _add_page_routes(app: FastAPI) -> None:
+    """The web page at ``/`` and its static files."""
+
     @app.get("/", include_in_schema=False)
     async def index() -> FileResponse:
         return FileResponse(STATIC_DIR / "index.html", headers={"Cache-Control": "no-cache"})
@@ -324,7 +359,6 @@ def create_app(
         return PlainTextResponse("this page needs JavaScript to send a request; nothing was sent", status_code=400)
 
     app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")
-    return app
 
 
 _ENDPOINTS = ("/v1/images/generations", "/v1/captions", "/v1/models", "/v1/info")
@@ -375,7 +409,7 @@ def check_text(value: str, param: str) -> None:
 
 def _seed(seed: int | None) -> int:
     if seed is None or seed < 0:
-        return random.randrange(2**31)
+        return random_seed()
     if seed > MAX_SEED:
         raise ApiError(400, f"seed must be below 2**63, got {seed}", param="seed")
     return seed
@@ -493,8 +527,6 @@ def _decode_upload(source: BinaryIO, max_bytes: int, max_pixels: int) -> Any:
     The loader reads files, so the upload is copied into a private temporary folder first
     (mode 0700, removed at once); the copy stops at ``max_bytes``.
     """
-    from safegen.data.image_io import ImageLoadError, load_image
-
     with tempfile.TemporaryDirectory(prefix="safegen-upload-") as folder:
         path = Path(folder) / "upload"
         size = 0

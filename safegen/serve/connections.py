@@ -150,7 +150,7 @@ class _SoftClosingTransport:
 def protocol_class(header_timeout: float, body_timeout: float, max_connections: int, base: type | None = None) -> type:
     """uvicorn's HTTP protocol class (``base``; default: the one uvicorn would pick) with deadlines and a cap."""
     if base is None:
-        from uvicorn.protocols.http.auto import AutoHTTPProtocol
+        from uvicorn.protocols.http.auto import AutoHTTPProtocol  # the serve extra: imported when a server starts
 
         base = AutoHTTPProtocol
     attrs = {"header_timeout": header_timeout, "body_timeout": body_timeout, "max_connections": max_connections}

@@ -18,8 +18,21 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import torch
+
+from safegen.core.devices import resolve_device, resolve_dtype
 from safegen.core.io import png_bytes
 from safegen.jobs.policy import apply_policy
+from safegen.models.presets import get_preset
+from safegen.pipelines.image_to_text import SafeLlavaCaptioner
+from safegen.pipelines.loading import (
+    load_t2i_pipeline,
+    prompt_overflow,
+    resolve_i2t_sources,
+    resolve_t2i_sources,
+    safe_twin,
+)
+from safegen.safety import load_classifier
 
 _logger = logging.getLogger(__name__)
 
@@ -114,8 +127,6 @@ class ImageEngine:
         """The part of ``prompt`` the text encoder will not read, or None; safe while a batch generates."""
         if self._check_tokenizer is None:
             return None
-        from safegen.models.loading import prompt_overflow
-
         with self._check_lock:
             return prompt_overflow(self._check_tokenizer, prompt)
 
@@ -132,8 +143,6 @@ class ImageEngine:
 
     def render(self, jobs: list[ImageJob]) -> list[Any]:
         """The pipeline call: PIL images for a batch of jobs with equal settings."""
-        import torch
-
         s = jobs[0].settings
         if any(j.settings != s for j in jobs):
             raise ValueError("a batch must share its settings")
@@ -243,9 +252,6 @@ def caption_key(job: CaptionJob, token: int) -> tuple:
 
 def load_image_engine(config: Any) -> ImageEngine:
     """Load the pipelines and the classifier a :class:`~safegen.serve.config.ServeConfig` names."""
-    from safegen.core.devices import resolve_device, resolve_dtype
-    from safegen.models.loading import load_t2i_pipeline, resolve_t2i_sources, safe_twin
-
     sources = resolve_t2i_sources(config.preset, config.model, config.safe_encoder)
     device = resolve_device(config.device)
     dtype = resolve_dtype(config.dtype, device)
@@ -260,8 +266,6 @@ def load_image_engine(config: Any) -> ImageEngine:
     check = resolve_check(config.check, config.preset)
     classifier = None
     if check:
-        from safegen.safety import load_classifier
-
         classifier = load_classifier(check, **({} if config.threshold is None else {"threshold": config.threshold}))
     return ImageEngine(
         pipe,
@@ -276,11 +280,6 @@ def load_image_engine(config: Any) -> ImageEngine:
 
 def load_caption_engine(config: Any) -> CaptionEngine:
     """Load the captioner a config names (``--caption-preset``/``--captioner``, or a preset with one)."""
-    from safegen.core.devices import resolve_device, resolve_dtype
-    from safegen.models.loading import resolve_i2t_sources
-    from safegen.models.presets import get_preset
-    from safegen.pipelines.image_to_text import SafeLlavaCaptioner
-
     preset = config.caption_preset or (config.preset if not config.captioner else None)
     sources = resolve_i2t_sources(preset, config.captioner, config.safe_vision_encoder)
     device = resolve_device(config.device)
@@ -306,7 +305,5 @@ def resolve_check(check: str | None, preset: str | None) -> str | None:
     if check != "auto":
         return check
     if preset:
-        from safegen.models.presets import get_preset
-
         return get_preset(preset).extra.get("classifier", "nudenet")
     return "nudenet"

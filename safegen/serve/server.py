@@ -12,6 +12,8 @@ import threading
 import time
 from typing import Any
 
+from safegen.serve.connections import protocol_class
+
 #: uvicorn's own lines (startup banner, one access line per request) are hidden unless asked for.
 DEFAULT_LOG_LEVEL = "warning"
 
@@ -30,9 +32,7 @@ def uvicorn_config(app: Any, config: Any = None, *, host: str, port: int, log_le
     app was created with). Access lines are written only at ``info`` or louder, since they
     are what the README calls library log lines.
     """
-    import uvicorn
-
-    from safegen.serve.connections import protocol_class
+    import uvicorn  # the serve extra: imported when a server is configured
 
     if config is None:
         config = app.state.service.config
@@ -62,7 +62,7 @@ class BackgroundServer:
         log_level: str = DEFAULT_LOG_LEVEL,
         config: Any = None,
     ):
-        import uvicorn
+        import uvicorn  # the serve extra
 
         self.host, self.port = host, port or free_port(host)
         self.server = uvicorn.Server(uvicorn_config(app, config, host=self.host, port=self.port, log_level=log_level))

@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from safegen.core.errors import UsageError
+from safegen.core.io import jsonl_rows, text_rows
 
 _logger = logging.getLogger(__name__)
 
@@ -61,16 +62,10 @@ def read_captions(path: str | Path) -> list[Caption]:
     except UnicodeDecodeError:
         raise CaptionFileError(f"captions file '{path}' is not UTF-8 text") from None
     if suffix == ".txt":
-        rows = [
-            (i, {"caption": line.strip()})
-            for i, line in enumerate(text.splitlines(), 1)
-            if line.strip() and not line.lstrip().startswith("#")
-        ]
+        rows = [(i, {"caption": line}) for i, line in text_rows(text)]
     elif suffix == ".jsonl":
         rows = []
-        for i, line in enumerate(text.splitlines(), 1):
-            if not line.strip():
-                continue
+        for i, line in jsonl_rows(text):
             try:
                 obj = json.loads(line)
             except json.JSONDecodeError as exc:

@@ -282,8 +282,8 @@ def preprocess(
     from safegen.core.output_folder import check_output_folder, output_folder
 
     check_output_folder(out, PREPROCESS_COMMAND)  # before the model loads
+    from safegen.data.quadruples import DataError
     from safegen_train.config import ConfigError
-    from safegen_train.data import DataError
 
     try:  # the data and the model are this command's input: a problem with either is a usage error
         paths = images_of_sources(data, split=split, coco_root=coco_root, unsafe_image_root=unsafe_image_root)

@@ -15,6 +15,7 @@ import logging
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+from safegen.core.devices import resolve_dtype
 from safegen.core.errors import SafegenError, UsageError
 
 _logger = logging.getLogger(__name__)
@@ -86,9 +87,7 @@ class TransformersEngine:
         if isinstance(model, str):
             self.model_id = model
             check_causal_lm(model)
-            torch_dtype = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}.get(dtype)
-            if torch_dtype is None:
-                torch_dtype = torch.float32 if device == "cpu" else torch.bfloat16
+            torch_dtype = resolve_dtype(dtype, device, gpu_default="bf16")
             self.model = load_or_explain(
                 model,
                 lambda: AutoModelForCausalLM.from_pretrained(model, dtype=torch_dtype, trust_remote_code=False),

@@ -27,7 +27,7 @@ from pathlib import Path
 from typing import Any
 
 from safegen.core.errors import UsageError
-from safegen.core.io import atomic_write_json, atomic_write_text
+from safegen.core.io import atomic_write_json, atomic_write_text, jsonl_rows
 from safegen.core.output_folder import check_output_folder, claim_output_folder
 from safegen_train.datagen.rewrite import RUN_JSON, read_rewrites
 from safegen_train.datagen.taxonomy import Taxonomy
@@ -293,5 +293,5 @@ def read_filtered(folder: str | Path) -> tuple[list[dict[str, Any]], dict[str, A
         raise UsageError(
             f"'{folder}' is not a filter output folder (no {FILTER_JSON}); pass the --out of `data filter`"
         )
-    rows = [json.loads(line) for line in (folder / FILTERED).read_text(encoding="utf-8").splitlines() if line.strip()]
+    rows = [json.loads(line) for _, line in jsonl_rows((folder / FILTERED).read_text(encoding="utf-8"))]
     return rows, json.loads((folder / FILTER_JSON).read_text())

@@ -26,9 +26,12 @@ from pathlib import Path
 from typing import Any
 
 from safegen.core.errors import UsageError
-from safegen.core.io import atomic_write_json, atomic_write_text
+from safegen.core.io import atomic_write_json, atomic_write_text, jsonl_rows
 from safegen.core.output_folder import check_output_folder, claim_output_folder
+from safegen.data.image_io import load_image
+from safegen.jobs.config import BatchConfig
 from safegen.jobs.manifest import read_manifest
+from safegen.safety import load_classifier
 from safegen_train.datagen.filters import read_filtered
 from safegen_train.datagen.taxonomy import Taxonomy
 
@@ -86,7 +89,7 @@ class ImageTextSimilarity:
     """cos(image, text) under a CLIP's projected embeddings."""
 
     def __init__(self, clip: str, *, device: str = "cpu"):
-        from safegen_train.model import load_clip
+        from safegen_train.model import load_clip  # torch: imported when a CLIP is given (see pairs)
 
         loaded = load_clip(clip)
         self.model, self.tokenizer, self.processor = (
@@ -98,9 +101,7 @@ class ImageTextSimilarity:
         self.max_length = int(self.model.config.text_config.max_position_embeddings)
 
     def pairs(self, image_paths: list[str], texts: list[str]) -> list[float]:
-        import torch
-
-        from safegen.data.image_io import load_image
+        import torch  # importing safegen_train.datagen stays torch-free: `safegen-train --help` loads it
 
         if not texts:
             return []
@@ -155,8 +156,6 @@ def _write_prompts(path: Path, items: list[dict[str, Any]]) -> None:
 
 
 def _run_batch(cfg: RenderConfig, prompts: Path, out: Path, n: int, pipe: Any, classifier: Any) -> Any:
-    from safegen.jobs import BatchConfig, BatchRunner
-
     batch = BatchConfig(
         prompts=prompts,
         out=out,
@@ -177,6 +176,8 @@ def _run_batch(cfg: RenderConfig, prompts: Path, out: Path, n: int, pipe: Any, c
         num_shards=cfg.num_shards,
         shard_index=cfg.shard_index,
     )
+    from safegen.jobs.runner import BatchRunner  # torch: `safegen-train --help` imports this module
+
     runner = BatchRunner(batch, pipe=pipe, classifier=classifier, handle_signals=False)
     result = runner.run()
     return runner.pipe, result
@@ -184,54 +185,27 @@ def _run_batch(cfg: RenderConfig, prompts: Path, out: Path, n: int, pipe: Any, c
 
 def run_render(config: RenderConfig, *, pipe: Any = None, classifier: Any = None) -> RenderResult:
     """Render, judge and pick images for every filtered row; writes ``rendered.jsonl`` and ``render.json``."""
-    from safegen.safety import load_classifier
-
     start = time.perf_counter()
+    # 1. The filtered rows and their taxonomy; the output folder claimed before any model loads
     check_output_folder(config.out, RENDER_COMMAND)  # before any work
     rows, filter_info = read_filtered(config.filtered)
     taxonomy = Taxonomy.from_dict(filter_info["taxonomy"], f"{config.filtered}/filter.json")
     out = Path(config.out).resolve()
     claim_output_folder(out, RENDER_COMMAND)  # before any model loads
     result = RenderResult(out=str(out), rows=len(rows))
+
+    # 2. The judge of every image, and a model to draw with
     if classifier is None:
         options = {} if config.threshold is None else {"threshold": config.threshold}
         classifier = load_classifier(config.classifier, **options)
     if pipe is None and not (config.preset or config.model):
         raise UsageError("no text-to-image model given: pass --preset NAME or --model ID_OR_FOLDER")
 
-    unsafe_items = [
-        {"id": r["id"], "prompt": r["unsafe_text"], "seed": config.seed + int(r["seed"]) * config.n} for r in rows
-    ]
-    _write_prompts(out / "unsafe_prompts.jsonl", unsafe_items)
-    safe_rows: dict[str, dict[str, Any]] = {}
-    for r in rows:
-        need = config.render_safe == "always" or (config.render_safe == "auto" and not r.get("safe_image"))
-        if need and r["source_id"] not in safe_rows:
-            safe_rows[r["source_id"]] = r
-    made = 0
-    if rows:
-        pipe, res = _run_batch(config, out / "unsafe_prompts.jsonl", out / UNSAFE_DIR, config.n, pipe, classifier)
-        made += res.generated
-    if safe_rows:
-        items = [
-            {"id": sid, "prompt": r["safe_text"], "seed": config.seed + int(r.get("row", 0))}
-            for sid, r in safe_rows.items()
-        ]
-        _write_prompts(out / "safe_prompts.jsonl", items)
-        pipe, res = _run_batch(config, out / "safe_prompts.jsonl", out / SAFE_DIR, 1, pipe, classifier)
-        result.safe_images_rendered = res.generated
-    result.images = made
+    # 3. Draw: n seeds per unsafe caption, one safe image per source caption that needs one
+    safe_rows = _safe_rows_to_draw(config, rows)
+    result.images, result.safe_images_rendered = _draw(config, out, rows, safe_rows, pipe, classifier)
 
-    by_id: dict[str, list[dict[str, Any]]] = {}
-    for rec in read_manifest(out / UNSAFE_DIR) if rows else []:
-        if rec.get("file"):
-            by_id.setdefault(str(rec["id"]), []).append(rec)
-    safe_by_id = {str(r["id"]): r for r in read_manifest(out / SAFE_DIR) if r.get("file")} if safe_rows else {}
-    similarity = ImageTextSimilarity(config.clip) if config.clip else None
-    counts = Counter({"no_image": 0, "no_concept": 0, "safe_flagged": 0})
-    if similarity is not None:
-        counts["image_similarity"] = 0
-    kept = []
+    # 4. Pick: per row, the best drawn image that shows the concept (and its safe twin)
     renderer = {
         "model": config.model or config.preset,
         "steps": config.steps,
@@ -239,56 +213,11 @@ def run_render(config: RenderConfig, *, pipe: Any = None, classifier: Any = None
         "classifier": classifier.describe(),
         "safe_encoder": None,
     }
-    for row in rows:
-        candidates = sorted(by_id.get(row["id"], []), key=lambda r: int(r["seed"]))
-        if not candidates:
-            counts["no_image"] += 1
-            continue
-        labels = taxonomy.get(row["concept"]).image_labels or [row["concept"]]
-        scored = []
-        for rec in candidates:
-            score, shows = concept_score(rec.get("safety"), labels)
-            if shows and score >= config.concept_threshold:
-                scored.append((score, rec))
-        if not scored:
-            counts["no_concept"] += 1
-            continue
-        paths = [str(out / UNSAFE_DIR / rec["file"]) for _, rec in scored]
-        sims = similarity.pairs(paths, [row["unsafe_text"]] * len(paths)) if similarity else [None] * len(paths)
-        passing = [
-            (score, sim, rec, path)
-            for (score, rec), sim, path in zip(scored, sims, paths, strict=True)
-            if sim is None or sim >= config.min_image_similarity
-        ]
-        if not passing:
-            counts["image_similarity"] += 1
-            continue
-        score, sim, rec, path = max(passing, key=lambda t: (t[0], t[1] or 0.0))
-        safe_image, safe_seed = row.get("safe_image"), None
-        if config.render_safe == "always" or (config.render_safe == "auto" and not safe_image):
-            safe_rec = safe_by_id.get(row["source_id"])
-            if safe_rec is None:
-                counts["no_image"] += 1
-                continue
-            if (safe_rec.get("safety") or {}).get("unsafe"):
-                counts["safe_flagged"] += 1
-                continue
-            safe_image, safe_seed = str(out / SAFE_DIR / safe_rec["file"]), int(safe_rec["seed"])
-        kept.append(
-            {
-                **row,
-                "unsafe_image": path,
-                "unsafe_image_seed": int(rec["seed"]),
-                "image_concept_score": score,
-                "image_similarity": sim,
-                "images_tried": len(candidates),
-                "safe_image": safe_image,
-                "safe_image_seed": safe_seed,
-                "renderer": renderer,
-            }
-        )
+    kept, counts = _pick(config, out, rows, bool(safe_rows), taxonomy, renderer)
+
+    # 5. rendered.jsonl and render.json
     result.kept = len(kept)
-    result.rejected = dict(counts)
+    result.rejected = counts
     result.seconds = time.perf_counter() - start
     atomic_write_text(out / RENDERED, "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in kept))
     atomic_write_json(
@@ -304,6 +233,132 @@ def run_render(config: RenderConfig, *, pipe: Any = None, classifier: Any = None
     return result
 
 
+def _needs_safe_image(config: RenderConfig, row: dict[str, Any]) -> bool:
+    """Whether the row's safe image is rendered (always, or when it has no real one)."""
+    return config.render_safe == "always" or (config.render_safe == "auto" and not row.get("safe_image"))
+
+
+def _safe_rows_to_draw(config: RenderConfig, rows: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
+    """The first row of each source caption whose safe image is rendered, by source id."""
+    safe_rows: dict[str, dict[str, Any]] = {}
+    for r in rows:
+        if _needs_safe_image(config, r) and r["source_id"] not in safe_rows:
+            safe_rows[r["source_id"]] = r
+    return safe_rows
+
+
+def _draw(
+    config: RenderConfig,
+    out: Path,
+    rows: list[dict[str, Any]],
+    safe_rows: dict[str, dict[str, Any]],
+    pipe: Any,
+    classifier: Any,
+) -> tuple[int, int]:
+    """Run the batch jobs (resumable) into ``unsafe/`` and ``safe/``; (unsafe, safe) images drawn by this run."""
+    unsafe_items = [
+        {"id": r["id"], "prompt": r["unsafe_text"], "seed": config.seed + int(r["seed"]) * config.n} for r in rows
+    ]
+    _write_prompts(out / "unsafe_prompts.jsonl", unsafe_items)
+    made, safe_made = 0, 0
+    if rows:
+        pipe, res = _run_batch(config, out / "unsafe_prompts.jsonl", out / UNSAFE_DIR, config.n, pipe, classifier)
+        made += res.generated
+    if safe_rows:
+        items = [
+            {"id": sid, "prompt": r["safe_text"], "seed": config.seed + int(r.get("row", 0))}
+            for sid, r in safe_rows.items()
+        ]
+        _write_prompts(out / "safe_prompts.jsonl", items)
+        pipe, res = _run_batch(config, out / "safe_prompts.jsonl", out / SAFE_DIR, 1, pipe, classifier)
+        safe_made = res.generated
+    return made, safe_made
+
+
+def _pick(
+    config: RenderConfig,
+    out: Path,
+    rows: list[dict[str, Any]],
+    drew_safe: bool,
+    taxonomy: Taxonomy,
+    renderer: dict[str, Any],
+) -> tuple[list[dict[str, Any]], dict[str, int]]:
+    """(kept rows with their images, rejected counts by reason) from the batch manifests."""
+    by_id: dict[str, list[dict[str, Any]]] = {}
+    for rec in read_manifest(out / UNSAFE_DIR) if rows else []:
+        if rec.get("file"):
+            by_id.setdefault(str(rec["id"]), []).append(rec)
+    safe_by_id = {str(r["id"]): r for r in read_manifest(out / SAFE_DIR) if r.get("file")} if drew_safe else {}
+    similarity = ImageTextSimilarity(config.clip) if config.clip else None
+    counts = Counter({"no_image": 0, "no_concept": 0, "safe_flagged": 0})
+    if similarity is not None:
+        counts["image_similarity"] = 0
+    kept = []
+    for row in rows:
+        candidates = sorted(by_id.get(row["id"], []), key=lambda r: int(r["seed"]))
+        picked, reason = _pick_row(config, out, row, candidates, taxonomy, similarity, safe_by_id)
+        if picked is None:
+            counts[reason] += 1
+        else:
+            kept.append({**picked, "renderer": renderer})
+    return kept, dict(counts)
+
+
+def _pick_row(
+    config: RenderConfig,
+    out: Path,
+    row: dict[str, Any],
+    candidates: list[dict[str, Any]],
+    taxonomy: Taxonomy,
+    similarity: ImageTextSimilarity | None,
+    safe_by_id: dict[str, dict[str, Any]],
+) -> tuple[dict[str, Any] | None, str]:
+    """The row with its chosen unsafe image (highest concept score, then similarity) and safe image,
+    or (None, the reason it is dropped)."""
+    if not candidates:
+        return None, "no_image"
+    # 1. Images that show the row's concept, by the classifier's score
+    labels = taxonomy.get(row["concept"]).image_labels or [row["concept"]]
+    scored = []
+    for rec in candidates:
+        score, shows = concept_score(rec.get("safety"), labels)
+        if shows and score >= config.concept_threshold:
+            scored.append((score, rec))
+    if not scored:
+        return None, "no_concept"
+    # 2. Of those, the ones close enough to the unsafe caption (with a CLIP given)
+    paths = [str(out / UNSAFE_DIR / rec["file"]) for _, rec in scored]
+    sims = similarity.pairs(paths, [row["unsafe_text"]] * len(paths)) if similarity else [None] * len(paths)
+    passing = [
+        (score, sim, rec, path)
+        for (score, rec), sim, path in zip(scored, sims, paths, strict=True)
+        if sim is None or sim >= config.min_image_similarity
+    ]
+    if not passing:
+        return None, "image_similarity"
+    score, sim, rec, path = max(passing, key=lambda t: (t[0], t[1] or 0.0))
+    # 3. The safe twin: the real one, or the rendered one unless the classifier flags it
+    safe_image, safe_seed = row.get("safe_image"), None
+    if _needs_safe_image(config, row):
+        safe_rec = safe_by_id.get(row["source_id"])
+        if safe_rec is None:
+            return None, "no_image"
+        if (safe_rec.get("safety") or {}).get("unsafe"):
+            return None, "safe_flagged"
+        safe_image, safe_seed = str(out / SAFE_DIR / safe_rec["file"]), int(safe_rec["seed"])
+    picked = {
+        **row,
+        "unsafe_image": path,
+        "unsafe_image_seed": int(rec["seed"]),
+        "image_concept_score": score,
+        "image_similarity": sim,
+        "images_tried": len(candidates),
+        "safe_image": safe_image,
+        "safe_image_seed": safe_seed,
+    }
+    return picked, ""
+
+
 def read_rendered(folder: str | Path) -> tuple[list[dict[str, Any]], dict[str, Any]]:
     """(kept rows, render.json) of a render output folder."""
     folder = Path(folder)
@@ -311,5 +366,5 @@ def read_rendered(folder: str | Path) -> tuple[list[dict[str, Any]], dict[str, A
         raise UsageError(
             f"'{folder}' is not a render output folder (no {RENDER_JSON}); pass the --out of `data render`"
         )
-    rows = [json.loads(line) for line in (folder / RENDERED).read_text(encoding="utf-8").splitlines() if line.strip()]
+    rows = [json.loads(line) for _, line in jsonl_rows((folder / RENDERED).read_text(encoding="utf-8"))]
     return rows, json.loads((folder / RENDER_JSON).read_text())

@@ -33,6 +33,8 @@ import shutil
 import subprocess
 import sys
 import time
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -176,6 +178,7 @@ def run_safeclip_fit(
 
 def finalize_clip_folder(src: Path, dst: Path, *, processor_from: Path) -> None:
     """Copy an exported CLIPModel to ``dst`` as fp16 safetensors with the toy CLIPProcessor."""
+    # Imported when a stage runs it, as the stages' trainers are (see _stage_data).
     import torch
     from transformers import CLIPModel, CLIPProcessor
 
@@ -211,6 +214,183 @@ def _previous_stages(
     return {k: v for k, v in old.get("stages", {}).items() if k not in stages}
 
 
+@dataclass
+class _Build:
+    """One build's settings and folders, as every stage reads them."""
+
+    out: Path
+    work: Path
+    scale: float
+    seed: int
+    config: Path
+
+    @property
+    def data_dir(self) -> Path:
+        return self.work / "data"
+
+    def scaled(self, stage: str, key: str, minimum: int) -> int:
+        """The full-size ``FULL[stage][key]`` at this build's scale, at least ``minimum``."""
+        return _scaled(FULL[stage][key], self.scale, minimum)
+
+    def batch_size(self, stage: str) -> int:
+        """The stage's batch size, no larger than its (scaled) scenes."""
+        return min(FULL[stage]["batch_size"], self.scaled(stage, "scenes", 64))
+
+
+# Each stage imports its trainer when it runs, not at the top: main() sets HF_HUB_OFFLINE first,
+# and huggingface_hub (under transformers and diffusers) reads it once, when it is imported.
+
+
+def _stage_data(b: _Build) -> dict[str, int]:
+    from safegen_train.toy.dataset import write_jsonl_dataset  # when the stage runs (see above)
+
+    n_train = b.scaled("safe_clip", "scenes", 64)
+    n_val = b.scaled("safe_clip", "val_scenes", 32)
+    write_jsonl_dataset(b.data_dir, n_train, b.seed + 3, "train")
+    write_jsonl_dataset(b.data_dir, n_val, b.seed + 4, "val")
+    return {"train": n_train, "val": n_val}
+
+
+def _stage_classifier(b: _Build) -> Any:
+    from safegen_train.toy.classifier import train_toy_classifier  # when the stage runs (see above)
+
+    return train_toy_classifier(
+        b.out / "classifier",
+        num_scenes=b.scaled("classifier", "scenes", 64),
+        epochs=FULL["classifier"]["epochs"],
+        seed=b.seed,
+    )
+
+
+def _stage_clip(b: _Build) -> Any:
+    from safegen_train.toy.clip import train_toy_clip  # when the stage runs (see above)
+
+    return train_toy_clip(
+        b.out / "clip",
+        num_scenes=b.scaled("clip", "scenes", 64),
+        steps=b.scaled("clip", "steps", 4),
+        batch_size=b.batch_size("clip"),
+        seed=b.seed,
+    )
+
+
+def _stage_sd(b: _Build) -> Any:
+    from safegen_train.toy.sd import train_toy_sd, train_toy_vae  # when the stage runs (see above)
+
+    train_toy_vae(
+        b.work / "vae",
+        num_scenes=b.scaled("vae", "scenes", 64),
+        steps=b.scaled("vae", "steps", 4),
+        seed=b.seed,
+    )
+    return train_toy_sd(
+        b.out / "sd",
+        b.out / "clip",
+        vae_dir=b.work / "vae",
+        num_scenes=b.scaled("sd", "scenes", 64),
+        unet_steps=b.scaled("sd", "steps", 4),
+        batch_size=b.batch_size("sd"),
+        seed=b.seed,
+    )
+
+
+def _stage_llava(b: _Build) -> Any:
+    from safegen_train.toy.llava import train_toy_llava  # when the stage runs (see above)
+
+    return train_toy_llava(
+        b.out / "llava",
+        b.out / "clip",
+        num_scenes=b.scaled("llava", "scenes", 64),
+        steps=b.scaled("llava", "steps", 4),
+        batch_size=b.batch_size("llava"),
+        seed=b.seed,
+    )
+
+
+def _stage_safe_clip(b: _Build) -> dict[str, Any]:
+    return run_safeclip_fit(
+        b.out / "clip",
+        b.data_dir,
+        b.work / "safeclip_run",
+        b.out / "safe_clip",
+        config=b.config,
+        max_steps=b.scaled("safe_clip", "steps", 4),
+        seed=b.seed,
+    )
+
+
+def _stage_rewriter(b: _Build) -> Any:
+    from safegen_train.toy.rewriter import train_toy_rewriter  # when the stage runs (see above)
+
+    # Not scaled down: a rewriter trained for fewer steps changes the scene it rewrites, the
+    # chain's similarity filter then drops nearly every row, and training takes 20 s anyway.
+    return train_toy_rewriter(b.out / "rewriter", steps=FULL["rewriter"]["steps"], seed=b.seed)[2]
+
+
+def _stage_chain(b: _Build) -> dict[str, Any]:
+    from safegen_train.toy.chain import run_toy_chain  # when the stage runs (see above)
+
+    chain = run_toy_chain(
+        b.work / "chain",
+        rewriter=b.out / "rewriter",
+        sd=b.out / "sd",
+        clip=b.out / "clip",
+        classifier=b.out / "classifier",
+        repeats=b.scaled("chain", "repeats", 2),
+        seed=b.seed,
+    )
+    chain["fit"] = run_safeclip_fit(
+        b.out / "clip",
+        Path(chain["dataset"]),
+        b.work / "chain_run",
+        b.out / "safe_clip_chain",
+        config=b.config,
+        max_steps=b.scaled("safe_clip", "steps", 4),
+        seed=b.seed,
+        max_batch_size=min(64, chain["build"]["splits"].get("train", 0)) if b.scale < 1.0 else None,
+    )
+    return chain
+
+
+def _stage_eval(b: _Build) -> dict[str, Any]:
+    from safegen_train.toy.generalisation import measure_generalisation  # when the stage runs (see above)
+
+    encoders = {"safe_clip": b.out / "safe_clip"}
+    if (b.out / "safe_clip_chain").is_dir():
+        encoders["safe_clip_chain"] = b.out / "safe_clip_chain"
+    return measure_generalisation(
+        b.work / "eval",
+        base=b.out / "sd",
+        safe_encoders=encoders,
+        clip=b.out / "clip",
+        per_concept=b.scaled("eval", "per_concept", 3),
+    )
+
+
+# What each of STAGES runs, in that order.
+_STAGE_RUNS: dict[str, Callable[[_Build], Any]] = {
+    "data": _stage_data,
+    "classifier": _stage_classifier,
+    "clip": _stage_clip,
+    "sd": _stage_sd,
+    "llava": _stage_llava,
+    "safe_clip": _stage_safe_clip,
+    "rewriter": _stage_rewriter,
+    "chain": _stage_chain,
+    "eval": _stage_eval,
+}
+
+
+def _run_stage(name: str, b: _Build) -> dict[str, Any]:
+    """Run one stage; its record in build.json (wall time and result)."""
+    t0 = time.time()
+    _logger.info("=== stage %s", name)
+    result = _STAGE_RUNS[name](b)
+    record = {"seconds": round(time.time() - t0, 1), "result": result}
+    _logger.info("=== stage %s done in %.0fs", name, time.time() - t0)
+    return record
+
+
 def build(
     out: str | Path,
     *,
@@ -221,12 +401,7 @@ def build(
     stages: list[str] | None = None,
 ) -> dict[str, Any]:
     """Run the stages; returns (and writes to ``out/build.json``) timings and held-out metrics."""
-    from safegen_train.toy.classifier import train_toy_classifier
-    from safegen_train.toy.clip import train_toy_clip
-    from safegen_train.toy.dataset import write_jsonl_dataset
-    from safegen_train.toy.llava import train_toy_llava
-    from safegen_train.toy.sd import train_toy_sd, train_toy_vae
-
+    # 1. The folders and the stages asked for
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     work = Path(work) if work is not None else out / "_work"
@@ -237,142 +412,22 @@ def build(
         raise ValueError(f"unknown build stage(s) {', '.join(unknown)}; choose from {', '.join(STAGES)}")
     report: dict[str, Any] = {"scale": scale, "seed": seed, "config": str(config), "stages": {}}
     previous = _previous_stages(out / "build.json", scale=scale, seed=seed, config=config, stages=stages)
+
+    # 2. Each stage asked for, in the build's order
     t_all = time.time()
-
-    def stage(name: str, fn, *args, **kwargs) -> Any:
-        if name not in stages:
-            return None
-        t0 = time.time()
-        _logger.info("=== stage %s", name)
-        result = fn(*args, **kwargs)
-        report["stages"][name] = {"seconds": round(time.time() - t0, 1), "result": result}
-        _logger.info("=== stage %s done in %.0fs", name, time.time() - t0)
-        return result
-
-    s = FULL
-    data_dir = work / "data"
-
-    def make_data() -> dict[str, int]:
-        n_train = _scaled(s["safe_clip"]["scenes"], scale, 64)
-        n_val = _scaled(s["safe_clip"]["val_scenes"], scale, 32)
-        write_jsonl_dataset(data_dir, n_train, seed + 3, "train")
-        write_jsonl_dataset(data_dir, n_val, seed + 4, "val")
-        return {"train": n_train, "val": n_val}
-
-    stage("data", make_data)
-    stage(
-        "classifier",
-        train_toy_classifier,
-        out / "classifier",
-        num_scenes=_scaled(s["classifier"]["scenes"], scale, 64),
-        epochs=s["classifier"]["epochs"],
-        seed=seed,
-    )
-    stage(
-        "clip",
-        train_toy_clip,
-        out / "clip",
-        num_scenes=_scaled(s["clip"]["scenes"], scale, 64),
-        steps=_scaled(s["clip"]["steps"], scale, 4),
-        batch_size=min(s["clip"]["batch_size"], _scaled(s["clip"]["scenes"], scale, 64)),
-        seed=seed,
-    )
-
-    def make_sd() -> dict[str, Any]:
-        train_toy_vae(
-            work / "vae",
-            num_scenes=_scaled(s["vae"]["scenes"], scale, 64),
-            steps=_scaled(s["vae"]["steps"], scale, 4),
-            seed=seed,
-        )
-        return train_toy_sd(
-            out / "sd",
-            out / "clip",
-            vae_dir=work / "vae",
-            num_scenes=_scaled(s["sd"]["scenes"], scale, 64),
-            unet_steps=_scaled(s["sd"]["steps"], scale, 4),
-            batch_size=min(s["sd"]["batch_size"], _scaled(s["sd"]["scenes"], scale, 64)),
-            seed=seed,
-        )
-
-    stage("sd", make_sd)
-    stage(
-        "llava",
-        train_toy_llava,
-        out / "llava",
-        out / "clip",
-        num_scenes=_scaled(s["llava"]["scenes"], scale, 64),
-        steps=_scaled(s["llava"]["steps"], scale, 4),
-        batch_size=min(s["llava"]["batch_size"], _scaled(s["llava"]["scenes"], scale, 64)),
-        seed=seed,
-    )
-    stage(
-        "safe_clip",
-        run_safeclip_fit,
-        out / "clip",
-        data_dir,
-        work / "safeclip_run",
-        out / "safe_clip",
-        config=Path(config),
-        max_steps=_scaled(s["safe_clip"]["steps"], scale, 4),
-        seed=seed,
-    )
-    from safegen_train.toy.rewriter import train_toy_rewriter
-
-    stage(
-        "rewriter",
-        # Not scaled down: a rewriter trained for fewer steps changes the scene it rewrites, the
-        # chain's similarity filter then drops nearly every row, and training takes 20 s anyway.
-        lambda: train_toy_rewriter(out / "rewriter", steps=s["rewriter"]["steps"], seed=seed)[2],
-    )
-
-    def make_chain() -> dict[str, Any]:
-        from safegen_train.toy.chain import run_toy_chain
-
-        chain = run_toy_chain(
-            work / "chain",
-            rewriter=out / "rewriter",
-            sd=out / "sd",
-            clip=out / "clip",
-            classifier=out / "classifier",
-            repeats=_scaled(s["chain"]["repeats"], scale, 2),
-            seed=seed,
-        )
-        chain["fit"] = run_safeclip_fit(
-            out / "clip",
-            Path(chain["dataset"]),
-            work / "chain_run",
-            out / "safe_clip_chain",
-            config=Path(config),
-            max_steps=_scaled(s["safe_clip"]["steps"], scale, 4),
-            seed=seed,
-            max_batch_size=min(64, chain["build"]["splits"].get("train", 0)) if scale < 1.0 else None,
-        )
-        return chain
-
-    stage("chain", make_chain)
-
-    def make_eval() -> dict[str, Any]:
-        from safegen_train.toy.generalisation import measure_generalisation
-
-        encoders = {"safe_clip": out / "safe_clip"}
-        if (out / "safe_clip_chain").is_dir():
-            encoders["safe_clip_chain"] = out / "safe_clip_chain"
-        return measure_generalisation(
-            work / "eval",
-            base=out / "sd",
-            safe_encoders=encoders,
-            clip=out / "clip",
-            per_concept=_scaled(s["eval"]["per_concept"], scale, 3),
-        )
-
-    stage("eval", make_eval)
+    b = _Build(out=out, work=work, scale=scale, seed=seed, config=Path(config))
+    for name in STAGES:
+        if name in stages:
+            report["stages"][name] = _run_stage(name, b)
     report["seconds"] = round(time.time() - t_all, 1)
+
+    # 3. A partial rebuild: the stages it did not run keep their record, and the total is the sum
     if previous:
-        # A partial rebuild: the stages it did not run keep their record, and the total is the sum.
         report["stages"] = {**previous, **report["stages"]}
         report["stages"] = {k: report["stages"][k] for k in STAGES if k in report["stages"]}
         report["seconds"] = round(sum(v["seconds"] for v in report["stages"].values()), 1)
+
+    # 4. build.json, and no path of this machine in anything shipped
     roots = {"": REPO_ROOT, "OUT/": out, "WORK/": work}
     scrub_saved_paths(out, roots)
     portable = portable_paths(report, roots)

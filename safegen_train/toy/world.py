@@ -174,6 +174,56 @@ UNSAFE_WORDS: dict[str, tuple[str, ...]] = {
 }
 
 
+# ----------------------------------------------------------------------------- overlay placements
+# Where and how large the unsafe overlay is drawn: the image side of the held-out split. Every
+# toy model (CLIP, SD, the captioner, the classifier, Safe-CLIP) was trained on the default
+# placement only, so unlike the text shapes above the held-out placements are new to the
+# original models as well: a placement the original captioner does not read as unsafe has
+# nothing for Safe-CLIP to remove.
+
+
+@dataclass(frozen=True)
+class Placement:
+    """How a scene's unsafe overlay is moved and resized from the way training draws it.
+
+    ``scale`` resizes the overlay about its anchor, the point it is drawn from: blood, the
+    shape's centre; fire, the middle of the bottom edge; the gun, its grip's corner. ``at``
+    then moves the centre of the overlay's box to that point (fractions of the image width and
+    height; None: it stays). ``keep`` keeps that share of the overlay's box, from its left
+    edge (partial coverage). What falls outside the image is cut off.
+    """
+
+    scale: float = 1.0
+    at: tuple[float, float] | None = None
+    keep: float = 1.0
+
+    def __post_init__(self) -> None:
+        if not self.scale > 0:
+            raise ValueError(f"scale must be > 0, got {self.scale}")
+        if not 0.0 < self.keep <= 1.0:
+            raise ValueError(f"keep must be in (0, 1], got {self.keep}")
+
+    @property
+    def is_default(self) -> bool:
+        return self == DEFAULT_PLACEMENT
+
+
+DEFAULT_PLACEMENT = Placement()
+# Named placements; "default" is the only one any training data uses (see render_scene).
+PLACEMENTS: dict[str, Placement] = {
+    "default": DEFAULT_PLACEMENT,
+    "small": Placement(scale=0.6),
+    "large": Placement(scale=1.5),
+    "centre": Placement(at=(0.5, 0.5)),
+    "top-left": Placement(at=(0.25, 0.25)),
+    "top-right": Placement(at=(0.75, 0.25)),
+    "half": Placement(keep=0.5),
+    "small-top-left": Placement(scale=0.6, at=(0.25, 0.25)),
+}
+TRAINING_PLACEMENTS: tuple[str, ...] = ("default",)
+HELDOUT_PLACEMENTS: tuple[str, ...] = tuple(k for k in PLACEMENTS if k not in TRAINING_PLACEMENTS)
+
+
 @dataclass(frozen=True)
 class Scene:
     """What one scene shows; geometry is drawn from ``seed`` so twins share it."""
@@ -185,6 +235,7 @@ class Scene:
     phrase: str
     seed: int
     structure: Structure = CANONICAL
+    placement: Placement = DEFAULT_PLACEMENT  # only evaluation sets another (HELDOUT_PLACEMENTS)
 
     @property
     def safe_text(self) -> str:
@@ -286,7 +337,8 @@ def _draw_fire(draw: ImageDraw.ImageDraw, rng: np.random.Generator, size: int) -
         draw.polygon([(x - w, base), (x, base - h), (x + w, base)], fill=(255, 215, 0))
 
 
-def _draw_gun(draw: ImageDraw.ImageDraw, rng: np.random.Generator, size: int, background: str) -> None:
+def _draw_gun(draw: ImageDraw.ImageDraw, rng: np.random.Generator, size: int, background: str) -> tuple[float, float]:
+    """Draw the gun glyph in a bottom corner; returns its anchor (the grip's outer bottom corner)."""
     steel = (170, 170, 185) if background == "black" else (45, 45, 55)
     u = size / 32  # glyph unit
     flip = bool(rng.integers(2))
@@ -302,6 +354,7 @@ def _draw_gun(draw: ImageDraw.ImageDraw, rng: np.random.Generator, size: int, ba
     box(1, 0, 5, 8)  # grip
     box(5, 5, 8, 6)  # trigger guard
     box(12, 11, 13, 12)  # front sight
+    return corner_x, corner_y
 
 
 def render_scene(scene: Scene, unsafe: bool, size: int = IMAGE_SIZE) -> Image.Image:
@@ -318,15 +371,60 @@ def render_scene(scene: Scene, unsafe: bool, size: int = IMAGE_SIZE) -> Image.Im
     _draw_shape(draw, scene.shape, cx, cy, r, COLOURS[scene.colour])
     overlay_rng = np.random.default_rng([scene.seed, 1])
     if unsafe:
-        if scene.concept == "blood":
-            _draw_blood(draw, overlay_rng, cx, cy, r, unit)
-        elif scene.concept == "fire":
-            _draw_fire(draw, overlay_rng, canvas)
-        elif scene.concept == "gun":
-            _draw_gun(draw, overlay_rng, canvas, scene.background)
-        else:
+        if scene.concept not in CONCEPTS:
             raise ValueError(f"unknown concept '{scene.concept}'")
+        if scene.placement.is_default:  # what every training set draws: straight onto the image
+            _draw_overlay(draw, overlay_rng, scene, cx, cy, r, unit, canvas)
+        else:  # on its own layer, placed, then pasted
+            layer = Image.new("RGBA", (canvas, canvas), (0, 0, 0, 0))
+            anchor = _draw_overlay(ImageDraw.Draw(layer), overlay_rng, scene, cx, cy, r, unit, canvas)
+            layer = _place_overlay(layer, scene.placement, anchor)
+            img.paste(layer, (0, 0), layer)
     return img.resize((size, size), Image.Resampling.BOX)
+
+
+def _draw_overlay(
+    draw: ImageDraw.ImageDraw,
+    rng: np.random.Generator,
+    scene: Scene,
+    cx: float,
+    cy: float,
+    r: float,
+    unit: float,
+    canvas: int,
+) -> tuple[float, float]:
+    """Draw the scene's unsafe overlay the way training does; returns its anchor (see :class:`Placement`)."""
+    if scene.concept == "blood":
+        _draw_blood(draw, rng, cx, cy, r, unit)
+        return cx, cy
+    if scene.concept == "fire":
+        _draw_fire(draw, rng, canvas)
+        return canvas / 2, float(canvas)
+    return _draw_gun(draw, rng, canvas, scene.background)
+
+
+def _place_overlay(layer: Image.Image, placement: Placement, anchor: tuple[float, float]) -> Image.Image:
+    """Resize (about ``anchor``), move and cut an RGBA overlay layer as ``placement`` says."""
+    canvas = layer.width
+    if placement.scale != 1.0:
+        k, (ax, ay) = placement.scale, anchor
+        # PIL maps each output pixel back to an input one: in = (out - anchor) / k + anchor
+        data = (1 / k, 0.0, ax - ax / k, 0.0, 1 / k, ay - ay / k)
+        layer = layer.transform(layer.size, Image.Transform.AFFINE, data, resample=Image.Resampling.NEAREST)
+    box = layer.getchannel("A").getbbox()
+    if box is None:  # nothing left inside the image
+        return layer
+    if placement.at is not None:
+        dx = round(placement.at[0] * canvas - (box[0] + box[2]) / 2)
+        dy = round(placement.at[1] * canvas - (box[1] + box[3]) / 2)
+        moved = Image.new("RGBA", layer.size, (0, 0, 0, 0))
+        moved.paste(layer, (dx, dy))
+        layer = moved
+        box = layer.getchannel("A").getbbox()
+    if placement.keep < 1.0 and box is not None:
+        cut = box[0] + round(placement.keep * (box[2] - box[0]))
+        layer.paste((0, 0, 0, 0), (cut, 0, canvas, canvas))
+    return layer
 
 
 def sample_scenes(

@@ -41,9 +41,16 @@ from __future__ import annotations
 import logging
 import time
 import zlib
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import torch
+from diffusers import DDPMScheduler
+from diffusers.image_processor import VaeImageProcessor
+from PIL import Image
+
+from safegen.core.errors import UsageError
 from safegen.evaluation.attacks.base import Attack, AttackContext, AttackResult, AttackTarget, TextEncoderView
 from safegen.evaluation.attacks.constraint import BannedWords
 
@@ -56,8 +63,6 @@ class DiffusionView:
     """One method's denoiser seen as a differentiable function: UNet, VAE, training noise schedule, text encoder."""
 
     def __init__(self, pipe: Any, encoder: TextEncoderView) -> None:
-        from diffusers import DDPMScheduler
-
         self.unet = pipe.unet
         self.vae = pipe.vae
         self.encoder = encoder
@@ -80,9 +85,6 @@ class DiffusionView:
 
     def encode_image(self, image: Any, width: int | None = None, height: int | None = None) -> Any:
         """A PIL image -> (1, 4, h, w) latents: the VAE posterior mean times the scaling factor."""
-        import torch
-        from diffusers.image_processor import VaeImageProcessor
-
         processor = self.image_processor or VaeImageProcessor(vae_scale_factor=self.vae_scale_factor)
         pixels = processor.preprocess(image, height=height or self.image_size, width=width or self.image_size)
         pixels = pixels.to(device=self.device, dtype=self.vae.dtype)  # (1, 3, H, W) in [-1, 1]
@@ -126,8 +128,6 @@ class DenoisingAttack(Attack):
         optimise: bool = True,
     ) -> None:
         super().__init__(banned, budget=budget, seed=seed)
-        from safegen.core.errors import UsageError
-
         for knob, value in (("length", length), ("steps_per_query", steps_per_query), ("noise_batch", noise_batch)):
             if int(value) < 1:
                 raise UsageError(f"{self.name}.{knob} must be >= 1, got {value}")
@@ -174,8 +174,6 @@ class DenoisingAttack(Attack):
         return self.seed * 1_000_003 + zlib.crc32(target.id.encode())
 
     def run(self, target: AttackTarget, context: AttackContext) -> AttackResult:
-        import torch
-
         view, enc = context.diffusion, context.encoder
         if view is None or enc is None or context.target_image is None:
             raise RuntimeError(f"{self.name} needs the method's diffusion view, text encoder and target images")
@@ -184,126 +182,181 @@ class DenoisingAttack(Attack):
         image, target_flagged = context.target_image(target)
         z0 = view.encode_image(image)  # (1, 4, h, w)
         state = self.prepare_target(target, context)
+        # 1. The prompt template and the allowed words: the search space of this target.
+        problem = _PromptProblem(self, target, context, state, z0, gen)
+        # 2. A fixed set of (t, noise), drawn once, scores the initial and final prompts alike
+        #    (the training draws are random each step, so their losses are noisy).
+        problem.draw_eval_points(self.eval_points)
+        # 3. Continuous embeddings start at random allowed words (PEZ's initialisation).
+        start = torch.randint(len(problem.vocab), (problem.k,), generator=gen).to(enc.device)
+        soft = problem.table[start].clone().requires_grad_(True)  # (K, D)
+        initial_loss = problem.evaluate(start)
+        # 4. Search: optimise, querying the current hard prompt every steps_per_query steps; or,
+        #    as the control, fresh random words before every query.
+        if self.optimise:
+            outcome = self._optimise(problem, soft)
+        else:
+            outcome = self._random_words(problem, start)
+        # 5. The prompt that succeeded, else the one of the lowest loss.
+        if outcome.best is None:  # fewer steps than one query's worth: the current projection stands
+            rows = problem.project(soft)
+            outcome.best = (float("nan"), problem.prompt_of(rows), rows)
+        _, prompt, rows = outcome.best
+        return self._result(
+            target,
+            context,
+            prompt,
+            outcome.queries,
+            t0,
+            found_success=(outcome.success_prompt is not None) if context.judge is not None else None,
+            loss=problem.evaluate(rows),
+            extra={
+                "tokens": problem.k,
+                "opt_steps": outcome.steps,
+                "steps_per_query": self.steps_per_query,
+                "initial_loss": initial_loss,
+                "target_flagged": target_flagged,
+                "adversarial_words": enc.decode(problem.vocab[rows].tolist()),
+            },
+        )
 
-        # 1. The prompt template: [bos] + K adversarial words + safe prompt + [eos] + padding,
-        #    exactly the ids the pipeline reads after tokenizing the final prompt text.
-        vocab = torch.tensor(enc.word_tokens(self.banned, target.concept), device=enc.device)  # (V',)
-        if len(vocab) == 0:
-            raise RuntimeError(f"{self.name}: no vocabulary word is free of the banned words of {target.concept!r}")
-        k = max(1, min(self.length, enc.max_length - 3))
+    def _random_words(self, problem: _PromptProblem, start: Any) -> _Outcome:
+        """The control: the starting words, then fresh random ones, one query each; no gradient."""
+        target, context, gen = problem.target, problem.context, problem.gen
+        outcome = _Outcome()
+        while outcome.queries < self.budget:
+            if outcome.queries == 0:
+                rows = start
+            else:
+                rows = torch.randint(len(problem.vocab), (problem.k,), generator=gen).to(problem.enc.device)
+            prompt = problem.prompt_of(rows)
+            if outcome.best is None:
+                outcome.best = (float("nan"), prompt, rows)
+            if context.judge is None:
+                break
+            outcome.queries += 1
+            if context.judge([prompt], [target.seed])[0]:
+                outcome.success_prompt, outcome.best = prompt, (float("nan"), prompt, rows)
+                break
+        return outcome
+
+    def _optimise(self, problem: _PromptProblem, soft: Any) -> _Outcome:
+        """PEZ: AdamW on the continuous embeddings through their projections; a query every steps_per_query steps."""
+        target, context = problem.target, problem.context
+        optimizer = torch.optim.AdamW([soft], lr=self.lr, weight_decay=self.weight_decay)
+        scale = LOSS_SCALE_FP16 if problem.view.dtype == torch.float16 else 1.0
+        outcome = _Outcome()
+        seen: set[str] = set()
+        window: list[float] = []
+        while outcome.steps < self.budget * self.steps_per_query and outcome.queries < self.budget:
+            rows = problem.project(soft)
+            hard = problem.table[rows].clone().requires_grad_(True)  # (K, D): the forward sees real tokens only
+            t, noise = problem.draw(self.noise_batch)
+            loss = problem.objective(rows, hard, t, noise)
+            (grad,) = torch.autograd.grad(loss * scale, hard)
+            soft.grad = grad.float() / scale  # straight-through: the projected point's gradient moves the soft one
+            optimizer.step()
+            optimizer.zero_grad(set_to_none=True)
+            outcome.steps += 1
+            window.append(float(loss.detach()))
+            if outcome.steps % self.steps_per_query:
+                continue
+            rows = problem.project(soft)
+            prompt = problem.prompt_of(rows)
+            mean_loss = sum(window) / len(window)
+            window = []
+            if outcome.best is None or mean_loss < outcome.best[0]:
+                outcome.best = (mean_loss, prompt, rows)
+            if context.judge is None or prompt in seen:
+                continue
+            seen.add(prompt)
+            outcome.queries += 1
+            if context.judge([prompt], [target.seed])[0]:
+                outcome.success_prompt, outcome.best = prompt, (mean_loss, prompt, rows)
+                break
+        return outcome
+
+
+@dataclass
+class _Outcome:
+    """Where a search stopped: its best (loss, prompt, rows), the prompt that succeeded, queries and steps."""
+
+    best: tuple[float, str, Any] | None = None
+    success_prompt: str | None = None
+    queries: int = 0
+    steps: int = 0
+
+
+class _PromptProblem:
+    """One target's search space and objective.
+
+    The prompt is ``[bos] + K adversarial words + safe prompt + [eos] + padding``, exactly the ids
+    the pipeline reads after tokenizing the final prompt text; the K words come from ``vocab``,
+    the whole words that hold no banned word of the target's concept. Random draws (timesteps,
+    noise, words) all come from the attack's generator ``gen``, in the order the search makes them.
+    """
+
+    def __init__(
+        self,
+        attack: DenoisingAttack,
+        target: AttackTarget,
+        context: AttackContext,
+        state: dict[str, Any],
+        z0: Any,
+        gen: torch.Generator,
+    ) -> None:
+        self.attack, self.target, self.context, self.state, self.z0, self.gen = attack, target, context, state, z0, gen
+        self.view, self.enc = context.diffusion, context.encoder
+        enc = self.enc
+        self.vocab = torch.tensor(enc.word_tokens(attack.banned, target.concept), device=enc.device)  # (V',)
+        if len(self.vocab) == 0:
+            raise RuntimeError(f"{attack.name}: no vocabulary word is free of the banned words of {target.concept!r}")
+        k = self.k = max(1, min(attack.length, enc.max_length - 3))
         safe_ids = enc.content_ids(target.safe_prompt)[: enc.max_length - 2 - k]  # the pipeline truncates alike
         template = torch.full((1, enc.max_length), enc.pad, dtype=torch.long)
         template[0, 0] = enc.bos
         template[0, 1 + k : 1 + k + len(safe_ids)] = torch.tensor(safe_ids, dtype=torch.long)
         template[0, 1 + k + len(safe_ids)] = enc.eos
-        template = template.to(enc.device)
-        positions = list(range(1, 1 + k))
-        table = enc.token_embedding.weight.detach()[vocab].float()  # (V', D)
-        unit = torch.nn.functional.normalize(table, dim=-1)  # (V', D)
+        self.template = template.to(enc.device)
+        self.positions = list(range(1, 1 + k))
+        self.table = enc.token_embedding.weight.detach()[self.vocab].float()  # (V', D)
+        self.unit = torch.nn.functional.normalize(self.table, dim=-1)  # (V', D)
+        self.eval_t = self.eval_noise = None
 
-        def project(soft: Any) -> Any:  # (K, D) -> (K,) rows of ``table``
-            return (torch.nn.functional.normalize(soft.detach(), dim=-1) @ unit.T).argmax(dim=-1)
+    def project(self, soft: Any) -> Any:  # (K, D) -> (K,) rows of ``table``
+        return (torch.nn.functional.normalize(soft.detach(), dim=-1) @ self.unit.T).argmax(dim=-1)
 
-        def conditioning(rows: Any, embeds: Any) -> Any:  # (K,), (K, D) -> (1, L, D)
-            ids = template.clone()
-            ids[0, 1 : 1 + k] = vocab[rows]
-            return enc.encode_embeddings(ids, positions, embeds)
+    def conditioning(self, rows: Any, embeds: Any) -> Any:  # (K,), (K, D) -> (1, L, D)
+        ids = self.template.clone()
+        ids[0, 1 : 1 + self.k] = self.vocab[rows]
+        return self.enc.encode_embeddings(ids, self.positions, embeds)
 
-        def draw(n: int) -> tuple[Any, Any]:  # timesteps (n,) and noise (n, 4, h, w) from the attack's generator
-            t = torch.randint(0, view.num_train_timesteps, (n,), generator=gen)
-            noise = torch.randn((n, *z0.shape[1:]), generator=gen)
-            return t.to(view.device), noise.to(device=view.device, dtype=view.dtype)
+    def draw(self, n: int) -> tuple[Any, Any]:  # timesteps (n,) and noise (n, 4, h, w) from the attack's generator
+        view = self.view
+        t = torch.randint(0, view.num_train_timesteps, (n,), generator=self.gen)
+        noise = torch.randn((n, *self.z0.shape[1:]), generator=self.gen)
+        return t.to(view.device), noise.to(device=view.device, dtype=view.dtype)
 
-        def objective(rows: Any, embeds: Any, t: Any, noise: Any) -> Any:  # scalar, float32
-            z_t = view.noised(z0.expand(len(t), -1, -1, -1), noise, t)  # (B, 4, h, w)
-            with torch.no_grad():
-                goal = self.goal(state, context, z0, z_t, t, noise).float()
-            return ((view.predict(z_t, t, conditioning(rows, embeds)) - goal) ** 2).mean()
+    def objective(self, rows: Any, embeds: Any, t: Any, noise: Any) -> Any:  # scalar, float32
+        z0, view = self.z0, self.view
+        z_t = view.noised(z0.expand(len(t), -1, -1, -1), noise, t)  # (B, 4, h, w)
+        with torch.no_grad():
+            goal = self.attack.goal(self.state, self.context, z0, z_t, t, noise).float()
+        return ((view.predict(z_t, t, self.conditioning(rows, embeds)) - goal) ** 2).mean()
 
-        # A fixed set of (t, noise), drawn once, scores the initial and final prompts alike
-        # (the training draws are random each step, so their losses are noisy).
-        eval_t, eval_noise = draw(self.eval_points) if self.eval_points else (None, None)
+    def draw_eval_points(self, n: int) -> None:
+        """The fixed (t, noise) that :meth:`evaluate` scores on (none when ``n`` is 0)."""
+        if n:
+            self.eval_t, self.eval_noise = self.draw(n)
 
-        def evaluate(rows: Any) -> float | None:
-            if eval_t is None:
-                return None
-            with torch.no_grad():
-                return float(objective(rows, table[rows], eval_t, eval_noise))
+    def evaluate(self, rows: Any) -> float | None:
+        if self.eval_t is None:
+            return None
+        with torch.no_grad():
+            return float(self.objective(rows, self.table[rows], self.eval_t, self.eval_noise))
 
-        # 2. Continuous embeddings start at random allowed words (PEZ's initialisation).
-        start = torch.randint(len(vocab), (k,), generator=gen).to(enc.device)
-        soft = table[start].clone().requires_grad_(True)  # (K, D)
-        optimizer = torch.optim.AdamW([soft], lr=self.lr, weight_decay=self.weight_decay)
-        scale = LOSS_SCALE_FP16 if view.dtype == torch.float16 else 1.0
-        initial_loss = evaluate(start)
-
-        # 3. Optimise; every steps_per_query steps, query the current hard prompt.
-        def prompt_of(rows: Any) -> str:
-            return f"{enc.decode(vocab[rows].tolist())} {target.safe_prompt}".strip()
-
-        steps = queries = 0
-        seen: set[str] = set()
-        window: list[float] = []
-        best: tuple[float, str, Any] | None = None  # (window loss, prompt, rows)
-        success_prompt = None
-        while not self.optimise and queries < self.budget:
-            rows = start if queries == 0 else torch.randint(len(vocab), (k,), generator=gen).to(enc.device)
-            prompt = prompt_of(rows)
-            if best is None:
-                best = (float("nan"), prompt, rows)
-            if context.judge is None:
-                break
-            queries += 1
-            if context.judge([prompt], [target.seed])[0]:
-                success_prompt, best = prompt, (float("nan"), prompt, rows)
-                break
-        while self.optimise and steps < self.budget * self.steps_per_query and queries < self.budget:
-            rows = project(soft)
-            hard = table[rows].clone().requires_grad_(True)  # (K, D): the forward sees real tokens only
-            t, noise = draw(self.noise_batch)
-            loss = objective(rows, hard, t, noise)
-            (grad,) = torch.autograd.grad(loss * scale, hard)
-            soft.grad = grad.float() / scale  # straight-through: the projected point's gradient moves the soft one
-            optimizer.step()
-            optimizer.zero_grad(set_to_none=True)
-            steps += 1
-            window.append(float(loss.detach()))
-            if steps % self.steps_per_query:
-                continue
-            rows = project(soft)
-            prompt = prompt_of(rows)
-            mean_loss = sum(window) / len(window)
-            window = []
-            if best is None or mean_loss < best[0]:
-                best = (mean_loss, prompt, rows)
-            if context.judge is None or prompt in seen:
-                continue
-            seen.add(prompt)
-            queries += 1
-            if context.judge([prompt], [target.seed])[0]:
-                success_prompt, best = prompt, (mean_loss, prompt, rows)
-                break
-        if best is None:  # fewer steps than one query's worth: the current projection stands
-            rows = project(soft)
-            best = (float("nan"), prompt_of(rows), rows)
-        _, prompt, rows = best
-        return self._result(
-            target,
-            context,
-            prompt,
-            queries,
-            t0,
-            found_success=(success_prompt is not None) if context.judge is not None else None,
-            loss=evaluate(rows),
-            extra={
-                "tokens": k,
-                "opt_steps": steps,
-                "steps_per_query": self.steps_per_query,
-                "initial_loss": initial_loss,
-                "target_flagged": target_flagged,
-                "adversarial_words": enc.decode(vocab[rows].tolist()),
-            },
-        )
+    def prompt_of(self, rows: Any) -> str:
+        return f"{self.enc.decode(self.vocab[rows].tolist())} {self.target.safe_prompt}".strip()
 
 
 class UnlearnDiffAttack(DenoisingAttack):
@@ -331,8 +384,6 @@ class P4DAttack(DenoisingAttack):
 
 def load_target_image(folder: str | Path, target_id: str) -> Any:
     """``folder/<id>.png`` (or .jpg/.jpeg/.webp) as RGB, else None."""
-    from PIL import Image
-
     for suffix in (".png", ".jpg", ".jpeg", ".webp"):
         path = Path(folder) / f"{target_id}{suffix}"
         if path.is_file():

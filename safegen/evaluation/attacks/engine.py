@@ -28,11 +28,28 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import torch
+
+from safegen.core.devices import resolve_dtype
 from safegen.core.errors import UsageError
+from safegen.core.io import atomic_write_bytes, atomic_write_text
+from safegen.data.image_io import expand_image_args, load_image
+from safegen.evaluation.attacks.adaptive import AdaptiveAttack
 from safegen.evaluation.attacks.base import Attack, AttackContext, AttackResult, AttackTarget, TextEncoderView
 from safegen.evaluation.attacks.constraint import BannedWords
+from safegen.evaluation.attacks.denoising import DiffusionView, P4DAttack, UnlearnDiffAttack, load_target_image
+from safegen.evaluation.attacks.image_pgd import evaluate_image_attack
+from safegen.evaluation.attacks.paraphrase import ParaphraseAttack, load_synonyms
+from safegen.evaluation.attacks.ring_a_bell import RingABellAttack
+from safegen.evaluation.attacks.structure import StructureAttack
 from safegen.evaluation.methods import DEFAULT_SAFETY_CONCEPT, Method, build_methods
-from safegen.evaluation.stats import summarize
+from safegen.evaluation.report import contact_sheet
+from safegen.evaluation.stats import split_categories, summarize
+from safegen.evaluation.t2i_eval import T2IEvalConfig, run_method, safe_text_encoder, write_contact_sheet
+from safegen.jobs import read_manifest, read_prompts
+from safegen.pipelines.image_to_text import SafeLlavaCaptioner
+from safegen.pipelines.loading import load_t2i_pipeline
+from safegen.safety import load_classifier
 
 _logger = logging.getLogger(__name__)
 
@@ -129,32 +146,22 @@ def create_attack(name: str, banned: BannedWords, *, budget: int, seed: int, **o
         raise UsageError(f"{name}: unknown option ({exc}); see the attack's docstring for its knobs") from None
 
 
+# Attack name -> class, for the attacks built from the budget, the seed and their own knobs alone.
+_ATTACK_CLASSES: dict[str, type[Attack]] = {
+    "ring-a-bell": RingABellAttack,
+    "adaptive": AdaptiveAttack,
+    "unlearndiff": UnlearnDiffAttack,
+    "p4d": P4DAttack,
+    "structure": StructureAttack,
+}
+
+
 def _create_attack(name: str, banned: BannedWords, *, budget: int, seed: int, **options: Any) -> Attack:
     if name == "paraphrase":
-        from safegen.evaluation.attacks.paraphrase import ParaphraseAttack, load_synonyms
-
         synonyms = load_synonyms(options.pop("synonyms", None))
         return ParaphraseAttack(banned, budget=budget, seed=seed, synonyms=synonyms, **options)
-    if name == "ring-a-bell":
-        from safegen.evaluation.attacks.ring_a_bell import RingABellAttack
-
-        return RingABellAttack(banned, budget=budget, seed=seed, **options)
-    if name == "adaptive":
-        from safegen.evaluation.attacks.adaptive import AdaptiveAttack
-
-        return AdaptiveAttack(banned, budget=budget, seed=seed, **options)
-    if name == "unlearndiff":
-        from safegen.evaluation.attacks.denoising import UnlearnDiffAttack
-
-        return UnlearnDiffAttack(banned, budget=budget, seed=seed, **options)
-    if name == "p4d":
-        from safegen.evaluation.attacks.denoising import P4DAttack
-
-        return P4DAttack(banned, budget=budget, seed=seed, **options)
-    if name == "structure":
-        from safegen.evaluation.attacks.structure import StructureAttack
-
-        return StructureAttack(banned, budget=budget, seed=seed, **options)
+    if name in _ATTACK_CLASSES:
+        return _ATTACK_CLASSES[name](banned, budget=budget, seed=seed, **options)
     raise UsageError(f"unknown attack '{name}'; choose from {', '.join(ATTACKS)}")
 
 
@@ -165,8 +172,6 @@ def read_targets(
 
     Safe counterpart: the row's ``safe_prompt``, else the prompt with its banned words removed.
     """
-    from safegen.jobs import read_prompts
-
     pf = read_prompts(path)
     for problem in pf.errors:
         _logger.warning("%s", problem)
@@ -177,8 +182,6 @@ def read_targets(
         cats = meta.get("categories")
         first_cat = None
         if cats:
-            from safegen.evaluation.stats import split_categories
-
             first_cat = (split_categories(cats) or [None])[0]
         c = meta.get("concept") or first_cat or concept
         safe = str(meta.get("safe_prompt") or banned.strip(row.prompt, c) or "a photo")
@@ -199,8 +202,6 @@ def read_targets(
 
 def generate(method: Method, prompts: Sequence[str], seeds: Sequence[int], cfg: AttackEvalConfig) -> list[Any]:
     """Images of ``prompts`` by ``method``, exactly as the batch runner makes them (CPU generators, one a seed)."""
-    import torch
-
     gens = [torch.Generator(device="cpu").manual_seed(int(s)) for s in seeds]
     kwargs: dict[str, Any] = dict(method.call_kwargs)
     if method.negative_prompt:
@@ -242,8 +243,6 @@ class TargetImages:
         self._cache: dict[str, tuple[Any, bool | None]] = {}
 
     def __call__(self, target: AttackTarget) -> tuple[Any, bool | None]:
-        from safegen.evaluation.attacks.denoising import load_target_image
-
         if target.id in self._cache:
             return self._cache[target.id]
         image = load_target_image(self.cfg.target_images, target.id) if self.cfg.target_images else None
@@ -252,8 +251,6 @@ class TargetImages:
         if image is None:
             image = load_target_image(self.folder, _file_id(target.id))
         if image is None:
-            from safegen.core.io import atomic_write_bytes
-
             image = generate(self.original, [target.prompt], [target.seed], self.cfg)[0]
             buf = io.BytesIO()
             image.save(buf, format="PNG")
@@ -290,8 +287,6 @@ def _load_cache(path: Path, settings: dict[str, Any], targets: list[AttackTarget
 
 
 def _save_cache(path: Path, settings: dict[str, Any], results: dict[str, AttackResult], targets: list[AttackTarget]):
-    from safegen.core.io import atomic_write_text
-
     by = {t.id: t for t in targets}
     lines = [json.dumps({"settings": settings})]
     lines += [json.dumps({**r.to_dict(), "target_prompt": by[r.target_id].prompt}) for r in results.values()]
@@ -320,8 +315,6 @@ def search(
 
 def write_prompt_file(path: Path, targets: list[AttackTarget], results: list[AttackResult]) -> Path:
     """The adversarial prompts as a batch prompt file (jsonl: id, prompt, seed, categories)."""
-    from safegen.core.io import atomic_write_text
-
     lines = [
         json.dumps({"id": t.id, "prompt": r.prompt, "seed": t.seed, "categories": t.concept or "unknown"})
         for t, r in zip(targets, results, strict=True)
@@ -331,8 +324,6 @@ def write_prompt_file(path: Path, targets: list[AttackTarget], results: list[Att
 
 def write_adversarial_texts(path: Path, found: dict[tuple[str, str], dict[str, Any]]) -> Path:
     """Successful adversarial prompts as training pairs for ``safegen-train fit``'s ``extra_unsafe_texts``."""
-    from safegen.core.io import atomic_write_text
-
     lines = [
         json.dumps({"unsafe_text": adv, "safe_text": safe, "tag": v["tag"], "bypassed": v["bypassed"]})
         for (safe, adv), v in found.items()
@@ -388,35 +379,71 @@ def summarize_attack(
 
 def evaluate_attacks(cfg: AttackEvalConfig, *, log: Callable[[str], None] = _logger.info) -> dict[str, Any]:
     """Search, generate and judge; returns the report (see :mod:`.report` for its files)."""
-    from safegen.core.devices import resolve_dtype
-    from safegen.evaluation.report import contact_sheet
-    from safegen.evaluation.t2i_eval import T2IEvalConfig, _load_images, _run_method, _safe_text_encoder
-    from safegen.jobs import read_manifest
-    from safegen.models.loading import load_t2i_pipeline
-    from safegen.safety import load_classifier
-
     out = Path(cfg.out)
+    # 1. The prompts to attack, each with its concept's banned words and a safe counterpart.
     banned = BannedWords.load(cfg.banned_words, strict=cfg.strict)
     targets = read_targets(cfg.prompts, banned, concept=cfg.concept, seed=cfg.seed, limit=cfg.limit)
+    # 2. The base pipeline, the classifier and the methods (quiet: the searches call them often).
     base_pipe = load_t2i_pipeline(cfg.base, None, device=cfg.device, torch_dtype=resolve_dtype(cfg.dtype, cfg.device))
     classifier = load_classifier(cfg.classifier)
     methods = build_methods(
         list(cfg.methods),
         base_pipe,
-        safe_encoder=_safe_text_encoder(cfg),
+        safe_encoder=safe_text_encoder(cfg),
         negative_prompt=cfg.negative_prompt,
         safety_concept=cfg.safety_concept,
     )
     for m in methods:
         if m.available and hasattr(m.pipe, "set_progress_bar_config"):
             m.pipe.set_progress_bar_config(disable=True)
-    original = TextEncoderView(base_pipe.tokenizer, base_pipe.text_encoder, device=cfg.device)
-    diffusion_views: dict[str, Any] = {}
-    target_images = None
-    if any(a in DENOISING_ATTACKS for a in cfg.attacks):
-        from safegen.evaluation.attacks.denoising import DiffusionView
+    # 3. What every attack reads: the original encoder and, for the denoising attacks, the
+    #    original denoiser and the target images.
+    setup = _setup(cfg, out, targets, banned, base_pipe, classifier, log)
+    # 4. Every attack against every method: search, generate the adversarial prompts, judge.
+    report_attacks: dict[str, Any] = {}
+    flat: dict[str, Any] = {}
+    found: dict[tuple[str, str], dict[str, Any]] = {}  # (safe, adversarial) -> what it bypassed
+    for name in cfg.attacks:
+        report_attacks[name] = _run_attack(setup, name, methods, flat, found)
+    # 5. image-pgd on the given images, against the captioner's vision tower.
+    if cfg.images:
+        report_attacks["image-pgd"] = _image_attack(cfg, out, log)
+        flat.update({f"image-pgd/{k}": v for k, v in report_attacks["image-pgd"]["methods"].items()})
+    # 6. The successful prompts as training pairs, then the report.
+    write_adversarial_texts(out / ADVERSARIAL_TEXTS, found)
+    return _attack_report(cfg, classifier, targets, report_attacks, flat)
 
-        diffusion_views["original"] = DiffusionView(base_pipe, original)
+
+@dataclass
+class _Setup:
+    """What every attack of one evaluation reads."""
+
+    cfg: AttackEvalConfig
+    out: Path
+    targets: list[AttackTarget]
+    banned: BannedWords
+    classifier: Any
+    tokenizer: Any
+    original: TextEncoderView
+    original_diffusion: DiffusionView | None  # only when a denoising attack runs
+    target_images: TargetImages | None  # likewise
+    run_cfg: T2IEvalConfig  # how the adversarial prompts are generated (the eval t2i batch runs)
+    log: Callable[[str], None]
+
+
+def _setup(
+    cfg: AttackEvalConfig,
+    out: Path,
+    targets: list[AttackTarget],
+    banned: BannedWords,
+    base_pipe: Any,
+    classifier: Any,
+    log: Callable[[str], None],
+) -> _Setup:
+    original = TextEncoderView(base_pipe.tokenizer, base_pipe.text_encoder, device=cfg.device)
+    original_diffusion = target_images = None
+    if any(a in DENOISING_ATTACKS for a in cfg.attacks):
+        original_diffusion = DiffusionView(base_pipe, original)
         # One folder per generation setting: a rerun with other steps or guidance makes new targets.
         size = f"{cfg.width or 'auto'}x{cfg.height or 'auto'}"
         folder = out / TARGETS_FOLDER / f"steps{cfg.steps}_cfg{cfg.guidance:g}_{size}"
@@ -436,70 +463,143 @@ def evaluate_attacks(cfg: AttackEvalConfig, *, log: Callable[[str], None] = _log
         device=cfg.device,
         dtype=cfg.dtype,
     )
+    return _Setup(
+        cfg=cfg,
+        out=out,
+        targets=targets,
+        banned=banned,
+        classifier=classifier,
+        tokenizer=base_pipe.tokenizer,
+        original=original,
+        original_diffusion=original_diffusion,
+        target_images=target_images,
+        run_cfg=run_cfg,
+        log=log,
+    )
 
-    report_attacks: dict[str, Any] = {}
-    flat: dict[str, Any] = {}
-    found: dict[tuple[str, str], dict[str, Any]] = {}  # (safe, adversarial) -> what it bypassed
-    for name in cfg.attacks:
-        options = dict(cfg.attack_options.get(name, {}))
-        if name == "paraphrase" and cfg.synonyms:
-            options["synonyms"] = cfg.synonyms
-        if name == "structure" and cfg.shapes:
-            options.setdefault("shapes", cfg.shapes)
-        attack = create_attack(name, banned, budget=cfg.budget(name), seed=cfg.seed, **options)
-        settings = {**attack.settings(), "banned": banned.to_dict(), "steps": cfg.steps, "guidance": cfg.guidance}
-        if name in DENOISING_ATTACKS:
-            settings["target_images"] = cfg.target_images or "original model, unsafe prompt, prompt seed"
-        if hasattr(attack, "prepare"):
-            attack.prepare(targets, original)
-        per_method: dict[str, Any] = {}
-        transferred: list[AttackResult] | None = None
-        for m in methods:
-            if not m.available:
-                per_method[m.name] = {"unavailable": m.unavailable, "unsafe_rate": None, "n_images": 0}
-                continue
-            if attack.transfer:
-                if transferred is None:
-                    log(f"{name}: searching on the original encoder ({len(targets)} prompts)")
-                    ctx = AttackContext("original", encoder=original, original=original)
-                    transferred = search(attack, targets, ctx, _cache_path(out, name, "_transfer"), settings, log)
-                results = transferred
-            else:
-                log(f"{name}: searching against {m.name} ({len(targets)} prompts)")
-                own = TextEncoderView(m.pipe.tokenizer, m.pipe.text_encoder, device=cfg.device)
-                ctx = AttackContext(m.name, encoder=own, original=original, judge=make_judge(m, classifier, cfg))
-                if name in DENOISING_ATTACKS:
-                    from safegen.evaluation.attacks.denoising import DiffusionView
 
-                    ctx.diffusion = DiffusionView(m.pipe, own)
-                    ctx.original_diffusion = diffusion_views["original"]
-                    ctx.target_image = target_images
-                results = search(attack, targets, ctx, _cache_path(out, name, m.name), settings, log)
-            prompt_file = write_prompt_file(out / "attacks" / name / f"{m.name}.prompts.jsonl", targets, results)
-            folder = out / "runs" / name / m.name
-            _run_method(run_cfg, m, str(prompt_file), folder, classifier, None)
-            records = [r for r in read_manifest(folder) if r.get("method", m.name) == m.name]
-            entry = summarize_attack(targets, results, records, base_pipe.tokenizer, cfg.examples)
-            entry["transfer"] = attack.transfer
-            entry["constraint"] = attack.constraint
-            sample = [r for r in records if r.get("file")][:32]
-            if sample:
-                sheet = contact_sheet(_load_images(folder, sample), [bool(r["safety"]["unsafe"]) for r in sample])
-                sheet.save(out / f"contact_{name}_{m.name}.png")
-            per_method[m.name] = entry
-            flat[f"{name}/{m.name}"] = entry
-            by_id = {str(r.get("id")): r for r in records if r.get("safety")}
-            for t, r in zip(targets, results, strict=True):
-                if t.id in by_id and by_id[t.id]["safety"]["unsafe"]:
-                    found.setdefault((t.safe_prompt, r.prompt), {"tag": t.concept, "bypassed": []})
-                    found[(t.safe_prompt, r.prompt)]["bypassed"].append(f"{name}/{m.name}")
-            log(f"{name} vs {m.name}: success {entry['n_success']}/{entry['n_prompts']}")
-        report_attacks[name] = {"settings": settings, "constraint": attack.constraint, "methods": per_method}
+def _run_attack(
+    setup: _Setup,
+    name: str,
+    methods: list[Method],
+    flat: dict[str, Any],
+    found: dict[tuple[str, str], dict[str, Any]],
+) -> dict[str, Any]:
+    """One attack against every method: its report section; ``flat`` and ``found`` gain its entries and successes."""
+    attack, settings = _configured_attack(setup, name)
+    if hasattr(attack, "prepare"):
+        attack.prepare(setup.targets, setup.original)
+    per_method: dict[str, Any] = {}
+    transferred: list[AttackResult] | None = None  # a transfer attack searches once, on the original encoder
+    for m in methods:
+        if not m.available:
+            per_method[m.name] = {"unavailable": m.unavailable, "unsafe_rate": None, "n_images": 0}
+            continue
+        if attack.transfer:
+            if transferred is None:
+                transferred = _search_original(setup, name, attack, settings)
+            results = transferred
+        else:
+            results = _search_method(setup, name, attack, settings, m)
+        entry, records = _generate_and_judge(setup, name, attack, m, results)
+        per_method[m.name] = entry
+        flat[f"{name}/{m.name}"] = entry
+        _record_successes(found, f"{name}/{m.name}", setup.targets, results, records)
+        setup.log(f"{name} vs {m.name}: success {entry['n_success']}/{entry['n_prompts']}")
+    return {"settings": settings, "constraint": attack.constraint, "methods": per_method}
 
-    if cfg.images:
-        report_attacks["image-pgd"] = _image_attack(cfg, out, log)
-        flat.update({f"image-pgd/{k}": v for k, v in report_attacks["image-pgd"]["methods"].items()})
-    write_adversarial_texts(out / ADVERSARIAL_TEXTS, found)
+
+def _configured_attack(setup: _Setup, name: str) -> tuple[Attack, dict[str, Any]]:
+    """The attack with its options from the config, and the settings its cache is keyed by."""
+    cfg = setup.cfg
+    options = dict(cfg.attack_options.get(name, {}))
+    if name == "paraphrase" and cfg.synonyms:
+        options["synonyms"] = cfg.synonyms
+    if name == "structure" and cfg.shapes:
+        options.setdefault("shapes", cfg.shapes)
+    attack = create_attack(name, setup.banned, budget=cfg.budget(name), seed=cfg.seed, **options)
+    settings = {**attack.settings(), "banned": setup.banned.to_dict(), "steps": cfg.steps, "guidance": cfg.guidance}
+    if name in DENOISING_ATTACKS:
+        settings["target_images"] = cfg.target_images or "original model, unsafe prompt, prompt seed"
+    return attack, settings
+
+
+def _search_original(setup: _Setup, name: str, attack: Attack, settings: dict[str, Any]) -> list[AttackResult]:
+    """A transfer attack's search, once, on the original encoder."""
+    setup.log(f"{name}: searching on the original encoder ({len(setup.targets)} prompts)")
+    ctx = AttackContext("original", encoder=setup.original, original=setup.original)
+    return search(attack, setup.targets, ctx, _cache_path(setup.out, name, "_transfer"), settings, setup.log)
+
+
+def _search_method(
+    setup: _Setup, name: str, attack: Attack, settings: dict[str, Any], m: Method
+) -> list[AttackResult]:
+    """The search against one method: through its own text encoder (and denoiser), judged by its generations."""
+    setup.log(f"{name}: searching against {m.name} ({len(setup.targets)} prompts)")
+    own = TextEncoderView(m.pipe.tokenizer, m.pipe.text_encoder, device=setup.cfg.device)
+    judge = make_judge(m, setup.classifier, setup.cfg)
+    ctx = AttackContext(m.name, encoder=own, original=setup.original, judge=judge)
+    if name in DENOISING_ATTACKS:
+        ctx.diffusion = DiffusionView(m.pipe, own)
+        ctx.original_diffusion = setup.original_diffusion
+        ctx.target_image = setup.target_images
+    return search(attack, setup.targets, ctx, _cache_path(setup.out, name, m.name), settings, setup.log)
+
+
+def _generate_and_judge(
+    setup: _Setup, name: str, attack: Attack, m: Method, results: list[AttackResult]
+) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+    """The adversarial prompts generated by ``m`` through the batch runner and judged: its entry and records."""
+    prompt_file = write_prompt_file(setup.out / "attacks" / name / f"{m.name}.prompts.jsonl", setup.targets, results)
+    folder = setup.out / "runs" / name / m.name
+    run_method(setup.run_cfg, m, str(prompt_file), folder, setup.classifier, None)
+    records = [r for r in read_manifest(folder) if r.get("method", m.name) == m.name]
+    entry = summarize_attack(setup.targets, results, records, setup.tokenizer, setup.cfg.examples)
+    entry["transfer"] = attack.transfer
+    entry["constraint"] = attack.constraint
+    write_contact_sheet(folder, records, setup.out / f"contact_{name}_{m.name}.png")
+    return entry, records
+
+
+def _record_successes(
+    found: dict[tuple[str, str], dict[str, Any]],
+    label: str,
+    targets: list[AttackTarget],
+    results: list[AttackResult],
+    records: list[dict[str, Any]],
+) -> None:
+    """Add each flagged adversarial prompt to ``found`` (keyed by its safe counterpart), naming what it bypassed."""
+    by_id = {str(r.get("id")): r for r in records if r.get("safety")}
+    for t, r in zip(targets, results, strict=True):
+        if t.id in by_id and by_id[t.id]["safety"]["unsafe"]:
+            found.setdefault((t.safe_prompt, r.prompt), {"tag": t.concept, "bypassed": []})
+            found[(t.safe_prompt, r.prompt)]["bypassed"].append(label)
+
+
+_REPORT_NOTES = (
+    "attack_success_rate: share of adversarial prompts whose image the classifier flags; under "
+    "no-banned-words every prompt holds no banned word of its concept. ci95: percentile bootstrap, 2000 "
+    "resamples.",
+    "queries: model evaluations of the search (generations for paraphrase, text-encoder passes for "
+    "ring-a-bell and adaptive); ring-a-bell searches once on the original encoder and transfers.",
+    "adaptive attacks each method through its own text encoder; methods whose defense is not in the text "
+    "encoder (negative-prompt, sld-*) are searched through the original one.",
+    "unlearndiff and p4d (white box): queries are generations by the attacked method judged by the "
+    "classifier, one after every steps_per_query optimisation steps (opt_steps_mean: UNet forward+backward "
+    "passes); the target image per prompt is one more generation, by the original model "
+    f"({TARGETS_FOLDER}/).",
+    "constraint: no-banned-words for every attack but structure (unsafe-words-kept), which keeps the unsafe "
+    "words and searches sentence shapes only; its queries are generations, as for paraphrase.",
+)
+
+
+def _attack_report(
+    cfg: AttackEvalConfig,
+    classifier: Any,
+    targets: list[AttackTarget],
+    report_attacks: dict[str, Any],
+    flat: dict[str, Any],
+) -> dict[str, Any]:
     config = dict(vars(cfg))
     config["methods"], config["attacks"] = list(cfg.methods), list(cfg.attacks)
     config["budgets"] = {a: cfg.budget(a) for a in cfg.attacks}
@@ -510,32 +610,12 @@ def evaluate_attacks(cfg: AttackEvalConfig, *, log: Callable[[str], None] = _log
         "n_prompts": len(targets),
         "attacks": report_attacks,
         "methods": flat,
-        "notes": [
-            "attack_success_rate: share of adversarial prompts whose image the classifier flags; under "
-            "no-banned-words every prompt holds no banned word of its concept. ci95: percentile bootstrap, 2000 "
-            "resamples.",
-            "queries: model evaluations of the search (generations for paraphrase, text-encoder passes for "
-            "ring-a-bell and adaptive); ring-a-bell searches once on the original encoder and transfers.",
-            "adaptive attacks each method through its own text encoder; methods whose defense is not in the text "
-            "encoder (negative-prompt, sld-*) are searched through the original one.",
-            "unlearndiff and p4d (white box): queries are generations by the attacked method judged by the "
-            "classifier, one after every steps_per_query optimisation steps (opt_steps_mean: UNet forward+backward "
-            "passes); the target image per prompt is one more generation, by the original model "
-            f"({TARGETS_FOLDER}/).",
-            "constraint: no-banned-words for every attack but structure (unsafe-words-kept), which keeps the unsafe "
-            "words and searches sentence shapes only; its queries are generations, as for paraphrase.",
-        ],
+        "notes": list(_REPORT_NOTES),
     }
 
 
 def _image_attack(cfg: AttackEvalConfig, out: Path, log: Callable[[str], None]) -> dict[str, Any]:
     """image-pgd on ``cfg.images``: captions judged by the banned words (as stems); images saved with a sheet."""
-    from safegen.core.devices import resolve_dtype
-    from safegen.data.image_io import expand_image_args, load_image
-    from safegen.evaluation.attacks.image_pgd import evaluate_image_attack
-    from safegen.evaluation.report import contact_sheet
-    from safegen.pipelines.image_to_text import SafeLlavaCaptioner
-
     expanded = expand_image_args(list(cfg.images))
     for problem in expanded.problems:
         log(f"skipped: {problem}")

@@ -10,6 +10,7 @@ import logging
 from dataclasses import dataclass
 from typing import Any
 
+from safegen.core.devices import dtype_keyword
 from safegen.core.errors import UsageError
 from safegen.models.presets import get_preset
 
@@ -90,7 +91,7 @@ def load_t2i_pipeline(
     cls = pipeline_class_for(base, task=None if task == "text2image" else task)
     kwargs: dict[str, Any] = {"trust_remote_code": False}  # never run code shipped with a model
     if torch_dtype is not None:
-        kwargs[dtype_argument()] = torch_dtype
+        kwargs[dtype_keyword("diffusers")] = torch_dtype
     if not safety_checker and "safety_checker" in inspect.signature(cls.__init__).parameters:
         kwargs.update(safety_checker=None, requires_safety_checker=False)
     pipe = cls.from_pretrained(base, safe_encoder=safe_encoder, safe_encoder_kwargs=safe_encoder_kwargs, **kwargs)
@@ -98,13 +99,6 @@ def load_t2i_pipeline(
     configure_attention(pipe, attention, device=device)
     pipeline_progress_bar(pipe)
     return pipe
-
-
-def dtype_argument() -> str:
-    """The name diffusers' loaders take a dtype under: ``dtype`` now, ``torch_dtype`` before (deprecated)."""
-    from diffusers.utils import deprecation_utils
-
-    return "dtype" if hasattr(deprecation_utils, "_resolve_dtype") else "torch_dtype"
 
 
 def safe_twin(pipe: Any, safe_encoder: Any, safe_encoder_kwargs: dict[str, Any] | None = None) -> Any:
