@@ -4,6 +4,9 @@ Progress and diagnostics go to stderr; the final counts go to stdout (``--json``
 machine-readable form). Exit codes: 0 done (bad input rows are reported, not fatal
 unless ``--strict``), 1 runtime error or images that failed to generate, 2 usage error,
 130 interrupted (re-run the same command to resume).
+
+The job itself is :mod:`safegen.jobs` (the runner, the dry-run plan, the folder's merge and
+summary); this module checks options and prints.
 """
 
 from __future__ import annotations
@@ -140,7 +143,7 @@ def batch(
     Under torchrun / accelerate launch every process takes its own share of the rows.
     Exit 0 done, 1 error or failed images, 2 usage, 130 interrupted.
     """
-    # The signature declares one option a line; the body runs the steps below.
+    # Over 80 lines with the signature, which declares one option a line; the body is steps 1-4.
     con = console()
     # 1. --summary / --merge OUT: report on an output folder (folding finished shards in first).
     if summary is not None or merge is not None:

@@ -7,6 +7,8 @@ generation settings and the weight fingerprints: re-running the command reuses c
 whose key matches and re-captions the rest (changed images or settings are reported). One
 process per DIR. Progress and per-file problems go to stderr. Exit 0 when every image was
 captioned, 1 when any file could not be read or the run failed, 2 for usage errors.
+
+The job itself is :mod:`safegen.jobs.captioning`; this module checks options and prints.
 """
 
 from __future__ import annotations
@@ -87,6 +89,7 @@ def i2t(
     from safegen.jobs.captioning import I2T_COMMAND, CaptionConfig, run_captioning
     from safegen.pipelines.loading import resolve_i2t_sources
 
+    # Over 80 lines with the signature, which declares one option a line; the body is steps 1-4.
     # 1. Options and the output folder are checked before any image is read or model loaded.
     check_seed(seed)
     check_number(temperature, "--temperature")
