@@ -32,10 +32,6 @@ def encoder_kwargs(activation: str | None, base: str | None) -> dict[str, Any]:
     return {k: v for k, v in (("activation", activation), ("base", base)) if v is not None}
 
 
-# t2i and i2i write free-named PNGs into the same default --out (outputs/): one kind of folder.
-IMAGES_COMMAND = "safegen t2i/i2i"
-
-
 def status(console_obj: Any, text: str) -> Any:
     """``console.status`` with plain text: rich parses a status string as markup whatever the console says."""
     from rich.text import Text
