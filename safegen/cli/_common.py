@@ -5,8 +5,8 @@ Nothing here imports torch at module import time: `safegen --help` must stay ins
 
 from __future__ import annotations
 
+import functools
 import json
-import math
 import os
 import sys
 from typing import Any
@@ -14,11 +14,15 @@ from typing import Any
 import typer
 from typer.core import TyperArgument, TyperCommand
 
+from safegen.core.checks import (  # noqa: F401  (re-exported for the commands)
+    check_generation_options,
+    check_number,
+    check_seed,
+)
 from safegen.core.devices import check_device, resolve_device, resolve_dtype  # noqa: F401  (re-exported for the commands)
 from safegen.core.errors import SafegenError, UsageError
-from safegen.core.io import check_out_dir  # noqa: F401  (re-exported for the commands)
+from safegen.core.io import check_out_dir, clip_text  # noqa: F401  (re-exported for the commands)
 from safegen.core.output_folder import check_output_folder, claim_output_folder, output_folder  # noqa: F401  (re-exported)
-from safegen.core.seeds import is_valid_seed
 
 
 def encoder_kwargs(activation: str | None, base: str | None) -> dict[str, Any]:
@@ -26,66 +30,6 @@ def encoder_kwargs(activation: str | None, base: str | None) -> dict[str, Any]:
     if activation is not None and activation not in ("quick_gelu", "gelu"):
         raise typer.BadParameter(f"'{activation}' is not quick_gelu or gelu", param_hint="--activation")
     return {k: v for k, v in (("activation", activation), ("base", base)) if v is not None}
-
-
-# t2i and i2i write free-named PNGs into the same default --out (outputs/): one kind of folder.
-IMAGES_COMMAND = "safegen t2i/i2i"
-
-
-ATTENTION_CHOICES = ("auto", "sdpa", "xformers", "eager")
-MAX_STEPS = 10_000
-MAX_IMAGES = 10_000
-
-
-def check_attention(mode: str) -> str:
-    if mode not in ATTENTION_CHOICES:
-        raise UsageError(f"--attention '{clip_text(mode, 40)}' is unknown; choose {', '.join(ATTENTION_CHOICES)}")
-    return mode
-
-
-def check_seed(seed: int, flag: str = "--seed") -> int:
-    if not is_valid_seed(seed):
-        raise UsageError(f"{flag} must be -1 (random) or in [0, 2**63), got {clip_text(str(seed), 40)}")
-    return seed
-
-
-def check_number(value: float | None, flag: str, *, minimum: float = 0.0, maximum: float | None = None) -> None:
-    """A finite number in [minimum, maximum] (NaN and inf fail every comparison, so test them first)."""
-    if value is None:
-        return
-    if not math.isfinite(value) or value < minimum or (maximum is not None and value > maximum):
-        bound = f">= {minimum:g}" if maximum is None else f"in [{minimum:g}, {maximum:g}]"
-        raise UsageError(f"{flag} must be a finite number {bound}, got {value}")
-
-
-def check_count(value: int | None, flag: str, maximum: int) -> None:
-    if value is not None and not 1 <= value <= maximum:
-        raise UsageError(f"{flag} must be between 1 and {maximum}, got {clip_text(str(value), 40)}")
-
-
-def check_generation_options(
-    *,
-    seed: int,
-    guidance: float,
-    steps: int,
-    num_images: int,
-    device: str,
-    attention: str,
-    max_images: int = MAX_IMAGES,
-) -> None:
-    """The checks every generating command runs before a model loads (t2i, i2i, batch)."""
-    check_seed(seed)
-    check_number(guidance, "--guidance")
-    check_count(steps, "--steps", MAX_STEPS)
-    check_count(num_images, "--num-images", max_images)
-    check_device(device)
-    check_attention(attention)
-
-
-def clip_text(text: str, limit: int = 200) -> str:
-    from safegen.core.io import clip_text as _clip
-
-    return _clip(text, limit)
 
 
 def status(console_obj: Any, text: str) -> Any:
@@ -132,7 +76,6 @@ def parse_size(size: str | None) -> tuple[int | None, int | None]:
 
 def cli_errors(func):
     """Turn known errors into one line on stderr and exit code 1 (tracebacks with SAFEGEN_DEBUG=1)."""
-    import functools
 
     @functools.wraps(func)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
@@ -141,8 +84,6 @@ def cli_errors(func):
         except SafegenError as exc:
             if debug_enabled():
                 raise
-            from safegen.core.errors import UsageError
-
             typer.echo(f"error: {clip_text(str(exc), 2000)}", err=True)  # a 10 MB prompt is not echoed whole
             raise typer.Exit(2 if isinstance(exc, UsageError) else 1) from None
 

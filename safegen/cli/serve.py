@@ -23,29 +23,61 @@ from safegen.cli.options import (
     safe_vision_encoder_option,
     steps_option,
 )
-from safegen.core.errors import SafegenError, UsageError
+from safegen.core.errors import SafegenError
 
 _logger = logging.getLogger(__name__)
 
+# `safegen serve`'s own options (the shared ones: cli/options.py); each maps onto a ServeConfig field.
+CaptionPresetOpt = Annotated[
+    str | None, typer.Option("--caption-preset", help="Also caption with this preset (e.g. llava-1.5-7b).")
+]
+SafeVisionOpt = Annotated[str | None, safe_vision_encoder_option("Safe-CLIP vision tower for the captioner.")]
+CaptionsOpt = Annotated[
+    bool, typer.Option("--captions/--no-captions", help="Serve /v1/captions when the preset has a captioner.")
+]
+HostOpt = Annotated[str, typer.Option("--host", help="Address to bind; 127.0.0.1 keeps it local, 0.0.0.0 exposes it.")]
+MaxWaitOpt = Annotated[
+    float, typer.Option("--max-wait-ms", min=0.0, help="How long a request waits for others to batch with.")
+]
+QueueSizeOpt = Annotated[
+    int, typer.Option("--queue-size", min=1, help="Images allowed to wait; beyond it: 429 + Retry-After.")
+]
+MaxSizeOpt = Annotated[
+    int | None, typer.Option("--max-size", help="Largest image side in pixels; default: the model's.")
+]
+ServeCheckOpt = Annotated[
+    str, check_option("Output classifier: auto (the preset's, else nudenet), nudenet, toy, none.")
+]
+ApiKeyOpt = Annotated[
+    list[str] | None,
+    typer.Option("--api-key", help="Accepted bearer key (repeatable); or set SAFEGEN_API_KEYS=k1,k2."),
+]
+AllowCompareOpt = Annotated[
+    bool, typer.Option("--allow-compare", help="Let clients see the original image beside the safe one.")
+]
+HeaderTimeoutOpt = Annotated[
+    float, typer.Option("--header-timeout", min=0.001, help="Seconds a client has to send its headers.")
+]
+BodyTimeoutOpt = Annotated[
+    float, typer.Option("--body-timeout", min=0.001, help="Seconds a client has to send its body.")
+]
+MaxConnectionsOpt = Annotated[int, typer.Option("--max-connections", min=1, help="Open connections; beyond it: 503.")]
+LogLevelOpt = Annotated[
+    str | None,
+    typer.Option("--log-level", help="uvicorn's log level; default warning (-v: info, with access lines)."),
+]
+
 
 @cli_errors
-def serve(
+def serve(  # over 80 lines by its 32 flags and ServeConfig's 30 fields, one line each; the steps are short
     preset: PresetOpt = None,
     model: ModelOpt = None,
     safe_encoder: SafeEncoderOpt = None,
-    caption_preset: Annotated[
-        str | None, typer.Option("--caption-preset", help="Also caption with this preset (e.g. llava-1.5-7b).")
-    ] = None,
+    caption_preset: CaptionPresetOpt = None,
     captioner: Annotated[str | None, captioner_option("Captioner base: hub id or folder.")] = None,
-    safe_vision_encoder: Annotated[
-        str | None, safe_vision_encoder_option("Safe-CLIP vision tower for the captioner.")
-    ] = None,
-    captions: Annotated[
-        bool, typer.Option("--captions/--no-captions", help="Serve /v1/captions when the preset has a captioner.")
-    ] = True,
-    host: Annotated[
-        str, typer.Option("--host", help="Address to bind; 127.0.0.1 keeps it local, 0.0.0.0 exposes it.")
-    ] = "127.0.0.1",
+    safe_vision_encoder: SafeVisionOpt = None,
+    captions: CaptionsOpt = True,
+    host: HostOpt = "127.0.0.1",
     port: Annotated[int, typer.Option("--port", min=1, max=65535, help="TCP port.")] = 8000,
     device: DeviceOpt = "auto",
     dtype: DtypeOpt = "auto",
@@ -54,62 +86,39 @@ def serve(
     guidance: Annotated[float, guidance_option("Guidance of requests that give none.", cfg=False, minimum=0.0)] = 7.5,
     max_steps: Annotated[int, typer.Option("--max-steps", min=1, help="Most steps a request may ask for.")] = 50,
     max_batch: Annotated[int, typer.Option("--max-batch", min=1, help="Most images per pipeline call.")] = 4,
-    max_wait_ms: Annotated[
-        float, typer.Option("--max-wait-ms", min=0.0, help="How long a request waits for others to batch with.")
-    ] = 20.0,
-    queue_size: Annotated[
-        int, typer.Option("--queue-size", min=1, help="Images allowed to wait; beyond it: 429 + Retry-After.")
-    ] = 32,
+    max_wait_ms: MaxWaitOpt = 20.0,
+    queue_size: QueueSizeOpt = 32,
     timeout: Annotated[float, typer.Option("--timeout", min=0.001, help="Seconds per request before a 504.")] = 120.0,
     max_prompt_chars: Annotated[int, typer.Option("--max-prompt-chars", min=1, help="Longest prompt.")] = 1000,
     max_n: Annotated[int, typer.Option("--max-n", min=1, help="Most images per request.")] = 4,
-    max_size: Annotated[
-        int | None, typer.Option("--max-size", help="Largest image side in pixels; default: the model's.")
-    ] = None,
+    max_size: MaxSizeOpt = None,
     max_upload_mb: Annotated[float, typer.Option("--max-upload-mb", min=0.001, help="Largest caption upload.")] = 10.0,
-    check: Annotated[
-        str, check_option("Output classifier: auto (the preset's, else nudenet), nudenet, toy, none.")
-    ] = "auto",
+    check: ServeCheckOpt = "auto",
     threshold: ThresholdOpt = None,
     on_unsafe: Annotated[str, on_unsafe_option("Flagged images: blur, block (withhold), black or keep.")] = "blur",
-    api_key: Annotated[
-        list[str] | None,
-        typer.Option("--api-key", help="Accepted bearer key (repeatable); or set SAFEGEN_API_KEYS=k1,k2."),
-    ] = None,
-    allow_compare: Annotated[
-        bool, typer.Option("--allow-compare", help="Let clients see the original image beside the safe one.")
-    ] = False,
-    header_timeout: Annotated[
-        float, typer.Option("--header-timeout", min=0.001, help="Seconds a client has to send its headers.")
-    ] = 10.0,
-    body_timeout: Annotated[
-        float, typer.Option("--body-timeout", min=0.001, help="Seconds a client has to send its body.")
-    ] = 60.0,
-    max_connections: Annotated[
-        int, typer.Option("--max-connections", min=1, help="Open connections; beyond it: 503.")
-    ] = 128,
-    log_level: Annotated[
-        str | None,
-        typer.Option("--log-level", help="uvicorn's log level; default warning (-v: info, with access lines)."),
-    ] = None,
+    api_key: ApiKeyOpt = None,
+    allow_compare: AllowCompareOpt = False,
+    header_timeout: HeaderTimeoutOpt = 10.0,
+    body_timeout: BodyTimeoutOpt = 60.0,
+    max_connections: MaxConnectionsOpt = 128,
+    log_level: LogLevelOpt = None,
 ) -> None:
     """Serve safe text-to-image (and captions) over HTTP: OpenAI-Images API, web page at /.
 
     Binds 127.0.0.1 unless --host says otherwise. `safegen serve --preset toy` runs offline.
     """
-    try:
-        import uvicorn
+    try:  # the serve extra: fastapi and uvicorn
+        import uvicorn  # noqa: F401
 
         from safegen.serve import ServeConfig, create_app, keys_from_env
         from safegen.serve.engines import load_caption_engine, load_image_engine
-        from safegen.serve.server import uvicorn_config
+        from safegen.serve.server import serve_forever
     except ImportError as exc:
         raise SafegenError(
             f"the serve extra is not installed ({exc.name} missing); pip install 'safegen[serve]'"
         ) from None
-    from safegen.models.presets import get_preset
 
-    keys = list(api_key or []) + keys_from_env()
+    # 1. The settings, checked (ServeConfig) before any model loads.
     config = ServeConfig(
         preset=preset,
         model=model,
@@ -139,14 +148,10 @@ def serve(
         header_timeout_s=header_timeout,
         body_timeout_s=body_timeout,
         max_connections=max_connections,
-        api_keys=keys,
+        api_keys=list(api_key or []) + keys_from_env(),
         allow_compare=allow_compare,
     )
-    task = get_preset(preset).task if preset else "t2i"
-    want_images = model is not None or "t2i" in task
-    want_captions = captions and (caption_preset is not None or captioner is not None or "i2t" in task)
-    if not want_images and not want_captions:
-        raise UsageError("nothing to serve: pass --preset NAME (see `safegen presets`), --model or --captioner")
+    want_images, want_captions = config.engines(captions)
     err = console()
     if not config.is_loopback and not config.api_keys:
         err.print(
@@ -154,21 +159,19 @@ def serve(
             "pass --api-key or set SAFEGEN_API_KEYS",
             markup=False,
         )
+    # 2. The models, then the app.
     with err.status("loading models"):
         image_engine = load_image_engine(config) if want_images else None
         caption_engine = load_caption_engine(config) if want_captions else None
     app = create_app(config, image_engine=image_engine, caption_engine=caption_engine)
+    # 3. Serve in the foreground until Ctrl-C.
     shown = f"[{host}]" if ":" in host else host
     err.print(
         f"safegen serve: http://{shown}:{port}/  (OpenAI base_url http://{shown}:{port}/v1)",
         markup=False,
         soft_wrap=True,
     )
-    server = uvicorn.Server(uvicorn_config(app, config, host=host, port=port, log_level=log_level or _log_level()))
-    try:
-        server.run()
-    except KeyboardInterrupt:  # uvicorn re-raises the Ctrl-C it shut down on; stopping is the normal end
-        pass
+    serve_forever(app, config, log_level=log_level or _log_level())
 
 
 def _log_level() -> str:

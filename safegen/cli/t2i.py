@@ -2,18 +2,13 @@
 
 from __future__ import annotations
 
-import json
-import time
 from pathlib import Path
 from typing import Annotated, Any
 
 import typer
 
 from safegen.cli._common import (
-    IMAGES_COMMAND,
-    check_generation_options,
     check_output_folder,
-    claim_output_folder,
     cli_errors,
     console,
     encoder_kwargs,
@@ -43,7 +38,6 @@ from safegen.cli.options import (
     compare_option,
     steps_option,
 )
-from safegen.core.seeds import resolve_seed
 
 DEFAULT_PRESET = "sd-1.4"
 MAX_IMAGES = 64
@@ -80,108 +74,82 @@ def t2i(
     PROMPT-SEED-VARIANT-KEY.png, KEY a hash of every input (prompt, seed, steps, guidance,
     size, scheduler, weight fingerprints); an existing file is never overwritten.
     """
+    from safegen.jobs import prompt_images
+    from safegen.pipelines.loading import resolve_t2i_sources
+
+    # 1. Every option is checked before a model loads: a typo costs nothing.
     if not prompt.strip():
         raise typer.BadParameter("the prompt is empty; pass the text to draw", param_hint="PROMPT")
-    # Every option is checked before a model loads: a typo costs nothing.
-    check_generation_options(
-        seed=seed,
-        guidance=guidance,
+    config = prompt_images.PromptImagesConfig(
+        prompt=prompt,
+        negative_prompt=negative_prompt,
         steps=steps,
-        num_images=num_images,
+        guidance=guidance,
+        seed=seed,
+        n=num_images,
         device=device,
         attention=attention,
         max_images=MAX_IMAGES,  # one call holds every image in memory
     )
-    check_output_folder(out, IMAGES_COMMAND)
+    check_output_folder(out, prompt_images.IMAGES_COMMAND)
     width, height = parse_size(size)
-    from safegen.pipelines.loading import load_t2i_pipeline, resolve_t2i_sources, safe_twin
-
-    err = console()
-    if not preset and not model:
-        preset = DEFAULT_PRESET
-    sources = resolve_t2i_sources(preset, model, safe_encoder)
+    sources = resolve_t2i_sources(preset or (None if model else DEFAULT_PRESET), model, safe_encoder)
     enc_kwargs = encoder_kwargs(activation, base)
-    if compare and sources.safe_encoder is None:
-        raise typer.BadParameter("--compare needs a safe encoder (from --preset or --safe-encoder)")
+    check_compare(compare, sources.safe_encoder)
+    # 2. The classifier and the pipelines (with --compare the original too, sharing the UNet and VAE).
     dev = resolve_device(device)
     torch_dtype = resolve_dtype(dtype, dev)
-    seed = resolve_seed(seed)
-    classifier = _load_checker(check)
-
-    with status(err, f"loading {sources.base}"):
-        try:
-            if compare:
-                original = load_t2i_pipeline(
-                    sources.base, None, device=dev, torch_dtype=torch_dtype, attention=attention
-                )
-                safe = safe_twin(original, sources.safe_encoder, enc_kwargs)
-            else:
-                original = None
-                safe = load_t2i_pipeline(
-                    sources.base,
-                    sources.safe_encoder,
-                    device=dev,
-                    torch_dtype=torch_dtype,
-                    attention=attention,
-                    safe_encoder_kwargs=enc_kwargs,
-                )
-        except Exception as exc:
-            _reraise_with_hint(exc, sources.preset)
+    classifier = load_checker(check)
+    with status(console(), f"loading {sources.base}"):
+        original, safe = load_pipelines(
+            sources, compare, enc_kwargs, device=dev, torch_dtype=torch_dtype, attention=attention
+        )
     warn_long_prompt(safe.tokenizer, prompt)
-    from safegen.core.fingerprint import fingerprint_source
-
-    base_fp = fingerprint_source(sources.base)
-    safe_fp = fingerprint_source(sources.safe_encoder)
-
-    runs = [("safe" if sources.safe_encoder else "original", safe)]
-    if original is not None:
-        runs.insert(0, ("original", original))
-    records: list[dict[str, Any]] = []
-    images_by_variant: dict[str, list[Any]] = {}
-    for variant, pipe in runs:
-        t0 = time.perf_counter()
-        images = _generate(pipe, prompt, negative_prompt, steps, guidance, seed, num_images, width, height)
-        elapsed = time.perf_counter() - t0
-        images_by_variant[variant] = images
-        claim_output_folder(out, IMAGES_COMMAND)  # once the images exist: a failed load leaves no folder
-        verdicts = classifier.classify(images) if classifier else [None] * len(images)
-        for i, (image, verdict) in enumerate(zip(images, verdicts, strict=True)):
-            records.append(
-                _save(
-                    image,
-                    out,
-                    prompt,
-                    negative_prompt,
-                    seed + i,
-                    steps,
-                    guidance,
-                    sources.base,
-                    pipe,
-                    variant,
-                    verdict,
-                    elapsed / len(images),
-                    {"base": base_fp, "safe_encoder": safe_fp if variant == "safe" else None},
-                )
-            )
-    sheets = []  # results, so on stdout with the images (JSON: each safe record's "compare_file")
-    if compare:
-        for i in range(num_images):
-            pair = [images_by_variant["original"][i], images_by_variant["safe"][i]]
-            sheets.append(str(_save_side_by_side(pair, out, prompt, seed + i)))
-        for i, rec in enumerate(records[num_images:]):
-            rec["compare_file"] = sheets[i]
-
+    # 3. Generate, check and write each variant's images; with --compare, side-by-side sheets too.
+    size_inputs = {"width": width, "height": height} if width else {}
+    records, by_variant = prompt_images.make_images(
+        config, out, sources, safe, original, classifier=classifier, inputs=size_inputs
+    )
+    sheets = prompt_images.write_comparison_sheets(by_variant, out, config) if compare else []
+    for rec, sheet in zip(records[num_images:], sheets, strict=True):
+        rec["compare_file"] = sheet  # JSON: each safe image names its sheet
+    # 4. Results on stdout: the files (or their JSON records), then the sheets.
     if json_out:
         print_json(records)
-    else:
-        for rec in records:
-            flag = ""
-            if rec.get("safety"):
-                flag = "  FLAGGED" if rec["safety"]["unsafe"] else "  ok"
-                flag += f" ({rec['safety']['score']:.2f})"
-            typer.echo(f"{rec['file']}{flag}")
-        for path in sheets:
-            typer.echo(f"side by side (original | safe): {path}")
+        return
+    for rec in records:
+        typer.echo(f"{rec['file']}{safety_flag(rec)}")
+    for path in sheets:
+        typer.echo(f"side by side (original | safe): {path}")
+
+
+def check_compare(compare: bool, safe_encoder: str | None) -> None:
+    if compare and safe_encoder is None:
+        raise typer.BadParameter("--compare needs a safe encoder (from --preset or --safe-encoder)")
+
+
+def load_checker(name: str | None) -> Any:
+    """The --check classifier, or None."""
+    if not name:
+        return None
+    from safegen.safety import load_classifier
+
+    return load_classifier(name)
+
+
+def load_pipelines(sources: Any, compare: bool, enc_kwargs: dict[str, Any], **load: Any) -> tuple[Any, Any]:
+    """``(original or None, safe)``; missing hub weights name the offline demo preset."""
+    from safegen.core.errors import MissingWeightsError, SafegenError
+    from safegen.pipelines.loading import load_t2i_pipelines
+
+    try:
+        return load_t2i_pipelines(
+            sources.base, sources.safe_encoder, compare=compare, safe_encoder_kwargs=enc_kwargs, **load
+        )
+    except MissingWeightsError as exc:
+        if sources.preset == "toy":
+            raise
+        raise SafegenError(f"{exc}; for an offline demo use --preset toy") from exc
 
 
 def warn_long_prompt(tokenizer: Any, prompt: str) -> None:
@@ -196,84 +164,9 @@ def warn_long_prompt(tokenizer: Any, prompt: str) -> None:
         )
 
 
-def _generate(pipe, prompt, negative_prompt, steps, guidance, seed, n, width, height) -> list[Any]:
-    import torch
-
-    # One CPU generator per image, seeded seed+i: image i is reproducible on its own
-    # (and identical across devices), whatever n is.
-    generators = [torch.Generator("cpu").manual_seed(seed + i) for i in range(n)]
-    kwargs: dict[str, Any] = dict(
-        prompt=prompt,
-        negative_prompt=negative_prompt,
-        num_inference_steps=steps,
-        guidance_scale=guidance,
-        num_images_per_prompt=n,
-        generator=generators,
-    )
-    if width:
-        kwargs.update(width=width, height=height)
-    return list(pipe(**kwargs).images)
-
-
-def _save(image, out, prompt, negative_prompt, seed, steps, guidance, base, pipe, variant, verdict, seconds, fps):
-    from safegen.core.io import png_bytes, sanitize_stem, write_new_file
-    from safegen.jobs.plan import content_key
-
-    params = {
-        "prompt": prompt,
-        "negative_prompt": negative_prompt,
-        "seed": seed,
-        "steps": steps,
-        "guidance": guidance,
-        "size": f"{image.width}x{image.height}",
-        "model": base,
-        "safe_encoder": getattr(pipe, "safe_encoder_id", None),
-        "scheduler": type(pipe.scheduler).__name__,
-        "variant": variant,
-        "base_fingerprint": fps["base"],
-        "safe_encoder_fingerprint": fps["safe_encoder"],
-    }
-    scheduler_config = json.dumps(dict(pipe.scheduler.config), sort_keys=True, default=str)
-    params["content_key"] = content_key({**params, "scheduler_config": scheduler_config})
-    # The key in the name keeps images of other inputs apart (a prompt sharing its first 48
-    # characters, another guidance or size, an all-CJK prompt whose stem is "image"); a free
-    # name is picked if even that file exists: an earlier image is never overwritten.
-    stem = f"{sanitize_stem(prompt[:48], fallback='image')}-{seed}-{variant}-{params['content_key'][:10]}"
-    path = write_new_file(out, stem, ".png", png_bytes(image, params))
-    record = {"file": str(path), **params, "seconds": round(seconds, 4)}
-    if verdict is not None:
-        record["safety"] = verdict.to_dict()
-    return record
-
-
-def _save_side_by_side(images: list[Any], out: Path, prompt: str, seed: int) -> Path:
-    from PIL import Image
-
-    from safegen.core.io import png_bytes, sanitize_stem, write_new_file
-
-    w = sum(im.width for im in images)
-    h = max(im.height for im in images)
-    sheet = Image.new("RGB", (w, h), "white")
-    x = 0
-    for im in images:
-        sheet.paste(im, (x, 0))
-        x += im.width
-    stem = f"{sanitize_stem(prompt[:48], fallback='image')}-{seed}-compare"
-    params = {"prompt": prompt, "seed": seed, "layout": "original | safe"}
-    return write_new_file(out, stem, ".png", png_bytes(sheet, params))
-
-
-def _load_checker(name: str | None):
-    if not name:
-        return None
-    from safegen.safety import load_classifier
-
-    return load_classifier(name)
-
-
-def _reraise_with_hint(exc: Exception, preset: str | None) -> None:
-    from safegen.core.errors import MissingWeightsError, SafegenError
-
-    if isinstance(exc, MissingWeightsError) and preset != "toy":
-        raise SafegenError(f"{exc}; for an offline demo use --preset toy") from exc
-    raise exc
+def safety_flag(record: dict[str, Any]) -> str:
+    """'  FLAGGED (0.93)' or '  ok (0.12)' after a checked image's path; '' when unchecked."""
+    if not record.get("safety"):
+        return ""
+    flag = "  FLAGGED" if record["safety"]["unsafe"] else "  ok"
+    return flag + f" ({record['safety']['score']:.2f})"

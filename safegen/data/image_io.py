@@ -269,6 +269,38 @@ def fit_size(width: int, height: int, max_pixels: int, multiple: int = 8) -> tup
     return w, h
 
 
+def edit_size(
+    width: int, height: int, size: tuple[int | None, int | None], native: int
+) -> tuple[tuple[int, int], bool]:
+    """The size an image edit runs at, and whether that scales the photo down.
+
+    ``size`` (--size) when given; else the photo's own, scaled down to the model's ``native``
+    pixel count when larger (cost grows with the pixels: a 4096x4096 photo on SD 1.x needed
+    over 5 GB and minutes a step), keeping its aspect. Sides are multiples of 8 (latents are
+    1/8 of the pixels).
+    """
+    if size[0] and size[1]:
+        return (size[0], size[1]), False
+    target = fit_size(width, height, native)
+    return target, target[0] * target[1] < (width - width % 8) * (height - height % 8)
+
+
+def fit_edit_images(photo: Image.Image, mask: Image.Image | None, target: tuple[int, int]) -> tuple:
+    """Photo and mask at ``target``: the remainder modulo 8 cropped when that is the size, else resized.
+
+    The mask is resized with its photo, nearest-neighbour so it stays black and white.
+    """
+    from PIL import Image
+
+    def fit(img: Image.Image, resample: Image.Resampling) -> Image.Image:
+        cropped = (img.width - img.width % 8, img.height - img.height % 8)
+        if target == cropped:
+            return img if cropped == img.size else img.crop((0, 0, *cropped))
+        return img.resize(target, resample)
+
+    return fit(photo, Image.Resampling.LANCZOS), fit(mask, Image.Resampling.NEAREST) if mask is not None else None
+
+
 def _to_mode(image: Image.Image, mode: str) -> Image.Image:
     """Convert, flattening transparency onto white (black would hide dark content)."""
     from PIL import Image

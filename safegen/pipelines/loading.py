@@ -125,3 +125,31 @@ def prompt_overflow(tokenizer: Any, prompt: str) -> str | None:
     kept_words = len(kept.split())
     words = prompt.split()
     return " ".join(words[kept_words:]) or tokenizer.decode(ids[limit - 1 : -1], skip_special_tokens=True)
+
+
+def load_t2i_pipelines(
+    base: str, safe_encoder: Any = None, *, compare: bool = False, safe_encoder_kwargs: dict | None = None, **load: Any
+) -> tuple[Any, Any]:
+    """``(original, safe)``: the safe pipeline of ``base`` and, with ``compare``, the original beside it.
+
+    The two share the UNet and VAE (:func:`safe_twin`); without ``compare`` the original is
+    None. ``load`` goes to :func:`load_t2i_pipeline` (device, torch_dtype, attention, task).
+    """
+    if compare:
+        original = load_t2i_pipeline(base, None, **load)
+        return original, safe_twin(original, safe_encoder, safe_encoder_kwargs)
+    return None, load_t2i_pipeline(base, safe_encoder, safe_encoder_kwargs=safe_encoder_kwargs, **load)
+
+
+def native_pixels(pipe: Any) -> int:
+    """The area the model was trained at (512x512 for SD 1.x, 1024x1024 for SDXL); 1024x1024 when unknown."""
+    sample = getattr(pipe, "default_sample_size", None)
+    if sample is None:
+        denoiser = getattr(pipe, "unet", None) or getattr(pipe, "transformer", None)
+        sample = getattr(getattr(denoiser, "config", None), "sample_size", None)
+    scale = getattr(pipe, "vae_scale_factor", 8)
+    if isinstance(sample, int):
+        return (sample * scale) ** 2
+    if isinstance(sample, (tuple, list)) and len(sample) == 2:
+        return sample[0] * sample[1] * scale**2
+    return 1024 * 1024

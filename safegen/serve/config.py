@@ -11,6 +11,7 @@ from dataclasses import asdict, dataclass, field, fields
 from typing import Any
 
 from safegen.core.errors import UsageError
+from safegen.models.presets import get_preset
 
 #: What the service does with an image its classifier flags ("block" withholds it).
 SERVE_ON_UNSAFE = ("blur", "block", "black", "keep")
@@ -106,6 +107,18 @@ class ServeConfig:
         if any(not k or not k.strip() for k in self.api_keys):
             raise bad("api_keys", "holds an empty key (or only spaces); give real keys or none")
         self.api_keys = [k.strip() for k in self.api_keys]
+
+    def engines(self, captions: bool = True) -> tuple[bool, bool]:
+        """Whether to serve images and captions: what the preset covers, or what --model/--captioner name.
+
+        ``captions=False`` (--no-captions) turns captions off even where the preset has a captioner.
+        """
+        task = get_preset(self.preset).task if self.preset else "t2i"
+        images = self.model is not None or "t2i" in task
+        captions = captions and (self.caption_preset is not None or self.captioner is not None or "i2t" in task)
+        if not images and not captions:
+            raise UsageError("nothing to serve: pass --preset NAME (see `safegen presets`), --model or --captioner")
+        return images, captions
 
     @property
     def policy(self) -> str:

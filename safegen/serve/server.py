@@ -47,6 +47,17 @@ def uvicorn_config(app: Any, config: Any = None, *, host: str, port: int, log_le
     )
 
 
+def serve_forever(app: Any, config: Any, *, log_level: str = DEFAULT_LOG_LEVEL) -> None:
+    """Serve ``app`` in the foreground on ``config``'s host and port until Ctrl-C (`safegen serve`)."""
+    import uvicorn
+
+    server = uvicorn.Server(uvicorn_config(app, config, host=config.host, port=config.port, log_level=log_level))
+    try:
+        server.run()
+    except KeyboardInterrupt:  # uvicorn re-raises the Ctrl-C it shut down on; stopping is the normal end
+        pass
+
+
 class BackgroundServer:
     """uvicorn serving ``app`` on ``host:port`` (loopback, a free port by default) in a thread.
 
