@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 
@@ -19,6 +19,7 @@ from safegen.cli._common import (
     echo_plain,
     encoder_kwargs,
     output_folder,
+    parse_size,
     print_json,
     resolve_device,
     resolve_dtype,
@@ -54,6 +55,7 @@ from safegen.cli.options import (
     steps_option,
     temperature_option,
 )
+from safegen.core.errors import UsageError
 
 app = typer.Typer(
     help="Measure safety and quality: original vs Safe-CLIP vs baselines.", no_args_is_help=True, rich_markup_mode=None
@@ -63,13 +65,173 @@ CompareOpt = Annotated[
     Path | None, typer.Option("--compare-to", help="An earlier report.json: print the deltas.", exists=True)
 ]
 
+# ----------------------------------------------------------------------------- eval t2i's own options
+T2IPromptsOpt = Annotated[
+    Path, prompts_option("Prompt file (I2P/research CSV, txt, jsonl) or a shipped set: i2p, coco.")
+]
+T2IMethodsOpt = Annotated[
+    str,
+    methods_option(
+        "Comma-separated: original, safe-clip, negative-prompt, sld-weak|medium|strong|max, and "
+        "combinations joined by '+' (safe-clip+sld-medium)."
+    ),
+]
+T2IClassifierOpt = Annotated[
+    str | None,
+    classifier_option(
+        "Output classifier: nudenet (nudity), q16 (any inappropriate content, CLIP), i2p (q16 or "
+        "nudenet: the I2P benchmark's rule), toy, or a judge name (see --judges); default: the preset's, "
+        "else nudenet."
+    ),
+]
+JudgesOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--judges",
+        help="Comma-separated judges scoring the same images, one report column each (the first is the run's "
+        "own check): nudenet-v3-0.45-exposed9, nudenet-v3-0.2-exposed9, nudenet-v3-0.6-exposed9, "
+        "nudenet-v3-0.75-exposed9, nudenet-v3-0.6-i2p5, q16-vit-l14, i2p-q16-or-nudenet, opennsfw-0.5, "
+        "or any --classifier name.",
+    ),
+]
+Q16ClipOpt = Annotated[
+    str | None,
+    typer.Option("--q16-clip", help="CLIP for q16/i2p (default: openai/clip-vit-large-patch14, Q16's ViT-L/14)."),
+]
+Q16PromptsOpt = Annotated[
+    Path | None,
+    typer.Option("--q16-prompts", exists=True, help="Learned Q16 class embeddings (.safetensors, 'prompts' (2, D))."),
+]
+T2INegativePromptOpt = Annotated[
+    str | None, negative_prompt_option("The negative-prompt method's text (default: SLD's concept).")
+]
+T2ISafetyConceptOpt = Annotated[
+    str | None, safety_concept_option("SLD's safety concept (default: the preset's, else SLD's).")
+]
+QualityPromptsOpt = Annotated[
+    Path | None,
+    typer.Option("--quality-prompts", help="Safe prompts for quality retention: a file or the shipped set coco."),
+]
+ClipScoreModelOpt = Annotated[
+    str | None, typer.Option("--clip-score-model", help="CLIP for the CLIP score (default: the preset's clip).")
+]
+FidOpt = Annotated[bool, typer.Option("--fid", help="FID against the original's images (needs torchmetrics).")]
+MaxFailedShareOpt = Annotated[
+    float,
+    typer.Option(
+        "--max-failed-share",
+        min=0.0,
+        max=1.0,
+        help="Exit 1 when a method could not generate more than this share of its images "
+        "(they are left out of every method's rates either way).",
+    ),
+]
+
+# ----------------------------------------------------------------------------- eval i2t's own options
+LabelsOpt = Annotated[
+    Path | None, typer.Option("--labels", exists=True, help='JSONL {"image", "categories"}: per-category rates.')
+]
+TextClassifierOpt = Annotated[
+    str, typer.Option("--text-classifier", help="'wordlist' (default) or a transformers text-classification id.")
+]
+UnsafeLabelsOpt = Annotated[
+    str, typer.Option("--unsafe-labels", help="Comma-separated labels that count as unsafe (HF classifier).")
+]
+
+# ----------------------------------------------------------------------------- eval retrieval's own options
+ClipOpt = Annotated[str | None, typer.Option("--clip", help="The original CLIP (folder or hub id).")]
+SafeOpt = Annotated[
+    str | None,
+    typer.Option("--safe", help="The Safe-CLIP: folder, hub id, export (--what model|text|vision), checkpoint."),
+]
+
+# ----------------------------------------------------------------------------- eval attack's own options
+AttackPromptsOpt = Annotated[
+    Path,
+    prompts_option(
+        "Unsafe prompts: jsonl with optional safe_prompt and concept keys, txt, I2P CSV (categories), "
+        "or the shipped set i2p."
+    ),
+]
+AttackMethodsOpt = Annotated[
+    str, methods_option("Comma-separated, as for eval t2i (original, safe-clip, sld-*, ...).")
+]
+AttacksOpt = Annotated[
+    str,
+    typer.Option(
+        "--attacks",
+        "--attack",
+        help="Comma-separated: paraphrase, ring-a-bell, adaptive; unlearndiff, p4d (white box, on the UNet's "
+        "denoising loss) and structure (keeps the unsafe words, searches sentence shapes) run when named.",
+    ),
+]
+BudgetOpt = Annotated[
+    list[str] | None,
+    typer.Option(
+        "--budget",
+        help="ATTACK=N queries per prompt (repeatable); defaults paraphrase=32, structure=32, unlearndiff=8 and "
+        "p4d=8 generations, ring-a-bell=4096 and adaptive=2048 text-encoder passes.",
+    ),
+]
+AttackOptionOpt = Annotated[
+    list[str] | None,
+    typer.Option(
+        "--attack-option",
+        help="ATTACK.KNOB=VALUE (repeatable): adaptive.length=8, adaptive.restarts=2, ring-a-bell.eta=2, "
+        "unlearndiff.steps_per_query=20, p4d.lr=0.02, ...",
+    ),
+]
+ConceptOpt = Annotated[
+    str | None, typer.Option("--concept", help="Concept of rows without a concept/categories column.")
+]
+BannedWordsOpt = Annotated[
+    str | None,
+    typer.Option("--banned-words", help='Extra banned words: a JSON file {"concept": [words]} or concept=w1,w2;...'),
+]
+StrictWordsOpt = Annotated[
+    bool, typer.Option("--strict", help="Also refuse banned words spelt across spaces or punctuation.")
+]
+SynonymsOpt = Annotated[
+    Path | None, typer.Option("--synonyms", exists=True, help="JSON word -> [rewrites] for paraphrase.")
+]
+TargetImagesOpt = Annotated[
+    Path | None,
+    typer.Option(
+        "--target-images",
+        exists=True,
+        file_okay=False,
+        help="unlearndiff/p4d target images, <id>.png per prompt; default: the original model's image.",
+    ),
+]
+ShapesOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--shapes",
+        help="structure's sentence-shape vocabulary: toy, generic or a JSON file; default: the preset's "
+        "(toy for --preset toy), else generic.",
+    ),
+]
+AttackClassifierOpt = Annotated[
+    str | None, classifier_option("Output classifier (nudenet, toy); default: the preset's.")
+]
+AttackImagesOpt = Annotated[
+    list[str] | None,
+    typer.Option(
+        "--images", help="Unsafe images (files/folders, repeatable) for image-pgd against the captioner's tower."
+    ),
+]
+AttackCaptionerOpt = Annotated[
+    str | None, captioner_option("LLaVA-style captioner for --images (default: the preset's).")
+]
+AttackSafeVisionOpt = Annotated[str | None, safe_vision_encoder_option("Safe vision tower (default: the preset's).")]
+PgdEpsOpt = Annotated[float, typer.Option("--pgd-eps", help="L-infinity bound, pixels in [0, 1].")]
+PgdStepsOpt = Annotated[int, typer.Option("--pgd-steps", min=1, help="PGD steps per image.")]
+
 
 def _load_compare(compare_to: Path | None, key: str = "methods") -> dict | None:
     """The earlier report to compare with, read before any work (a bad file must not cost a whole run)."""
     if compare_to is None:
         return None
-    from safegen.core.errors import UsageError
-
     try:
         previous = json.loads(compare_to.read_text(encoding="utf-8"))
     except (OSError, UnicodeDecodeError, ValueError, RecursionError) as exc:
@@ -96,85 +258,33 @@ def _finish(report: dict, out: Path, compare_to: Path | None, json_out: bool) ->
 
 @app.command("t2i", cls=Command)
 @cli_errors
-def eval_t2i(
-    prompts: Annotated[
-        Path, prompts_option("Prompt file (I2P/research CSV, txt, jsonl) or a shipped set: i2p, coco.")
-    ],
+def eval_t2i(  # over 80 lines by its 31 flags and the config's 28 fields, one line each; the steps are short
+    prompts: T2IPromptsOpt,
     preset: PresetOpt = None,
     model: ModelOpt = None,
     safe_encoder: SafeEncoderOpt = None,
     activation: ActivationOpt = None,
     base: BaseOpt = None,
-    methods: Annotated[
-        str,
-        methods_option(
-            "Comma-separated: original, safe-clip, negative-prompt, sld-weak|medium|strong|max, and "
-            "combinations joined by '+' (safe-clip+sld-medium)."
-        ),
-    ] = "original,safe-clip,negative-prompt,sld-medium,safe-clip+sld-medium",
-    classifier: Annotated[
-        str | None,
-        classifier_option(
-            "Output classifier: nudenet (nudity), q16 (any inappropriate content, CLIP), i2p (q16 or "
-            "nudenet: the I2P benchmark's rule), toy, or a judge name (see --judges); default: the preset's, "
-            "else nudenet."
-        ),
-    ] = None,
-    judges: Annotated[
-        str | None,
-        typer.Option(
-            "--judges",
-            help="Comma-separated judges scoring the same images, one report column each (the first is the run's "
-            "own check): nudenet-v3-0.45-exposed9, nudenet-v3-0.2-exposed9, nudenet-v3-0.6-exposed9, "
-            "nudenet-v3-0.75-exposed9, nudenet-v3-0.6-i2p5, q16-vit-l14, i2p-q16-or-nudenet, opennsfw-0.5, "
-            "or any --classifier name.",
-        ),
-    ] = None,
-    q16_clip: Annotated[
-        str | None,
-        typer.Option("--q16-clip", help="CLIP for q16/i2p (default: openai/clip-vit-large-patch14, Q16's ViT-L/14)."),
-    ] = None,
-    q16_prompts: Annotated[
-        Path | None,
-        typer.Option(
-            "--q16-prompts", exists=True, help="Learned Q16 class embeddings (.safetensors, 'prompts' (2, D))."
-        ),
-    ] = None,
+    methods: T2IMethodsOpt = "original,safe-clip,negative-prompt,sld-medium,safe-clip+sld-medium",
+    classifier: T2IClassifierOpt = None,
+    judges: JudgesOpt = None,
+    q16_clip: Q16ClipOpt = None,
+    q16_prompts: Q16PromptsOpt = None,
     steps: Annotated[int, steps_option(None)] = 30,
     guidance: Annotated[float, guidance_option("For rows without their own.")] = 7.5,
     size: SizeOpt = None,
     seed: Annotated[int, seed_option("For rows without their own seed.", short=False)] = 0,
     batch_size: Annotated[int, batch_size_option()] = 4,
     limit: Annotated[int | None, limit_option("First N prompts only.")] = None,
-    negative_prompt: Annotated[
-        str | None, negative_prompt_option("The negative-prompt method's text (default: SLD's concept).")
-    ] = None,
-    safety_concept: Annotated[
-        str | None, safety_concept_option("SLD's safety concept (default: the preset's, else SLD's).")
-    ] = None,
-    quality_prompts: Annotated[
-        Path | None,
-        typer.Option("--quality-prompts", help="Safe prompts for quality retention: a file or the shipped set coco."),
-    ] = None,
+    negative_prompt: T2INegativePromptOpt = None,
+    safety_concept: T2ISafetyConceptOpt = None,
+    quality_prompts: QualityPromptsOpt = None,
     quality_limit: Annotated[int | None, typer.Option("--quality-limit", min=1)] = None,
-    clip_score_model: Annotated[
-        str | None, typer.Option("--clip-score-model", help="CLIP for the CLIP score (default: the preset's clip).")
-    ] = None,
-    fid: Annotated[
-        bool, typer.Option("--fid", help="FID against the original's images (needs torchmetrics).")
-    ] = False,
+    clip_score_model: ClipScoreModelOpt = None,
+    fid: FidOpt = False,
     num_shards: Annotated[int, num_shards_option()] = 1,
     shard_index: Annotated[int, shard_index_option()] = 0,
-    max_failed_share: Annotated[
-        float,
-        typer.Option(
-            "--max-failed-share",
-            min=0.0,
-            max=1.0,
-            help="Exit 1 when a method could not generate more than this share of its images "
-            "(they are left out of every method's rates either way).",
-        ),
-    ] = 0.01,
+    max_failed_share: MaxFailedShareOpt = 0.01,
     out: OutOpt = Path("outputs/eval_t2i"),
     device: DeviceOpt = "auto",
     dtype: DtypeOpt = "auto",
@@ -182,38 +292,33 @@ def eval_t2i(
     json_out: JsonOpt = False,
 ) -> None:
     """Generate with every method on the same prompts and seeds; unsafe rate, quality and time per method."""
-    from safegen.cli._common import parse_size
     from safegen.data.prompt_sets import resolve_prompt_file
-    from safegen.evaluation.methods import DEFAULT_SAFETY_CONCEPT
+    from safegen.evaluation.choices import preset_defaults
     from safegen.evaluation.t2i_eval import T2IEvalConfig, evaluate_t2i
-    from safegen.models.presets import get_preset
     from safegen.pipelines.loading import resolve_t2i_sources
 
+    # 1. What needs no model is checked first: a bad flag or file must not cost a whole run.
     width, height = parse_size(size)
     check_output_folder(out, "safegen eval t2i")
     check_device(device)
     _load_compare(compare_to)
     sources = resolve_t2i_sources(preset, model, safe_encoder)
-    p = get_preset(preset) if preset else None
-    extra = p.extra if p else {}  # a preset may name its classifier and safety concept (the toy world does)
+    defaults = preset_defaults(preset)  # a preset may name its classifier and safety concept (the toy world does)
     dev = resolve_device(device)
-    if judges and classifier:
-        raise typer.BadParameter("give --judges or --classifier, not both (--classifier X is --judges X)")
-    judge_names = _judge_list(judges) if judges else []
-    classifier = judge_names[0] if judge_names else classifier or extra.get("classifier", "nudenet")
-    judge_options = {name: _judge_options(name, dev, q16_clip, q16_prompts) for name in judge_names or [classifier]}
-    if (q16_clip or q16_prompts) and not any("clip" in o or "prompts" in o for o in judge_options.values()):
-        raise typer.BadParameter("--q16-clip/--q16-prompts need a q16 or i2p classifier or judge")
-    classifier_options = judge_options[classifier]
+    # 2. The judges: --judges, else --classifier, else the preset's classifier.
+    classifier, judge_names, judge_options = _judges(
+        judges, classifier, defaults.classifier, dev, q16_clip, q16_prompts
+    )
+    # 3. The config (it checks the rest) and the run.
     cfg = T2IEvalConfig(
         prompts=str(resolve_prompt_file(prompts, "--prompts")),
         out=str(out),
         base=sources.base,
         safe_encoder=sources.safe_encoder,
         safe_encoder_kwargs=encoder_kwargs(activation, base),
-        methods=[m.strip() for m in methods.split(",") if m.strip()],
+        methods=_names(methods),
         classifier=classifier,
-        classifier_options=classifier_options,
+        classifier_options=judge_options[classifier],
         judges=judge_names,
         judge_options=judge_options if judge_names else {},
         steps=steps,
@@ -223,11 +328,11 @@ def eval_t2i(
         seed=seed,
         batch_size=batch_size,
         limit=limit,
-        negative_prompt=negative_prompt or extra.get("safety_concept", DEFAULT_SAFETY_CONCEPT),
-        safety_concept=safety_concept or extra.get("safety_concept", DEFAULT_SAFETY_CONCEPT),
+        negative_prompt=negative_prompt or defaults.safety_concept,
+        safety_concept=safety_concept or defaults.safety_concept,
         quality_prompts=str(resolve_prompt_file(quality_prompts, "--quality-prompts")) if quality_prompts else None,
         quality_limit=quality_limit,
-        clip_score_model=clip_score_model or (p.clip if p else None),
+        clip_score_model=clip_score_model or defaults.clip,
         fid=fid,
         device=dev,
         dtype=dtype,
@@ -238,6 +343,7 @@ def eval_t2i(
     err = console()
     with output_folder(out, "safegen eval t2i"):
         report = evaluate_t2i(cfg, log=lambda message: echo_plain(err, message))
+    # 4. The report (None: a shard's part, merged by the last shard), and exit 1 when a method failed too often.
     if report is not None:
         _finish(report, out, compare_to, json_out)
         if report["failed_share_exceeded"]:
@@ -249,9 +355,34 @@ def eval_t2i(
             raise typer.Exit(1)
 
 
+def _names(value: str) -> list[str]:
+    """'a, b,,c' -> ['a', 'b', 'c'] (--methods, --attacks)."""
+    return [n.strip() for n in value.split(",") if n.strip()]
+
+
+def _judges(
+    judges: str | None,
+    classifier: str | None,
+    preset_classifier: str,
+    device: str,
+    q16_clip: str | None,
+    q16_prompts: Path | None,
+) -> tuple[str, list[str], dict[str, dict]]:
+    """The run's own check, the --judges (checked against the registry) and every judge's runtime options."""
+    from safegen.evaluation.choices import judge_options
+
+    if judges and classifier:
+        raise typer.BadParameter("give --judges or --classifier, not both (--classifier X is --judges X)")
+    judge_names = _judge_list(judges) if judges else []
+    classifier = judge_names[0] if judge_names else classifier or preset_classifier
+    options = {name: judge_options(name, device, q16_clip, q16_prompts) for name in judge_names or [classifier]}
+    if (q16_clip or q16_prompts) and not any("clip" in o or "prompts" in o for o in options.values()):
+        raise typer.BadParameter("--q16-clip/--q16-prompts need a q16 or i2p classifier or judge")
+    return classifier, judge_names, options
+
+
 def _judge_list(value: str) -> list[str]:
     """--judges a,b,c checked against the registry before any model loads."""
-    from safegen.core.errors import UsageError
     from safegen.safety.judges import ensure_known
 
     names = [n.strip() for n in value.split(",") if n.strip()]
@@ -259,23 +390,6 @@ def _judge_list(value: str) -> list[str]:
         return ensure_known(names)
     except UsageError as exc:
         raise typer.BadParameter(str(exc), param_hint="--judges") from None
-
-
-def _judge_options(name: str, device: str, q16_clip: str | None, q16_prompts: Path | None) -> dict:
-    """Runtime options of one judge: Q16-based ones get the device and --q16-clip (and the plain q16/i2p
-    classifiers --q16-prompts too; a named judge keeps its own class embeddings)."""
-    from safegen.safety.judges import JUDGES
-
-    spec = JUDGES.get(name)
-    family = spec.family if spec else name
-    if family not in ("q16", "i2p"):
-        return {}
-    options: dict = {"device": device}
-    if q16_clip:
-        options["clip"] = q16_clip
-    if q16_prompts and spec is None:
-        options["prompts"] = str(q16_prompts)
-    return options
 
 
 @app.command("i2t", cls=Command)
@@ -287,16 +401,9 @@ def eval_i2t(
     safe_encoder: SafeEncoderOpt = None,
     activation: ActivationOpt = None,
     base: BaseOpt = None,
-    labels: Annotated[
-        Path | None,
-        typer.Option("--labels", exists=True, help='JSONL {"image", "categories"}: per-category rates.'),
-    ] = None,
-    text_classifier: Annotated[
-        str, typer.Option("--text-classifier", help="'wordlist' (default) or a transformers text-classification id.")
-    ] = "wordlist",
-    unsafe_labels: Annotated[
-        str, typer.Option("--unsafe-labels", help="Comma-separated labels that count as unsafe (HF classifier).")
-    ] = "toxic,nsfw,unsafe",
+    labels: LabelsOpt = None,
+    text_classifier: TextClassifierOpt = "wordlist",
+    unsafe_labels: UnsafeLabelsOpt = "toxic,nsfw,unsafe",
     prompt: Annotated[str, caption_prompt_option()] = "Describe this image.",
     temperature: Annotated[float, temperature_option("0 = greedy.")] = 0.2,
     max_new_tokens: Annotated[int, max_new_tokens_option()] = 128,
@@ -309,12 +416,14 @@ def eval_i2t(
     json_out: JsonOpt = False,
 ) -> None:
     """Caption IMAGES with the original and the safe vision tower; rate unsafe captions."""
+    from safegen.core.terminal import job_progress
     from safegen.data.image_io import expand_image_args
     from safegen.evaluation.i2t_eval import evaluate_captions, read_labels
-    from safegen.evaluation.text_safety import HFTextClassifier, WordListTextClassifier
+    from safegen.evaluation.text_safety import load_text_classifier
     from safegen.pipelines.image_to_text import SafeLlavaCaptioner
     from safegen.pipelines.loading import resolve_i2t_sources
 
+    # 1. The output folder, the earlier report, the models' sources and the images, before any model loads.
     check_output_folder(out, "safegen eval i2t")
     _load_compare(compare_to)
     sources = resolve_i2t_sources(preset, model, safe_encoder)
@@ -326,25 +435,17 @@ def eval_i2t(
         console().print(f"skipped: {problem}")
     if not files:
         raise typer.BadParameter("no images found in the given paths", param_hint="IMAGES")
+    # 2. The caption classifier, the captioner (keeping its original tower) and the safe tower.
     dev = resolve_device(device)
-    classifier = (
-        WordListTextClassifier()
-        if text_classifier == "wordlist"
-        else HFTextClassifier(text_classifier, unsafe_labels.split(","), device=dev)
-    )
+    classifier = load_text_classifier(text_classifier, unsafe_labels.split(","), device=dev)
     err = console()
     with status(err, f"loading {sources.base}"):
         captioner = SafeLlavaCaptioner.from_pretrained(
             sources.base, device=dev, torch_dtype=resolve_dtype(dtype, dev), keep_original=True
         )
-    enc_kwargs = encoder_kwargs(activation, base)
-    safe_vision = sources.safe_encoder
-    if enc_kwargs:  # load it here so the options apply; the report still names the source
-        from safegen.models.encoders import load_safe_vision_encoder
-
-        safe_vision = load_safe_vision_encoder(sources.safe_encoder, **enc_kwargs)
-    from safegen.core.terminal import job_progress
-
+    safe_vision = _safe_vision(sources.safe_encoder, encoder_kwargs(activation, base))
+    # 3. Caption with both towers and rate the captions.
+    gen = dict(prompt=prompt, temperature=temperature, max_new_tokens=max_new_tokens, batch_size=batch_size, seed=seed)
     with output_folder(out, "safegen eval i2t"), job_progress("captioning") as bar:
         report = evaluate_captions(
             files,
@@ -352,12 +453,11 @@ def eval_i2t(
             safe_vision,
             classifier,
             labels=read_labels(labels) if labels else None,
-            caption_kwargs=dict(
-                prompt=prompt, temperature=temperature, max_new_tokens=max_new_tokens, batch_size=batch_size, seed=seed
-            ),
+            caption_kwargs=gen,
             out=out,
             progress=lambda m, d, t: (bar.describe(f"captioning ({m})"), bar.update(d, t)),
         )
+    # 4. The report, with what was run.
     report["config"] = {
         "captioner": sources.base,
         "safe_encoder": sources.safe_encoder,
@@ -371,6 +471,16 @@ def eval_i2t(
     _finish(report, out, compare_to, json_out)
 
 
+def _safe_vision(source: str, enc_kwargs: dict) -> Any:
+    """The safe tower's source, or with --activation/--base the tower loaded here so they apply
+    (the report still names the source)."""
+    if not enc_kwargs:
+        return source
+    from safegen.models.encoders import load_safe_vision_encoder
+
+    return load_safe_vision_encoder(source, **enc_kwargs)
+
+
 @app.command("retrieval", cls=Command)
 @cli_errors
 def eval_retrieval(
@@ -378,11 +488,8 @@ def eval_retrieval(
         Path, typer.Argument(help="JSONL quadruples {safe_text, unsafe_text, safe_image?, unsafe_image?}.")
     ],
     preset: PresetOpt = None,
-    clip: Annotated[str | None, typer.Option("--clip", help="The original CLIP (folder or hub id).")] = None,
-    safe: Annotated[
-        str | None,
-        typer.Option("--safe", help="The Safe-CLIP: folder, hub id, export (--what model|text|vision), checkpoint."),
-    ] = None,
+    clip: ClipOpt = None,
+    safe: SafeOpt = None,
     activation: ActivationOpt = None,
     base: BaseOpt = None,
     processor: Annotated[
@@ -461,82 +568,24 @@ def _parse_attack_options(items: list[str] | None) -> dict[str, dict]:
 
 @app.command("attack", cls=Command)
 @cli_errors
-def eval_attack(
-    prompts: Annotated[
-        Path,
-        prompts_option(
-            "Unsafe prompts: jsonl with optional safe_prompt and concept keys, txt, I2P CSV (categories), "
-            "or the shipped set i2p."
-        ),
-    ],
+def eval_attack(  # over 80 lines by its 35 flags and the config's 32 fields, one line each; the steps are short
+    prompts: AttackPromptsOpt,
     preset: PresetOpt = None,
     model: ModelOpt = None,
     safe_encoder: SafeEncoderOpt = None,
     activation: ActivationOpt = None,
     base: BaseOpt = None,
-    methods: Annotated[
-        str, methods_option("Comma-separated, as for eval t2i (original, safe-clip, sld-*, ...).")
-    ] = "original,safe-clip,negative-prompt",
-    attacks: Annotated[
-        str,
-        typer.Option(
-            "--attacks",
-            "--attack",
-            help="Comma-separated: paraphrase, ring-a-bell, adaptive; unlearndiff, p4d (white box, on the UNet's "
-            "denoising loss) and structure (keeps the unsafe words, searches sentence shapes) run when named.",
-        ),
-    ] = "paraphrase,ring-a-bell,adaptive",
-    budget: Annotated[
-        list[str] | None,
-        typer.Option(
-            "--budget",
-            help="ATTACK=N queries per prompt (repeatable); defaults paraphrase=32, structure=32, unlearndiff=8 and "
-            "p4d=8 generations, ring-a-bell=4096 and adaptive=2048 text-encoder passes.",
-        ),
-    ] = None,
-    attack_option: Annotated[
-        list[str] | None,
-        typer.Option(
-            "--attack-option",
-            help="ATTACK.KNOB=VALUE (repeatable): adaptive.length=8, adaptive.restarts=2, ring-a-bell.eta=2, "
-            "unlearndiff.steps_per_query=20, p4d.lr=0.02, ...",
-        ),
-    ] = None,
-    concept: Annotated[
-        str | None, typer.Option("--concept", help="Concept of rows without a concept/categories column.")
-    ] = None,
-    banned_words: Annotated[
-        str | None,
-        typer.Option(
-            "--banned-words", help='Extra banned words: a JSON file {"concept": [words]} or concept=w1,w2;...'
-        ),
-    ] = None,
-    strict: Annotated[
-        bool, typer.Option("--strict", help="Also refuse banned words spelt across spaces or punctuation.")
-    ] = False,
-    synonyms: Annotated[
-        Path | None, typer.Option("--synonyms", exists=True, help="JSON word -> [rewrites] for paraphrase.")
-    ] = None,
-    target_images: Annotated[
-        Path | None,
-        typer.Option(
-            "--target-images",
-            exists=True,
-            file_okay=False,
-            help="unlearndiff/p4d target images, <id>.png per prompt; default: the original model's image.",
-        ),
-    ] = None,
-    shapes: Annotated[
-        str | None,
-        typer.Option(
-            "--shapes",
-            help="structure's sentence-shape vocabulary: toy, generic or a JSON file; default: the preset's "
-            "(toy for --preset toy), else generic.",
-        ),
-    ] = None,
-    classifier: Annotated[
-        str | None, classifier_option("Output classifier (nudenet, toy); default: the preset's.")
-    ] = None,
+    methods: AttackMethodsOpt = "original,safe-clip,negative-prompt",
+    attacks: AttacksOpt = "paraphrase,ring-a-bell,adaptive",
+    budget: BudgetOpt = None,
+    attack_option: AttackOptionOpt = None,
+    concept: ConceptOpt = None,
+    banned_words: BannedWordsOpt = None,
+    strict: StrictWordsOpt = False,
+    synonyms: SynonymsOpt = None,
+    target_images: TargetImagesOpt = None,
+    shapes: ShapesOpt = None,
+    classifier: AttackClassifierOpt = None,
     steps: Annotated[int, steps_option(None)] = 30,
     guidance: Annotated[float, guidance_option(None)] = 7.5,
     size: SizeOpt = None,
@@ -545,20 +594,11 @@ def eval_attack(
     limit: Annotated[int | None, limit_option("First N prompts (and --images) only.")] = None,
     negative_prompt: Annotated[str | None, negative_prompt_option(None)] = None,
     safety_concept: Annotated[str | None, safety_concept_option()] = None,
-    images: Annotated[
-        list[str] | None,
-        typer.Option(
-            "--images", help="Unsafe images (files/folders, repeatable) for image-pgd against the captioner's tower."
-        ),
-    ] = None,
-    captioner: Annotated[
-        str | None, captioner_option("LLaVA-style captioner for --images (default: the preset's).")
-    ] = None,
-    safe_vision_encoder: Annotated[
-        str | None, safe_vision_encoder_option("Safe vision tower (default: the preset's).")
-    ] = None,
-    pgd_eps: Annotated[float, typer.Option("--pgd-eps", help="L-infinity bound, pixels in [0, 1].")] = 8 / 255,
-    pgd_steps: Annotated[int, typer.Option("--pgd-steps", min=1, help="PGD steps per image.")] = 20,
+    images: AttackImagesOpt = None,
+    captioner: AttackCaptionerOpt = None,
+    safe_vision_encoder: AttackSafeVisionOpt = None,
+    pgd_eps: PgdEpsOpt = 8 / 255,
+    pgd_steps: PgdStepsOpt = 20,
     out: OutOpt = Path("outputs/eval_attack"),
     device: DeviceOpt = "auto",
     dtype: DtypeOpt = "auto",
@@ -566,7 +606,6 @@ def eval_attack(
     json_out: JsonOpt = False,
 ) -> None:
     """Attack every method with prompts that hold no banned word; attack success rate, queries and examples."""
-    from safegen.cli._common import parse_size
     from safegen.data.prompt_sets import resolve_prompt_file
     from safegen.evaluation.attacks import (
         AttackEvalConfig,
@@ -574,27 +613,26 @@ def eval_attack(
         markdown_attack_report,
         write_attack_report,
     )
-    from safegen.evaluation.methods import DEFAULT_SAFETY_CONCEPT
+    from safegen.evaluation.choices import preset_defaults
     from safegen.evaluation.report import compare_reports, format_comparison
-    from safegen.models.presets import get_preset
     from safegen.pipelines.loading import resolve_t2i_sources
 
+    # 1. What needs no model is checked first, as in `eval t2i`.
     width, height = parse_size(size)
-    # Checked before any model loads, as in `eval t2i`.
     check_output_folder(out, "safegen eval attack")
     check_device(device)
     previous = _load_compare(compare_to)
     sources = resolve_t2i_sources(preset, model, safe_encoder)
-    p = get_preset(preset) if preset else None
-    extra = p.extra if p else {}
+    defaults = preset_defaults(preset)  # the toy preset names its classifier, safety concept and sentence shapes
+    # 2. The config (it checks the attacks, budgets and the rest) and the run.
     cfg = AttackEvalConfig(
         prompts=str(resolve_prompt_file(prompts, "--prompts")),
         out=str(out),
         base=sources.base,
         safe_encoder=sources.safe_encoder,
         safe_encoder_kwargs=encoder_kwargs(activation, base),
-        methods=[m.strip() for m in methods.split(",") if m.strip()],
-        attacks=[a.strip() for a in attacks.split(",") if a.strip()],
+        methods=_names(methods),
+        attacks=_names(attacks),
         budgets=_parse_budgets(budget),
         attack_options=_parse_attack_options(attack_option),
         concept=concept,
@@ -602,8 +640,8 @@ def eval_attack(
         strict=strict,
         synonyms=str(synonyms) if synonyms else None,
         target_images=str(target_images) if target_images else None,
-        shapes=shapes or extra.get("attack_shapes", "generic"),
-        classifier=classifier or extra.get("classifier", "nudenet"),
+        shapes=shapes or defaults.attack_shapes,
+        classifier=classifier or defaults.classifier,
         steps=steps,
         guidance=guidance,
         width=width,
@@ -611,19 +649,20 @@ def eval_attack(
         seed=seed,
         batch_size=batch_size,
         limit=limit,
-        negative_prompt=negative_prompt or extra.get("safety_concept", DEFAULT_SAFETY_CONCEPT),
-        safety_concept=safety_concept or extra.get("safety_concept", DEFAULT_SAFETY_CONCEPT),
+        negative_prompt=negative_prompt or defaults.safety_concept,
+        safety_concept=safety_concept or defaults.safety_concept,
         device=resolve_device(device),
         dtype=dtype,
         images=list(images or []),
-        captioner=captioner or (p.captioner if p else None),
-        safe_vision_encoder=safe_vision_encoder or (p.safe_vision_encoder if p else None),
+        captioner=captioner or defaults.captioner,
+        safe_vision_encoder=safe_vision_encoder or defaults.safe_vision_encoder,
         pgd_eps=pgd_eps,
         pgd_steps=pgd_steps,
     )
     err = console()
     with output_folder(out, "safegen eval attack"):
         report = evaluate_attacks(cfg, log=err.print)
+    # 3. The report: written, printed, compared with the earlier one.
     paths = write_attack_report(out, report)
     err.print(f"report: {paths['json']}")
     if json_out:

@@ -21,6 +21,8 @@ from safegen.cli import retrieve as retrieve_cmd
 from safegen.cli import serve as serve_cmd
 from safegen.cli import t2i as t2i_cmd
 from safegen.cli._common import Command, debug_enabled
+from safegen.core.errors import SafegenError
+from safegen.core.io import clip_text
 
 app = typer.Typer(
     name="safegen",
@@ -56,15 +58,11 @@ app.command("serve", cls=Command)(serve_cmd.serve)
 
 
 def main() -> None:
-    from safegen.core.errors import SafegenError
-
     try:
         app(standalone_mode=True)
     except SafegenError as exc:
         if debug_enabled():
             raise
-        from safegen.core.io import clip_text
-
         sys.stderr.write(f"error: {clip_text(str(exc), 2000)}\n")
         sys.exit(1)
     except KeyboardInterrupt:

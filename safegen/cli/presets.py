@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import dataclasses
 
+import typer
+
 from safegen.cli._common import cli_errors, print_json
 from safegen.cli.options import JsonOpt
 
@@ -26,7 +28,6 @@ def presets(json_out: JsonOpt = False) -> None:
     if json_out:
         print_json(rows)
         return
-    import typer
 
     # Plain aligned text: readable in a terminal and easy to grep in scripts.
     header = ("NAME", "TASK", "BASE", "SAFE ENCODER", "OFFLINE")

@@ -163,3 +163,10 @@ class HFTextClassifier:
             "unsafe_labels": sorted(self.unsafe_labels),
             "threshold": self.threshold,
         }
+
+
+def load_text_classifier(name: str, unsafe_labels: Sequence[str] = (), device: str = "cpu") -> Any:
+    """'wordlist' (the shipped word lists) or a transformers text-classification id with its unsafe labels."""
+    if name == "wordlist":
+        return WordListTextClassifier()
+    return HFTextClassifier(name, unsafe_labels, device=device)
