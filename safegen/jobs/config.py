@@ -12,15 +12,14 @@ from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
+from safegen.core.checks import ATTENTION_CHOICES, MAX_IMAGES, MAX_STEPS
 from safegen.core.errors import SafegenError, UsageError
 from safegen.core.io import clip_text
 from safegen.core.seeds import is_valid_seed
 from safegen.jobs.policy import ON_UNSAFE
 
-MAX_STEPS = 10_000
-MAX_IMAGES = 10_000
 ON_CHANGE = ("regenerate", "refuse")
-ATTENTION = ("auto", "sdpa", "xformers", "eager")
+ATTENTION = ATTENTION_CHOICES
 
 
 @dataclass

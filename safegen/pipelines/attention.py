@@ -8,11 +8,12 @@ from typing import Any
 
 from diffusers.models.attention_processor import AttnProcessor, AttnProcessor2_0
 
+from safegen.core.checks import ATTENTION_CHOICES
 from safegen.core.errors import SafegenError
 
 _logger = logging.getLogger(__name__)
 
-ATTENTION_MODES = ("auto", "sdpa", "xformers", "eager")
+ATTENTION_MODES = ATTENTION_CHOICES
 
 
 def xformers_available() -> bool:
