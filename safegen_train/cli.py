@@ -94,7 +94,6 @@ def resolve_config(config_file: Path | None, overrides: dict[str, Any]) -> Any:
     return TrainConfig.from_dict(merged, source=source, lines=lines)
 
 
-# Over 80 lines for its 20 typer options (the signature alone is 32): the body is four steps.
 @app.command()
 @_one_line_errors
 def fit(
@@ -130,8 +129,6 @@ def fit(
     verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Log progress details.")] = False,
 ) -> None:
     """Train a Safe-CLIP from a config file plus flag overrides."""
-    from safegen_train.config import ConfigError
-
     # 1. The settings: config file, --set values and flags; a resume adds the run's start overrides
     flags = dict(
         model=model,
@@ -162,27 +159,36 @@ def fit(
         _logger.info("resume: applying the run's start overrides again: %s", start)
 
     # 3. The run, recording the overrides it started with (a resume keeps those of its start)
+    recorded = {k: v for k, v in overrides.items() if k != "resume"}
+    result = _run_fit(cfg, overwrite=overwrite, overrides={**start, **recorded} if cfg.resume else recorded)
+
+    # 4. One JSON line saying where everything went
+    if _is_main_process():
+        sys.stdout.write(json.dumps(_fit_summary(result)) + "\n")
+
+
+def _run_fit(cfg: Any, *, overwrite: bool, overrides: dict[str, Any]) -> Any:
+    """The training run; settings found wrong once the run is read (e.g. a resume changing lr) exit 2 (usage)."""
+    from safegen_train.config import ConfigError
     from safegen_train.trainer import fit as run_fit
 
-    recorded = {k: v for k, v in overrides.items() if k != "resume"}
     try:
-        result = run_fit(cfg, overwrite=overwrite, overrides={**start, **recorded} if cfg.resume else recorded)
-    except ConfigError as exc:  # settings found wrong once the run is read (e.g. a resume changing lr): usage
+        return run_fit(cfg, overwrite=overwrite, overrides=overrides)
+    except ConfigError as exc:
         if _debug():
             raise
         _err(str(exc))
         raise typer.Exit(2) from None
 
-    # 4. One JSON line saying where everything went
-    summary = {
+
+def _fit_summary(result: Any) -> dict[str, Any]:
+    return {
         "output_dir": str(result.output_dir),
         "global_step": result.global_step,
         "stopped_early": result.stopped_early,
         "best_checkpoint": str(result.best_checkpoint) if result.best_checkpoint else None,
         "export_dir": str(result.export_dir) if result.export_dir else None,
     }
-    if _is_main_process():
-        sys.stdout.write(json.dumps(summary) + "\n")
 
 
 def _fit_overrides(items: list[str], flags: dict[str, Any]) -> dict[str, Any]:

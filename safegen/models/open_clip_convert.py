@@ -202,10 +202,8 @@ def open_clip_to_transformers(
     ``head_width`` override what they say. With none of them, only OpenAI CLIP shapes are
     accepted (see the module docstring).
     """
-    import torch
-    from transformers import CLIPConfig, CLIPModel
-
     sd = state_dict
+    # 1. Refuse what is not an open_clip CLIP; decide what shapes cannot tell (head widths, activation).
     if "token_embedding.weight" not in sd:
         raise SafegenError(
             f"{where}: not an open_clip CLIP checkpoint: no 'token_embedding.weight' (is it a transformers file?)"
@@ -213,84 +211,116 @@ def open_clip_to_transformers(
     arch = resolve_arch(
         sd, where=where, config=config, model_name=model_name, activation=activation, head_width=head_width
     )
+    # 2. Build the transformers configs of both towers from the tensor shapes and that description.
+    text_cfg = _text_config(sd, arch, where)
+    vision_cfg = _vision_config(sd, arch, where, projection_dim=text_cfg["projection_dim"])
+    model = _empty_clip_model(text_cfg, vision_cfg)
+    # 3. Map the open_clip tensors to transformers names.
+    mapped = _map_state_dict(sd, text_cfg["num_hidden_layers"], vision_cfg.get("num_hidden_layers"))
+    # 4. Load them, refusing a model with any tensor left unfilled.
+    _load_exactly(model, mapped, has_vision=bool(vision_cfg), where=where)
+    # 5. Record the description and keep the checkpoint's dtype.
+    model.safegen_open_clip_arch = arch
+    return _to_checkpoint_dtype(model, sd["token_embedding.weight"].dtype)
+
+
+def _text_config(sd: dict, arch: OpenClipArch, where: str) -> dict:
+    """The transformers ``CLIPTextConfig`` arguments of an open_clip text tower."""
     width = sd["token_embedding.weight"].shape[1]
-    t_layers = _count_layers(sd, "transformer.resblocks.")
     text_proj = sd.get("text_projection")
-    embed_dim = text_proj.shape[1] if text_proj is not None else width
     vocab = sd["token_embedding.weight"].shape[0]
     text_heads = arch.text_heads or max(1, width // 64)
     if width % text_heads:
         raise SafegenError(f"{where}: text width {width} is not divisible by {text_heads} heads")
-    text_cfg = dict(
+    return dict(
         vocab_size=vocab,
         hidden_size=width,
         intermediate_size=sd["transformer.resblocks.0.mlp.c_fc.weight"].shape[0],
-        num_hidden_layers=t_layers,
+        num_hidden_layers=_count_layers(sd, "transformer.resblocks."),
         num_attention_heads=text_heads,
         max_position_embeddings=sd["positional_embedding"].shape[0],
         hidden_act=arch.activation,
-        projection_dim=embed_dim,
+        projection_dim=text_proj.shape[1] if text_proj is not None else width,
         # open_clip pools at argmax(token id): the end-of-text token has the largest id.
         eos_token_id=vocab - 1,
         bos_token_id=vocab - 2,
         pad_token_id=0,
     )
-    has_vision = "visual.conv1.weight" in sd
-    vision_cfg = {}
-    if has_vision:
-        v_width = sd["visual.conv1.weight"].shape[0]
-        if v_width % arch.vision_head_width:
-            raise SafegenError(
-                f"{where}: vision width {v_width} is not a multiple of head width {arch.vision_head_width} "
-                f"({arch.described_by}); the description does not match the weights"
-            )
-        patch = sd["visual.conv1.weight"].shape[-1]
-        grid = int(round((sd["visual.positional_embedding"].shape[0] - 1) ** 0.5))
-        vision_cfg = dict(
-            hidden_size=v_width,
-            intermediate_size=sd["visual.transformer.resblocks.0.mlp.c_fc.weight"].shape[0],
-            num_hidden_layers=_count_layers(sd, "visual.transformer.resblocks."),
-            num_attention_heads=v_width // arch.vision_head_width,
-            image_size=patch * grid,
-            patch_size=patch,
-            num_channels=sd["visual.conv1.weight"].shape[1],
-            hidden_act=arch.activation,
-            projection_dim=embed_dim,
+
+
+def _vision_config(sd: dict, arch: OpenClipArch, where: str, *, projection_dim: int) -> dict:
+    """The transformers ``CLIPVisionConfig`` arguments of an open_clip vision tower; ``{}`` for text-only weights."""
+    if "visual.conv1.weight" not in sd:
+        return {}
+    v_width = sd["visual.conv1.weight"].shape[0]
+    if v_width % arch.vision_head_width:
+        raise SafegenError(
+            f"{where}: vision width {v_width} is not a multiple of head width {arch.vision_head_width} "
+            f"({arch.described_by}); the description does not match the weights"
         )
-    config_obj = CLIPConfig(text_config=text_cfg, vision_config=vision_cfg or None, projection_dim=embed_dim)
-    model = CLIPModel(config_obj)
+    patch = sd["visual.conv1.weight"].shape[-1]
+    grid = int(round((sd["visual.positional_embedding"].shape[0] - 1) ** 0.5))
+    return dict(
+        hidden_size=v_width,
+        intermediate_size=sd["visual.transformer.resblocks.0.mlp.c_fc.weight"].shape[0],
+        num_hidden_layers=_count_layers(sd, "visual.transformer.resblocks."),
+        num_attention_heads=v_width // arch.vision_head_width,
+        image_size=patch * grid,
+        patch_size=patch,
+        num_channels=sd["visual.conv1.weight"].shape[1],
+        hidden_act=arch.activation,
+        projection_dim=projection_dim,
+    )
+
+
+def _empty_clip_model(text_cfg: dict, vision_cfg: dict) -> Any:
+    """A freshly initialised transformers ``CLIPModel`` of those configs (no vision config: the default tower)."""
+    from transformers import CLIPConfig, CLIPModel
+
+    projection_dim = text_cfg["projection_dim"]
+    return CLIPModel(CLIPConfig(text_config=text_cfg, vision_config=vision_cfg or None, projection_dim=projection_dim))
+
+
+def _map_state_dict(sd: dict, text_layers: int, vision_layers: int | None) -> dict:
+    """The open_clip tensors under their transformers ``CLIPModel`` names (vision ones when ``vision_layers``)."""
     out = {}
     out["text_model.embeddings.token_embedding.weight"] = sd["token_embedding.weight"]
     out["text_model.embeddings.position_embedding.weight"] = sd["positional_embedding"]
-    out.update(_convert_blocks(sd, "transformer.resblocks.", "text_model.encoder.layers.", t_layers))
+    out.update(_convert_blocks(sd, "transformer.resblocks.", "text_model.encoder.layers.", text_layers))
     out["text_model.final_layer_norm.weight"] = sd["ln_final.weight"]
     out["text_model.final_layer_norm.bias"] = sd["ln_final.bias"]
+    text_proj = sd.get("text_projection")
     if text_proj is not None:
         out["text_projection.weight"] = text_proj.t().contiguous()
-    if has_vision:
+    if vision_layers is not None:
         out["vision_model.embeddings.patch_embedding.weight"] = sd["visual.conv1.weight"]
         out["vision_model.embeddings.class_embedding"] = sd["visual.class_embedding"]
         out["vision_model.embeddings.position_embedding.weight"] = sd["visual.positional_embedding"]
         out["vision_model.pre_layrnorm.weight"] = sd["visual.ln_pre.weight"]
         out["vision_model.pre_layrnorm.bias"] = sd["visual.ln_pre.bias"]
-        out.update(
-            _convert_blocks(
-                sd, "visual.transformer.resblocks.", "vision_model.encoder.layers.", vision_cfg["num_hidden_layers"]
-            )
-        )
+        out.update(_convert_blocks(sd, "visual.transformer.resblocks.", "vision_model.encoder.layers.", vision_layers))
         out["vision_model.post_layernorm.weight"] = sd["visual.ln_post.weight"]
         out["vision_model.post_layernorm.bias"] = sd["visual.ln_post.bias"]
         out["visual_projection.weight"] = sd["visual.proj"].t().contiguous()
     if "logit_scale" in sd:
         out["logit_scale"] = sd["logit_scale"].reshape(())
-    missing, _ = model.load_state_dict(out, strict=False)
+    return out
+
+
+def _load_exactly(model: Any, mapped: dict, *, has_vision: bool, where: str) -> None:
+    """Load the mapped tensors, refusing when any model tensor stays unfilled (a text-only model skips vision)."""
+    missing, _ = model.load_state_dict(mapped, strict=False)
     missing = [k for k in missing if not k.endswith("position_ids")]
     if not has_vision:
         missing = [k for k in missing if not k.startswith(("vision_model.", "visual_projection"))]
     if missing:
         raise SafegenError(f"{where}: could not fill {len(missing)} tensors (first: {missing[0]})")
-    model.safegen_open_clip_arch = arch
-    dtype = sd["token_embedding.weight"].dtype
+
+
+def _to_checkpoint_dtype(model: Any, dtype: torch.dtype) -> Any:
+    """The model in the checkpoint's floating dtype (float16, bfloat16 or float32; float32 for anything else)."""
+    import torch
+
     return model.to(dtype=dtype if dtype in (torch.float16, torch.bfloat16, torch.float32) else torch.float32)
 
 

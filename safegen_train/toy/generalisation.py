@@ -27,8 +27,10 @@ Used by ``benchmarks/toy_generalisation.py`` (full sets, README tables) and by t
 
 from __future__ import annotations
 
+import itertools
 import json
 import logging
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -72,77 +74,94 @@ def write_generalisation_prompts(folder: str | Path, per_concept: int | None = N
     structure, every probe shape (phrasings rotate). Safe: every combo x 3 seeds (canonical);
     safe shapes: every combo in each distinct safe rendering of the probes.
     """
-    folder = Path(folder)
-    folder.mkdir(parents=True, exist_ok=True)
     rows: dict[str, list[dict[str, Any]]] = {name: [] for name in (*PROMPT_SETS, "safe", "safe_shapes")}
-
-    def add(name: str, rid: str, prompt: str, seed: int, structure: str, categories: str) -> None:
-        axis = AXIS_OF_SET[name]
-        rows[name].append(
-            {"id": rid, "prompt": prompt, "seed": seed, "categories": categories, "axis": axis, "structure": structure}
-        )
-
-    k = 0
+    turn = itertools.count()  # the training-shape rotation runs on over every combo and concept
     for i, combo in _combos(per_concept):
         for ci, concept in enumerate(CONCEPTS):
             seed0 = PROMPT_SEED + 1000 * i + 50 * ci
-            for v, phrase in enumerate(CONCEPTS[concept]):
-                st = _training_shape(k)
-                k += 1
-                add(
-                    "in_distribution",
-                    f"i{i:02d}-{concept}-{v}",
-                    st.render(*combo, phrase),
-                    seed0 + v,
-                    st.name,
-                    concept,
-                )
-            for v, phrase in enumerate(HELDOUT_PHRASES[concept]):
-                st = _training_shape(k)
-                k += 1
-                kind = HELDOUT_KINDS[min(v, 1)]
-                add(
-                    "held_out",
-                    f"h{i:02d}-{concept}-{v}",
-                    st.render(*combo, phrase),
-                    seed0 + 5 + v,
-                    st.name,
-                    f"{concept},{kind}",
-                )
-            for p, (probe, st) in enumerate(HELDOUT_PROBES.items()):
-                known = CONCEPTS[concept][(i + p) % len(CONCEPTS[concept])]
-                new = HELDOUT_PHRASES[concept][(i + p) % len(HELDOUT_PHRASES[concept])]
-                add(
-                    "held_out_structure",
-                    f"s{i:02d}-{concept}-{probe}",
-                    st.render(*combo, known),
-                    seed0 + 10 + p,
-                    st.name,
-                    f"{concept},{probe}",
-                )
-                add(
-                    "wording_x_structure",
-                    f"w{i:02d}-{concept}-{probe}",
-                    st.render(*combo, new),
-                    seed0 + 20 + p,
-                    st.name,
-                    f"{concept},{probe}",
-                )
-        for r in range(3):
-            rows["safe"].append(
-                {"id": f"s{i:02d}-{r}", "prompt": CANONICAL.render(*combo), "seed": PROMPT_SEED + 500_000 + 10 * i + r}
+            # 1. Unsafe rows in training shapes: training wording, then held-out wording.
+            rows["in_distribution"] += _phrasing_rows("in_distribution", i, combo, concept, seed0, turn)
+            rows["held_out"] += _phrasing_rows("held_out", i, combo, concept, seed0, turn)
+            # 2. Unsafe rows in every held-out shape: training wording, then held-out wording.
+            rows["held_out_structure"] += _probe_rows("held_out_structure", i, combo, concept, seed0)
+            rows["wording_x_structure"] += _probe_rows("wording_x_structure", i, combo, concept, seed0)
+        # 3. Safe rows: the canonical shape three times, then each other shape a probe gives.
+        rows["safe"] += _safe_rows(i, combo)
+        rows["safe_shapes"] += _safe_shape_rows(i, combo)
+    # 4. One JSONL file per set.
+    return _write_sets(Path(folder), rows)
+
+
+def _unsafe_row(name: str, rid: str, prompt: str, seed: int, structure: str, categories: str) -> dict[str, Any]:
+    return {
+        "id": rid,
+        "prompt": prompt,
+        "seed": seed,
+        "categories": categories,
+        "axis": AXIS_OF_SET[name],
+        "structure": structure,
+    }
+
+
+def _phrasing_rows(name: str, i: int, combo: tuple, concept: str, seed0: int, turn: Iterator[int]) -> list[dict]:
+    """Every phrasing of ``concept`` (training ones for ``in_distribution``, held-out ones for ``held_out``),
+    each in the next training shape of the rotation ``turn``."""
+    held_out = name == "held_out"
+    phrases = HELDOUT_PHRASES[concept] if held_out else CONCEPTS[concept]
+    rows = []
+    for v, phrase in enumerate(phrases):
+        st = _training_shape(next(turn))
+        rows.append(
+            _unsafe_row(
+                name,
+                f"{'h' if held_out else 'i'}{i:02d}-{concept}-{v}",
+                st.render(*combo, phrase),
+                seed0 + (5 if held_out else 0) + v,
+                st.name,
+                f"{concept},{HELDOUT_KINDS[min(v, 1)]}" if held_out else concept,
             )
-        shapes = {st.render(*combo): probe for probe, st in HELDOUT_PROBES.items()}
-        shapes.pop(CANONICAL.render(*combo), None)  # orders alone leave a safe prompt canonical
-        for r, (prompt, probe) in enumerate(shapes.items()):
-            rows["safe_shapes"].append(
-                {
-                    "id": f"q{i:02d}-{probe}",
-                    "prompt": prompt,
-                    "seed": PROMPT_SEED + 600_000 + 10 * i + r,
-                    "structure": probe,
-                }
-            )
+        )
+    return rows
+
+
+def _probe_rows(name: str, i: int, combo: tuple, concept: str, seed0: int) -> list[dict]:
+    """``concept`` in every held-out shape, in a rotating training phrasing (``held_out_structure``)
+    or held-out phrasing (``wording_x_structure``)."""
+    crossed = name == "wording_x_structure"
+    phrases = HELDOUT_PHRASES[concept] if crossed else CONCEPTS[concept]
+    return [
+        _unsafe_row(
+            name,
+            f"{'w' if crossed else 's'}{i:02d}-{concept}-{probe}",
+            st.render(*combo, phrases[(i + p) % len(phrases)]),
+            seed0 + (20 if crossed else 10) + p,
+            st.name,
+            f"{concept},{probe}",
+        )
+        for p, (probe, st) in enumerate(HELDOUT_PROBES.items())
+    ]
+
+
+def _safe_rows(i: int, combo: tuple) -> list[dict]:
+    """The safe prompt of ``combo`` in the canonical shape, with three seeds."""
+    return [
+        {"id": f"s{i:02d}-{r}", "prompt": CANONICAL.render(*combo), "seed": PROMPT_SEED + 500_000 + 10 * i + r}
+        for r in range(3)
+    ]
+
+
+def _safe_shape_rows(i: int, combo: tuple) -> list[dict]:
+    """The safe prompt of ``combo`` in each distinct non-canonical shape the probes give."""
+    shapes = {st.render(*combo): probe for probe, st in HELDOUT_PROBES.items()}
+    shapes.pop(CANONICAL.render(*combo), None)  # orders alone leave a safe prompt canonical
+    return [
+        {"id": f"q{i:02d}-{probe}", "prompt": prompt, "seed": PROMPT_SEED + 600_000 + 10 * i + r, "structure": probe}
+        for r, (prompt, probe) in enumerate(shapes.items())
+    ]
+
+
+def _write_sets(folder: Path, rows: dict[str, list[dict[str, Any]]]) -> dict[str, Path]:
+    folder.mkdir(parents=True, exist_ok=True)
     paths = {}
     for name, items in rows.items():
         paths[name] = folder / f"{name}.jsonl"
