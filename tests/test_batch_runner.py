@@ -226,6 +226,16 @@ def test_config_raises_for_each_bad_field_with_its_name_and_reason(fields, name,
     assert str(info.value) == f"batch config: {name} {info.value.reason}"
 
 
+def test_the_dry_run_plan_is_the_configs(tmp_path):
+    from safegen.jobs.plan import preview_run
+
+    src = _jsonl(tmp_path / "p.jsonl", [{"prompt": "a", "n": 3}, {"prompt": "b"}, {"prompt": "c"}])
+    assert preview_run(BatchConfig(prompts=src, out=tmp_path / "o", n=2)).images == 7
+    plan = preview_run(BatchConfig(prompts=src, out=tmp_path / "o", n=2, limit=2, seed=-1, width=64, height=32))
+    assert (plan.rows, plan.bad_rows, plan.images) == (2, 0, 5)
+    assert not (tmp_path / "o").exists()  # planning writes nothing
+
+
 def test_a_good_config_passes_and_round_trips():
     cfg = BatchConfig(prompts="p.txt", out="o", check="x", on_unsafe="drop", keep_flagged=True, seed=-1, **FAST)
     assert BatchConfig(**cfg.to_dict()) == cfg  # run.json's config builds the same config again
