@@ -161,6 +161,40 @@ def test_dry_run_plans_without_a_model(tmp_path):
     assert res.exit_code == 0, res.output
     data = json.loads(res.stdout)
     assert (data["rows"], data["bad_rows"], data["images"]) == (2, 1, 5)
+    res = _invoke(src, "--dry-run", "--json", "-n", "2", "--limit", "1", "--seed", "-1", "--size", "64x32")
+    assert res.exit_code == 0, res.output
+    assert json.loads(res.stdout)["images"] == 3  # the plan is the config's: --limit 1 keeps row "a" (n 3)
+    res = _invoke(src, "--dry-run", "--strict")
+    assert res.exit_code == 1 and "p.jsonl:3" in res.stderr  # --strict stops at the bad row, as a run does
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--on-unsafe", "blur"], "error: --on-unsafe 'blur' needs a classifier to know what is unsafe"),
+        (["--keep-flagged"], "error: --keep-flagged needs a classifier to know what is unsafe"),
+        (["--on-unsafe", "nope", "--check", "x"], "error: --on-unsafe must be one of keep, blur, black, drop"),
+        (["--num-shards", "2", "--shard-index", "3"], "error: --shard-index must be in [0, 2)"),
+        (["--on-change", "maybe"], "error: --on-change must be one of regenerate, refuse, got 'maybe'"),
+        (["--seed", "-2"], "error: --seed must be -1 (random) or in [0, 2**63), got -2"),
+        (["--guidance", "inf"], "error: --guidance must be a finite number >= 0, got inf"),
+        (["--steps", "20000"], "error: --steps must be between 1 and 10000, got 20000"),
+        (["-n", "20000"], "error: --num-images must be between 1 and 10000, got 20000"),
+        (["--device", "tpu"], "error: --device 'tpu' is not a device"),
+        (["--attention", "flash"], "error: --attention 'flash' is unknown"),
+        (["--threshold", "2", "--check", "x"], "error: --threshold must be a finite number in [0, 1], got 2.0"),
+        (["--size", "30x30"], "Invalid value for --size"),
+        (["--activation", "relu"], "Invalid value for --activation"),
+    ],
+)
+def test_a_dry_run_with_a_bad_option_fails_exactly_like_a_run(tmp_path, args, message):
+    src = _prompts(tmp_path / "p.txt", 1)
+    out = tmp_path / "o"
+    run = _invoke(src, "--out", out, "--model", "nobody/none", *args)
+    dry = _invoke(src, "--out", out, "--model", "nobody/none", *args, "--dry-run")
+    assert run.exit_code == dry.exit_code == 2, (run.output, dry.output)
+    assert message in dry.stderr and dry.stderr == run.stderr  # the flag is named, never the config field
+    assert "batch config" not in dry.stderr and dry.stdout == "" and not out.exists()
 
 
 # ------------------------------------------------------------------ processes

@@ -10,9 +10,10 @@ import pytest
 from helpers import FlagAll
 from PIL import Image
 
-from safegen.core.errors import SafegenError
+from safegen.core.errors import SafegenError, UsageError
 from safegen.core.io import read_png_parameters
 from safegen.jobs import BatchConfig, BatchRunner, read_manifest, repair_manifest, run_batch, summarize
+from safegen.jobs.config import BatchConfigError
 
 FAST = dict(steps=2, width=32, height=32, device="cpu")
 
@@ -189,6 +190,55 @@ def test_config_validation_names_the_field():
         BatchConfig(prompts="p.txt", out="o", on_unsafe="blur")
     with pytest.raises(SafegenError, match="shard_index must be in"):
         BatchConfig(prompts="p.txt", out="o", num_shards=2, shard_index=2)
+
+
+@pytest.mark.parametrize(
+    ("fields", "name", "reason"),
+    [
+        ({"on_unsafe": "nope", "check": "x"}, "on_unsafe", "must be one of keep, blur, black, drop, got 'nope'"),
+        ({"on_unsafe": "blur"}, "on_unsafe", "'blur' needs a classifier to know what is unsafe: set check"),
+        ({"keep_flagged": True}, "keep_flagged", "needs a classifier to know what is unsafe: set check"),
+        ({"num_shards": 0}, "num_shards", "must be >= 1, got 0"),
+        ({"num_shards": 2, "shard_index": 2}, "shard_index", "must be in [0, 2) (one of the 2 shards"),
+        ({"shard_index": -1}, "shard_index", "must be in [0, 1)"),
+        ({"on_change": "maybe"}, "on_change", "must be one of regenerate, refuse, got 'maybe'"),
+        ({"seed": -2}, "seed", "must be -1 (random) or in [0, 2**63), got -2"),
+        ({"seed": 2**63}, "seed", "must be -1 (random) or in [0, 2**63)"),
+        ({"guidance": float("nan")}, "guidance", "must be a finite number >= 0, got nan"),
+        ({"guidance": -1.0}, "guidance", "must be a finite number >= 0, got -1.0"),
+        ({"steps": 0}, "steps", "must be between 1 and 10000, got 0"),
+        ({"n": 10_001}, "n", "must be between 1 and 10000, got 10001"),
+        ({"device": "tpu"}, "device", "'tpu' is not a device; use auto, cpu, cuda, cuda:N or mps"),
+        ({"attention": "flash"}, "attention", "'flash' is unknown; choose auto, sdpa, xformers, eager"),
+        ({"threshold": 1.5}, "threshold", "must be a finite number in [0, 1], got 1.5"),
+        ({"threshold": float("inf")}, "threshold", "must be a finite number in [0, 1], got inf"),
+        ({"width": 30}, "width", "must be a positive multiple of 8, got 30"),
+        ({"height": 0}, "height", "must be a positive multiple of 8, got 0"),
+        ({"batch_size": 0}, "batch_size", "must be >= 1, got 0"),
+        ({"limit": 0}, "limit", "must be >= 1, got 0"),
+    ],
+)
+def test_config_raises_for_each_bad_field_with_its_name_and_reason(fields, name, reason):
+    with pytest.raises(BatchConfigError) as info:
+        BatchConfig(prompts="p.txt", out="o", **fields)
+    assert isinstance(info.value, UsageError)  # the CLI exits 2
+    assert info.value.field == name and info.value.reason.startswith(reason)
+    assert str(info.value) == f"batch config: {name} {info.value.reason}"
+
+
+def test_the_dry_run_plan_is_the_configs(tmp_path):
+    from safegen.jobs.plan import preview_run
+
+    src = _jsonl(tmp_path / "p.jsonl", [{"prompt": "a", "n": 3}, {"prompt": "b"}, {"prompt": "c"}])
+    assert preview_run(BatchConfig(prompts=src, out=tmp_path / "o", n=2)).images == 7
+    plan = preview_run(BatchConfig(prompts=src, out=tmp_path / "o", n=2, limit=2, seed=-1, width=64, height=32))
+    assert (plan.rows, plan.bad_rows, plan.images) == (2, 0, 5)
+    assert not (tmp_path / "o").exists()  # planning writes nothing
+
+
+def test_a_good_config_passes_and_round_trips():
+    cfg = BatchConfig(prompts="p.txt", out="o", check="x", on_unsafe="drop", keep_flagged=True, seed=-1, **FAST)
+    assert BatchConfig(**cfg.to_dict()) == cfg  # run.json's config builds the same config again
 
 
 def test_scheduler_shards_cover_every_row_once_and_merge(tmp_path, tiny_safe_pipe):

@@ -5,8 +5,9 @@ machine-readable form). Exit codes: 0 done (bad input rows are reported, not fat
 unless ``--strict``), 1 runtime error or images that failed to generate, 2 usage error,
 130 interrupted (re-run the same command to resume).
 
-The job itself is :mod:`safegen.jobs` (the runner, the dry-run plan, the folder's merge and
-summary); this module checks options and prints.
+The job itself is :mod:`safegen.jobs` (the config that checks the options, the runner, the
+dry-run plan, the folder's merge and summary); this module builds the config, naming the
+flag in its errors, and prints.
 """
 
 from __future__ import annotations
@@ -21,8 +22,7 @@ import typer
 
 from safegen.cli._common import (
     Command,
-    check_generation_options,
-    check_number,
+    check_output_folder,
     cli_errors,
     console,
     encoder_kwargs,
@@ -54,11 +54,17 @@ from safegen.cli.options import (
     shard_index_option,
     steps_option,
 )
+from safegen.core.errors import UsageError
+from safegen.core.terminal import job_progress
+from safegen.data.prompt_sets import resolve_prompt_file
+from safegen.jobs.config import BatchConfig, BatchConfigError
+from safegen.jobs.plan import preview_run
+from safegen.jobs.run_folder import BATCH_COMMAND, merge_run_folder, summarize
 
 _logger = logging.getLogger(__name__)
 
-ON_UNSAFE_CHOICES = ("keep", "blur", "black", "drop")
-ON_CHANGE_CHOICES = ("regenerate", "refuse")
+# The flag that sets each BatchConfig field, where it is not the field's name with dashes (--on-unsafe).
+FLAGS = {"prompts": "FILE", "encoder_base": "--base", "n": "--num-images", "width": "--size", "height": "--size"}
 
 
 def _say(con: Any, message: str) -> None:
@@ -89,7 +95,7 @@ def _print_summary(con: Any, summary: dict[str, Any]) -> None:
 
 
 @cli_errors
-def batch(
+def batch(  # over 80 lines by its 30 options and BatchConfig's 27 fields, one line each; the body is steps 1-4
     file: Annotated[
         Path | None, typer.Argument(help="Prompt file: .txt, .jsonl or .csv (I2P / research CSVs).")
     ] = None,
@@ -143,49 +149,19 @@ def batch(
     Under torchrun / accelerate launch every process takes its own share of the rows.
     Exit 0 done, 1 error or failed images, 2 usage, 130 interrupted.
     """
-    # Over 80 lines with the signature, which declares one option a line; the body is steps 1-4.
     con = console()
     # 1. --summary / --merge OUT: report on an output folder (folding finished shards in first).
     if summary is not None or merge is not None:
         _summary_or_merge(con, summary, merge, json_out)
         return
-    # 2. Check every option before a prompt is read or a model loaded.
+    # 2. The config (it checks every option), then the output folder: before a prompt is read or a model loaded.
     if file is None:
         raise typer.BadParameter("give a prompt file (or --summary OUT / --merge OUT)", param_hint="FILE")
-    from safegen.data.prompt_sets import resolve_prompt_file
-
     file = resolve_prompt_file(file, "FILE")  # a path, or a shipped set by name: i2p, coco
-    if on_unsafe not in ON_UNSAFE_CHOICES:
-        raise typer.BadParameter(f"choose one of {', '.join(ON_UNSAFE_CHOICES)}", param_hint="--on-unsafe")
-    if (on_unsafe != "keep" or keep_flagged) and not check:
-        raise typer.BadParameter(
-            "needs --check CLASSIFIER to know what is unsafe", param_hint="--on-unsafe/--keep-flagged"
-        )
-    if shard_index >= num_shards:
-        raise typer.BadParameter(f"must be below --num-shards ({num_shards})", param_hint="--shard-index")
-    if on_change not in ON_CHANGE_CHOICES:
-        raise typer.BadParameter(f"choose one of {', '.join(ON_CHANGE_CHOICES)}", param_hint="--on-change")
-    check_generation_options(
-        seed=seed, guidance=guidance, steps=steps, num_images=num_images, device=device, attention=attention
-    )
-    check_number(threshold, "--threshold", maximum=1.0)
     width, height = parse_size(size)
-    out = out if out is not None else Path("outputs") / "batch" / file.stem
-    from safegen.core.output_folder import check_output_folder
-    from safegen.jobs.run_folder import BATCH_COMMAND
-
-    check_output_folder(out, BATCH_COMMAND)  # a user's folder is refused before any model loads
-    # 3. --dry-run: read and plan only.
-    if dry_run:
-        plan = dict(limit=limit, n=num_images, seed=seed, width=width, height=height)
-        _preview(con, file, out, strict=strict, plan=plan, json_out=json_out)
-        return
-    # 4. Run, then report the counts (exit code 1 for failed images, 128 + N for signal N).
-    from safegen.jobs import BatchConfig
-
-    config = BatchConfig(
+    config = _config(
         prompts=file,
-        out=out,
+        out=out if out is not None else Path("outputs") / "batch" / file.stem,
         preset=preset,
         model=model,
         safe_encoder=safe_encoder,
@@ -212,19 +188,26 @@ def batch(
         shard_index=shard_index,
         on_change=on_change,
     )
+    check_output_folder(config.out, BATCH_COMMAND)  # a user's folder is refused before any model loads
+    # 3. --dry-run: read and plan only.
+    if dry_run:
+        _preview(con, config, json_out)
+        return
+    # 4. Run, then report the counts (exit code 1 for failed images, 128 + N for signal N, 130 aborted).
+    _report(_run(config, con), con, json_out)
+
+
+def _config(**fields: Any) -> BatchConfig:
+    """``BatchConfig(**fields)``, the one check of the options; its errors name the flag the user typed."""
     try:
-        result = _run(config, con)
-    except KeyboardInterrupt:
-        # A second Ctrl-C (or one before the first batch): the images on disk and the manifest stay valid.
-        _say(con, f"aborted; finished images are kept, resume with:\n  {_resume_command()}")
-        raise typer.Exit(130) from None
-    _report(result, con, json_out)
+        return BatchConfig(**fields)
+    except BatchConfigError as exc:
+        flag = FLAGS.get(exc.field, "--" + exc.field.replace("_", "-"))
+        raise UsageError(f"{flag} {exc.reason}") from None
 
 
 def _summary_or_merge(con: Any, summary: Path | None, merge: Path | None, json_out: bool) -> None:
     """--summary OUT prints a folder's counts; --merge OUT folds its finished shards in, then prints them."""
-    from safegen.jobs.run_folder import merge_run_folder, summarize
-
     if merge is not None:
         if not (merge / "run.json").is_file():
             raise typer.BadParameter(f"{merge} is not a batch output folder (no run.json)", param_hint="--merge")
@@ -233,25 +216,13 @@ def _summary_or_merge(con: Any, summary: Path | None, merge: Path | None, json_o
     print_json(counts) if json_out else _print_summary(con, counts)
 
 
-def _preview(
-    con: Any,
-    file: Path,
-    out: Path,
-    *,
-    strict: bool,
-    plan: dict[str, Any],
-    json_out: bool,
-) -> None:
-    """--dry-run: the prompt file's problems on stderr, the counts on stdout; ``plan``: preview_run's options."""
-    from safegen.jobs import read_prompts
-    from safegen.jobs.plan import preview_run
-
-    prompt_file = read_prompts(file, strict=strict)
-    for w in prompt_file.warnings:
+def _preview(con: Any, config: BatchConfig, json_out: bool) -> None:
+    """--dry-run: the prompt file's problems on stderr, the counts of what ``config`` would make on stdout."""
+    counts = preview_run(config)
+    for w in counts.warnings:
         _say(con, f"warning: {w}")
-    for e in prompt_file.errors:
+    for e in counts.errors:
         _say(con, f"bad row: {e}")
-    counts = preview_run(prompt_file, out, **plan)
     if json_out:
         print_json(counts.to_dict())
     else:
@@ -267,9 +238,8 @@ class _WarningsToConsole(logging.Handler):
         _say(self.con, f"warning: {record.getMessage()}")
 
 
-def _run(config: Any, con: Any) -> Any:
-    from safegen.core.terminal import job_progress
-    from safegen.jobs import BatchRunner
+def _run(config: BatchConfig, con: Any) -> Any:
+    from safegen.jobs.runner import BatchRunner  # torch: imported only to run
 
     handler = _WarningsToConsole(con)
     # The runner's warnings and the prompt file reader's (unknown columns, ...): one console line each.
@@ -279,6 +249,10 @@ def _run(config: Any, con: Any) -> Any:
     try:
         with job_progress("batch") as bar:
             return BatchRunner(config, progress=lambda done, total: bar.update(done, total)).run()
+    except KeyboardInterrupt:
+        # A second Ctrl-C (or one before the first batch): the images on disk and the manifest stay valid.
+        _say(con, f"aborted; finished images are kept, resume with:\n  {_resume_command()}")
+        raise typer.Exit(130) from None
     finally:
         for logger in loggers:
             logger.removeHandler(handler)

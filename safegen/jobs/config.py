@@ -1,25 +1,63 @@
 """What a batch run is asked to do (:class:`BatchConfig`) and what one process of it did (:class:`BatchResult`).
 
-The config is checked once, in ``__post_init__``, with errors that name the field; the
-resolved config is what ``run.json`` records. The result is what the CLI prints (and
-``--json`` dumps).
+The config is checked once, in ``__post_init__``, with errors that name the field
+(:class:`BatchConfigError`; the CLI names the flag instead); the resolved config is what
+``run.json`` records. The result is what the CLI prints (and ``--json`` dumps).
 """
 
 from __future__ import annotations
 
-import math
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
-from safegen.core.checks import ATTENTION_CHOICES, MAX_IMAGES, MAX_STEPS
-from safegen.core.errors import SafegenError, UsageError
+from safegen.core.checks import (
+    ATTENTION_CHOICES,
+    MAX_IMAGES,
+    MAX_STEPS,
+    check_attention,
+    check_count,
+    check_number,
+    check_seed,
+)
+from safegen.core.devices import check_device
+from safegen.core.errors import UsageError
 from safegen.core.io import clip_text
-from safegen.core.seeds import is_valid_seed
 from safegen.jobs.policy import ON_UNSAFE
 
 ON_CHANGE = ("regenerate", "refuse")
-ATTENTION = ATTENTION_CHOICES
+ATTENTION = ATTENTION_CHOICES  # kept for importers; the checks use core/checks
+
+
+class BatchConfigError(UsageError):
+    """A :class:`BatchConfig` field that does not make a runnable request.
+
+    ``field`` names it and ``reason`` says what is wrong and what to do; the message is
+    "batch config: FIELD REASON" (the CLI says "--FLAG REASON" instead).
+    """
+
+    def __init__(self, field: str, reason: str):
+        super().__init__(f"batch config: {field} {reason}")
+        self.field = field
+        self.reason = reason
+
+
+def _check(name: str, check: Callable[[], object]) -> None:
+    """Run one of core/checks' checks on field ``name``; its error becomes the field's.
+
+    Those checks put the name they are given (or their flag) first, then the reason: the
+    reason is kept, so the limits and their wording have one home.
+    """
+    try:
+        check()
+    except UsageError as exc:
+        raise BatchConfigError(name, str(exc).split(" ", 1)[-1]) from None
+
+
+def _check_choice(name: str, value: str, choices: tuple[str, ...]) -> None:
+    if value not in choices:
+        raise BatchConfigError(name, f"must be one of {', '.join(choices)}, got '{clip_text(str(value), 40)}'")
 
 
 @dataclass
@@ -60,41 +98,35 @@ class BatchConfig:
     )
 
     def __post_init__(self) -> None:
-        def bad(name: str, why: str) -> SafegenError:
-            return UsageError(f"batch config: {name} {why}")
-
-        if not 1 <= self.steps <= MAX_STEPS:
-            raise bad("steps", f"must be between 1 and {MAX_STEPS}, got {self.steps}")
-        if not math.isfinite(self.guidance) or self.guidance < 0:
-            raise bad("guidance", f"must be a finite number >= 0, got {self.guidance}")
-        if self.threshold is not None and (not math.isfinite(self.threshold) or not 0 <= self.threshold <= 1):
-            raise bad("threshold", f"must be a number in [0, 1], got {self.threshold}")
-        if self.on_change not in ON_CHANGE:
-            raise bad("on_change", f"must be one of {', '.join(ON_CHANGE)}, got '{self.on_change}'")
-        if self.attention not in ATTENTION:
-            raise bad("attention", f"must be one of {', '.join(ATTENTION)}, got '{clip_text(self.attention, 40)}'")
+        # In the order `safegen batch` has always reported them (it names each field by its flag).
+        bad = BatchConfigError
+        _check_choice("on_unsafe", self.on_unsafe, ON_UNSAFE)
+        needs_classifier = "needs a classifier to know what is unsafe: set check (--check NAME, e.g. nudenet)"
+        if self.on_unsafe != "keep" and not self.check:
+            raise bad("on_unsafe", f"'{self.on_unsafe}' {needs_classifier}")
+        if self.keep_flagged and not self.check:
+            raise bad("keep_flagged", needs_classifier)
+        if self.num_shards < 1:
+            raise bad("num_shards", f"must be >= 1, got {self.num_shards}")
+        if not 0 <= self.shard_index < self.num_shards:
+            shards = f"one of the {self.num_shards} shards, counting from 0"
+            raise bad("shard_index", f"must be in [0, {self.num_shards}) ({shards}), got {self.shard_index}")
+        _check_choice("on_change", self.on_change, ON_CHANGE)
+        _check("seed", lambda: check_seed(self.seed, "seed"))
+        _check("guidance", lambda: check_number(self.guidance, "guidance"))
+        _check("steps", lambda: check_count(self.steps, "steps", MAX_STEPS))
+        _check("n", lambda: check_count(self.n, "n", MAX_IMAGES))
+        _check("device", lambda: check_device(self.device))
+        _check("attention", lambda: check_attention(self.attention))
+        _check("threshold", lambda: check_number(self.threshold, "threshold", maximum=1.0))
         for name in ("width", "height"):
             value = getattr(self, name)
             if value is not None and (value <= 0 or value % 8):
                 raise bad(name, f"must be a positive multiple of 8, got {value}")
-        if not 1 <= self.n <= MAX_IMAGES:
-            raise bad("n", f"must be between 1 and {MAX_IMAGES}, got {self.n}")
-        if not is_valid_seed(self.seed):
-            raise bad("seed", f"must be -1 or in [0, 2**63), got {self.seed}")
         if self.batch_size < 1:
             raise bad("batch_size", f"must be >= 1, got {self.batch_size}")
-        if self.on_unsafe not in ON_UNSAFE:
-            raise bad("on_unsafe", f"must be one of {', '.join(ON_UNSAFE)}, got '{self.on_unsafe}'")
-        if self.on_unsafe != "keep" and not self.check:
-            raise bad("on_unsafe", f"'{self.on_unsafe}' needs a classifier: pass check (--check NAME)")
-        if self.keep_flagged and not self.check:
-            raise bad("keep_flagged", "needs a classifier: pass check (--check NAME)")
         if self.limit is not None and self.limit < 1:
             raise bad("limit", f"must be >= 1, got {self.limit}")
-        if self.num_shards < 1:
-            raise bad("num_shards", f"must be >= 1, got {self.num_shards}")
-        if not 0 <= self.shard_index < self.num_shards:
-            raise bad("shard_index", f"must be in [0, {self.num_shards}), got {self.shard_index}")
 
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)

@@ -13,10 +13,13 @@ import json
 import logging
 from collections.abc import Iterable, Sequence
 from dataclasses import asdict, dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from safegen.core.io import path_inside, sanitize_stem
-from safegen.data.prompt_files import PromptFile, PromptRow
+from safegen.data.prompt_files import PromptRow, read_prompts
+
+if TYPE_CHECKING:
+    from safegen.jobs.config import BatchConfig
 
 _logger = logging.getLogger(__name__)
 
@@ -195,23 +198,16 @@ class RunPreview:
         return asdict(self)
 
 
-def preview_run(
-    prompt_file: PromptFile,
-    out: Any,
-    *,
-    limit: int | None = None,
-    n: int = 1,
-    seed: int = 0,
-    width: int | None = None,
-    height: int | None = None,
-) -> RunPreview:
-    """Plan ``prompt_file``'s images for the output folder ``out`` and count them; loads nothing.
+def preview_run(config: BatchConfig) -> RunPreview:
+    """What a run of ``config`` would make, counted without a model: its prompt file read, its images planned.
 
-    Only the count matters here, so a size left to the model counts as any, and seed -1
-    (picked at run time) as 0.
+    The rows are the ones the runner takes (``strict``, ``limit``). Only the count matters
+    here, so a size left to the model counts as any, and seed -1 (picked at run time) as 0.
     """
-    rows = prompt_file.rows[:limit] if limit else prompt_file.rows
-    jobs = plan_jobs(rows, Defaults(n=n, seed=max(seed, 0), width=width or 8, height=height or 8), out)
+    prompt_file = read_prompts(config.prompts, strict=config.strict)
+    rows = prompt_file.rows[: config.limit] if config.limit else prompt_file.rows
+    defaults = Defaults(n=config.n, seed=max(config.seed, 0), width=config.width or 8, height=config.height or 8)
+    jobs = plan_jobs(rows, defaults, config.out)
     return RunPreview(
         rows=len(rows),
         bad_rows=len(prompt_file.errors),
