@@ -108,11 +108,11 @@ class LossConfig(_ConfigMixin):
     text_tokens_safe: float = field(
         default=0.0, metadata=_help("Weight of the safe-caption per-token preservation (off at 0; beyond the paper).")
     )
-    text_tokens_safe_padding: bool = field(
+    text_tokens_padding: bool = field(
         default=False,
         metadata=_help(
-            "Let text_tokens_safe hold the padding positions too: Stable Diffusion reads every position, "
-            "padding included, and the causal encoder writes the prompt into them."
+            "Token terms read captions without an attention mask, as Stable Diffusion does, and the safe term "
+            "holds the padding positions too (SD reads them; the causal encoder writes the prompt into them)."
         ),
     )
     text_tokens_unsafe: float = field(

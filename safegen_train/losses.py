@@ -182,8 +182,8 @@ class SafeCLIPLoss(nn.Module):
       and the reference ones (``safe_text_tokens`` vs ``ref_text_tokens``, (B, L, H), mask
       ``safe_text_mask``). The input is identical on both sides, so positions align exactly:
       this is what keeps Stable Diffusion's view of safe prompts unchanged. Padding positions
-      count only with ``text_tokens_safe_padding`` (Stable Diffusion reads them, and the
-      causal encoder writes the prompt into them).
+      count only with ``text_tokens_padding`` (Stable Diffusion reads them, and the causal
+      encoder writes the prompt into them; the model then encodes the token states unmasked).
     - ``text_tokens_unsafe``: the unsafe caption's token states pulled toward the safe
       reference token set by a symmetric Chamfer cosine distance (``unsafe_text_tokens`` /
       ``unsafe_text_mask`` vs ``ref_text_tokens`` / ``safe_text_mask``). Unlike the image
@@ -292,7 +292,7 @@ class SafeCLIPLoss(nn.Module):
             hidden["vision_patch_safe"] = cosine_distance(safe_image_tokens, ref_image_tokens)
         if cfg.text_tokens_safe and safe_text_tokens is not None and ref_text_tokens is not None:
             per_token = 1.0 - F.cosine_similarity(safe_text_tokens.float(), ref_text_tokens.float(), dim=-1)  # (B, L)
-            if safe_text_mask is None or cfg.text_tokens_safe_padding:
+            if safe_text_mask is None or cfg.text_tokens_padding:
                 hidden["text_tokens_safe"] = per_token.mean()
             else:
                 m = safe_text_mask.float()

@@ -279,6 +279,10 @@ class SafeCLIPModule(nn.Module):
     ) -> tuple[torch.Tensor, torch.Tensor | None]:
         """Projected text embedding (B, D) and, if asked, the token states (B, L, H) of the chosen layer."""
         layer = self.loss_config.text_hidden_layer
+        if tokens and self.loss_config.text_tokens_padding:
+            # Stable Diffusion encodes prompts with no attention mask: padding states then attend to
+            # earlier padding. Causal attention leaves the real tokens and the pooled end token unchanged.
+            attention_mask = None
         out = clip.text_model(
             input_ids=input_ids, attention_mask=attention_mask, output_hidden_states=tokens and layer != -1
         )

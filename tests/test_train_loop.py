@@ -258,3 +258,23 @@ def test_validation_table_and_best_checkpoint(train_world, tmp_path):
     val_lines = [x for x in val_lines if x["split"] == "val"]
     assert [x["step"] for x in val_lines] == [2, 4] and "val/U-G/i2t/R@20" in val_lines[0]
     assert (tmp_path / "run" / "checkpoints" / "best" / "trainable.safetensors").is_file()
+
+
+def test_token_terms_read_captions_as_stable_diffusion_does_with_text_tokens_padding(train_world):
+    """With loss.text_tokens_padding the token states are the unmasked ones SD reads; pooled embeddings do not move."""
+    from safegen_train.config import LossConfig
+
+    states = {}
+    for padding in (False, True):
+        loss = LossConfig(text_tokens_safe=1.0, text_tokens_padding=padding)
+        _, _, module, batch = _module_and_batch(train_world, loss=loss)
+        with torch.no_grad():
+            states[padding] = module.eval()(batch)
+            sd_view = module.clip.text_model(input_ids=batch["safe_input_ids"]).last_hidden_state
+    mask = batch["safe_attention_mask"].bool()
+    assert (~mask).any()  # the batch has padding positions
+    masked, unmasked = states[False]["safe_text_tokens"], states[True]["safe_text_tokens"]
+    torch.testing.assert_close(unmasked, sd_view)
+    torch.testing.assert_close(masked[mask], unmasked[mask])  # causal: real tokens are the same
+    assert not torch.allclose(masked[~mask], unmasked[~mask])  # padding is what differs
+    torch.testing.assert_close(states[False]["safe_text"], states[True]["safe_text"])

@@ -160,7 +160,7 @@ def test_chamfer_is_order_free_masked_and_zero_on_same_set():
 
 
 def test_safe_token_term_holds_padding_only_when_asked():
-    """Stable Diffusion reads padding states too: text_tokens_safe_padding counts their drift."""
+    """Stable Diffusion reads padding states too: text_tokens_padding counts their drift."""
     g = torch.Generator().manual_seed(2)
     ref = torch.randn(2, 6, 8, generator=g)
     drifted = ref.clone()
@@ -169,6 +169,6 @@ def test_safe_token_term_holds_padding_only_when_asked():
     args = dict(safe_text_tokens=drifted, ref_text_tokens=ref, safe_text_mask=mask)
     masked = SafeCLIPLoss(LossConfig(text_tokens_safe=1.0))(**args)["text_tokens_safe"]
     assert masked.item() == pytest.approx(0.0, abs=1e-6)
-    held = SafeCLIPLoss(LossConfig(text_tokens_safe=1.0, text_tokens_safe_padding=True))(**args)["text_tokens_safe"]
+    held = SafeCLIPLoss(LossConfig(text_tokens_safe=1.0, text_tokens_padding=True))(**args)["text_tokens_safe"]
     hand = _hand_cos_term(drifted.reshape(-1, 8), ref.reshape(-1, 8))
     assert held.item() == pytest.approx(hand, rel=1e-5) and held.item() > 0.1
