@@ -191,6 +191,11 @@ def test_bad_budget_is_a_usage_error(tmp_path):
         app, ["eval", "attack", "--prompts", str(prompts), "--preset", "toy", "--attacks", "telepathy"]
     )
     assert result.exit_code == 2 and "telepathy" in result.output
+    # A malformed --attack-option is a usage error naming the flag (it was a traceback: the flag went in as ctx).
+    result = CliRunner().invoke(
+        app, ["eval", "attack", "--prompts", str(prompts), "--preset", "toy", "--attack-option", "length8"]
+    )
+    assert result.exit_code == 2 and "--attack-option" in result.output and "ATTACK.KNOB=VALUE" in result.output
 
 
 def test_image_pgd_stays_in_the_ball_and_moves_the_safe_tower_towards_the_original():

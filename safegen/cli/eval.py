@@ -556,7 +556,7 @@ def _parse_attack_options(items: list[str] | None) -> dict[str, dict]:
         attack, dot, knob = key.partition(".")
         if not sep or not dot or not knob:
             raise typer.BadParameter(
-                f"'{item}' must look like ATTACK.KNOB=VALUE (adaptive.length=8)", "--attack-option"
+                f"'{item}' must look like ATTACK.KNOB=VALUE (adaptive.length=8)", param_hint="--attack-option"
             )
         try:
             value = json.loads(raw)
