@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 
 import pytest
 import torch
@@ -10,12 +11,13 @@ from PIL import Image
 from typer.testing import CliRunner
 
 from safegen.cli.main import app
-from safegen.core.errors import SafegenError
+from safegen.core.errors import SafegenError, UsageError
 from safegen.evaluation.i2t_eval import token_f1
 from safegen.evaluation.methods import parse_method
 from safegen.evaluation.report import compare_reports, contact_sheet, markdown_report, write_report
 from safegen.evaluation.retrieval_eval import unsafe_top1_share
 from safegen.evaluation.stats import bootstrap_interval, group_by, split_categories, summarize
+from safegen.evaluation.t2i_eval import T2IEvalConfig
 from safegen.evaluation.text_safety import WordListTextClassifier
 
 runner = CliRunner()
@@ -51,6 +53,63 @@ def test_method_names_parse_and_bad_ones_are_clear():
         parse_method("sld-ultra")
     with pytest.raises(SafegenError, match="two SLD levels"):
         parse_method("sld-weak+sld-max")
+
+
+# A bad setting is refused when the config is built (by Python users as by `safegen eval t2i`), the
+# message naming the field by its flag (width/height: --size), before any model loads.
+T2I_BAD_FIELDS = [
+    ("methods", [], "--methods: name at least one method"),
+    ("steps", 0, "--steps must be between 1 and 10000, got 0"),
+    ("steps", 10_001, "--steps must be between 1 and 10000"),
+    ("guidance", -1.0, "--guidance must be a finite number >= 0, got -1.0"),
+    ("guidance", float("nan"), "--guidance must be a finite number"),
+    ("width", 100, "--size: width must be a positive multiple of 8, got 100"),
+    ("height", 0, "--size: height must be a positive multiple of 8, got 0"),
+    ("seed", 2**70, "--seed must be -1 (random) or in [0, 2**63)"),
+    ("batch_size", 0, "--batch-size must be >= 1, got 0"),
+    ("limit", 0, "--limit must be >= 1, got 0"),
+    ("quality_limit", 0, "--quality-limit must be >= 1, got 0"),
+    ("num_shards", 0, "--num-shards must be >= 1, got 0"),
+    ("shard_index", 1, "--shard-index must be in [0, --num-shards=1), got 1"),
+    ("shard_index", -1, "--shard-index must be in [0, --num-shards=1), got -1"),
+    ("device", "gpu0", "--device 'gpu0' is not a device"),
+    ("judges", ["nudenet", "no-such-judge"], "--judges: unknown judge(s) no-such-judge"),
+    ("judges", ["nudenet", "nudenet"], "--judges: judges named twice: nudenet, nudenet"),
+    ("max_failed_share", 1.5, "--max-failed-share must be a finite number in [0, 1], got 1.5"),
+]
+
+
+@pytest.mark.parametrize(("name", "value", "message"), T2I_BAD_FIELDS)
+def test_t2i_eval_config_refuses_a_bad_field(name, value, message):
+    with pytest.raises(UsageError, match=re.escape(message)):
+        T2IEvalConfig(prompts="p.txt", out="o", base="b", **{name: value})
+
+
+def test_t2i_eval_config_takes_its_defaults_and_edge_values():
+    T2IEvalConfig(prompts="p.txt", out="o", base="b")
+    T2IEvalConfig(prompts="p.txt", out="o", base="b", width=64, height=32, seed=-1, guidance=0.0, max_failed_share=1.0)
+    T2IEvalConfig(prompts="p.txt", out="o", base="b", num_shards=3, shard_index=2, judges=["nudenet", "toy"])
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--num-shards", "2", "--shard-index", "5"], "--shard-index must be in [0, --num-shards=2), got 5"),
+        (["--guidance", "-1"], "--guidance must be a finite number >= 0"),
+        (["--seed", str(2**70)], "--seed must be -1"),
+        (["--steps", "20000"], "--steps must be between 1 and 10000"),
+        (["--judges", "nudenet,nudenet-0.45"], "--judges: unknown judge(s) nudenet-0.45"),
+        (["--judges", ","], "--judges: name at least one judge"),
+        (["--methods", ","], "--methods: name at least one method"),
+    ],
+)
+def test_eval_t2i_bad_settings_exit_2_before_any_model_loads(tmp_path, args, message):
+    prompts = tmp_path / "p.txt"
+    prompts.write_text("a cat\n")
+    base = ["eval", "t2i", "--prompts", str(prompts), "--model", "nobody/none", "--out", str(tmp_path / "o")]
+    res = runner.invoke(app, [*base, "--device", "cpu", *args])
+    assert res.exit_code == 2 and message in res.output, res.output
+    assert "weights" not in res.output and not (tmp_path / "o").exists()
 
 
 def test_wordlist_classifier_matches_whole_words_only():

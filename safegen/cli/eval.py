@@ -300,7 +300,6 @@ def eval_t2i(  # over 80 lines by its 31 flags and the config's 28 fields, one l
     # 1. What needs no model is checked first: a bad flag or file must not cost a whole run.
     width, height = parse_size(size)
     check_output_folder(out, "safegen eval t2i")
-    check_device(device)
     _load_compare(compare_to)
     sources = resolve_t2i_sources(preset, model, safe_encoder)
     defaults = preset_defaults(preset)  # a preset may name its classifier and safety concept (the toy world does)
@@ -356,7 +355,7 @@ def eval_t2i(  # over 80 lines by its 31 flags and the config's 28 fields, one l
 
 
 def _names(value: str) -> list[str]:
-    """'a, b,,c' -> ['a', 'b', 'c'] (--methods, --attacks)."""
+    """'a, b,,c' -> ['a', 'b', 'c'] (--methods, --attacks, --judges)."""
     return [n.strip() for n in value.split(",") if n.strip()]
 
 
@@ -368,28 +367,19 @@ def _judges(
     q16_clip: str | None,
     q16_prompts: Path | None,
 ) -> tuple[str, list[str], dict[str, dict]]:
-    """The run's own check, the --judges (checked against the registry) and every judge's runtime options."""
+    """The run's own check, the --judges (the config checks their names) and every judge's runtime options."""
     from safegen.evaluation.choices import judge_options
 
     if judges and classifier:
         raise typer.BadParameter("give --judges or --classifier, not both (--classifier X is --judges X)")
-    judge_names = _judge_list(judges) if judges else []
+    judge_names = _names(judges) if judges else []
+    if judges and not judge_names:  # the config reads no judges as [classifier]: say so here
+        raise UsageError("--judges: name at least one judge")
     classifier = judge_names[0] if judge_names else classifier or preset_classifier
     options = {name: judge_options(name, device, q16_clip, q16_prompts) for name in judge_names or [classifier]}
     if (q16_clip or q16_prompts) and not any("clip" in o or "prompts" in o for o in options.values()):
         raise typer.BadParameter("--q16-clip/--q16-prompts need a q16 or i2p classifier or judge")
     return classifier, judge_names, options
-
-
-def _judge_list(value: str) -> list[str]:
-    """--judges a,b,c checked against the registry before any model loads."""
-    from safegen.safety.judges import ensure_known
-
-    names = [n.strip() for n in value.split(",") if n.strip()]
-    try:
-        return ensure_known(names)
-    except UsageError as exc:
-        raise typer.BadParameter(str(exc), param_hint="--judges") from None
 
 
 @app.command("i2t", cls=Command)

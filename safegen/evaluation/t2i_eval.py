@@ -26,7 +26,8 @@ from typing import Any
 
 from PIL import Image
 
-from safegen.core.devices import resolve_dtype
+from safegen.core.checks import MAX_STEPS, check_count, check_number, check_seed
+from safegen.core.devices import check_device, resolve_dtype
 from safegen.core.errors import UsageError
 from safegen.core.io import atomic_write_json, atomic_write_text
 from safegen.core.terminal import job_progress
@@ -39,6 +40,7 @@ from safegen.jobs import BatchConfig, BatchRunner
 from safegen.models.encoders import load_safe_text_encoder
 from safegen.pipelines.loading import load_t2i_pipeline
 from safegen.safety import load_classifier
+from safegen.safety.judges import ensure_known
 
 _logger = logging.getLogger(__name__)
 
@@ -90,14 +92,17 @@ class T2IEvalConfig:
     )
 
     def __post_init__(self) -> None:
-        if not self.methods:
-            raise UsageError("methods: name at least one method (e.g. original,safe-clip)")
-        if self.steps < 1:
-            raise UsageError(f"steps must be at least 1, got {self.steps}")
-        if not 0.0 <= self.max_failed_share <= 1.0:
-            raise UsageError(f"max_failed_share must be in [0, 1], got {self.max_failed_share}")
-        if len(set(self.judges)) != len(list(self.judges)):
-            raise UsageError(f"judges: each judge once, got {', '.join(self.judges)}")
+        check_run_settings(self)
+        if self.judges:
+            try:
+                ensure_known(list(self.judges))  # known names, each once
+            except UsageError as exc:
+                raise UsageError(f"--judges: {exc}") from None
+        at_least_one(self.quality_limit, "--quality-limit")
+        at_least_one(self.num_shards, "--num-shards")
+        if not 0 <= self.shard_index < self.num_shards:
+            raise UsageError(f"--shard-index must be in [0, --num-shards={self.num_shards}), got {self.shard_index}")
+        check_number(self.max_failed_share, "--max-failed-share", maximum=1.0)
 
     def judge_names(self) -> list[str]:
         """The judges of this evaluation; the first is the batch runs' own check."""
@@ -107,6 +112,28 @@ class T2IEvalConfig:
         if judge in self.judge_options:
             return dict(self.judge_options[judge])
         return dict(self.classifier_options) if judge == self.classifier else {}
+
+
+def at_least_one(value: int | None, flag: str) -> None:
+    if value is not None and value < 1:
+        raise UsageError(f"{flag} must be >= 1, got {value}")
+
+
+def check_run_settings(cfg: Any) -> None:
+    """What `eval t2i` and `eval attack` check alike, before any model loads; each error names the flag
+    (``width``/``height``: --size), as the generating commands' checks do (core/checks)."""
+    if not cfg.methods:
+        raise UsageError("--methods: name at least one method (e.g. original,safe-clip)")
+    check_count(cfg.steps, "--steps", MAX_STEPS)
+    check_number(cfg.guidance, "--guidance")
+    for name in ("width", "height"):
+        value = getattr(cfg, name)
+        if value is not None and (value <= 0 or value % 8):
+            raise UsageError(f"--size: {name} must be a positive multiple of 8, got {value}")
+    check_seed(cfg.seed)
+    at_least_one(cfg.batch_size, "--batch-size")
+    at_least_one(cfg.limit, "--limit")
+    check_device(cfg.device)
 
 
 def run_method(cfg: T2IEvalConfig, method: Method, prompts: str, folder: Path, classifier: Any, limit: int | None):
