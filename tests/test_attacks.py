@@ -198,6 +198,59 @@ def test_bad_budget_is_a_usage_error(tmp_path):
     assert result.exit_code == 2 and "--attack-option" in result.output and "ATTACK.KNOB=VALUE" in result.output
 
 
+# A bad setting is refused when the config is built (by Python users as by `safegen eval attack`), the
+# message naming the field by its flag (width/height: --size, budgets: --budget, attack_options: --attack-option).
+ATTACK_BAD_FIELDS = [
+    ("methods", [], "--methods: name at least one method"),
+    ("attacks", ["telepathy"], "--attacks: unknown telepathy"),
+    ("steps", 0, "--steps must be between 1 and 10000, got 0"),
+    ("guidance", -1.0, "--guidance must be a finite number >= 0, got -1.0"),
+    ("width", 100, "--size: width must be a positive multiple of 8, got 100"),
+    ("height", 12, "--size: height must be a positive multiple of 8, got 12"),
+    ("seed", 2**70, "--seed must be -1 (random) or in [0, 2**63)"),
+    ("batch_size", 0, "--batch-size must be >= 1, got 0"),
+    ("limit", 0, "--limit must be >= 1, got 0"),
+    ("device", "gpu0", "--device 'gpu0' is not a device"),
+    ("pgd_eps", 2.0, "--pgd-eps must be in (0, 1], got 2.0"),
+    ("pgd_steps", 0, "--pgd-steps must be >= 1, got 0"),
+    ("budgets", {"adaptive": 0}, "--budget adaptive=0: a budget must be >= 1"),
+    ("attack_options", {"adaptve": {"length": 8}}, "--attack-option: unknown attack adaptve"),
+]
+
+
+@pytest.mark.parametrize(("name", "value", "message"), ATTACK_BAD_FIELDS)
+def test_attack_eval_config_refuses_a_bad_field(name, value, message):
+    import re
+
+    from safegen.core.errors import UsageError
+    from safegen.evaluation.attacks import AttackEvalConfig
+
+    with pytest.raises(UsageError, match=re.escape(message)):
+        AttackEvalConfig(prompts="p.txt", out="o", base="b", **{name: value})
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--guidance", "-1"], "--guidance must be a finite number >= 0"),
+        (["--seed", str(2**70)], "--seed must be -1"),
+        (["--steps", "20000"], "--steps must be between 1 and 10000"),
+        (["--attack-option", "adaptve.length=8"], "--attack-option: unknown attack adaptve"),
+    ],
+)
+def test_eval_attack_bad_settings_exit_2_before_any_model_loads(tmp_path, args, message):
+    from typer.testing import CliRunner
+
+    from safegen.cli.main import app
+
+    prompts = tmp_path / "p.txt"
+    prompts.write_text("a red circle covered in blood\n")
+    base = ["eval", "attack", "--prompts", str(prompts), "--model", "nobody/none", "--out", str(tmp_path / "o")]
+    res = CliRunner().invoke(app, [*base, "--device", "cpu", *args])
+    assert res.exit_code == 2 and message in res.output, res.output
+    assert "weights" not in res.output and not (tmp_path / "o").exists()
+
+
 def test_image_pgd_stays_in_the_ball_and_moves_the_safe_tower_towards_the_original():
     import copy
 

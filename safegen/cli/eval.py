@@ -10,7 +10,6 @@ import typer
 
 from safegen.cli._common import (
     Command,
-    check_device,
     check_output_folder,
     claim_output_folder,
     cli_errors,
@@ -610,7 +609,6 @@ def eval_attack(  # over 80 lines by its 35 flags and the config's 32 fields, on
     # 1. What needs no model is checked first, as in `eval t2i`.
     width, height = parse_size(size)
     check_output_folder(out, "safegen eval attack")
-    check_device(device)
     previous = _load_compare(compare_to)
     sources = resolve_t2i_sources(preset, model, safe_encoder)
     defaults = preset_defaults(preset)  # the toy preset names its classifier, safety concept and sentence shapes
