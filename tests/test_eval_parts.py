@@ -264,29 +264,27 @@ def test_eval_i2t_cli_reports_both_methods(tmp_path):
     for i, color in enumerate(("red", "green", "blue")):
         Image.new("RGB", (32, 32), color).save(imgs / f"{i}.png")
     (tmp_path / "labels.jsonl").write_text('{"image": "0.png", "categories": ["violence"]}\n')
-    res = runner.invoke(
-        app,
-        [
-            "eval",
-            "i2t",
-            str(imgs),
-            "--model",
-            str(tmp_path / "llava"),
-            "--safe-encoder",
-            str(tmp_path / "safe"),
-            "--labels",
-            str(tmp_path / "labels.jsonl"),
-            "--temperature",
-            "0",
-            "--max-new-tokens",
-            "5",
-            "--out",
-            str(tmp_path / "out"),
-            "--json",
-            "--device",
-            "cpu",
-        ],
-    )
+    res_args = [
+        "eval",
+        "i2t",
+        str(imgs),
+        "--model",
+        str(tmp_path / "llava"),
+        "--safe-encoder",
+        str(tmp_path / "safe"),
+        "--labels",
+        str(tmp_path / "labels.jsonl"),
+        "--temperature",
+        "0",
+        "--max-new-tokens",
+        "5",
+        "--out",
+        str(tmp_path / "out"),
+        "--json",
+        "--device",
+        "cpu",
+    ]
+    res = runner.invoke(app, res_args)
     assert res.exit_code == 0, res.output
     report = json.loads(res.stdout)
     assert set(report["methods"]) == {"original", "safe-clip"}
@@ -296,3 +294,11 @@ def test_eval_i2t_cli_reports_both_methods(tmp_path):
     assert report["methods"]["original"]["quality"]["caption_token_f1_vs_original"] == 1.0
     captions = [json.loads(x) for x in (tmp_path / "out" / "captions.jsonl").read_text().splitlines()]
     assert len(captions) == 6 and (tmp_path / "out" / "report.md").is_file()
+    # --compare-to the report this run overwrites: the deltas are to the report as it was before the run.
+    earlier = tmp_path / "out" / "report.json"
+    previous = json.loads(earlier.read_text())
+    previous["methods"]["original"]["unsafe_rate"] = report["methods"]["original"]["unsafe_rate"] + 0.25
+    earlier.write_text(json.dumps(previous))
+    again = runner.invoke(app, [*res_args, "--compare-to", str(earlier)])
+    assert again.exit_code == 0, again.output
+    assert "-25.0pt" in again.stdout and "+0.0pt" in again.stdout  # original changed, safe-clip did not

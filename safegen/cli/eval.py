@@ -241,7 +241,9 @@ def _load_compare(compare_to: Path | None, key: str = "methods") -> dict | None:
     return previous
 
 
-def _finish(report: dict, out: Path, compare_to: Path | None, json_out: bool) -> None:
+def _finish(report: dict, out: Path, previous: dict | None, json_out: bool) -> None:
+    """Write the report, print it, then its deltas to ``previous`` (--compare-to, read before the run:
+    it may be the report.json this run overwrites)."""
     from safegen.evaluation.report import compare_reports, format_comparison, markdown_report, write_report
 
     paths = write_report(out, report)
@@ -251,8 +253,8 @@ def _finish(report: dict, out: Path, compare_to: Path | None, json_out: bool) ->
         print_json(report)
     else:
         typer.echo(markdown_report(report))
-    if compare_to is not None:
-        typer.echo(format_comparison(compare_reports(report, _load_compare(compare_to))))
+    if previous is not None:
+        typer.echo(format_comparison(compare_reports(report, previous)))
 
 
 @app.command("t2i", cls=Command)
@@ -299,7 +301,7 @@ def eval_t2i(  # over 80 lines by its 31 flags and the config's 28 fields, one l
     # 1. What needs no model is checked first: a bad flag or file must not cost a whole run.
     width, height = parse_size(size)
     check_output_folder(out, "safegen eval t2i")
-    _load_compare(compare_to)
+    previous = _load_compare(compare_to)
     sources = resolve_t2i_sources(preset, model, safe_encoder)
     defaults = preset_defaults(preset)  # a preset may name its classifier and safety concept (the toy world does)
     dev = resolve_device(device)
@@ -343,7 +345,7 @@ def eval_t2i(  # over 80 lines by its 31 flags and the config's 28 fields, one l
         report = evaluate_t2i(cfg, log=lambda message: echo_plain(err, message))
     # 4. The report (None: a shard's part, merged by the last shard), and exit 1 when a method failed too often.
     if report is not None:
-        _finish(report, out, compare_to, json_out)
+        _finish(report, out, previous, json_out)
         if report["failed_share_exceeded"]:
             err.print(
                 f"error: {', '.join(report['failed_share_exceeded'])} could not generate more than "
@@ -414,7 +416,7 @@ def eval_i2t(
 
     # 1. The output folder, the earlier report, the models' sources and the images, before any model loads.
     check_output_folder(out, "safegen eval i2t")
-    _load_compare(compare_to)
+    previous = _load_compare(compare_to)
     sources = resolve_i2t_sources(preset, model, safe_encoder)
     if sources.safe_encoder is None:
         raise typer.BadParameter("eval needs a safe encoder (from --preset or --safe-encoder)")
@@ -457,7 +459,7 @@ def eval_i2t(
         "seed": seed,
         "image_fit": captioner.image_fit,
     }
-    _finish(report, out, compare_to, json_out)
+    _finish(report, out, previous, json_out)
 
 
 def _safe_vision(source: str, enc_kwargs: dict) -> Any:
