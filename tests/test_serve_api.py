@@ -378,6 +378,10 @@ def test_config_validation_names_the_field():
         ServeConfig(header_timeout_s=0)
     with pytest.raises(UsageError, match="max_connections"):
         ServeConfig(max_connections=0)
+    # --port refuses 0 and 70000 (click's range); the config too, for Python users.
+    for port in (0, 70000):
+        with pytest.raises(UsageError, match=rf"port must be in \[1, 65535\], got {port}"):
+            ServeConfig(port=port)
     assert ServeConfig(check="none").check is None
     assert ServeConfig(on_unsafe="block").policy == "drop"
     assert ServeConfig().host == "127.0.0.1"

@@ -19,6 +19,7 @@ SERVE_ON_UNSAFE = ("blur", "block", "black", "keep")
 POLICY_NAME = {"blur": "blur", "block": "drop", "black": "black", "keep": "keep"}
 API_KEYS_ENV = "SAFEGEN_API_KEYS"
 LOOPBACK_HOSTS = ("127.0.0.1", "localhost", "::1")
+MAX_PORT = 65535
 
 
 @dataclass
@@ -69,7 +70,6 @@ class ServeConfig:
             return UsageError(f"serve config: {name} {why}")
 
         positive = (
-            "port",
             "steps",
             "max_steps",
             "max_batch",
@@ -81,6 +81,8 @@ class ServeConfig:
         for name in positive + ("max_upload_pixels", "max_new_tokens"):
             if int(getattr(self, name)) < 1:
                 raise bad(name, f"must be >= 1, got {getattr(self, name)}")
+        if not 1 <= self.port <= MAX_PORT:
+            raise bad("port", f"must be in [1, {MAX_PORT}], got {self.port}")
         if self.steps > self.max_steps:
             raise bad("steps", f"({self.steps}) must not exceed max_steps ({self.max_steps})")
         if self.guidance < 0:
