@@ -378,6 +378,16 @@ def test_config_validation_names_the_field():
         ServeConfig(header_timeout_s=0)
     with pytest.raises(UsageError, match="max_connections"):
         ServeConfig(max_connections=0)
+    # Refused before any model loads, as the generating commands refuse them (before, at model load, or never).
+    for bad, message in [
+        (dict(guidance=float("nan")), "guidance must be a finite number >= 0, got nan"),
+        (dict(threshold=5.0), r"threshold must be a number in \[0, 1\], got 5.0"),
+        (dict(threshold=float("nan")), "threshold must be a number"),
+        (dict(device="gpu0"), "--device 'gpu0' is not a device"),
+        (dict(attention="flash"), "--attention 'flash' is unknown"),
+    ]:
+        with pytest.raises(UsageError, match=message):
+            ServeConfig(**bad)
     # --port refuses 0 and 70000 (click's range); the config too, for Python users.
     for port in (0, 70000):
         with pytest.raises(UsageError, match=rf"port must be in \[1, 65535\], got {port}"):

@@ -6,10 +6,13 @@ safe encoder, which classifier, which files) is the operator's choice alone.
 
 from __future__ import annotations
 
+import math
 import os
 from dataclasses import asdict, dataclass, field, fields
 from typing import Any
 
+from safegen.core.checks import check_attention
+from safegen.core.devices import check_device
 from safegen.core.errors import UsageError
 from safegen.models.presets import get_preset
 
@@ -85,8 +88,12 @@ class ServeConfig:
             raise bad("port", f"must be in [1, {MAX_PORT}], got {self.port}")
         if self.steps > self.max_steps:
             raise bad("steps", f"({self.steps}) must not exceed max_steps ({self.max_steps})")
-        if self.guidance < 0:
-            raise bad("guidance", f"must be >= 0, got {self.guidance}")
+        if not math.isfinite(self.guidance) or self.guidance < 0:
+            raise bad("guidance", f"must be a finite number >= 0, got {self.guidance}")
+        if self.threshold is not None and (not math.isfinite(self.threshold) or not 0 <= self.threshold <= 1):
+            raise bad("threshold", f"must be a number in [0, 1], got {self.threshold}")
+        check_device(self.device)  # as `safegen t2i` checks them: before, a bad one failed at model load
+        check_attention(self.attention)
         if self.max_wait_ms < 0:
             raise bad("max_wait_ms", f"must be >= 0, got {self.max_wait_ms}")
         if self.timeout_s <= 0:
