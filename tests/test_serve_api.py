@@ -365,6 +365,19 @@ def test_models_health_metrics_and_page(tiny_pipes):
         assert wrong.status_code == 405 and "message" in wrong.json()["error"] and "allow" in wrong.headers
 
 
+def test_every_serve_flag_is_a_config_field_with_the_configs_default():
+    """`safegen serve` hands its flags to ServeConfig by name (cli/serve.py: config_fields): each flag maps
+    onto a field, or is named as not one, and the flags' defaults are the config's."""
+    import inspect
+
+    from safegen.cli import serve as serve_cli
+
+    params = inspect.signature(serve_cli.serve).parameters
+    defaults = {name: p.default for name, p in params.items() if name != "ctx"}
+    assert set(serve_cli.NOT_FIELDS) <= set(defaults) and set(serve_cli.FIELD_OF_FLAG) <= set(defaults)
+    assert ServeConfig(**serve_cli.config_fields(defaults)) == ServeConfig()
+
+
 def test_config_validation_names_the_field():
     from safegen.core.errors import UsageError
 
