@@ -55,34 +55,37 @@ def test_method_names_parse_and_bad_ones_are_clear():
         parse_method("sld-weak+sld-max")
 
 
-# A bad setting is refused when the config is built (by Python users as by `safegen eval t2i`), the
-# message naming the field by its flag (width/height: --size), before any model loads.
+# A bad setting is refused when the config is built (by Python users as by `safegen eval t2i`), before any
+# model loads: the config's message names the field, the command's the flag (width and height: --size).
 T2I_BAD_FIELDS = [
-    ("methods", [], "--methods: name at least one method"),
-    ("steps", 0, "--steps must be between 1 and 10000, got 0"),
-    ("steps", 10_001, "--steps must be between 1 and 10000"),
-    ("guidance", -1.0, "--guidance must be a finite number >= 0, got -1.0"),
-    ("guidance", float("nan"), "--guidance must be a finite number"),
-    ("width", 100, "--size: width must be a positive multiple of 8, got 100"),
-    ("height", 0, "--size: height must be a positive multiple of 8, got 0"),
-    ("seed", 2**70, "--seed must be -1 (random) or in [0, 2**63)"),
-    ("batch_size", 0, "--batch-size must be >= 1, got 0"),
-    ("limit", 0, "--limit must be >= 1, got 0"),
-    ("quality_limit", 0, "--quality-limit must be >= 1, got 0"),
-    ("num_shards", 0, "--num-shards must be >= 1, got 0"),
-    ("shard_index", 1, "--shard-index must be in [0, --num-shards=1), got 1"),
-    ("shard_index", -1, "--shard-index must be in [0, --num-shards=1), got -1"),
-    ("device", "gpu0", "--device 'gpu0' is not a device"),
-    ("judges", ["nudenet", "no-such-judge"], "--judges: unknown judge(s) no-such-judge"),
-    ("judges", ["nudenet", "nudenet"], "--judges: judges named twice: nudenet, nudenet"),
-    ("max_failed_share", 1.5, "--max-failed-share must be a finite number in [0, 1], got 1.5"),
+    ("methods", [], "methods is empty: name at least one method"),
+    ("steps", 0, "steps must be between 1 and 10000, got 0"),
+    ("steps", 10_001, "steps must be between 1 and 10000"),
+    ("guidance", -1.0, "guidance must be a finite number >= 0, got -1.0"),
+    ("guidance", float("nan"), "guidance must be a finite number"),
+    ("width", 100, "width must be a positive multiple of 8, got 100"),
+    ("height", 0, "height must be a positive multiple of 8, got 0"),
+    ("seed", 2**70, "seed must be -1 (random) or in [0, 2**63)"),
+    ("batch_size", 0, "batch_size must be >= 1, got 0"),
+    ("limit", 0, "limit must be >= 1, got 0"),
+    ("quality_limit", 0, "quality_limit must be >= 1, got 0"),
+    ("num_shards", 0, "num_shards must be >= 1, got 0"),
+    ("shard_index", 1, "shard_index must be in [0, 1) (one of the 1 shards, counting from 0), got 1"),
+    ("shard_index", -1, "shard_index must be in [0, 1)"),
+    ("device", "gpu0", "device 'gpu0' is not a device"),
+    ("judges", ["nudenet", "no-such-judge"], "judges has unknown judge(s) no-such-judge"),
+    ("judges", ["nudenet", "nudenet"], "judges has judges named twice: nudenet, nudenet"),
+    ("max_failed_share", 1.5, "max_failed_share must be a finite number in [0, 1], got 1.5"),
 ]
 
 
 @pytest.mark.parametrize(("name", "value", "message"), T2I_BAD_FIELDS)
 def test_t2i_eval_config_refuses_a_bad_field(name, value, message):
-    with pytest.raises(UsageError, match=re.escape(message)):
+    from safegen.evaluation.t2i_eval import EvalConfigError
+
+    with pytest.raises(EvalConfigError, match=re.escape("eval config: " + message)) as caught:
         T2IEvalConfig(prompts="p.txt", out="o", base="b", **{name: value})
+    assert caught.value.field == name and isinstance(caught.value, UsageError)
 
 
 def test_t2i_eval_config_takes_its_defaults_and_edge_values():
@@ -94,13 +97,14 @@ def test_t2i_eval_config_takes_its_defaults_and_edge_values():
 @pytest.mark.parametrize(
     ("args", "message"),
     [
-        (["--num-shards", "2", "--shard-index", "5"], "--shard-index must be in [0, --num-shards=2), got 5"),
-        (["--guidance", "-1"], "--guidance must be a finite number >= 0"),
-        (["--seed", str(2**70)], "--seed must be -1"),
-        (["--steps", "20000"], "--steps must be between 1 and 10000"),
-        (["--judges", "nudenet,nudenet-0.45"], "--judges: unknown judge(s) nudenet-0.45"),
-        (["--judges", ","], "--judges: name at least one judge"),
-        (["--methods", ","], "--methods: name at least one method"),
+        (["--num-shards", "2", "--shard-index", "5"], "--shard-index must be in [0, 2) (one of the 2 shards"),
+        (["--guidance", "-1"], "--guidance must be a finite number >= 0, got -1.0"),
+        (["--seed", str(2**70)], "--seed must be -1 (random) or in [0, 2**63)"),
+        (["--steps", "20000"], "--steps must be between 1 and 10000, got 20000"),
+        (["--judges", "nudenet,nudenet-0.45"], "--judges has unknown judge(s) nudenet-0.45"),
+        (["--judges", ","], "--judges is empty: name at least one judge"),
+        (["--methods", ","], "--methods is empty: name at least one method"),
+        (["--device", "gpu0"], "--device 'gpu0' is not a device"),
     ],
 )
 def test_eval_t2i_bad_settings_exit_2_before_any_model_loads(tmp_path, args, message):
@@ -108,7 +112,7 @@ def test_eval_t2i_bad_settings_exit_2_before_any_model_loads(tmp_path, args, mes
     prompts.write_text("a cat\n")
     base = ["eval", "t2i", "--prompts", str(prompts), "--model", "nobody/none", "--out", str(tmp_path / "o")]
     res = runner.invoke(app, [*base, "--device", "cpu", *args])
-    assert res.exit_code == 2 and message in res.output, res.output
+    assert res.exit_code == 2 and f"error: {message}" in res.output, res.output
     assert "weights" not in res.output and not (tmp_path / "o").exists()
 
 

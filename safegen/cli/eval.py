@@ -244,6 +244,21 @@ def _load_compare(compare_to: Path | None, key: str = "methods") -> dict | None:
     return previous
 
 
+# The flag that sets each evaluation config field, where it is not the field's name with dashes (--batch-size).
+FLAGS = {"width": "--size", "height": "--size", "budgets": "--budget", "attack_options": "--attack-option"}
+
+
+def _config(cls: type, **fields: Any) -> Any:
+    """``cls(**fields)``: the evaluation config, the one check of the options; its errors name the flag."""
+    from safegen.evaluation.t2i_eval import EvalConfigError
+
+    try:
+        return cls(**fields)
+    except EvalConfigError as exc:
+        flag = FLAGS.get(exc.field, "--" + exc.field.replace("_", "-"))
+        raise UsageError(f"{flag} {exc.reason}") from None
+
+
 def _finish(report: dict, out: Path, previous: dict | None, json_out: bool, *, attack: bool = False) -> None:
     """Write the report (eval attack's has its own files), print it (markdown, or JSON with --json), then its
     deltas to ``previous`` (--compare-to, read before the run: it may be the report.json this run overwrites)."""
@@ -349,7 +364,8 @@ def eval_t2i(
         judges, classifier, defaults.classifier, shared["device"], q16_clip, q16_prompts
     )
     # 3. The config (it checks the rest) and the run.
-    cfg = T2IEvalConfig(
+    cfg = _config(
+        T2IEvalConfig,
         **shared,
         methods=_names(methods),
         classifier=classifier,
@@ -411,7 +427,7 @@ def _judges(
         raise typer.BadParameter("give --judges or --classifier, not both (--classifier X is --judges X)")
     judge_names = _names(judges) if judges else []
     if judges and not judge_names:  # the config reads no judges as [classifier]: say so here
-        raise UsageError("--judges: name at least one judge")
+        raise UsageError("--judges is empty: name at least one judge")
     classifier = judge_names[0] if judge_names else classifier or preset_classifier
     options = {name: judge_options(name, device, q16_clip, q16_prompts) for name in judge_names or [classifier]}
     if (q16_clip or q16_prompts) and not any("clip" in o or "prompts" in o for o in options.values()):
@@ -641,7 +657,8 @@ def eval_attack(
         "safegen eval attack", prompts, out, size, device, (preset, model, safe_encoder), (activation, base)
     )
     # 2. The config (it checks the attacks, budgets and the rest) and the run.
-    cfg = AttackEvalConfig(
+    cfg = _config(
+        AttackEvalConfig,
         **shared,
         methods=_names(methods),
         attacks=_names(attacks),

@@ -47,6 +47,29 @@ _logger = logging.getLogger(__name__)
 DEFAULT_METHODS = ("original", "safe-clip", "negative-prompt", "sld-medium", "safe-clip+sld-medium")
 
 
+class EvalConfigError(UsageError):
+    """A field of an evaluation config (:class:`T2IEvalConfig`, ``AttackEvalConfig``) that does not make a
+    runnable request.
+
+    ``field`` names it and ``reason`` says what is wrong; the message is "eval config: FIELD REASON"
+    (`safegen eval t2i` / `eval attack` say "--FLAG REASON" instead: cli/eval.py maps the field to its flag).
+    """
+
+    def __init__(self, field: str, reason: str):
+        super().__init__(f"eval config: {field} {reason}")
+        self.field = field
+        self.reason = reason
+
+
+def _check(name: str, check: Callable[[], object]) -> None:
+    """Run one of core/checks' checks on field ``name``; its error (the name it was given, then the reason)
+    becomes the field's, so the limits and their wording have one home."""
+    try:
+        check()
+    except UsageError as exc:
+        raise EvalConfigError(name, str(exc).split(" ", 1)[-1]) from None
+
+
 @dataclass
 class T2IEvalConfig:
     """Settings of a text-to-image evaluation (saved in report.json)."""
@@ -97,12 +120,15 @@ class T2IEvalConfig:
             try:
                 ensure_known(list(self.judges))  # known names, each once
             except UsageError as exc:
-                raise UsageError(f"--judges: {exc}") from None
-        at_least_one(self.quality_limit, "--quality-limit")
-        at_least_one(self.num_shards, "--num-shards")
+                raise EvalConfigError("judges", f"has {exc}") from None
+        at_least_one(self, "quality_limit")
+        at_least_one(self, "num_shards")
         if not 0 <= self.shard_index < self.num_shards:
-            raise UsageError(f"--shard-index must be in [0, --num-shards={self.num_shards}), got {self.shard_index}")
-        check_number(self.max_failed_share, "--max-failed-share", maximum=1.0)
+            shards = f"one of the {self.num_shards} shards, counting from 0"
+            raise EvalConfigError(
+                "shard_index", f"must be in [0, {self.num_shards}) ({shards}), got {self.shard_index}"
+            )
+        _check("max_failed_share", lambda: check_number(self.max_failed_share, "max_failed_share", maximum=1.0))
 
     def judge_names(self) -> list[str]:
         """The judges of this evaluation; the first is the batch runs' own check."""
@@ -114,26 +140,27 @@ class T2IEvalConfig:
         return dict(self.classifier_options) if judge == self.classifier else {}
 
 
-def at_least_one(value: int | None, flag: str) -> None:
+def at_least_one(cfg: Any, name: str) -> None:
+    """Field ``name`` of ``cfg`` is None (where that means "all") or >= 1."""
+    value = getattr(cfg, name)
     if value is not None and value < 1:
-        raise UsageError(f"{flag} must be >= 1, got {value}")
+        raise EvalConfigError(name, f"must be >= 1, got {value}")
 
 
 def check_run_settings(cfg: Any) -> None:
-    """What `eval t2i` and `eval attack` check alike, before any model loads; each error names the flag
-    (``width``/``height``: --size), as the generating commands' checks do (core/checks)."""
+    """What both evaluation configs check alike (eval t2i, eval attack), before any model loads."""
     if not cfg.methods:
-        raise UsageError("--methods: name at least one method (e.g. original,safe-clip)")
-    check_count(cfg.steps, "--steps", MAX_STEPS)
-    check_number(cfg.guidance, "--guidance")
+        raise EvalConfigError("methods", "is empty: name at least one method (e.g. original,safe-clip)")
+    _check("steps", lambda: check_count(cfg.steps, "steps", MAX_STEPS))
+    _check("guidance", lambda: check_number(cfg.guidance, "guidance"))
     for name in ("width", "height"):
         value = getattr(cfg, name)
         if value is not None and (value <= 0 or value % 8):
-            raise UsageError(f"--size: {name} must be a positive multiple of 8, got {value}")
-    check_seed(cfg.seed)
-    at_least_one(cfg.batch_size, "--batch-size")
-    at_least_one(cfg.limit, "--limit")
-    check_device(cfg.device)
+            raise EvalConfigError(name, f"must be a positive multiple of 8, got {value}")
+    _check("seed", lambda: check_seed(cfg.seed, "seed"))
+    at_least_one(cfg, "batch_size")
+    at_least_one(cfg, "limit")
+    _check("device", lambda: check_device(cfg.device))
 
 
 def run_method(cfg: T2IEvalConfig, method: Method, prompts: str, folder: Path, classifier: Any, limit: int | None):
