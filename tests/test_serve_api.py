@@ -396,8 +396,8 @@ def test_config_validation_names_the_field():
         (dict(guidance=float("nan")), "guidance must be a finite number >= 0, got nan"),
         (dict(threshold=5.0), r"threshold must be a number in \[0, 1\], got 5.0"),
         (dict(threshold=float("nan")), "threshold must be a number"),
-        (dict(device="gpu0"), "--device 'gpu0' is not a device"),
-        (dict(attention="flash"), "--attention 'flash' is unknown"),
+        (dict(device="gpu0"), "serve config: device 'gpu0' is not a device"),
+        (dict(attention="flash"), "serve config: attention 'flash' is unknown"),
     ]:
         with pytest.raises(UsageError, match=message):
             ServeConfig(**bad)

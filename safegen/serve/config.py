@@ -92,8 +92,11 @@ class ServeConfig:
             raise bad("guidance", f"must be a finite number >= 0, got {self.guidance}")
         if self.threshold is not None and (not math.isfinite(self.threshold) or not 0 <= self.threshold <= 1):
             raise bad("threshold", f"must be a number in [0, 1], got {self.threshold}")
-        check_device(self.device)  # as `safegen t2i` checks them: before, a bad one failed at model load
-        check_attention(self.attention)
+        for name, check in (("device", check_device), ("attention", check_attention)):
+            try:  # core/checks' wording under the field's name; before, a bad one failed at model load
+                check(getattr(self, name))
+            except UsageError as exc:
+                raise bad(name, str(exc).split(" ", 1)[-1]) from None
         if self.max_wait_ms < 0:
             raise bad("max_wait_ms", f"must be >= 0, got {self.max_wait_ms}")
         if self.timeout_s <= 0:
