@@ -398,6 +398,10 @@ def test_config_validation_names_the_field():
         (dict(threshold=float("nan")), "threshold must be a number"),
         (dict(device="gpu0"), "serve config: device 'gpu0' is not a device"),
         (dict(attention="flash"), "serve config: attention 'flash' is unknown"),
+        (dict(timeout_s=float("nan")), "timeout_s must be > 0, got nan"),
+        (dict(body_timeout_s=float("nan")), "body_timeout_s must be > 0, got nan"),
+        (dict(max_wait_ms=float("nan")), "max_wait_ms must be >= 0, got nan"),
+        (dict(max_upload_mb=float("nan")), "max_upload_mb must be > 0, got nan"),
     ]:
         with pytest.raises(UsageError, match=message):
             ServeConfig(**bad)

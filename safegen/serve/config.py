@@ -97,14 +97,15 @@ class ServeConfig:
                 check(getattr(self, name))
             except UsageError as exc:
                 raise bad(name, str(exc).split(" ", 1)[-1]) from None
-        if self.max_wait_ms < 0:
+        # "not x >= 0" and "not x > 0" refuse NaN too, as --max-wait-ms and the timeouts' ranges do.
+        if not self.max_wait_ms >= 0:
             raise bad("max_wait_ms", f"must be >= 0, got {self.max_wait_ms}")
-        if self.timeout_s <= 0:
+        if not self.timeout_s > 0:
             raise bad("timeout_s", f"must be > 0, got {self.timeout_s}")
         for name in ("header_timeout_s", "body_timeout_s"):
-            if getattr(self, name) <= 0:
+            if not getattr(self, name) > 0:
                 raise bad(name, f"must be > 0, got {getattr(self, name)}")
-        if self.max_upload_mb <= 0:
+        if not self.max_upload_mb > 0:
             raise bad("max_upload_mb", f"must be > 0, got {self.max_upload_mb}")
         if self.max_size is not None and (self.max_size < 8 or self.max_size % 8):
             raise bad("max_size", f"must be a multiple of 8 and >= 8, got {self.max_size}")
