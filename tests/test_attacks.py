@@ -191,6 +191,71 @@ def test_bad_budget_is_a_usage_error(tmp_path):
         app, ["eval", "attack", "--prompts", str(prompts), "--preset", "toy", "--attacks", "telepathy"]
     )
     assert result.exit_code == 2 and "telepathy" in result.output
+    # A malformed --attack-option is a usage error naming the flag (it was a traceback: the flag went in as ctx).
+    result = CliRunner().invoke(
+        app, ["eval", "attack", "--prompts", str(prompts), "--preset", "toy", "--attack-option", "length8"]
+    )
+    assert result.exit_code == 2 and "--attack-option" in result.output and "ATTACK.KNOB=VALUE" in result.output
+
+
+# A bad setting is refused when the config is built (by Python users as by `safegen eval attack`), before
+# any model loads: the config's message names the field, the command's the flag (budgets: --budget, ...).
+ATTACK_BAD_FIELDS = [
+    ("methods", [], "methods is empty: name at least one method"),
+    ("attacks", [], "attacks is empty: name at least one"),
+    ("attacks", ["telepathy"], "attacks has unknown telepathy; choose from paraphrase"),
+    ("steps", 0, "steps must be between 1 and 10000, got 0"),
+    ("guidance", -1.0, "guidance must be a finite number >= 0, got -1.0"),
+    ("width", 100, "width must be a positive multiple of 8, got 100"),
+    ("height", 12, "height must be a positive multiple of 8, got 12"),
+    ("seed", 2**70, "seed must be -1 (random) or in [0, 2**63)"),
+    ("batch_size", 0, "batch_size must be >= 1, got 0"),
+    ("limit", 0, "limit must be >= 1, got 0"),
+    ("device", "gpu0", "device 'gpu0' is not a device"),
+    ("images", ["x.png"], "images needs a captioner and a safe vision encoder"),
+    ("pgd_eps", 2.0, "pgd_eps must be in (0, 1], got 2.0"),
+    ("pgd_steps", 0, "pgd_steps must be >= 1, got 0"),
+    ("budgets", {"telepathy": 3}, "budgets has unknown attack 'telepathy'"),
+    ("budgets", {"adaptive": 0}, "budgets adaptive=0: a budget must be >= 1"),
+    ("attack_options", {"adaptve": {"length": 8}}, "attack_options has unknown attack adaptve"),
+]
+
+
+@pytest.mark.parametrize(("name", "value", "message"), ATTACK_BAD_FIELDS)
+def test_attack_eval_config_refuses_a_bad_field(name, value, message):
+    import re
+
+    from safegen.evaluation.attacks import AttackEvalConfig
+    from safegen.evaluation.t2i_eval import EvalConfigError
+
+    with pytest.raises(EvalConfigError, match=re.escape("eval config: " + message)) as caught:
+        AttackEvalConfig(prompts="p.txt", out="o", base="b", **{name: value})
+    assert caught.value.field == name
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--guidance", "-1"], "--guidance must be a finite number >= 0"),
+        (["--seed", str(2**70)], "--seed must be -1"),
+        (["--steps", "20000"], "--steps must be between 1 and 10000"),
+        (["--attack-option", "adaptve.length=8"], "--attack-option has unknown attack adaptve"),
+        (["--budget", "adaptive=0"], "--budget adaptive=0: a budget must be >= 1"),
+        (["--attacks", "telepathy"], "--attacks has unknown telepathy"),
+        (["--images", "x.png"], "--images needs a captioner and a safe vision encoder"),
+    ],
+)
+def test_eval_attack_bad_settings_exit_2_before_any_model_loads(tmp_path, args, message):
+    from typer.testing import CliRunner
+
+    from safegen.cli.main import app
+
+    prompts = tmp_path / "p.txt"
+    prompts.write_text("a red circle covered in blood\n")
+    base = ["eval", "attack", "--prompts", str(prompts), "--model", "nobody/none", "--out", str(tmp_path / "o")]
+    res = CliRunner().invoke(app, [*base, "--device", "cpu", *args])
+    assert res.exit_code == 2 and f"error: {message}" in res.output, res.output
+    assert "weights" not in res.output and not (tmp_path / "o").exists()
 
 
 def test_image_pgd_stays_in_the_ball_and_moves_the_safe_tower_towards_the_original():

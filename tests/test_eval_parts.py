@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 
 import pytest
 import torch
@@ -10,12 +11,13 @@ from PIL import Image
 from typer.testing import CliRunner
 
 from safegen.cli.main import app
-from safegen.core.errors import SafegenError
+from safegen.core.errors import SafegenError, UsageError
 from safegen.evaluation.i2t_eval import token_f1
 from safegen.evaluation.methods import parse_method
 from safegen.evaluation.report import compare_reports, contact_sheet, markdown_report, write_report
 from safegen.evaluation.retrieval_eval import unsafe_top1_share
 from safegen.evaluation.stats import bootstrap_interval, group_by, split_categories, summarize
+from safegen.evaluation.t2i_eval import T2IEvalConfig
 from safegen.evaluation.text_safety import WordListTextClassifier
 
 runner = CliRunner()
@@ -51,6 +53,67 @@ def test_method_names_parse_and_bad_ones_are_clear():
         parse_method("sld-ultra")
     with pytest.raises(SafegenError, match="two SLD levels"):
         parse_method("sld-weak+sld-max")
+
+
+# A bad setting is refused when the config is built (by Python users as by `safegen eval t2i`), before any
+# model loads: the config's message names the field, the command's the flag (width and height: --size).
+T2I_BAD_FIELDS = [
+    ("methods", [], "methods is empty: name at least one method"),
+    ("steps", 0, "steps must be between 1 and 10000, got 0"),
+    ("steps", 10_001, "steps must be between 1 and 10000"),
+    ("guidance", -1.0, "guidance must be a finite number >= 0, got -1.0"),
+    ("guidance", float("nan"), "guidance must be a finite number"),
+    ("width", 100, "width must be a positive multiple of 8, got 100"),
+    ("height", 0, "height must be a positive multiple of 8, got 0"),
+    ("seed", 2**70, "seed must be -1 (random) or in [0, 2**63)"),
+    ("batch_size", 0, "batch_size must be >= 1, got 0"),
+    ("limit", 0, "limit must be >= 1, got 0"),
+    ("quality_limit", 0, "quality_limit must be >= 1, got 0"),
+    ("num_shards", 0, "num_shards must be >= 1, got 0"),
+    ("shard_index", 1, "shard_index must be in [0, 1) (one of the 1 shards, counting from 0), got 1"),
+    ("shard_index", -1, "shard_index must be in [0, 1)"),
+    ("device", "gpu0", "device 'gpu0' is not a device"),
+    ("judges", ["nudenet", "no-such-judge"], "judges has unknown judge(s) no-such-judge"),
+    ("judges", ["nudenet", "nudenet"], "judges has judges named twice: nudenet, nudenet"),
+    ("max_failed_share", 1.5, "max_failed_share must be a finite number in [0, 1], got 1.5"),
+]
+
+
+@pytest.mark.parametrize(("name", "value", "message"), T2I_BAD_FIELDS)
+def test_t2i_eval_config_refuses_a_bad_field(name, value, message):
+    from safegen.evaluation.t2i_eval import EvalConfigError
+
+    with pytest.raises(EvalConfigError, match=re.escape("eval config: " + message)) as caught:
+        T2IEvalConfig(prompts="p.txt", out="o", base="b", **{name: value})
+    assert caught.value.field == name and isinstance(caught.value, UsageError)
+
+
+def test_t2i_eval_config_takes_its_defaults_and_edge_values():
+    T2IEvalConfig(prompts="p.txt", out="o", base="b")
+    T2IEvalConfig(prompts="p.txt", out="o", base="b", width=64, height=32, seed=-1, guidance=0.0, max_failed_share=1.0)
+    T2IEvalConfig(prompts="p.txt", out="o", base="b", num_shards=3, shard_index=2, judges=["nudenet", "toy"])
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--num-shards", "2", "--shard-index", "5"], "--shard-index must be in [0, 2) (one of the 2 shards"),
+        (["--guidance", "-1"], "--guidance must be a finite number >= 0, got -1.0"),
+        (["--seed", str(2**70)], "--seed must be -1 (random) or in [0, 2**63)"),
+        (["--steps", "20000"], "--steps must be between 1 and 10000, got 20000"),
+        (["--judges", "nudenet,nudenet-0.45"], "--judges has unknown judge(s) nudenet-0.45"),
+        (["--judges", ","], "--judges is empty: name at least one judge"),
+        (["--methods", ","], "--methods is empty: name at least one method"),
+        (["--device", "gpu0"], "--device 'gpu0' is not a device"),
+    ],
+)
+def test_eval_t2i_bad_settings_exit_2_before_any_model_loads(tmp_path, args, message):
+    prompts = tmp_path / "p.txt"
+    prompts.write_text("a cat\n")
+    base = ["eval", "t2i", "--prompts", str(prompts), "--model", "nobody/none", "--out", str(tmp_path / "o")]
+    res = runner.invoke(app, [*base, "--device", "cpu", *args])
+    assert res.exit_code == 2 and f"error: {message}" in res.output, res.output
+    assert "weights" not in res.output and not (tmp_path / "o").exists()
 
 
 def test_wordlist_classifier_matches_whole_words_only():
@@ -205,29 +268,27 @@ def test_eval_i2t_cli_reports_both_methods(tmp_path):
     for i, color in enumerate(("red", "green", "blue")):
         Image.new("RGB", (32, 32), color).save(imgs / f"{i}.png")
     (tmp_path / "labels.jsonl").write_text('{"image": "0.png", "categories": ["violence"]}\n')
-    res = runner.invoke(
-        app,
-        [
-            "eval",
-            "i2t",
-            str(imgs),
-            "--model",
-            str(tmp_path / "llava"),
-            "--safe-encoder",
-            str(tmp_path / "safe"),
-            "--labels",
-            str(tmp_path / "labels.jsonl"),
-            "--temperature",
-            "0",
-            "--max-new-tokens",
-            "5",
-            "--out",
-            str(tmp_path / "out"),
-            "--json",
-            "--device",
-            "cpu",
-        ],
-    )
+    res_args = [
+        "eval",
+        "i2t",
+        str(imgs),
+        "--model",
+        str(tmp_path / "llava"),
+        "--safe-encoder",
+        str(tmp_path / "safe"),
+        "--labels",
+        str(tmp_path / "labels.jsonl"),
+        "--temperature",
+        "0",
+        "--max-new-tokens",
+        "5",
+        "--out",
+        str(tmp_path / "out"),
+        "--json",
+        "--device",
+        "cpu",
+    ]
+    res = runner.invoke(app, res_args)
     assert res.exit_code == 0, res.output
     report = json.loads(res.stdout)
     assert set(report["methods"]) == {"original", "safe-clip"}
@@ -237,3 +298,11 @@ def test_eval_i2t_cli_reports_both_methods(tmp_path):
     assert report["methods"]["original"]["quality"]["caption_token_f1_vs_original"] == 1.0
     captions = [json.loads(x) for x in (tmp_path / "out" / "captions.jsonl").read_text().splitlines()]
     assert len(captions) == 6 and (tmp_path / "out" / "report.md").is_file()
+    # --compare-to the report this run overwrites: the deltas are to the report as it was before the run.
+    earlier = tmp_path / "out" / "report.json"
+    previous = json.loads(earlier.read_text())
+    previous["methods"]["original"]["unsafe_rate"] = report["methods"]["original"]["unsafe_rate"] + 0.25
+    earlier.write_text(json.dumps(previous))
+    again = runner.invoke(app, [*res_args, "--compare-to", str(earlier)])
+    assert again.exit_code == 0, again.output
+    assert "-25.0pt" in again.stdout and "+0.0pt" in again.stdout  # original changed, safe-clip did not

@@ -365,6 +365,19 @@ def test_models_health_metrics_and_page(tiny_pipes):
         assert wrong.status_code == 405 and "message" in wrong.json()["error"] and "allow" in wrong.headers
 
 
+def test_every_serve_flag_is_a_config_field_with_the_configs_default():
+    """`safegen serve` hands its flags to ServeConfig by name (cli/serve.py: config_fields): each flag maps
+    onto a field, or is named as not one, and the flags' defaults are the config's."""
+    import inspect
+
+    from safegen.cli import serve as serve_cli
+
+    params = inspect.signature(serve_cli.serve).parameters
+    defaults = {name: p.default for name, p in params.items() if name != "ctx"}
+    assert set(serve_cli.NOT_FIELDS) <= set(defaults) and set(serve_cli.FIELD_OF_FLAG) <= set(defaults)
+    assert ServeConfig(**serve_cli.config_fields(defaults)) == ServeConfig()
+
+
 def test_config_validation_names_the_field():
     from safegen.core.errors import UsageError
 
@@ -378,6 +391,24 @@ def test_config_validation_names_the_field():
         ServeConfig(header_timeout_s=0)
     with pytest.raises(UsageError, match="max_connections"):
         ServeConfig(max_connections=0)
+    # Refused before any model loads, as the generating commands refuse them (before, at model load, or never).
+    for bad, message in [
+        (dict(guidance=float("nan")), "guidance must be a finite number >= 0, got nan"),
+        (dict(threshold=5.0), r"threshold must be a number in \[0, 1\], got 5.0"),
+        (dict(threshold=float("nan")), "threshold must be a number"),
+        (dict(device="gpu0"), "serve config: device 'gpu0' is not a device"),
+        (dict(attention="flash"), "serve config: attention 'flash' is unknown"),
+        (dict(timeout_s=float("nan")), "timeout_s must be > 0, got nan"),
+        (dict(body_timeout_s=float("nan")), "body_timeout_s must be > 0, got nan"),
+        (dict(max_wait_ms=float("nan")), "max_wait_ms must be >= 0, got nan"),
+        (dict(max_upload_mb=float("nan")), "max_upload_mb must be > 0, got nan"),
+    ]:
+        with pytest.raises(UsageError, match=message):
+            ServeConfig(**bad)
+    # --port refuses 0 and 70000 (click's range); the config too, for Python users.
+    for port in (0, 70000):
+        with pytest.raises(UsageError, match=rf"port must be in \[1, 65535\], got {port}"):
+            ServeConfig(port=port)
     assert ServeConfig(check="none").check is None
     assert ServeConfig(on_unsafe="block").policy == "drop"
     assert ServeConfig().host == "127.0.0.1"

@@ -4,13 +4,12 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
 from safegen.cli._common import (
     Command,
-    check_device,
     check_output_folder,
     claim_output_folder,
     cli_errors,
@@ -56,6 +55,9 @@ from safegen.cli.options import (
     temperature_option,
 )
 from safegen.core.errors import UsageError
+
+if TYPE_CHECKING:
+    from safegen.evaluation.choices import PresetDefaults
 
 app = typer.Typer(
     help="Measure safety and quality: original vs Safe-CLIP vs baselines.", no_args_is_help=True, rich_markup_mode=None
@@ -242,23 +244,80 @@ def _load_compare(compare_to: Path | None, key: str = "methods") -> dict | None:
     return previous
 
 
-def _finish(report: dict, out: Path, compare_to: Path | None, json_out: bool) -> None:
+# The flag that sets each evaluation config field, where it is not the field's name with dashes (--batch-size).
+FLAGS = {"width": "--size", "height": "--size", "budgets": "--budget", "attack_options": "--attack-option"}
+
+
+def _config(cls: type, **fields: Any) -> Any:
+    """``cls(**fields)``: the evaluation config, the one check of the options; its errors name the flag."""
+    from safegen.evaluation.t2i_eval import EvalConfigError
+
+    try:
+        return cls(**fields)
+    except EvalConfigError as exc:
+        flag = FLAGS.get(exc.field, "--" + exc.field.replace("_", "-"))
+        raise UsageError(f"{flag} {exc.reason}") from None
+
+
+def _finish(report: dict, out: Path, previous: dict | None, json_out: bool, *, attack: bool = False) -> None:
+    """Write the report (eval attack's has its own files), print it (markdown, or JSON with --json), then its
+    deltas to ``previous`` (--compare-to, read before the run: it may be the report.json this run overwrites)."""
     from safegen.evaluation.report import compare_reports, format_comparison, markdown_report, write_report
 
-    paths = write_report(out, report)
+    write, markdown = write_report, markdown_report
+    if attack:
+        from safegen.evaluation.attacks import markdown_attack_report, write_attack_report
+
+        write, markdown = write_attack_report, markdown_attack_report
+    paths = write(out, report)
     err = console()
     err.print(f"report: {paths['json']}")
     if json_out:
         print_json(report)
     else:
-        typer.echo(markdown_report(report))
-    if compare_to is not None:
-        typer.echo(format_comparison(compare_reports(report, _load_compare(compare_to))))
+        typer.echo(markdown(report))
+    if previous is not None:
+        typer.echo(format_comparison(compare_reports(report, previous)))
+
+
+def _shared_fields(
+    command: str,
+    prompts: Path,
+    out: Path,
+    size: str | None,
+    device: str,
+    sources: tuple[str | None, str | None, str | None],
+    encoder: tuple[str | None, str | None],
+) -> tuple[dict[str, Any], PresetDefaults]:
+    """The fields `eval t2i` and `eval attack` fill alike, from what needs no model (a bad flag or file must
+    not cost a whole run): the prompt file, the output folder, the models (``sources``: --preset, --model,
+    --safe-encoder; ``encoder``: --activation, --base), the image size and the device; and what the preset
+    adds (:class:`~safegen.evaluation.choices.PresetDefaults`: the toy world names its classifier, safety
+    concept and sentence shapes)."""
+    from safegen.data.prompt_sets import resolve_prompt_file
+    from safegen.evaluation.choices import preset_defaults
+    from safegen.pipelines.loading import resolve_t2i_sources
+
+    preset, model, safe_encoder = sources
+    width, height = parse_size(size)
+    check_output_folder(out, command)
+    models = resolve_t2i_sources(preset, model, safe_encoder)
+    fields = {
+        "prompts": str(resolve_prompt_file(prompts, "--prompts")),
+        "out": str(out),
+        "base": models.base,
+        "safe_encoder": models.safe_encoder,
+        "safe_encoder_kwargs": encoder_kwargs(*encoder),
+        "width": width,
+        "height": height,
+        "device": resolve_device(device),
+    }
+    return fields, preset_defaults(preset)
 
 
 @app.command("t2i", cls=Command)
 @cli_errors
-def eval_t2i(  # over 80 lines by its 31 flags and the config's 28 fields, one line each; the steps are short
+def eval_t2i(
     prompts: T2IPromptsOpt,
     preset: PresetOpt = None,
     model: ModelOpt = None,
@@ -293,29 +352,21 @@ def eval_t2i(  # over 80 lines by its 31 flags and the config's 28 fields, one l
 ) -> None:
     """Generate with every method on the same prompts and seeds; unsafe rate, quality and time per method."""
     from safegen.data.prompt_sets import resolve_prompt_file
-    from safegen.evaluation.choices import preset_defaults
     from safegen.evaluation.t2i_eval import T2IEvalConfig, evaluate_t2i
-    from safegen.pipelines.loading import resolve_t2i_sources
 
     # 1. What needs no model is checked first: a bad flag or file must not cost a whole run.
-    width, height = parse_size(size)
-    check_output_folder(out, "safegen eval t2i")
-    check_device(device)
-    _load_compare(compare_to)
-    sources = resolve_t2i_sources(preset, model, safe_encoder)
-    defaults = preset_defaults(preset)  # a preset may name its classifier and safety concept (the toy world does)
-    dev = resolve_device(device)
+    previous = _load_compare(compare_to)
+    shared, defaults = _shared_fields(
+        "safegen eval t2i", prompts, out, size, device, (preset, model, safe_encoder), (activation, base)
+    )
     # 2. The judges: --judges, else --classifier, else the preset's classifier.
     classifier, judge_names, judge_options = _judges(
-        judges, classifier, defaults.classifier, dev, q16_clip, q16_prompts
+        judges, classifier, defaults.classifier, shared["device"], q16_clip, q16_prompts
     )
     # 3. The config (it checks the rest) and the run.
-    cfg = T2IEvalConfig(
-        prompts=str(resolve_prompt_file(prompts, "--prompts")),
-        out=str(out),
-        base=sources.base,
-        safe_encoder=sources.safe_encoder,
-        safe_encoder_kwargs=encoder_kwargs(activation, base),
+    cfg = _config(
+        T2IEvalConfig,
+        **shared,
         methods=_names(methods),
         classifier=classifier,
         classifier_options=judge_options[classifier],
@@ -323,8 +374,6 @@ def eval_t2i(  # over 80 lines by its 31 flags and the config's 28 fields, one l
         judge_options=judge_options if judge_names else {},
         steps=steps,
         guidance=guidance,
-        width=width,
-        height=height,
         seed=seed,
         batch_size=batch_size,
         limit=limit,
@@ -334,7 +383,6 @@ def eval_t2i(  # over 80 lines by its 31 flags and the config's 28 fields, one l
         quality_limit=quality_limit,
         clip_score_model=clip_score_model or defaults.clip,
         fid=fid,
-        device=dev,
         dtype=dtype,
         num_shards=num_shards,
         shard_index=shard_index,
@@ -345,18 +393,22 @@ def eval_t2i(  # over 80 lines by its 31 flags and the config's 28 fields, one l
         report = evaluate_t2i(cfg, log=lambda message: echo_plain(err, message))
     # 4. The report (None: a shard's part, merged by the last shard), and exit 1 when a method failed too often.
     if report is not None:
-        _finish(report, out, compare_to, json_out)
-        if report["failed_share_exceeded"]:
-            err.print(
-                f"error: {', '.join(report['failed_share_exceeded'])} could not generate more than "
-                f"{max_failed_share:.1%} of the images (listed under 'excluded' in {out / 'report.json'}); "
-                "fix the cause and re-run to retry them, or raise --max-failed-share"
-            )
-            raise typer.Exit(1)
+        _finish(report, out, previous, json_out)
+        _exit_if_failed_too_often(report, out, max_failed_share)
+
+
+def _exit_if_failed_too_often(report: dict, out: Path, max_failed_share: float) -> None:
+    if report["failed_share_exceeded"]:
+        console().print(
+            f"error: {', '.join(report['failed_share_exceeded'])} could not generate more than "
+            f"{max_failed_share:.1%} of the images (listed under 'excluded' in {out / 'report.json'}); "
+            "fix the cause and re-run to retry them, or raise --max-failed-share"
+        )
+        raise typer.Exit(1)
 
 
 def _names(value: str) -> list[str]:
-    """'a, b,,c' -> ['a', 'b', 'c'] (--methods, --attacks)."""
+    """'a, b,,c' -> ['a', 'b', 'c'] (--methods, --attacks, --judges)."""
     return [n.strip() for n in value.split(",") if n.strip()]
 
 
@@ -368,28 +420,19 @@ def _judges(
     q16_clip: str | None,
     q16_prompts: Path | None,
 ) -> tuple[str, list[str], dict[str, dict]]:
-    """The run's own check, the --judges (checked against the registry) and every judge's runtime options."""
+    """The run's own check, the --judges (the config checks their names) and every judge's runtime options."""
     from safegen.evaluation.choices import judge_options
 
     if judges and classifier:
         raise typer.BadParameter("give --judges or --classifier, not both (--classifier X is --judges X)")
-    judge_names = _judge_list(judges) if judges else []
+    judge_names = _names(judges) if judges else []
+    if judges and not judge_names:  # the config reads no judges as [classifier]: say so here
+        raise UsageError("--judges is empty: name at least one judge")
     classifier = judge_names[0] if judge_names else classifier or preset_classifier
     options = {name: judge_options(name, device, q16_clip, q16_prompts) for name in judge_names or [classifier]}
     if (q16_clip or q16_prompts) and not any("clip" in o or "prompts" in o for o in options.values()):
         raise typer.BadParameter("--q16-clip/--q16-prompts need a q16 or i2p classifier or judge")
     return classifier, judge_names, options
-
-
-def _judge_list(value: str) -> list[str]:
-    """--judges a,b,c checked against the registry before any model loads."""
-    from safegen.safety.judges import ensure_known
-
-    names = [n.strip() for n in value.split(",") if n.strip()]
-    try:
-        return ensure_known(names)
-    except UsageError as exc:
-        raise typer.BadParameter(str(exc), param_hint="--judges") from None
 
 
 @app.command("i2t", cls=Command)
@@ -425,7 +468,7 @@ def eval_i2t(
 
     # 1. The output folder, the earlier report, the models' sources and the images, before any model loads.
     check_output_folder(out, "safegen eval i2t")
-    _load_compare(compare_to)
+    previous = _load_compare(compare_to)
     sources = resolve_i2t_sources(preset, model, safe_encoder)
     if sources.safe_encoder is None:
         raise typer.BadParameter("eval needs a safe encoder (from --preset or --safe-encoder)")
@@ -468,7 +511,7 @@ def eval_i2t(
         "seed": seed,
         "image_fit": captioner.image_fit,
     }
-    _finish(report, out, compare_to, json_out)
+    _finish(report, out, previous, json_out)
 
 
 def _safe_vision(source: str, enc_kwargs: dict) -> Any:
@@ -556,7 +599,7 @@ def _parse_attack_options(items: list[str] | None) -> dict[str, dict]:
         attack, dot, knob = key.partition(".")
         if not sep or not dot or not knob:
             raise typer.BadParameter(
-                f"'{item}' must look like ATTACK.KNOB=VALUE (adaptive.length=8)", "--attack-option"
+                f"'{item}' must look like ATTACK.KNOB=VALUE (adaptive.length=8)", param_hint="--attack-option"
             )
         try:
             value = json.loads(raw)
@@ -568,7 +611,7 @@ def _parse_attack_options(items: list[str] | None) -> dict[str, dict]:
 
 @app.command("attack", cls=Command)
 @cli_errors
-def eval_attack(  # over 80 lines by its 35 flags and the config's 32 fields, one line each; the steps are short
+def eval_attack(
     prompts: AttackPromptsOpt,
     preset: PresetOpt = None,
     model: ModelOpt = None,
@@ -606,31 +649,17 @@ def eval_attack(  # over 80 lines by its 35 flags and the config's 32 fields, on
     json_out: JsonOpt = False,
 ) -> None:
     """Attack every method with prompts that hold no banned word; attack success rate, queries and examples."""
-    from safegen.data.prompt_sets import resolve_prompt_file
-    from safegen.evaluation.attacks import (
-        AttackEvalConfig,
-        evaluate_attacks,
-        markdown_attack_report,
-        write_attack_report,
-    )
-    from safegen.evaluation.choices import preset_defaults
-    from safegen.evaluation.report import compare_reports, format_comparison
-    from safegen.pipelines.loading import resolve_t2i_sources
+    from safegen.evaluation.attacks import AttackEvalConfig, evaluate_attacks
 
     # 1. What needs no model is checked first, as in `eval t2i`.
-    width, height = parse_size(size)
-    check_output_folder(out, "safegen eval attack")
-    check_device(device)
     previous = _load_compare(compare_to)
-    sources = resolve_t2i_sources(preset, model, safe_encoder)
-    defaults = preset_defaults(preset)  # the toy preset names its classifier, safety concept and sentence shapes
+    shared, defaults = _shared_fields(
+        "safegen eval attack", prompts, out, size, device, (preset, model, safe_encoder), (activation, base)
+    )
     # 2. The config (it checks the attacks, budgets and the rest) and the run.
-    cfg = AttackEvalConfig(
-        prompts=str(resolve_prompt_file(prompts, "--prompts")),
-        out=str(out),
-        base=sources.base,
-        safe_encoder=sources.safe_encoder,
-        safe_encoder_kwargs=encoder_kwargs(activation, base),
+    cfg = _config(
+        AttackEvalConfig,
+        **shared,
         methods=_names(methods),
         attacks=_names(attacks),
         budgets=_parse_budgets(budget),
@@ -644,14 +673,11 @@ def eval_attack(  # over 80 lines by its 35 flags and the config's 32 fields, on
         classifier=classifier or defaults.classifier,
         steps=steps,
         guidance=guidance,
-        width=width,
-        height=height,
         seed=seed,
         batch_size=batch_size,
         limit=limit,
         negative_prompt=negative_prompt or defaults.safety_concept,
         safety_concept=safety_concept or defaults.safety_concept,
-        device=resolve_device(device),
         dtype=dtype,
         images=list(images or []),
         captioner=captioner or defaults.captioner,
@@ -659,15 +685,7 @@ def eval_attack(  # over 80 lines by its 35 flags and the config's 32 fields, on
         pgd_eps=pgd_eps,
         pgd_steps=pgd_steps,
     )
-    err = console()
     with output_folder(out, "safegen eval attack"):
-        report = evaluate_attacks(cfg, log=err.print)
+        report = evaluate_attacks(cfg, log=console().print)
     # 3. The report: written, printed, compared with the earlier one.
-    paths = write_attack_report(out, report)
-    err.print(f"report: {paths['json']}")
-    if json_out:
-        print_json(report)
-    else:
-        typer.echo(markdown_attack_report(report))
-    if previous is not None:
-        typer.echo(format_comparison(compare_reports(report, previous)))
+    _finish(report, out, previous, json_out, attack=True)

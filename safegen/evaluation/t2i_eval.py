@@ -26,7 +26,8 @@ from typing import Any
 
 from PIL import Image
 
-from safegen.core.devices import resolve_dtype
+from safegen.core.checks import MAX_STEPS, check_count, check_number, check_seed
+from safegen.core.devices import check_device, resolve_dtype
 from safegen.core.errors import UsageError
 from safegen.core.io import atomic_write_json, atomic_write_text
 from safegen.core.terminal import job_progress
@@ -39,10 +40,34 @@ from safegen.jobs import BatchConfig, BatchRunner
 from safegen.models.encoders import load_safe_text_encoder
 from safegen.pipelines.loading import load_t2i_pipeline
 from safegen.safety import load_classifier
+from safegen.safety.judges import ensure_known
 
 _logger = logging.getLogger(__name__)
 
 DEFAULT_METHODS = ("original", "safe-clip", "negative-prompt", "sld-medium", "safe-clip+sld-medium")
+
+
+class EvalConfigError(UsageError):
+    """A field of an evaluation config (:class:`T2IEvalConfig`, ``AttackEvalConfig``) that does not make a
+    runnable request.
+
+    ``field`` names it and ``reason`` says what is wrong; the message is "eval config: FIELD REASON"
+    (`safegen eval t2i` / `eval attack` say "--FLAG REASON" instead: cli/eval.py maps the field to its flag).
+    """
+
+    def __init__(self, field: str, reason: str):
+        super().__init__(f"eval config: {field} {reason}")
+        self.field = field
+        self.reason = reason
+
+
+def _check(name: str, check: Callable[[], object]) -> None:
+    """Run one of core/checks' checks on field ``name``; its error (the name it was given, then the reason)
+    becomes the field's, so the limits and their wording have one home."""
+    try:
+        check()
+    except UsageError as exc:
+        raise EvalConfigError(name, str(exc).split(" ", 1)[-1]) from None
 
 
 @dataclass
@@ -90,14 +115,20 @@ class T2IEvalConfig:
     )
 
     def __post_init__(self) -> None:
-        if not self.methods:
-            raise UsageError("methods: name at least one method (e.g. original,safe-clip)")
-        if self.steps < 1:
-            raise UsageError(f"steps must be at least 1, got {self.steps}")
-        if not 0.0 <= self.max_failed_share <= 1.0:
-            raise UsageError(f"max_failed_share must be in [0, 1], got {self.max_failed_share}")
-        if len(set(self.judges)) != len(list(self.judges)):
-            raise UsageError(f"judges: each judge once, got {', '.join(self.judges)}")
+        check_run_settings(self)
+        if self.judges:
+            try:
+                ensure_known(list(self.judges))  # known names, each once
+            except UsageError as exc:
+                raise EvalConfigError("judges", f"has {exc}") from None
+        at_least_one(self, "quality_limit")
+        at_least_one(self, "num_shards")
+        if not 0 <= self.shard_index < self.num_shards:
+            shards = f"one of the {self.num_shards} shards, counting from 0"
+            raise EvalConfigError(
+                "shard_index", f"must be in [0, {self.num_shards}) ({shards}), got {self.shard_index}"
+            )
+        _check("max_failed_share", lambda: check_number(self.max_failed_share, "max_failed_share", maximum=1.0))
 
     def judge_names(self) -> list[str]:
         """The judges of this evaluation; the first is the batch runs' own check."""
@@ -107,6 +138,29 @@ class T2IEvalConfig:
         if judge in self.judge_options:
             return dict(self.judge_options[judge])
         return dict(self.classifier_options) if judge == self.classifier else {}
+
+
+def at_least_one(cfg: Any, name: str) -> None:
+    """Field ``name`` of ``cfg`` is None (where that means "all") or >= 1."""
+    value = getattr(cfg, name)
+    if value is not None and value < 1:
+        raise EvalConfigError(name, f"must be >= 1, got {value}")
+
+
+def check_run_settings(cfg: Any) -> None:
+    """What both evaluation configs check alike (eval t2i, eval attack), before any model loads."""
+    if not cfg.methods:
+        raise EvalConfigError("methods", "is empty: name at least one method (e.g. original,safe-clip)")
+    _check("steps", lambda: check_count(cfg.steps, "steps", MAX_STEPS))
+    _check("guidance", lambda: check_number(cfg.guidance, "guidance"))
+    for name in ("width", "height"):
+        value = getattr(cfg, name)
+        if value is not None and (value <= 0 or value % 8):
+            raise EvalConfigError(name, f"must be a positive multiple of 8, got {value}")
+    _check("seed", lambda: check_seed(cfg.seed, "seed"))
+    at_least_one(cfg, "batch_size")
+    at_least_one(cfg, "limit")
+    _check("device", lambda: check_device(cfg.device))
 
 
 def run_method(cfg: T2IEvalConfig, method: Method, prompts: str, folder: Path, classifier: Any, limit: int | None):

@@ -6,10 +6,13 @@ safe encoder, which classifier, which files) is the operator's choice alone.
 
 from __future__ import annotations
 
+import math
 import os
 from dataclasses import asdict, dataclass, field, fields
 from typing import Any
 
+from safegen.core.checks import check_attention
+from safegen.core.devices import check_device
 from safegen.core.errors import UsageError
 from safegen.models.presets import get_preset
 
@@ -19,6 +22,7 @@ SERVE_ON_UNSAFE = ("blur", "block", "black", "keep")
 POLICY_NAME = {"blur": "blur", "block": "drop", "black": "black", "keep": "keep"}
 API_KEYS_ENV = "SAFEGEN_API_KEYS"
 LOOPBACK_HOSTS = ("127.0.0.1", "localhost", "::1")
+MAX_PORT = 65535
 
 
 @dataclass
@@ -69,7 +73,6 @@ class ServeConfig:
             return UsageError(f"serve config: {name} {why}")
 
         positive = (
-            "port",
             "steps",
             "max_steps",
             "max_batch",
@@ -81,18 +84,28 @@ class ServeConfig:
         for name in positive + ("max_upload_pixels", "max_new_tokens"):
             if int(getattr(self, name)) < 1:
                 raise bad(name, f"must be >= 1, got {getattr(self, name)}")
+        if not 1 <= self.port <= MAX_PORT:
+            raise bad("port", f"must be in [1, {MAX_PORT}], got {self.port}")
         if self.steps > self.max_steps:
             raise bad("steps", f"({self.steps}) must not exceed max_steps ({self.max_steps})")
-        if self.guidance < 0:
-            raise bad("guidance", f"must be >= 0, got {self.guidance}")
-        if self.max_wait_ms < 0:
+        if not math.isfinite(self.guidance) or self.guidance < 0:
+            raise bad("guidance", f"must be a finite number >= 0, got {self.guidance}")
+        if self.threshold is not None and (not math.isfinite(self.threshold) or not 0 <= self.threshold <= 1):
+            raise bad("threshold", f"must be a number in [0, 1], got {self.threshold}")
+        for name, check in (("device", check_device), ("attention", check_attention)):
+            try:  # core/checks' wording under the field's name; before, a bad one failed at model load
+                check(getattr(self, name))
+            except UsageError as exc:
+                raise bad(name, str(exc).split(" ", 1)[-1]) from None
+        # "not x >= 0" and "not x > 0" refuse NaN too, as --max-wait-ms and the timeouts' ranges do.
+        if not self.max_wait_ms >= 0:
             raise bad("max_wait_ms", f"must be >= 0, got {self.max_wait_ms}")
-        if self.timeout_s <= 0:
+        if not self.timeout_s > 0:
             raise bad("timeout_s", f"must be > 0, got {self.timeout_s}")
         for name in ("header_timeout_s", "body_timeout_s"):
-            if getattr(self, name) <= 0:
+            if not getattr(self, name) > 0:
                 raise bad(name, f"must be > 0, got {getattr(self, name)}")
-        if self.max_upload_mb <= 0:
+        if not self.max_upload_mb > 0:
             raise bad("max_upload_mb", f"must be > 0, got {self.max_upload_mb}")
         if self.max_size is not None and (self.max_size < 8 or self.max_size % 8):
             raise bad("max_size", f"must be a multiple of 8 and >= 8, got {self.max_size}")

@@ -45,7 +45,15 @@ from safegen.evaluation.attacks.structure import StructureAttack
 from safegen.evaluation.methods import DEFAULT_SAFETY_CONCEPT, Method, build_methods
 from safegen.evaluation.report import contact_sheet
 from safegen.evaluation.stats import split_categories, summarize
-from safegen.evaluation.t2i_eval import T2IEvalConfig, run_method, safe_text_encoder, write_contact_sheet
+from safegen.evaluation.t2i_eval import (
+    EvalConfigError,
+    T2IEvalConfig,
+    at_least_one,
+    check_run_settings,
+    run_method,
+    safe_text_encoder,
+    write_contact_sheet,
+)
 from safegen.jobs import read_manifest, read_prompts
 from safegen.pipelines.image_to_text import SafeLlavaCaptioner
 from safegen.pipelines.loading import load_t2i_pipeline
@@ -117,22 +125,27 @@ class AttackEvalConfig:
     dtype: str = "auto"
 
     def __post_init__(self) -> None:
-        if not self.methods:
-            raise UsageError("--methods: name at least one method (e.g. original,safe-clip)")
+        bad = EvalConfigError  # (field, reason); `safegen eval attack` names the field's flag instead
+        check_run_settings(self)  # methods, steps, guidance, width/height, seed, batch_size, limit, device
+        choose = f"choose from {', '.join(ATTACKS)}"
         if not self.attacks:
-            raise UsageError(f"--attacks: name at least one of {', '.join(ATTACKS)}")
+            raise bad("attacks", f"is empty: name at least one; {choose}")
         unknown = [a for a in self.attacks if a not in ATTACKS]
         if unknown:
-            raise UsageError(f"--attacks: unknown {', '.join(unknown)}; choose from {', '.join(ATTACKS)}")
+            raise bad("attacks", f"has unknown {', '.join(unknown)}; {choose}")
         if self.images and not (self.captioner and self.safe_vision_encoder):
-            raise UsageError("--images needs a captioner and a safe vision encoder (a preset such as toy names both)")
+            raise bad("images", "needs a captioner and a safe vision encoder (a preset such as toy names both)")
         if not 0 < self.pgd_eps <= 1:
-            raise UsageError(f"--pgd-eps must be in (0, 1], got {self.pgd_eps}")
+            raise bad("pgd_eps", f"must be in (0, 1], got {self.pgd_eps}")
+        at_least_one(self, "pgd_steps")
         for name, b in self.budgets.items():
             if name not in ATTACKS:
-                raise UsageError(f"--budget: unknown attack '{name}'; choose from {', '.join(ATTACKS)}")
+                raise bad("budgets", f"has unknown attack '{name}'; {choose}")
             if int(b) < 1:
-                raise UsageError(f"--budget {name}={b}: a budget must be >= 1")
+                raise bad("budgets", f"{name}={b}: a budget must be >= 1")
+        unknown = [name for name in self.attack_options if name not in ATTACKS]
+        if unknown:  # a misspelt attack's knobs would be dropped without a word
+            raise bad("attack_options", f"has unknown attack {', '.join(unknown)}; {choose}")
 
     def budget(self, attack: str) -> int:
         return int(self.budgets.get(attack, DEFAULT_BUDGETS[attack]))
