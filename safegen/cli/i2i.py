@@ -92,8 +92,6 @@ def i2i(
     from safegen.pipelines.loading import native_pixels, resolve_t2i_sources
 
     # 1. Every option is checked before a model loads, as in `safegen t2i`; then the photo and mask are read.
-    if not prompt.strip():
-        raise typer.BadParameter("the prompt is empty; pass the text to draw", param_hint="PROMPT")
     config = prompt_images.PromptImagesConfig(
         prompt=prompt,
         negative_prompt=negative_prompt,

@@ -78,8 +78,6 @@ def t2i(
     from safegen.pipelines.loading import resolve_t2i_sources
 
     # 1. Every option is checked before a model loads: a typo costs nothing.
-    if not prompt.strip():
-        raise typer.BadParameter("the prompt is empty; pass the text to draw", param_hint="PROMPT")
     config = prompt_images.PromptImagesConfig(
         prompt=prompt,
         negative_prompt=negative_prompt,

@@ -21,6 +21,7 @@ from typing import Any
 from PIL import Image
 
 from safegen.core.checks import MAX_IMAGES, check_generation_options
+from safegen.core.errors import UsageError
 from safegen.core.fingerprint import fingerprint_file, fingerprint_source
 from safegen.core.io import png_bytes, sanitize_stem, write_new_file
 from safegen.core.output_folder import claim_output_folder
@@ -49,6 +50,8 @@ class PromptImagesConfig:
     max_images: int = MAX_IMAGES  # `safegen t2i` holds every image of its one call in memory: it allows fewer
 
     def __post_init__(self) -> None:
+        if not self.prompt.strip():
+            raise UsageError("PROMPT: the prompt is empty; pass the text to draw")
         check_generation_options(
             seed=self.seed,
             guidance=self.guidance,
