@@ -15,12 +15,21 @@ def test_rebuild_at_reduced_scale(tmp_path):
     out = tmp_path / "toy"
     cmd = [sys.executable, "-m", "safegen_train.toy.build", "--out", str(out), "--scale", "0.02"]
     subprocess.run(cmd, check=True, cwd=Path(__file__).resolve().parents[1], timeout=3600)
-    for name in ("clip", "safe_clip", "sd", "llava", "classifier", "rewriter", "safe_clip_chain"):
+    for name in ("clip", "safe_clip", "sd", "llava", "classifier", "rewriter"):
         assert (out / name).is_dir(), name
     report = json.loads((out / "build.json").read_text())
     from safegen_train.toy.build import STAGES
 
     assert tuple(report["stages"]) == STAGES
+    # At this scale the toy SD may draw no concept, so the chain can end with no quadruple:
+    # then its fit is recorded as skipped, with the render counts, and eval leaves it out.
+    chain = report["stages"]["chain"]["result"]
+    evaluated = set(report["stages"]["eval"]["result"]["encoders"])
+    if "skipped" in chain["fit"]:
+        assert chain["build"]["splits"].get("train", 0) == 0 and "render" in chain["fit"]["skipped"]
+        assert not (out / "safe_clip_chain").exists() and evaluated == {"original", "safe_clip"}
+    else:
+        assert (out / "safe_clip_chain").is_dir() and evaluated == {"original", "safe_clip", "safe_clip_chain"}
     assert not (out / "_work").exists()
     assert str(tmp_path) not in json.dumps(report) and report["config"] == "configs/toy_safeclip.yaml"
 
@@ -48,8 +57,8 @@ def test_rebuild_at_reduced_scale(tmp_path):
 # minutes on one thread). A rebuild of the pretraining at a reduced scale does not reproduce
 # them: at --scale 0.35 the toy SD draws in-distribution concepts in 35.6% of images (shipped:
 # 95.6%), so nothing downstream is comparable. Margins, in points (absolute):
-MARGIN_UNSAFE = 5.0  # every unsafe rate, in-distribution and held-out, original and both Safe-CLIPs
-MARGIN_FIDELITY = 5.0  # safe-prompt attribute fidelity
+MARGIN_UNSAFE = 5.0  # every unsafe rate on every axis (wording, structure, both), original and both Safe-CLIPs
+MARGIN_FIDELITY = 5.0  # safe-prompt attribute fidelity, canonical and other shapes
 
 
 @pytest.mark.slow
@@ -73,9 +82,10 @@ def test_rebuild_downstream_of_pretraining_reproduces_the_shipped_tables(tmp_pat
     assert rebuilt["prompts"] == want_all["prompts"]
     for name, want in want_all["encoders"].items():
         got = rebuilt["encoders"][name]
-        for key in ("in_distribution", "held_out"):
+        for key in ("in_distribution", "held_out", "held_out_structure", "wording_x_structure"):
             assert abs(100 * (got[key] - want[key])) <= MARGIN_UNSAFE, (name, key, got[key], want[key])
-        assert abs(100 * (got["fidelity"] - want["fidelity"])) <= MARGIN_FIDELITY, (name, got, want)
+        for key in ("fidelity", "fidelity_shapes"):
+            assert abs(100 * (got[key] - want[key])) <= MARGIN_FIDELITY, (name, key, got[key], want[key])
 
 
 def _absolute_paths(value, found):
