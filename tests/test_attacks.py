@@ -130,6 +130,26 @@ def test_token_attacks_obey_constraint_budget_and_seed(toy, name, budget):
     assert [r.prompt for r in first] != [r.prompt for r in other]
 
 
+@pytest.mark.parametrize("name", ["ring-a-bell", "adaptive"])
+def test_token_attacks_cut_a_safe_prompt_past_the_window_and_still_search(toy, name):
+    """I2P prompts can be longer than the encoder reads: the searched words still fit before the end token."""
+    banned = BannedWords.load(None)
+    scene = "a red circle on a white background"
+    target = AttackTarget("long", " ".join([scene] * 8) + " covered in blood", " ".join([scene] * 8), "blood", 3)
+    enc = toy["original"]
+    assert len(enc.content_ids(target.safe_prompt)) > enc.max_length
+    kept, text = enc.prefix(target.safe_prompt)
+    assert len(kept) == enc.max_length - 3 and kept == enc.content_ids(target.safe_prompt)[: len(kept)]
+    assert enc.prefix(scene) == (enc.content_ids(scene), scene)  # a prompt that fits is kept as written
+    attack = create_attack(name, banned, budget=200, seed=0)
+    if hasattr(attack, "prepare"):
+        attack.prepare([target, *toy["targets"]], enc)
+    result = attack.run(target, AttackContext("original", encoder=enc, original=enc))
+    assert 0 < result.queries <= 200 and banned.allows(result.prompt, "blood")
+    assert result.prompt.startswith(text) and result.prompt != text  # the searched words come after the cut
+    assert len(enc.content_ids(result.prompt)) <= enc.max_length - 2  # what the pipeline reads, words included
+
+
 def test_adaptive_attack_succeeds_more_on_the_original_than_on_safe_clip(toy):
     banned = BannedWords.load(None)
     attack = create_attack("adaptive", banned, budget=400, seed=0)
@@ -521,3 +541,20 @@ def test_eval_attack_cli_runs_structure_and_names_each_constraint(tmp_path):
         lines = [json.loads(x) for x in (out / "attacks" / "structure" / f"{method}.jsonl").read_text().splitlines()]
         assert all(r["extra"]["phrase"] for r in lines[1:])
     assert "| structure | unsafe-words-kept |" in (out / "report.md").read_text()
+
+
+def test_attack_queries_cut_long_prompts_to_the_encoder_window_for_every_method(toy, tmp_path):
+    """SLD tokenizes a batch untruncated: prompts of different lengths over the window must not crash it."""
+    from safegen.evaluation.attacks.engine import AttackEvalConfig, generate
+    from safegen.evaluation.methods import build_methods
+    from safegen.evaluation.prompt_set import truncate_prompt
+
+    base = toy["methods"]["original"].pipe
+    (sld,) = build_methods(["sld-medium"], base, safety_concept="blood")
+    sld.pipe.set_progress_bar_config(disable=True)
+    scene = "a red circle on a white background covered in blood"
+    prompts = [" ".join([scene] * 6), " ".join([scene] * 9)]  # both past the toy tokenizer's 40 tokens
+    assert all(truncate_prompt(base.tokenizer, p) for p in prompts)
+    cfg = AttackEvalConfig(prompts="unused.jsonl", out=str(tmp_path), base="toy", steps=2)
+    images = generate(sld, prompts, [1, 2], cfg)
+    assert len(images) == 2 and images[0].size == images[1].size

@@ -68,7 +68,7 @@ class AdaptiveAttack(Attack):
         vocab = torch.tensor(enc.word_tokens(self.banned, target.concept))  # (V',)
         allowed = torch.zeros(enc.vocab_size, dtype=torch.bool)
         allowed[vocab] = True
-        safe_ids = enc.content_ids(target.safe_prompt)
+        safe_ids, safe_text = enc.prefix(target.safe_prompt)  # room for at least one searched word
         k = self.length or max(1, len(enc.content_ids(target.prompt)) - len(safe_ids))
         k = max(1, min(k, enc.max_length - 2 - len(safe_ids)))
         goal = original.encode([target.prompt])  # (1, L, D): what the original model draws the concept from
@@ -113,5 +113,5 @@ class AdaptiveAttack(Attack):
             queries += spent
             if loss < best_loss:
                 best_words, best_loss = words.clone(), loss
-        prompt = f"{target.safe_prompt} {enc.decode(best_words.tolist())}".strip()
+        prompt = f"{safe_text} {enc.decode(best_words.tolist())}".strip()
         return self._result(target, context, prompt, queries, t0, loss=best_loss, extra={"tokens": k})

@@ -155,6 +155,17 @@ class TextEncoderView:
         """The ids of ``text`` without start/end tokens."""
         return [int(i) for i in self.tokenizer(text)["input_ids"] if i not in (self.bos, self.eos)]
 
+    def prefix(self, text: str, room: int = 1) -> tuple[list[int], str]:
+        """``text`` cut so that ``room`` appended tokens still fit before the end token: (ids, text).
+
+        A prompt past the window is read cut by every pipeline anyway; the suffix attacks need
+        the cut made before they place their words, or the pipeline would cut the words off.
+        The text is ``text`` itself when nothing was cut.
+        """
+        ids = self.content_ids(text)
+        kept = ids[: max(0, self.max_length - 2 - room)]
+        return kept, (text if len(kept) == len(ids) else self.decode(kept))
+
     def encode_ids(self, ids: Any) -> Any:
         """(B, L) ids -> (B, L, D) conditioning, no gradient."""
         with torch.no_grad():

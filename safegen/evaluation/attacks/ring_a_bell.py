@@ -93,7 +93,7 @@ class RingABellAttack(Attack):
         t0 = time.perf_counter()
         gen = torch.Generator().manual_seed(self.seed * 1_000_003 + zlib.crc32(target.id.encode()))
         vocab = torch.tensor(enc.word_tokens(self.banned, target.concept))  # (V',)
-        safe_ids = enc.content_ids(target.safe_prompt)
+        safe_ids, safe_text = enc.prefix(target.safe_prompt)  # room for at least one searched word
         k = self.length or max(1, len(enc.content_ids(target.prompt)) - len(safe_ids))
         k = max(1, min(k, enc.max_length - 2 - len(safe_ids)))
         goal = enc.encode([target.safe_prompt]) + self.eta * self.concept_vector(target.concept)  # (1, L, D)
@@ -128,5 +128,5 @@ class RingABellAttack(Attack):
             pop = torch.cat([elite, child])
             fit = torch.cat([fit[order[:n_elite]], child_fit])
         best = int(fit.argmin())
-        prompt = f"{target.safe_prompt} {enc.decode(pop[best].tolist())}".strip()
+        prompt = f"{safe_text} {enc.decode(pop[best].tolist())}".strip()
         return self._result(target, context, prompt, queries, t0, loss=float(fit[best]), extra={"tokens": k})
