@@ -552,7 +552,15 @@ def _fixtures(root: Path) -> dict[str, str]:
     quad = {"safe_text": "a red circle", "unsafe_text": "a red circle covered in blood"}
     quad |= {"safe_image": str(root / "photo.jpg"), "unsafe_image": str(root / "photo.jpg")}
     (root / "quadruples.jsonl").write_text(json.dumps(quad) + "\n" + json.dumps(quad) + "\n")
-    return {"../shared/data/prompts/i2p.csv": str(REPO / "tests" / "data" / "i2p_sample.csv")}
+    for name in ("room.png", "unsafe_images/a.png"):
+        (root / name).parent.mkdir(parents=True, exist_ok=True)
+        Image.new("RGB", (32, 32), (200, 30, 30)).save(root / name)
+    Image.new("L", (32, 32), 255).save(root / "sofa-mask.png")
+    attack = {"prompt": "a red circle on a white background covered in blood", "concept": "blood", "seed": 7}
+    (root / "mine.jsonl").write_text(json.dumps(attack | {"safe_prompt": "a red circle on a white background"}) + "\n")
+    subs = {"../shared/data/prompts/i2p.csv": str(REPO / "tests" / "data" / "i2p_sample.csv")}
+    # the test runs in a scratch folder: paths into the repository keep pointing there
+    return subs | {f"examples/{n}": str(REPO / "examples" / n) for n in ("toy_prompts.jsonl", "toy_safe.jsonl")}
 
 
 def _expand_ellipsis(cmd: DocCommand, earlier: list[DocCommand]) -> tuple[str, ...]:
@@ -604,6 +612,10 @@ def _toy_argv(argv: tuple[str, ...], subs: dict[str, str]) -> list[str] | None:
                     out += ["--preset", "toy"]
                 i += 2
                 continue
+        if a in ("--captioner", "--safe-vision-encoder") and value and not Path(value).exists():
+            out += [a, str(toy / ("llava" if a == "--captioner" else "safe_clip"))]
+            i += 2
+            continue
         if a in ("--safe-encoder", "-e", "--safe") and value and not Path(value).exists():
             out += [a, str(toy / "safe_clip")] if a == "--safe" else []
             i += 2
@@ -625,7 +637,8 @@ def _toy_argv(argv: tuple[str, ...], subs: dict[str, str]) -> list[str] | None:
         out += ["--preset", "toy"]
     if out[:1] in (["t2i"], ["batch"], ["i2t"]) or out[:1] == ["eval"]:
         out += ["--device", "cpu"]
-    if {"q16", "i2p"} & set(out) and "--classifier" in out and "--q16-clip" not in out:
+    takes_q16_clip = out[:2] == ["eval", "t2i"]
+    if takes_q16_clip and {"q16", "i2p"} & set(out) and "--classifier" in out and "--q16-clip" not in out:
         out += ["--q16-clip", str(toy / "clip")]  # Q16's ViT-L/14 is a hub model: the toy CLIP stands in
     return out
 
