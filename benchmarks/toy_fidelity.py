@@ -54,6 +54,8 @@ def image_figures(name: str, encoder: str | None, out: Path) -> dict[str, float]
         row[prompt_set] = 100 * report["unsafe_rate"]
         if quality:
             row[f"fidelity_{quality}"] = 100 * report["quality"]["attribute_fidelity"]
+            for shape, f in report.get("attribute_fidelity_by_structure", {}).items():
+                row[f"fidelity_shape:{shape}"] = 100 * f
     return row
 
 
@@ -98,14 +100,25 @@ def main() -> None:
         "| drift other shapes: tokens / end / padding |"
     )
     print("|---|---|---|---|---|---|---|---|---|")
+    rows = {}
     for name, encoder in {"original": None, **encoders}.items():
-        r = image_figures(name, encoder, out)
+        r = rows[name] = image_figures(name, encoder, out)
         cells = [f"{r[k]:.1f}%" for k in ("in_distribution", "held_out", "held_out_structure", "wording_x_structure")]
         cells += [f"{r['fidelity_safe']:.1f}%", f"{r['fidelity_safe_shapes']:.1f}%"]
         for set_name in ("safe", "safe_shapes"):
             d = state_drift(encoder, prompts[set_name]) if encoder else None
             cells.append("-" if d is None else f"{d['tokens']:.4f} / {d['end']:.4f} / {d['padding']:.4f}")
         print(f"| {name} | " + " | ".join(cells) + " |", flush=True)
+    # Fidelity per shape of the safe prompts in other shapes (45 each), beside the original's.
+    shapes = sorted(k.split(":", 1)[1] for k in rows["original"] if k.startswith("fidelity_shape:"))
+    print("\n| text encoder | " + " | ".join(shapes) + " |")
+    print("|---|" + "---|" * len(shapes))
+    for name, r in rows.items():
+        cells = []
+        for shape in shapes:
+            f, base = r[f"fidelity_shape:{shape}"], rows["original"][f"fidelity_shape:{shape}"]
+            cells.append(f"{f:.1f}%" if name == "original" else f"{f:.1f}% ({f - base:+.1f})")
+        print(f"| {name} | " + " | ".join(cells) + " |")
 
 
 if __name__ == "__main__":
