@@ -343,7 +343,9 @@ def _stage_chain(b: _Build) -> dict[str, Any]:
     if train_rows == 0 and b.scale < 1.0:
         # A reduced-scale toy SD rarely draws a concept, so the render check can reject every
         # row; the smoke build says so and goes on (eval then measures the template Safe-CLIP).
-        why = f"no training quadruple survived the chain at --scale {b.scale} ({chain['render']})"
+        r = chain["render"]
+        why = f"no training quadruple at --scale {b.scale}: render kept {r['kept']} of {r['rows']} rows"
+        why += f" (rejected: {r['rejected']})"
         chain["fit"] = {"skipped": why}
         _logger.warning("chain fit skipped: %s", chain["fit"]["skipped"])
         return chain
