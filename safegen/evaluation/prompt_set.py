@@ -49,13 +49,14 @@ def _content_ids(tokenizer: Any, text: str) -> list[int]:
     return list(ids)
 
 
-def truncate_prompt(tokenizer: Any, prompt: str) -> str | None:
+def truncate_prompt(tokenizer: Any, prompt: str, room: int = 0) -> str | None:
     """The prompt cut to what the text encoder reads (its window less start and end), or None when it fits.
 
+    ``room``: tokens to leave free after the prompt (an attack appending words asks for them).
     The kept token ids are decoded back to text; when that text does not re-tokenize to the
     same ids (rare byte-level pieces), the longest whole-word prefix that fits is used instead.
     """
-    limit = int(tokenizer.model_max_length) - 2  # start and end tokens take two places
+    limit = max(0, int(tokenizer.model_max_length) - 2 - room)  # start and end tokens take two places
     ids = _content_ids(tokenizer, prompt)
     if len(ids) <= limit:
         return None

@@ -19,6 +19,7 @@ import torch
 
 from safegen.core.errors import SafegenError, UsageError
 from safegen.evaluation.attacks.constraint import BannedWords
+from safegen.evaluation.prompt_set import truncate_prompt
 
 _logger = logging.getLogger(__name__)
 
@@ -162,9 +163,9 @@ class TextEncoderView:
         the cut made before they place their words, or the pipeline would cut the words off.
         The text is ``text`` itself when nothing was cut.
         """
-        ids = self.content_ids(text)
-        kept = ids[: max(0, self.max_length - 2 - room)]
-        return kept, (text if len(kept) == len(ids) else self.decode(kept))
+        room += max(0, int(self.tokenizer.model_max_length) - self.max_length)  # the view reads at most 77
+        text = truncate_prompt(self.tokenizer, text, room) or text
+        return self.content_ids(text), text
 
     def encode_ids(self, ids: Any) -> Any:
         """(B, L) ids -> (B, L, D) conditioning, no gradient."""
