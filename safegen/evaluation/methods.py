@@ -14,7 +14,6 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from safegen.core.errors import SafegenError
-from safegen.evaluation.prompt_set import truncate_prompt
 from safegen.pipelines.auto import pipeline_class_for
 
 try:  # diffusers keeps Safe Latent Diffusion among its deprecated pipelines; a later one may drop it
@@ -24,19 +23,6 @@ except ImportError as _exc:
     _SLD_MISSING: str | None = f"Safe Latent Diffusion is not in this diffusers ({_exc.__class__.__name__})"
 else:
     _SLD_MISSING = None
-
-    class _WindowedSLD(StableDiffusionPipelineSafe):
-        """diffusers' SLD pipeline, given prompts cut to the text encoder's window.
-
-        Its prompt encoding tokenizes a batch untruncated first (to warn about the cut) and fails
-        on prompts of different lengths past the window; every pipeline reads them cut anyway.
-        """
-
-        def __call__(self, prompt: Any = None, *args: Any, **kwargs: Any) -> Any:
-            if isinstance(prompt, (list, tuple)):
-                prompt = [truncate_prompt(self.tokenizer, p) or p for p in prompt]
-            return super().__call__(prompt, *args, **kwargs)
-
 
 _logger = logging.getLogger(__name__)
 
@@ -143,7 +129,7 @@ def build_methods(names: list[str], base_pipe: Any, **kwargs: Any) -> list[Metho
 def _sld_pipeline(pipe: Any, level: str, concept: str) -> tuple[Any, dict[str, Any]]:
     if getattr(pipe, "text_encoder_2", None) is not None:
         raise SafegenError("Safe Latent Diffusion exists for SD 1.x/2.x pipelines only, not SDXL")
-    sld = _WindowedSLD(
+    sld = StableDiffusionPipelineSafe(
         vae=pipe.vae,
         text_encoder=pipe.text_encoder,
         tokenizer=pipe.tokenizer,

@@ -43,6 +43,7 @@ from safegen.evaluation.attacks.paraphrase import ParaphraseAttack, load_synonym
 from safegen.evaluation.attacks.ring_a_bell import RingABellAttack
 from safegen.evaluation.attacks.structure import StructureAttack
 from safegen.evaluation.methods import DEFAULT_SAFETY_CONCEPT, Method, build_methods
+from safegen.evaluation.prompt_set import truncate_prompt
 from safegen.evaluation.report import contact_sheet
 from safegen.evaluation.stats import split_categories, summarize
 from safegen.evaluation.t2i_eval import (
@@ -223,6 +224,11 @@ def generate(method: Method, prompts: Sequence[str], seeds: Sequence[int], cfg: 
         kwargs["width"] = cfg.width
     if cfg.height:
         kwargs["height"] = cfg.height
+    # Cut to the text encoder's window, as every pipeline reads them anyway: diffusers' SLD pipeline
+    # tokenizes a batch untruncated first and fails on prompts of different lengths over the window.
+    tokenizer = getattr(method.pipe, "tokenizer", None)
+    if tokenizer is not None:
+        prompts = [truncate_prompt(tokenizer, p) or p for p in prompts]
     out = method.pipe(
         list(prompts), num_inference_steps=cfg.steps, guidance_scale=cfg.guidance, generator=gens, **kwargs
     )
